@@ -1,0 +1,281 @@
+//! The [`App`]: broker, codec and task registry, and the way tasks are sent.
+
+mod builder;
+mod send;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use self::builder::AppBuilder;
+pub use self::send::SendOptions;
+use crate::broker::{Broker, Outgoing};
+use crate::codec::{self, Codec, CodecError, CodecExt, DecodeLimits};
+use crate::task::registry::{RegisteredTask, Registry};
+use crate::{EnqueueError, Envelope, Task, TaskError, TaskId, TaskOptions, WorkerBuilder, clock};
+
+/// A celeriac application: where tasks are sent and which tasks its workers run.
+///
+/// Cheap to clone (an `Arc` inside) and `Send + Sync`, so web handlers hold it in their state.
+///
+/// ```standalone_crate
+/// use celeriac::{App, MemoryBroker};
+///
+/// #[celeriac::task(name = "ccp_send_sms_code", max_retries = 3, retry_backoff = 3)]
+/// async fn ccp_send_sms_code(mobile: String, code: String) -> Result<(), std::io::Error> {
+///     println!("sending {code} to {mobile}");
+///     Ok(())
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), celeriac::Error> {
+/// let app = App::builder().broker(MemoryBroker::new()).autodiscover().build()?;
+/// let id = ccp_send_sms_code::delay(&app, "13800138000".into(), "424242".into()).await?;
+/// assert_eq!(app.broker().len("celery").await?, 1);
+/// # let _ = id; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<AppInner>,
+}
+
+struct AppInner {
+    broker: Arc<dyn Broker>,
+    codec: Arc<dyn Codec>,
+    registry: Registry,
+    default_queue: String,
+    limits: DecodeLimits,
+    enqueue_timeout: Duration,
+}
+
+impl App {
+    /// Starts building an app. Without a broker, it uses a fresh [`MemoryBroker`](crate::MemoryBroker).
+    pub fn builder() -> AppBuilder {
+        AppBuilder::new()
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.inner.broker
+    }
+
+    /// The codec that encodes task arguments.
+    pub fn codec(&self) -> &dyn Codec {
+        &*self.inner.codec
+    }
+
+    /// The queue tasks go to unless their options or the send options name another.
+    pub fn default_queue(&self) -> &str {
+        &self.inner.default_queue
+    }
+
+    /// The limits applied to every message a worker of this app decodes.
+    pub fn decode_limits(&self) -> &DecodeLimits {
+        &self.inner.limits
+    }
+
+    /// The names of the registered tasks.
+    pub fn task_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.inner.registry.names()
+    }
+
+    /// Starts building a worker for this app's tasks.
+    pub fn worker(&self) -> WorkerBuilder {
+        WorkerBuilder::new(self.clone())
+    }
+
+    /// Sends task `T` to run as soon as a worker is free (Celery's `delay`). Returns the task's id once
+    /// the broker holds the message.
+    pub async fn delay<T: Task>(&self, args: T::Args) -> Result<TaskId, EnqueueError> {
+        self.apply_async::<T>(args, SendOptions::new()).await
+    }
+
+    /// Sends task `T` with options: countdown, ETA, expiry, queue, priority (Celery's `apply_async`).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use celeriac::{App, SendOptions};
+    ///
+    /// #[celeriac::task]
+    /// async fn remind(user_id: u64) {
+    ///     println!("reminding {user_id}");
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), celeriac::Error> {
+    /// let app = App::builder().build()?;
+    /// let options = SendOptions::new().countdown(Duration::from_secs(60)).queue("reminders");
+    /// app.apply_async::<remind>((7,), options).await?;
+    /// assert_eq!(app.broker().stats("reminders").await?.delayed, 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn apply_async<T: Task>(
+        &self,
+        args: T::Args,
+        options: SendOptions,
+    ) -> Result<TaskId, EnqueueError> {
+        let envelope = self.envelope(T::NAME, &args, Some(&T::options()), options)?;
+        self.publish(envelope).await
+    }
+
+    /// Sends many runs of task `T` in one batch (pipelined by brokers that can). Returns their ids in order.
+    pub async fn delay_batch<T: Task>(
+        &self,
+        args: impl IntoIterator<Item = T::Args>,
+    ) -> Result<Vec<TaskId>, EnqueueError> {
+        let task_options = T::options();
+        let mut ids = Vec::new();
+        let mut messages = Vec::new();
+        for args in args {
+            let envelope =
+                self.envelope(T::NAME, &args, Some(&task_options), SendOptions::new())?;
+            ids.push(envelope.id);
+            messages.push(Self::outgoing(&envelope)?);
+        }
+        self.with_timeout(T::NAME, self.inner.broker.publish_batch(messages))
+            .await?;
+        Ok(ids)
+    }
+
+    /// Sends a task by name, for tasks this process does not link (Celery's `send_task`). The task's
+    /// own options apply when it is registered here; otherwise only `options` and the app's defaults.
+    pub async fn send_task<A>(
+        &self,
+        name: &str,
+        args: &A,
+        options: SendOptions,
+    ) -> Result<TaskId, EnqueueError>
+    where
+        A: Serialize + Sync + ?Sized,
+    {
+        let task_options = self.inner.registry.get(name).map(|task| &task.options);
+        let envelope = self.envelope(name, &args, task_options, options)?;
+        self.publish(envelope).await
+    }
+
+    fn envelope(
+        &self,
+        name: &str,
+        args: &dyn erased_serde::Serialize,
+        task_options: Option<&TaskOptions>,
+        options: SendOptions,
+    ) -> Result<Envelope, EnqueueError> {
+        let invalid = |reason: String| EnqueueError::InvalidOptions {
+            task: name.to_owned(),
+            reason,
+        };
+        let queue = options
+            .queue
+            .clone()
+            .or_else(|| task_options.and_then(|o| o.queue.clone()))
+            .unwrap_or_else(|| self.inner.default_queue.clone());
+        if queue.is_empty() {
+            return Err(invalid("the queue name is empty".into()));
+        }
+        let priority = options.priority.or(task_options.and_then(|o| o.priority));
+        if let Some(priority) = priority.filter(|p| *p > 9) {
+            return Err(invalid(format!("priority {priority} is above 9")));
+        }
+        let encoded =
+            self.inner
+                .codec
+                .encode_erased(args)
+                .map_err(|source| EnqueueError::Encode {
+                    task: name.to_owned(),
+                    source,
+                })?;
+        let now = clock::now();
+        let mut envelope = Envelope::new(name, queue, encoded, self.inner.codec.content_type());
+        envelope.created_at = now;
+        envelope.priority = priority;
+        envelope.eta = options
+            .eta
+            .or(options.countdown.map(|countdown| now + countdown));
+        let expires_in = options.expires_in.or(task_options.and_then(|o| o.expires));
+        envelope.expires = options.expires_at.or(expires_in.map(|after| now + after));
+        envelope.time_limit.hard = options.time_limit;
+        envelope.parent_id = options.parent_id;
+        envelope.root_id = options.root_id;
+        envelope.headers = options.headers;
+        if let Some(id) = options.task_id {
+            envelope.id = id;
+        }
+        Ok(envelope)
+    }
+
+    fn outgoing(envelope: &Envelope) -> Result<Outgoing, EnqueueError> {
+        let bytes = envelope.to_bytes().map_err(|source| EnqueueError::Encode {
+            task: envelope.task.clone(),
+            source,
+        })?;
+        let mut outgoing = Outgoing::new(envelope.queue.clone(), bytes);
+        outgoing.not_before = envelope.eta;
+        outgoing.priority = envelope.priority;
+        Ok(outgoing)
+    }
+
+    /// Publishes an envelope, within the enqueue timeout.
+    pub(crate) async fn publish(&self, envelope: Envelope) -> Result<TaskId, EnqueueError> {
+        let outgoing = Self::outgoing(&envelope)?;
+        self.with_timeout(&envelope.task, self.inner.broker.publish(outgoing))
+            .await?;
+        Ok(envelope.id)
+    }
+
+    async fn with_timeout(
+        &self,
+        task: &str,
+        publish: impl Future<Output = Result<(), crate::BrokerError>>,
+    ) -> Result<(), EnqueueError> {
+        let after = self.inner.enqueue_timeout;
+        match tokio::time::timeout(after, publish).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(EnqueueError::Broker {
+                task: task.to_owned(),
+                source,
+            }),
+            Err(_) => Err(EnqueueError::Timeout {
+                task: task.to_owned(),
+                after,
+            }),
+        }
+    }
+
+    /// Decodes a message's arguments with the codec its content type names.
+    pub(crate) fn decode_args<A: serde::de::DeserializeOwned>(
+        &self,
+        envelope: &Envelope,
+    ) -> Result<A, TaskError> {
+        let codec: &dyn Codec = if envelope.content_type == self.inner.codec.content_type() {
+            &*self.inner.codec
+        } else {
+            codec::builtin_for(&envelope.content_type).ok_or_else(|| {
+                TaskError::InvalidArgs(CodecError::UnsupportedContentType(
+                    envelope.content_type.clone(),
+                ))
+            })?
+        };
+        codec
+            .decode(&envelope.args, &self.inner.limits)
+            .map_err(TaskError::InvalidArgs)
+    }
+
+    pub(crate) fn registered(&self, name: &str) -> Option<&RegisteredTask> {
+        self.inner.registry.get(name)
+    }
+
+    pub(crate) fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("broker", &self.inner.broker.redacted_url())
+            .field("codec", &self.inner.codec.content_type())
+            .field("tasks", &self.inner.registry)
+            .field("default_queue", &self.inner.default_queue)
+            .finish_non_exhaustive()
+    }
+}

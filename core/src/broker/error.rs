@@ -1,0 +1,68 @@
+use std::time::Duration;
+
+/// A boxed error from a broker's client library.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a broker operation failed. Messages never contain credentials.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    /// The broker could not be reached. `url` has its password redacted.
+    #[error("cannot connect to broker at {url}: {source}")]
+    Connect {
+        /// The broker URL, password redacted.
+        url: String,
+        /// What the client library reported.
+        #[source]
+        source: BoxError,
+    },
+    /// The connection was lost during the operation.
+    #[error("connection to the broker was lost during {op}")]
+    Disconnected {
+        /// The operation that was under way.
+        op: &'static str,
+    },
+    /// The operation did not complete in time.
+    #[error("broker operation {op} timed out after {after:?}")]
+    Timeout {
+        /// The operation that timed out.
+        op: &'static str,
+        /// How long it was given.
+        after: Duration,
+    },
+    /// The broker refused the message (e.g. a publisher-confirm nack).
+    #[error("broker rejected the message: {reason}")]
+    Rejected {
+        /// The broker's reason.
+        reason: String,
+    },
+    /// An invalid argument, such as an empty queue name.
+    #[error("invalid broker request: {0}")]
+    Invalid(String),
+    /// Any other failure of the broker's client library, with what was being done.
+    #[error("{context}: {source}")]
+    Backend {
+        /// What was being done.
+        context: String,
+        /// What the client library reported.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl BrokerError {
+    /// Whether retrying the operation later (after reconnecting) may succeed.
+    ///
+    /// ```
+    /// use celeriac::BrokerError;
+    ///
+    /// assert!(BrokerError::Disconnected { op: "publish" }.is_transient());
+    /// assert!(!BrokerError::Invalid("empty queue name".into()).is_transient());
+    /// ```
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect { .. } | Self::Disconnected { .. } | Self::Timeout { .. }
+        )
+    }
+}

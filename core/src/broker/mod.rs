@@ -1,0 +1,219 @@
+//! The [`Broker`] trait: where tasks wait between [`App::delay`](crate::App::delay) and a worker.
+//!
+//! # Delivery contract (at least once)
+//!
+//! Every broker — [`MemoryBroker`] here, Redis and RabbitMQ in their own crates — keeps this contract,
+//! and the shared contract suite in the repository's `tests/` crate checks it for each:
+//!
+//! 1. A published message is delivered to one consumer of its queue; once its `not_before` time has
+//!    passed, if it has one.
+//! 2. A consumer holds at most `prefetch` unsettled deliveries; it gets no more until it settles some.
+//! 3. Each [`Delivery`] is settled once: **ack** removes it; **requeue** puts it back (marked
+//!    redelivered); **dead-letter** moves it, with a reason, to the queue's dead-letter queue, where
+//!    [`Broker::dead_letters`] shows it.
+//! 4. A delivery that is never settled — its worker crashed, it was dropped, the worker shut down — is
+//!    **delivered again** (immediately on the in-memory broker, after a visibility timeout or a closed
+//!    channel on the others). A task may therefore run more than once; it is never lost. Make tasks
+//!    idempotent, or accept a rare duplicate.
+//! 5. `publish` returns only once the broker has the message; an error means it may not have it.
+
+mod delivery;
+mod error;
+mod memory;
+
+use std::fmt;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+
+pub use self::delivery::{Acknowledger, Delivery};
+pub use self::error::{BoxError, BrokerError};
+pub use self::memory::MemoryBroker;
+
+/// The stream of deliveries a consumer receives.
+pub type DeliveryStream = Pin<Box<dyn Stream<Item = Result<Delivery, BrokerError>> + Send>>;
+
+/// A message to publish.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use celeriac::broker::Outgoing;
+///
+/// let message = Outgoing::new("celery", b"payload".to_vec())
+///     .not_before(SystemTime::now() + Duration::from_secs(3))
+///     .priority(5);
+/// assert_eq!(message.queue, "celery");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Outgoing {
+    /// The destination queue.
+    pub queue: String,
+    /// The message bytes.
+    pub payload: Bytes,
+    /// Deliver no earlier than this time.
+    pub not_before: Option<SystemTime>,
+    /// Priority 0 (lowest, the default) to 9 (highest); larger values are clamped to 9.
+    pub priority: Option<u8>,
+}
+
+impl Outgoing {
+    /// A message for `queue`, deliverable at once.
+    pub fn new(queue: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Self {
+            queue: queue.into(),
+            payload: payload.into(),
+            not_before: None,
+            priority: None,
+        }
+    }
+
+    /// Delays delivery until `at`.
+    #[must_use]
+    pub fn not_before(mut self, at: SystemTime) -> Self {
+        self.not_before = Some(at);
+        self
+    }
+
+    /// Sets the priority (0–9, higher first).
+    #[must_use]
+    pub fn priority(mut self, priority: u8) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+}
+
+/// How a consumer wants its deliveries.
+///
+/// ```
+/// use celeriac::broker::ConsumeOptions;
+///
+/// let options = ConsumeOptions::default().prefetch(32);
+/// assert_eq!(options.prefetch_count(), 32);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsumeOptions {
+    prefetch: usize,
+}
+
+impl ConsumeOptions {
+    /// At most `prefetch` unsettled deliveries at once (at least 1).
+    #[must_use]
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = prefetch.max(1);
+        self
+    }
+
+    /// The prefetch bound.
+    pub fn prefetch_count(&self) -> usize {
+        self.prefetch
+    }
+}
+
+impl Default for ConsumeOptions {
+    fn default() -> Self {
+        Self { prefetch: 16 }
+    }
+}
+
+/// How many messages of one queue are where.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Deliverable now.
+    pub ready: u64,
+    /// Waiting for their `not_before` time.
+    pub delayed: u64,
+    /// Delivered and not yet settled.
+    pub unacked: u64,
+    /// In the dead-letter queue.
+    pub dead_lettered: u64,
+}
+
+/// A message in a dead-letter queue, with why it is there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetter {
+    /// The queue it was consumed from.
+    pub queue: String,
+    /// The message bytes as they were delivered.
+    pub payload: Bytes,
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// When it was dead-lettered.
+    pub at: SystemTime,
+}
+
+impl DeadLetter {
+    /// A dead-letter record, for broker implementations.
+    pub fn new(
+        queue: impl Into<String>,
+        payload: Bytes,
+        reason: impl Into<String>,
+        at: SystemTime,
+    ) -> Self {
+        Self {
+            queue: queue.into(),
+            payload,
+            reason: reason.into(),
+            at,
+        }
+    }
+}
+
+/// A message broker. Object-safe: an [`App`](crate::App) holds an `Arc<dyn Broker>`.
+///
+/// See the [module documentation](self) for the delivery contract every implementation keeps.
+#[async_trait]
+pub trait Broker: Send + Sync + fmt::Debug + 'static {
+    /// The messaging system, as OpenTelemetry names it (`memory`, `redis`, `rabbitmq`).
+    fn system(&self) -> &'static str;
+
+    /// The broker URL with any password replaced by `***`, safe to log.
+    fn redacted_url(&self) -> String;
+
+    /// Publishes one message. Returns once the broker holds it.
+    async fn publish(&self, message: Outgoing) -> Result<(), BrokerError>;
+
+    /// Publishes several messages, pipelined where the broker allows. On error, a prefix of the batch
+    /// may have been published.
+    async fn publish_batch(&self, messages: Vec<Outgoing>) -> Result<(), BrokerError> {
+        for message in messages {
+            self.publish(message).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts consuming `queues`. Deliveries from all of them arrive on one stream.
+    async fn consume(
+        &self,
+        queues: &[String],
+        options: ConsumeOptions,
+    ) -> Result<DeliveryStream, BrokerError>;
+
+    /// Counts of a queue's messages.
+    async fn stats(&self, queue: &str) -> Result<QueueStats, BrokerError>;
+
+    /// Messages waiting in `queue`: ready plus delayed, not counting unsettled deliveries.
+    async fn len(&self, queue: &str) -> Result<u64, BrokerError> {
+        let stats = self.stats(queue).await?;
+        Ok(stats.ready + stats.delayed)
+    }
+
+    /// Up to `limit` of the oldest messages in `queue`'s dead-letter queue.
+    async fn dead_letters(&self, queue: &str, limit: usize)
+    -> Result<Vec<DeadLetter>, BrokerError>;
+
+    /// Removes every waiting (ready or delayed) message of `queue`; returns how many.
+    async fn purge(&self, queue: &str) -> Result<u64, BrokerError>;
+}
+
+pub(crate) fn validate_queue(queue: &str) -> Result<(), BrokerError> {
+    if queue.is_empty() {
+        return Err(BrokerError::Invalid("empty queue name".into()));
+    }
+    Ok(())
+}

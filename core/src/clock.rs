@@ -1,0 +1,31 @@
+//! Wall-clock time as seen through tokio's clock.
+//!
+//! ETAs and expiry times travel between processes, so they are wall-clock times (`SystemTime`). Inside a
+//! process we derive "now" from tokio's monotonic clock plus one wall-clock anchor taken at first use.
+//! Two things follow: a test that pauses tokio's clock (`tokio::time::pause`) controls ETAs, countdowns and
+//! expiry exactly, and a step of the system clock (NTP) while a worker runs does not make it fire delayed
+//! tasks early or late.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+static ANCHOR: OnceLock<(SystemTime, Instant)> = OnceLock::new();
+
+/// The current wall-clock time, advancing with tokio's clock.
+pub(crate) fn now() -> SystemTime {
+    let (wall, mono) = *ANCHOR.get_or_init(|| (SystemTime::now(), Instant::now()));
+    let elapsed = Instant::now().saturating_duration_since(mono);
+    wall + elapsed
+}
+
+/// How long from now until `at`; zero when `at` has passed.
+pub(crate) fn until(at: SystemTime) -> Duration {
+    at.duration_since(now()).unwrap_or(Duration::ZERO)
+}
+
+/// The tokio instant at which the wall-clock time `at` is reached.
+pub(crate) fn instant_at(at: SystemTime) -> Instant {
+    Instant::now() + until(at)
+}

@@ -1,0 +1,70 @@
+use bincode::config::{Configuration, Limit};
+
+use super::{Codec, CodecError, DecodeLimits, DecodeVisitor};
+
+/// The absolute ceiling bincode itself enforces on what one decode may claim, whatever
+/// [`DecodeLimits`] say: a second line of defence against length prefixes that lie.
+const HARD_LIMIT: usize = 256 * 1024 * 1024;
+
+type Config =
+    Configuration<bincode::config::LittleEndian, bincode::config::Varint, Limit<HARD_LIMIT>>;
+
+const CONFIG: Config = bincode::config::standard().with_limit::<HARD_LIMIT>();
+
+/// The default codec: [bincode] 2 through serde, compact and fast.
+///
+/// Content type `application/x-bincode`. Not self-describing: both sides must agree on the argument
+/// types, which the task name guarantees.
+///
+/// ```
+/// use celeriac::codec::{BincodeCodec, CodecExt, DecodeLimits};
+///
+/// let codec = BincodeCodec::new();
+/// let bytes = codec.encode(&(1u8, "two"))?;
+/// let value: (u8, String) = codec.decode(&bytes, &DecodeLimits::default())?;
+/// assert_eq!(value, (1, "two".to_owned()));
+/// # Ok::<(), celeriac::codec::CodecError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BincodeCodec {
+    _private: (),
+}
+
+impl BincodeCodec {
+    /// The content type this codec records.
+    pub const CONTENT_TYPE: &'static str = "application/x-bincode";
+
+    /// Creates the codec.
+    pub const fn new() -> Self {
+        Self { _private: () }
+    }
+}
+
+impl Codec for BincodeCodec {
+    fn content_type(&self) -> &'static str {
+        Self::CONTENT_TYPE
+    }
+
+    fn encode_erased(&self, value: &dyn erased_serde::Serialize) -> Result<Vec<u8>, CodecError> {
+        bincode::serde::encode_to_vec(value, CONFIG).map_err(|e| CodecError::Encode {
+            content_type: Self::CONTENT_TYPE,
+            source: Box::new(e),
+        })
+    }
+
+    fn decode_erased(
+        &self,
+        bytes: &[u8],
+        limits: &DecodeLimits,
+        visit: &mut DecodeVisitor<'_>,
+    ) -> Result<(), CodecError> {
+        limits.check(bytes)?;
+        let decode_error = |source: Box<dyn std::error::Error + Send + Sync>| CodecError::Decode {
+            content_type: Self::CONTENT_TYPE,
+            source,
+        };
+        let mut decoder = bincode::serde::BorrowedSerdeDecoder::from_slice(bytes, CONFIG, ());
+        let mut erased = <dyn erased_serde::Deserializer<'_>>::erase(decoder.as_deserializer());
+        visit(&mut erased).map_err(|e| decode_error(Box::new(e)))
+    }
+}

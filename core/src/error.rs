@@ -1,0 +1,110 @@
+//! Error types for building an app, enqueueing, and running workers, and the top-level [`Error`].
+
+use std::time::Duration;
+
+use crate::BrokerError;
+use crate::codec::CodecError;
+
+/// Why an [`App`](crate::App) or a [`Worker`](crate::Worker) could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Two different task types use the same name.
+    #[error("two different tasks are registered under the name `{name}`")]
+    DuplicateTaskName {
+        /// The contested name.
+        name: &'static str,
+    },
+    /// A task name is unusable.
+    #[error("invalid task name `{name}`: {reason}")]
+    InvalidTaskName {
+        /// The name.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A setting is out of range.
+    #[error("invalid setting `{setting}`: {reason}")]
+    InvalidSetting {
+        /// The setting.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Why a task could not be enqueued. The task was not sent (or, after a timeout, may not have been).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnqueueError {
+    /// The arguments could not be encoded.
+    #[error("cannot encode the arguments of task `{task}`: {source}")]
+    Encode {
+        /// The task name.
+        task: String,
+        /// The codec's error.
+        #[source]
+        source: CodecError,
+    },
+    /// The broker failed or refused.
+    #[error("cannot enqueue task `{task}`: {source}")]
+    Broker {
+        /// The task name.
+        task: String,
+        /// The broker's error.
+        #[source]
+        source: BrokerError,
+    },
+    /// The broker did not confirm in time.
+    #[error("enqueueing task `{task}` timed out after {after:?}")]
+    Timeout {
+        /// The task name.
+        task: String,
+        /// The configured enqueue timeout.
+        after: Duration,
+    },
+    /// The send options are invalid (e.g. priority above 9).
+    #[error("invalid options for task `{task}`: {reason}")]
+    InvalidOptions {
+        /// The task name.
+        task: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Why a worker stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerError {
+    /// The broker refused to start consuming (not a passing outage, which the worker rides out).
+    #[error("cannot consume queues {queues:?}: {source}")]
+    Consume {
+        /// The queues.
+        queues: Vec<String>,
+        /// The broker's error.
+        #[source]
+        source: BrokerError,
+    },
+}
+
+/// Any celeriac error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// See [`BuildError`].
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// See [`EnqueueError`].
+    #[error(transparent)]
+    Enqueue(#[from] EnqueueError),
+    /// See [`WorkerError`].
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// See [`BrokerError`].
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// See [`CodecError`].
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}

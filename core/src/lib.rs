@@ -1,0 +1,130 @@
+//! # celeriac
+//!
+//! A task queue for Rust with Celery's ergonomics: declare a task with [`#[task]`](macro@task), send it
+//! with `delay` from a web handler that answers at once, and let workers on one machine or many run it,
+//! retrying failures with back-off and losing nothing when a worker or the broker dies.
+//!
+//! ```standalone_crate
+//! use std::time::Duration;
+//! use celeriac::{App, MemoryBroker};
+//!
+//! #[celeriac::task(name = "ccp_send_sms_code", max_retries = 3, retry_backoff = 3)]
+//! async fn ccp_send_sms_code(mobile: String, code: String) -> Result<(), std::io::Error> {
+//!     println!("SMS to {mobile}: your code is {code}");
+//!     Ok(())
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), celeriac::Error> {
+//! // The broker is the one line to change for Redis or RabbitMQ.
+//! let app = App::builder().broker(MemoryBroker::new()).autodiscover().build()?;
+//!
+//! // In a web handler: enqueue and answer at once.
+//! ccp_send_sms_code::delay(&app, "13800138000".into(), "424242".into()).await?;
+//!
+//! // In a worker process (here: until a timer fires instead of SIGTERM).
+//! let report = app.worker().build()?.run_until(tokio::time::sleep(Duration::from_millis(50))).await?;
+//! assert_eq!(report.succeeded, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Concepts
+//!
+//! - [`Task`]: a named kind of work with typed arguments ([`task`](mod@task) module). Its
+//!   [`TaskOptions`] set the queue, [`RetryPolicy`], time limit, rate limit, expiry, priority and
+//!   acknowledgement mode.
+//! - [`App`]: a broker, a [`Codec`] and the registered tasks; [`App::delay`] and
+//!   [`App::apply_async`] send tasks and return their [`TaskId`].
+//! - [`Broker`]: where messages wait; the [`broker`] module states the at-least-once contract.
+//!   [`MemoryBroker`] is the embedded one; `celeriac-redis` and `celeriac-amqp` are the others.
+//! - [`Worker`]: consumes queues and settles every message exactly one way (see [`worker`]). Each run
+//!   goes through a tower service, so tower layers apply ([`service`]).
+//! - Observability: one `tracing` span per run and [`metrics`] counters; the library never installs a
+//!   subscriber or recorder.
+//!
+//! ## Feature flags
+//!
+//! - `macros` (default): the [`#[task]`](macro@task) attribute.
+
+#![deny(missing_docs)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+#![doc(test(attr(deny(warnings, rust_2018_idioms))))]
+
+pub mod app;
+pub mod broker;
+mod clock;
+pub mod codec;
+pub mod envelope;
+pub mod error;
+mod layers;
+pub mod metrics;
+pub mod retry;
+pub mod service;
+pub mod task;
+pub mod worker;
+
+pub use crate::app::{App, AppBuilder, SendOptions};
+pub use crate::broker::{Broker, BrokerError, Delivery, MemoryBroker};
+pub use crate::codec::{Codec, CodecExt};
+pub use crate::envelope::{Envelope, TaskId};
+pub use crate::error::{BuildError, EnqueueError, Error, WorkerError};
+pub use crate::retry::{RetryDecision, RetryPolicy};
+pub use crate::task::{
+    BoxError, DEFAULT_QUEUE, IntoTaskResult, RateLimit, Task, TaskContext, TaskError, TaskOptions,
+};
+pub use crate::worker::{Worker, WorkerBuilder, WorkerReport};
+
+/// Declares a task from a function. See the [`celeriac_macros::task`] documentation for options.
+#[cfg(feature = "macros")]
+#[doc(inline)]
+pub use celeriac_macros::task;
+
+/// The names most programs need: `use celeriac::prelude::*;`.
+pub mod prelude {
+    pub use crate::{
+        App, Broker, CodecExt, MemoryBroker, RetryPolicy, SendOptions, Task, TaskContext,
+        TaskError, TaskId, TaskOptions,
+    };
+}
+
+/// Items the `#[task]` macro's generated code uses. Not a public API: it changes without notice.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+
+    pub use crate::task::registry::TaskRegistration;
+    pub use crate::{IntoTaskResult, TaskError};
+
+    /// Runs a blocking (synchronous) task function on tokio's blocking pool.
+    pub async fn run_blocking<F, R>(f: F) -> Result<R, TaskError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        tokio::task::spawn_blocking(f).await.map_err(|error| {
+            if error.is_panic() {
+                TaskError::Panicked(crate::task::panic_message(&*error.into_panic()))
+            } else {
+                TaskError::msg("the blocking task was cancelled")
+            }
+        })
+    }
+
+    /// Implemented for every type a task argument may have.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be a task argument",
+        label = "task arguments must be `Serialize + DeserializeOwned + Send + 'static`",
+        note = "arguments travel through the broker: derive `serde::Serialize` and `serde::Deserialize` for your type, and use owned types (`String`, not `&str`)"
+    )]
+    pub trait TaskArgument {}
+
+    impl<T> TaskArgument for T where T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
+
+    /// Compile-time check that `T` can be a task argument.
+    pub const fn assert_argument<T: TaskArgument>() {}
+
+    /// Compile-time check of a task function's return type.
+    pub const fn assert_return<T: IntoTaskResult>() {}
+
+    /// Compile-time check that a task's first parameter is a [`TaskContext`](crate::TaskContext).
+    pub const fn assert_context(_: fn(crate::TaskContext)) {}
+}

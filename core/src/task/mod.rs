@@ -1,0 +1,100 @@
+//! Tasks: the [`Task`] trait, its [`TaskOptions`], the [`TaskContext`] a run receives, and
+//! [`TaskError`].
+//!
+//! Most tasks are written with the [`#[task]`](crate::task) attribute on a function. Implementing
+//! [`Task`] by hand is the same thing, spelled out:
+//!
+//! ```
+//! use celeriac::{App, MemoryBroker, Task, TaskContext, TaskError};
+//!
+//! struct Add;
+//!
+//! impl Task for Add {
+//!     const NAME: &'static str = "add";
+//!     type Args = (i64, i64);
+//!     type Output = i64;
+//!
+//!     async fn run(_ctx: TaskContext, (a, b): (i64, i64)) -> Result<i64, TaskError> {
+//!         Ok(a + b)
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), celeriac::Error> {
+//! let app = App::builder().broker(MemoryBroker::new()).register::<Add>().build()?;
+//! let id = app.delay::<Add>((2, 3)).await?;
+//! # let _ = id; Ok(()) }
+//! ```
+
+mod context;
+mod error;
+mod options;
+pub(crate) mod registry;
+
+use std::future::Future;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use self::context::TaskContext;
+pub(crate) use self::error::panic_message;
+pub use self::error::{BoxError, TaskError};
+pub use self::options::{DEFAULT_QUEUE, ParseRateLimitError, RateLimit, TaskOptions};
+
+/// A kind of task: a stable name, argument and output types, options, and the code that runs.
+///
+/// The name is what travels in messages; keep it stable across releases, or queued tasks of the old
+/// name become "unknown task" dead letters.
+pub trait Task: Send + Sync + 'static {
+    /// The task's name in messages, e.g. `ccp_send_sms_code`.
+    const NAME: &'static str;
+    /// The arguments, encoded by the app's codec.
+    type Args: Serialize + DeserializeOwned + Send + 'static;
+    /// What a successful run returns.
+    type Output: Serialize + Send + 'static;
+
+    /// The task's options; defaults to [`TaskOptions::default`].
+    fn options() -> TaskOptions {
+        TaskOptions::default()
+    }
+
+    /// Runs the task once.
+    fn run(
+        ctx: TaskContext,
+        args: Self::Args,
+    ) -> impl Future<Output = Result<Self::Output, TaskError>> + Send;
+}
+
+/// What a `#[task]` function may return: `Result<T, E>` with a serializable `T` and any error `E`,
+/// or `()`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a valid return type for a celeriac task",
+    label = "a task must return `Result<T, E>` or `()`",
+    note = "`T` must implement `serde::Serialize`; `E` may be your own error type, `celeriac::BoxError` or `celeriac::TaskError`"
+)]
+pub trait IntoTaskResult: Send + 'static {
+    /// The task's output type.
+    type Output: Serialize + Send + 'static;
+
+    /// Converts a task function's return value.
+    fn into_task_result(self) -> Result<Self::Output, TaskError>;
+}
+
+impl<T, E> IntoTaskResult for Result<T, E>
+where
+    T: Serialize + Send + 'static,
+    E: Into<BoxError> + Send + 'static,
+{
+    type Output = T;
+
+    fn into_task_result(self) -> Result<T, TaskError> {
+        self.map_err(|error| TaskError::from(error.into()))
+    }
+}
+
+impl IntoTaskResult for () {
+    type Output = ();
+
+    fn into_task_result(self) -> Result<(), TaskError> {
+        Ok(())
+    }
+}

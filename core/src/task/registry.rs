@@ -1,0 +1,118 @@
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::fmt;
+
+use futures::future::BoxFuture;
+
+use super::{Task, TaskContext, TaskError, TaskOptions};
+use crate::BuildError;
+use crate::codec::CodecExt;
+use crate::service::TaskOutput;
+
+/// Runs one task type's code: decodes the arguments, runs, encodes the output.
+pub(crate) type Handler = fn(TaskContext) -> BoxFuture<'static, Result<TaskOutput, TaskError>>;
+
+fn handle<T: Task>(ctx: TaskContext) -> BoxFuture<'static, Result<TaskOutput, TaskError>> {
+    Box::pin(async move {
+        let app = ctx.app().clone();
+        let args: T::Args = app.decode_args(ctx.envelope())?;
+        let output = T::run(ctx, args).await?;
+        let bytes = app
+            .codec()
+            .encode(&output)
+            .map_err(|error| TaskError::failed(Box::new(error)))?;
+        Ok(TaskOutput::new(bytes))
+    })
+}
+
+/// One registered task type.
+#[derive(Clone)]
+pub(crate) struct RegisteredTask {
+    type_id: TypeId,
+    pub(crate) options: TaskOptions,
+    pub(crate) handler: Handler,
+}
+
+/// The tasks an app can run, by name.
+#[derive(Clone, Default)]
+pub(crate) struct Registry {
+    tasks: HashMap<&'static str, RegisteredTask>,
+}
+
+impl Registry {
+    /// Adds `T`. Registering the same type twice is harmless; two types with one name are an error.
+    pub(crate) fn insert<T: Task>(&mut self) -> Result<(), BuildError> {
+        let type_id = TypeId::of::<T>();
+        if let Some(existing) = self.tasks.get(T::NAME) {
+            if existing.type_id == type_id {
+                return Ok(());
+            }
+            return Err(BuildError::DuplicateTaskName { name: T::NAME });
+        }
+        if T::NAME.is_empty() {
+            return Err(BuildError::InvalidTaskName {
+                name: T::NAME,
+                reason: "a task name must not be empty",
+            });
+        }
+        self.tasks.insert(
+            T::NAME,
+            RegisteredTask {
+                type_id,
+                options: T::options(),
+                handler: handle::<T>,
+            },
+        );
+        Ok(())
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&RegisteredTask> {
+        self.tasks.get(name)
+    }
+
+    pub(crate) fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.tasks.keys().copied()
+    }
+
+    pub(crate) fn tasks(&self) -> impl Iterator<Item = (&'static str, &RegisteredTask)> + '_ {
+        self.tasks.iter().map(|(name, task)| (*name, task))
+    }
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.tasks.keys()).finish()
+    }
+}
+
+/// A task registered for autodiscovery. The `#[task]` macro submits one per task; see
+/// [`AppBuilder::autodiscover`](crate::AppBuilder::autodiscover).
+pub struct TaskRegistration {
+    insert: fn(&mut Registry) -> Result<(), BuildError>,
+}
+
+impl TaskRegistration {
+    /// The registration of `T`.
+    pub const fn new<T: Task>() -> Self {
+        Self {
+            insert: Registry::insert::<T>,
+        }
+    }
+
+    pub(crate) fn insert_into(&self, registry: &mut Registry) -> Result<(), BuildError> {
+        (self.insert)(registry)
+    }
+}
+
+impl fmt::Debug for TaskRegistration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskRegistration").finish_non_exhaustive()
+    }
+}
+
+inventory::collect!(TaskRegistration);
+
+/// Every task registration linked into the binary.
+pub(crate) fn linked_registrations() -> impl Iterator<Item = &'static TaskRegistration> {
+    inventory::iter::<TaskRegistration>.into_iter()
+}

@@ -1,0 +1,283 @@
+//! Workers: consume queues, run tasks, settle every message.
+//!
+//! A worker takes deliveries from its queues, runs up to `concurrency` tasks at once, and settles each
+//! message exactly one way after its run (acks late): **ack** on success; on failure, a **retry**
+//! (a copy with `retries + 1` and a not-before time is published, then the original is acked) or a
+//! **dead-letter** with the error once the retry policy gives up. Unknown task names and undecodable
+//! messages are dead-lettered with a reason, and the worker keeps serving. Panics are caught and count
+//! as failures.
+//!
+//! On SIGINT or SIGTERM ([`Worker::run`]) or when a future completes ([`Worker::run_until`]), the
+//! worker stops fetching, lets running tasks finish for up to the grace period, and requeues the rest:
+//! nothing is lost.
+
+mod process;
+mod rate_limit;
+mod run;
+mod shutdown;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use self::rate_limit::RateLimiter;
+pub use self::shutdown::shutdown_signal;
+use crate::layers::{MetricsService, TraceService};
+use crate::service::{BoxTaskService, RunTask, TaskOutput, TaskRequest};
+use crate::task::BoxError;
+use crate::{App, BuildError, TaskError};
+
+type LayerFn = Box<dyn Fn(BoxTaskService) -> BoxTaskService + Send + Sync>;
+
+/// Configures a [`Worker`]; from [`App::worker`].
+///
+/// ```
+/// use std::time::Duration;
+/// use celeriac::App;
+///
+/// # fn main() -> Result<(), celeriac::Error> {
+/// let app = App::builder().build()?;
+/// let worker = app
+///     .worker()
+///     .queues(["celery", "sms"])
+///     .concurrency(8)
+///     .prefetch(16)
+///     .grace_period(Duration::from_secs(30))
+///     .build()?;
+/// # let _ = worker; Ok(()) }
+/// ```
+#[must_use]
+pub struct WorkerBuilder {
+    app: App,
+    queues: Option<Vec<String>>,
+    concurrency: usize,
+    prefetch: Option<usize>,
+    grace_period: Duration,
+    layers: Vec<LayerFn>,
+}
+
+impl WorkerBuilder {
+    /// The default grace period for running tasks at shutdown.
+    pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+
+    pub(crate) fn new(app: App) -> Self {
+        let concurrency = std::thread::available_parallelism().map_or(1, usize::from);
+        Self {
+            app,
+            queues: None,
+            concurrency,
+            prefetch: None,
+            grace_period: Self::DEFAULT_GRACE_PERIOD,
+            layers: Vec::new(),
+        }
+    }
+
+    /// The queues to consume. Default: the app's default queue plus every registered task's queue.
+    pub fn queues<I, Q>(mut self, queues: I) -> Self
+    where
+        I: IntoIterator<Item = Q>,
+        Q: Into<String>,
+    {
+        self.queues = Some(queues.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// At most `concurrency` tasks run at once (default: the number of CPUs, as in Celery). This is
+    /// the only knob for parallel runs.
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// How many unsettled deliveries the broker may hand this worker ahead of time (default: four per
+    /// concurrency slot, Celery's prefetch multiplier). Buffering only: it never adds parallel runs.
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = Some(prefetch);
+        self
+    }
+
+    /// How long running tasks may finish at shutdown before they are requeued (default 30 s).
+    pub fn grace_period(mut self, grace_period: Duration) -> Self {
+        self.grace_period = grace_period;
+        self
+    }
+
+    /// Wraps every run in a tower layer. The first layer added is the outermost, as with tower's
+    /// `ServiceBuilder`; the built-in metrics and tracing layers are outside all of them.
+    ///
+    /// The layer's service may fail with any error convertible to [`BoxError`] (tower's own
+    /// middleware does); such errors count as task failures.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxTaskService> + Send + Sync + 'static,
+        L::Service: Service<TaskRequest, Response = TaskOutput> + Clone + Send + Sync + 'static,
+        <L::Service as Service<TaskRequest>>::Error: Into<BoxError>,
+        <L::Service as Service<TaskRequest>>::Future: Send + 'static,
+    {
+        self.layers.push(Box::new(move |inner| {
+            BoxCloneSyncService::new(layer.layer(inner).map_err(into_task_error))
+        }));
+        self
+    }
+
+    /// Builds the worker.
+    pub fn build(self) -> Result<Worker, BuildError> {
+        if self.concurrency == 0 {
+            return Err(BuildError::InvalidSetting {
+                setting: "concurrency",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let queues = match self.queues {
+            Some(queues) => queues,
+            None => {
+                let mut queues = vec![self.app.default_queue().to_owned()];
+                for (_, task) in self.app.registry().tasks() {
+                    if let Some(queue) = task.options.queue_name() {
+                        queues.push(queue.to_owned());
+                    }
+                }
+                queues
+            }
+        };
+        let mut queues = queues;
+        queues.sort();
+        queues.dedup();
+        if queues.is_empty() || queues.iter().any(String::is_empty) {
+            return Err(BuildError::InvalidSetting {
+                setting: "queues",
+                reason: "a worker needs at least one non-empty queue name".into(),
+            });
+        }
+        let mut service = BoxTaskService::new(RunTask);
+        for layer in self.layers.iter().rev() {
+            service = layer(service);
+        }
+        let service = BoxTaskService::new(MetricsService::new(TraceService::new(service)));
+        let rate_limiters = self
+            .app
+            .registry()
+            .tasks()
+            .filter_map(|(name, task)| Some((name, RateLimiter::new(task.options.rate_limit?))))
+            .collect();
+        Ok(Worker {
+            shared: Arc::new(Shared {
+                app: self.app,
+                service,
+                rate_limiters,
+                report: Counters::default(),
+            }),
+            queues,
+            concurrency: self.concurrency,
+            prefetch: self
+                .prefetch
+                .unwrap_or(self.concurrency.saturating_mul(4))
+                .max(1),
+            grace_period: self.grace_period,
+        })
+    }
+}
+
+fn into_task_error<E: Into<BoxError>>(error: E) -> TaskError {
+    TaskError::from(error.into())
+}
+
+impl fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("queues", &self.queues)
+            .field("concurrency", &self.concurrency)
+            .field("prefetch", &self.prefetch)
+            .field("grace_period", &self.grace_period)
+            .field("layers", &self.layers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the worker shares with each run.
+struct Shared {
+    app: App,
+    service: BoxTaskService,
+    rate_limiters: HashMap<&'static str, RateLimiter>,
+    report: Counters,
+}
+
+#[derive(Default)]
+struct Counters {
+    succeeded: AtomicU64,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
+    expired: AtomicU64,
+    requeued: AtomicU64,
+}
+
+impl Counters {
+    fn add(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> WorkerReport {
+        WorkerReport {
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            retried: self.retried.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+            requeued: self.requeued.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a worker did, returned when it stops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WorkerReport {
+    /// Runs that succeeded (and were acked).
+    pub succeeded: u64,
+    /// Failed runs for which a retry was scheduled.
+    pub retried: u64,
+    /// Messages dead-lettered.
+    pub dead_lettered: u64,
+    /// Tasks discarded as expired.
+    pub expired: u64,
+    /// Tasks put back in their queue at shutdown.
+    pub requeued: u64,
+}
+
+/// A running worker; see the [module documentation](self).
+pub struct Worker {
+    shared: Arc<Shared>,
+    queues: Vec<String>,
+    concurrency: usize,
+    prefetch: usize,
+    grace_period: Duration,
+}
+
+impl Worker {
+    /// The queues this worker consumes.
+    pub fn queues(&self) -> &[String] {
+        &self.queues
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run(self) -> Result<WorkerReport, crate::WorkerError> {
+        self.run_until(shutdown_signal()).await
+    }
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("queues", &self.queues)
+            .field("concurrency", &self.concurrency)
+            .field("prefetch", &self.prefetch)
+            .field("grace_period", &self.grace_period)
+            .finish_non_exhaustive()
+    }
+}

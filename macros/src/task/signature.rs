@@ -1,0 +1,115 @@
+use syn::{FnArg, Pat, ReturnType, Type};
+
+use super::Errors;
+
+/// What the expansion needs to know about the task function.
+pub(crate) struct TaskSignature {
+    /// The first parameter is a `TaskContext`.
+    pub(crate) takes_context: bool,
+    /// The task arguments (after the context), with plain names.
+    pub(crate) args: Vec<(syn::Ident, Type)>,
+    /// The return type (`()` when none is written).
+    pub(crate) output: Type,
+}
+
+fn is_context(ty: &Type) -> bool {
+    match ty {
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident == "TaskContext"),
+        Type::Group(group) => is_context(&group.elem),
+        _ => false,
+    }
+}
+
+pub(crate) fn check(function: &syn::ItemFn, errors: &mut Errors) -> TaskSignature {
+    let sig = &function.sig;
+    if let Some(constness) = &sig.constness {
+        errors.spanned(constness, "a task function cannot be `const`");
+    }
+    if let Some(unsafety) = &sig.unsafety {
+        errors.spanned(unsafety, "a task function cannot be `unsafe`");
+    }
+    if let Some(abi) = &sig.abi {
+        errors.spanned(abi, "a task function cannot have an `extern` ABI");
+    }
+    if let Some(variadic) = &sig.variadic {
+        errors.spanned(variadic, "a task function cannot be variadic");
+    }
+    if !sig.generics.params.is_empty() {
+        errors.spanned(
+            &sig.generics,
+            "a task function cannot be generic: its argument types must be known to decode messages",
+        );
+    }
+    if let Some(where_clause) = &sig.generics.where_clause {
+        errors.spanned(where_clause, "a task function cannot have a `where` clause");
+    }
+
+    let mut takes_context = false;
+    let mut args = Vec::new();
+    for (index, input) in sig.inputs.iter().enumerate() {
+        let typed = match input {
+            FnArg::Receiver(receiver) => {
+                errors.spanned(
+                    receiver,
+                    "a task function cannot take `self`: write a free function",
+                );
+                continue;
+            }
+            FnArg::Typed(typed) => typed,
+        };
+        if is_context(&typed.ty) {
+            if index == 0 {
+                takes_context = true;
+            } else {
+                errors.spanned(
+                    &typed.ty,
+                    "`TaskContext` must be the first parameter of a task function",
+                );
+            }
+            continue;
+        }
+        match &*typed.ty {
+            Type::Reference(reference) => errors.spanned(
+                reference,
+                "task arguments must be owned values (e.g. `String`, not `&str`): they are decoded from a message",
+            ),
+            Type::ImplTrait(impl_trait) => errors.spanned(
+                impl_trait,
+                "task arguments cannot be `impl Trait`: use a concrete, serializable type",
+            ),
+            _ => {}
+        }
+        match &*typed.pat {
+            Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => {
+                args.push((pat.ident.clone(), (*typed.ty).clone()));
+            }
+            other => errors.spanned(
+                other,
+                "task arguments must be plain names (`mobile: String`), not patterns",
+            ),
+        }
+    }
+
+    let output = match &sig.output {
+        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Type(_, ty) => {
+            if let Type::ImplTrait(impl_trait) = &**ty {
+                errors.spanned(
+                    impl_trait,
+                    "a task function cannot return `impl Trait`: return `Result<T, E>` or nothing",
+                );
+            }
+            (**ty).clone()
+        }
+    };
+
+    TaskSignature {
+        takes_context,
+        args,
+        output,
+    }
+}
