@@ -1,1 +1,49 @@
+//! The broker contract suite and helpers shared by celeriac's integration tests.
+//!
+//! [`contract`] holds one `pub async fn` per rule of the at-least-once delivery contract documented on
+//! [`celeriac::broker`]. [`broker_contract_tests!`] turns them into one `#[tokio::test]` each for a
+//! broker factory, so the in-memory, Redis and RabbitMQ brokers all run the very same suite:
+//!
+//! ```ignore
+//! async fn memory() -> std::sync::Arc<dyn celeriac::Broker> {
+//!     std::sync::Arc::new(celeriac::MemoryBroker::new())
+//! }
+//! celeriac_tests::broker_contract_tests!(memory);
+//! ```
 
+pub mod contract;
+pub mod harness;
+
+/// Generates one test per contract case, each on a fresh broker from `$factory` (an async fn returning
+/// `Arc<dyn Broker>`) and a uniquely named queue.
+#[macro_export]
+macro_rules! broker_contract_tests {
+    ($factory:path) => {
+        $crate::broker_contract_tests!(@cases $factory;
+            publish_then_consume_then_ack,
+            order_is_fifo_within_a_queue,
+            publish_batch_delivers_every_message,
+            one_consumer_serves_several_queues,
+            delayed_message_waits_for_its_time,
+            len_counts_ready_and_delayed_not_unacked,
+            requeue_delivers_again_marked_redelivered,
+            dropped_delivery_is_delivered_again,
+            dropped_stream_and_delivery_go_to_the_next_consumer,
+            dead_letter_keeps_the_message_and_reason,
+            purge_removes_waiting_messages,
+            prefetch_bounds_unsettled_deliveries,
+            competing_consumers_each_message_once,
+            empty_queue_names_are_refused
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let broker = $factory().await;
+                let queue = $crate::harness::unique_queue(stringify!($case));
+                $crate::contract::$case(broker, &queue).await;
+            }
+        )*
+    };
+}

@@ -1,0 +1,330 @@
+//! The broker contract, one case per function. Each takes a broker and a queue name no other test
+//! uses. Timing bounds are generous: real brokers run these over the network.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use celeriac::Broker;
+use celeriac::broker::{ConsumeOptions, Delivery, DeliveryStream, Outgoing};
+use futures::StreamExt;
+
+use crate::harness::{eventually, within};
+
+/// How long a delivery that should arrive may take.
+pub const ARRIVAL: Duration = Duration::from_secs(10);
+/// How long an unsettled delivery may take to be delivered again (visibility timeouts included).
+pub const REDELIVERY: Duration = Duration::from_secs(30);
+/// How long we watch for a delivery that must not arrive.
+pub const QUIET: Duration = Duration::from_millis(300);
+
+fn queues(queue: &str) -> Vec<String> {
+    vec![queue.to_owned()]
+}
+
+async fn consume(broker: &Arc<dyn Broker>, queue: &str, prefetch: usize) -> DeliveryStream {
+    broker
+        .consume(&queues(queue), ConsumeOptions::default().prefetch(prefetch))
+        .await
+        .expect("consume")
+}
+
+async fn next(stream: &mut DeliveryStream) -> Delivery {
+    within(ARRIVAL, "a delivery", stream.next())
+        .await
+        .expect("the stream ended")
+        .expect("a delivery, not an error")
+}
+
+async fn nothing_arrives(stream: &mut DeliveryStream) {
+    if let Ok(Some(delivery)) = tokio::time::timeout(QUIET, stream.next()).await {
+        panic!("expected no delivery, got {delivery:?}");
+    }
+}
+
+async fn publish(broker: &Arc<dyn Broker>, queue: &str, payload: &str) {
+    broker
+        .publish(Outgoing::new(queue, Bytes::from(payload.to_owned())))
+        .await
+        .expect("publish");
+}
+
+fn text(delivery: &Delivery) -> String {
+    String::from_utf8_lossy(delivery.payload()).into_owned()
+}
+
+/// A published message reaches a consumer intact; after ack it is gone.
+pub async fn publish_then_consume_then_ack(broker: Arc<dyn Broker>, queue: &str) {
+    publish(&broker, queue, "hello").await;
+    let mut stream = consume(&broker, queue, 4).await;
+    let delivery = next(&mut stream).await;
+    assert_eq!(text(&delivery), "hello");
+    assert_eq!(delivery.queue(), queue);
+    assert!(!delivery.redelivered());
+    delivery.ack().await.expect("ack");
+    let stats = broker.stats(queue).await.expect("stats");
+    assert_eq!((stats.ready, stats.delayed, stats.unacked), (0, 0, 0));
+    nothing_arrives(&mut stream).await;
+}
+
+/// Messages of one queue and priority arrive in publish order.
+pub async fn order_is_fifo_within_a_queue(broker: Arc<dyn Broker>, queue: &str) {
+    for i in 0..20 {
+        publish(&broker, queue, &i.to_string()).await;
+    }
+    let mut stream = consume(&broker, queue, 1).await;
+    for i in 0..20 {
+        let delivery = next(&mut stream).await;
+        assert_eq!(text(&delivery), i.to_string());
+        delivery.ack().await.expect("ack");
+    }
+}
+
+/// A batch publish delivers every message once.
+pub async fn publish_batch_delivers_every_message(broker: Arc<dyn Broker>, queue: &str) {
+    let batch: Vec<_> = (0..100)
+        .map(|i| Outgoing::new(queue, Bytes::from(i.to_string())))
+        .collect();
+    broker.publish_batch(batch).await.expect("publish_batch");
+    assert_eq!(broker.len(queue).await.expect("len"), 100);
+    let mut stream = consume(&broker, queue, 32).await;
+    let mut seen = HashSet::new();
+    for _ in 0..100 {
+        let delivery = next(&mut stream).await;
+        assert!(seen.insert(text(&delivery)), "duplicate delivery");
+        delivery.ack().await.expect("ack");
+    }
+    assert_eq!(seen.len(), 100);
+}
+
+/// One stream serves every queue it was given.
+pub async fn one_consumer_serves_several_queues(broker: Arc<dyn Broker>, queue: &str) {
+    let first = format!("{queue}.a");
+    let second = format!("{queue}.b");
+    publish(&broker, &first, "a").await;
+    publish(&broker, &second, "b").await;
+    let mut stream = broker
+        .consume(&[first.clone(), second.clone()], ConsumeOptions::default())
+        .await
+        .expect("consume");
+    let mut got = HashSet::new();
+    for _ in 0..2 {
+        let delivery = next(&mut stream).await;
+        got.insert((delivery.queue().to_owned(), text(&delivery)));
+        delivery.ack().await.expect("ack");
+    }
+    assert_eq!(
+        got,
+        HashSet::from([(first, "a".to_owned()), (second, "b".to_owned())])
+    );
+}
+
+/// A message with a not-before time is held until then, and counted as delayed meanwhile.
+pub async fn delayed_message_waits_for_its_time(broker: Arc<dyn Broker>, queue: &str) {
+    let delay = Duration::from_millis(1500);
+    let sent = tokio::time::Instant::now();
+    broker
+        .publish(
+            Outgoing::new(queue, Bytes::from_static(b"later"))
+                .not_before(SystemTime::now() + delay),
+        )
+        .await
+        .expect("publish");
+    publish(&broker, queue, "now").await;
+    let stats = broker.stats(queue).await.expect("stats");
+    assert_eq!((stats.ready, stats.delayed), (1, 1));
+    let mut stream = consume(&broker, queue, 4).await;
+    let now = next(&mut stream).await;
+    assert_eq!(text(&now), "now");
+    now.ack().await.expect("ack");
+    let later = next(&mut stream).await;
+    assert_eq!(text(&later), "later");
+    let waited = sent.elapsed();
+    assert!(
+        waited >= delay - Duration::from_millis(50),
+        "delivered after {waited:?}, before its time"
+    );
+    later.ack().await.expect("ack");
+}
+
+/// `len` counts ready and delayed messages, not deliveries in flight.
+pub async fn len_counts_ready_and_delayed_not_unacked(broker: Arc<dyn Broker>, queue: &str) {
+    publish(&broker, queue, "1").await;
+    publish(&broker, queue, "2").await;
+    broker
+        .publish(
+            Outgoing::new(queue, Bytes::from_static(b"3"))
+                .not_before(SystemTime::now() + Duration::from_secs(600)),
+        )
+        .await
+        .expect("publish");
+    assert_eq!(broker.len(queue).await.expect("len"), 3);
+    let mut stream = consume(&broker, queue, 1).await;
+    let delivery = next(&mut stream).await;
+    let stats = broker.stats(queue).await.expect("stats");
+    assert_eq!((stats.ready, stats.delayed, stats.unacked), (1, 1, 1));
+    assert_eq!(broker.len(queue).await.expect("len"), 2);
+    delivery.ack().await.expect("ack");
+}
+
+/// A requeued message comes back, marked as redelivered.
+pub async fn requeue_delivers_again_marked_redelivered(broker: Arc<dyn Broker>, queue: &str) {
+    publish(&broker, queue, "again").await;
+    let mut stream = consume(&broker, queue, 1).await;
+    let first = next(&mut stream).await;
+    first.requeue().await.expect("requeue");
+    let second = within(REDELIVERY, "the requeued message", stream.next())
+        .await
+        .expect("stream ended")
+        .expect("delivery");
+    assert_eq!(text(&second), "again");
+    assert!(second.redelivered());
+    second.ack().await.expect("ack");
+}
+
+/// A delivery dropped unsettled is delivered again (at least once).
+pub async fn dropped_delivery_is_delivered_again(broker: Arc<dyn Broker>, queue: &str) {
+    publish(&broker, queue, "precious").await;
+    let mut stream = consume(&broker, queue, 1).await;
+    drop(next(&mut stream).await);
+    let again = within(REDELIVERY, "the dropped message", stream.next())
+        .await
+        .expect("stream ended")
+        .expect("delivery");
+    assert_eq!(text(&again), "precious");
+    assert!(again.redelivered());
+    again.ack().await.expect("ack");
+}
+
+/// When a consumer goes away with a delivery unsettled (a crashed worker), another consumer gets it.
+pub async fn dropped_stream_and_delivery_go_to_the_next_consumer(
+    broker: Arc<dyn Broker>,
+    queue: &str,
+) {
+    publish(&broker, queue, "survivor").await;
+    let mut crashed = consume(&broker, queue, 1).await;
+    let held = next(&mut crashed).await;
+    drop(crashed);
+    drop(held);
+    let mut next_worker = consume(&broker, queue, 1).await;
+    let delivery = within(
+        REDELIVERY,
+        "redelivery to the next consumer",
+        next_worker.next(),
+    )
+    .await
+    .expect("stream ended")
+    .expect("delivery");
+    assert_eq!(text(&delivery), "survivor");
+    delivery.ack().await.expect("ack");
+}
+
+/// A dead-lettered message leaves the queue and is kept with its reason.
+pub async fn dead_letter_keeps_the_message_and_reason(broker: Arc<dyn Broker>, queue: &str) {
+    publish(&broker, queue, "poison").await;
+    let mut stream = consume(&broker, queue, 1).await;
+    next(&mut stream)
+        .await
+        .dead_letter("cannot parse")
+        .await
+        .expect("dead_letter");
+    nothing_arrives(&mut stream).await;
+    let stats = broker.stats(queue).await.expect("stats");
+    assert_eq!((stats.ready, stats.unacked, stats.dead_lettered), (0, 0, 1));
+    let dead = broker.dead_letters(queue, 10).await.expect("dead_letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(&dead[0].payload[..], b"poison");
+    assert_eq!(dead[0].reason, "cannot parse");
+    assert_eq!(dead[0].queue, queue);
+}
+
+/// Purge removes ready and delayed messages and says how many.
+pub async fn purge_removes_waiting_messages(broker: Arc<dyn Broker>, queue: &str) {
+    publish(&broker, queue, "1").await;
+    publish(&broker, queue, "2").await;
+    broker
+        .publish(
+            Outgoing::new(queue, Bytes::from_static(b"3"))
+                .not_before(SystemTime::now() + Duration::from_secs(600)),
+        )
+        .await
+        .expect("publish");
+    assert_eq!(broker.purge(queue).await.expect("purge"), 3);
+    assert_eq!(broker.len(queue).await.expect("len"), 0);
+    let mut stream = consume(&broker, queue, 1).await;
+    nothing_arrives(&mut stream).await;
+}
+
+/// A consumer holds at most `prefetch` unsettled deliveries.
+pub async fn prefetch_bounds_unsettled_deliveries(broker: Arc<dyn Broker>, queue: &str) {
+    for i in 0..5 {
+        publish(&broker, queue, &i.to_string()).await;
+    }
+    let mut stream = consume(&broker, queue, 2).await;
+    let first = next(&mut stream).await;
+    let second = next(&mut stream).await;
+    nothing_arrives(&mut stream).await;
+    first.ack().await.expect("ack");
+    let third = next(&mut stream).await;
+    nothing_arrives(&mut stream).await;
+    second.ack().await.expect("ack");
+    third.ack().await.expect("ack");
+}
+
+/// Two consumers of one queue share the messages; each message goes to exactly one of them.
+pub async fn competing_consumers_each_message_once(broker: Arc<dyn Broker>, queue: &str) {
+    const N: usize = 200;
+    let batch: Vec<_> = (0..N)
+        .map(|i| Outgoing::new(queue, Bytes::from(i.to_string())))
+        .collect();
+    broker.publish_batch(batch).await.expect("publish_batch");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let mut stream = consume(&broker, queue, 8).await;
+        let seen = seen.clone();
+        workers.push(tokio::spawn(async move {
+            while let Ok(Some(Ok(delivery))) =
+                tokio::time::timeout(Duration::from_secs(2), stream.next()).await
+            {
+                seen.lock().expect("lock").push(text(&delivery));
+                delivery.ack().await.expect("ack");
+            }
+        }));
+    }
+    eventually(ARRIVAL, "every message consumed", || {
+        let seen = seen.clone();
+        async move { seen.lock().expect("lock").len() >= N }
+    })
+    .await;
+    for worker in workers {
+        worker.abort();
+    }
+    let seen = seen.lock().expect("lock").clone();
+    let unique: HashSet<_> = seen.iter().collect();
+    assert_eq!(seen.len(), N, "some message was delivered twice");
+    assert_eq!(unique.len(), N);
+}
+
+/// Empty queue names are an error, not a panic or a silent no-op.
+pub async fn empty_queue_names_are_refused(broker: Arc<dyn Broker>, _queue: &str) {
+    assert!(
+        broker
+            .publish(Outgoing::new("", Bytes::from_static(b"x")))
+            .await
+            .is_err()
+    );
+    assert!(
+        broker
+            .consume(&[String::new()], ConsumeOptions::default())
+            .await
+            .is_err()
+    );
+    assert!(
+        broker
+            .consume(&[], ConsumeOptions::default())
+            .await
+            .is_err()
+    );
+}
