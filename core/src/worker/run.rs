@@ -158,6 +158,7 @@ impl Worker {
 
         // Stop fetching: deliveries the broker had not handed over yet stay with it.
         drop(stream);
+        while running.try_join_next().is_some() {}
         let in_flight = running.len();
         if in_flight > 0 {
             tracing::info!(in_flight, grace_period = ?self.grace_period, "waiting for running tasks");

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit, integration, broker contract, macro UI and doc tests.
+#
+# The Redis and RabbitMQ adapter tests talk to real servers (127.0.0.1:6379 and 127.0.0.1:5672, or
+# CELERIAC_REDIS_URL / CELERIAC_AMQP_URL). This script starts them when they are installed but not
+# running, installs them with apt-get when missing and run as root, and otherwise stops with a clear
+# message. It never lets a broker test pass silently without its broker.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf '\n== %s\n' "$*"; }
+
+port_open() { # host port
+  (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
+}
+
+wait_for_port() { # host port seconds what
+  local deadline=$((SECONDS + $3))
+  until port_open "$1" "$2"; do
+    if ((SECONDS >= deadline)); then
+      echo "error: $4 did not start listening on $1:$2 within $3 s" >&2
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+apt_updated=0
+apt_install() { # package...
+  if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null; then
+    return 1
+  fi
+  if ((apt_updated == 0)); then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_redis() {
+  if port_open 127.0.0.1 6379; then return; fi
+  if ! command -v redis-server >/dev/null; then
+    say "installing redis-server"
+    apt_install redis-server || {
+      echo "error: Redis is not running on 127.0.0.1:6379 and redis-server is not installed." >&2
+      echo "       Install it (apt-get install redis-server) or set CELERIAC_REDIS_URL." >&2
+      exit 1
+    }
+  fi
+  say "starting redis-server"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  wait_for_port 127.0.0.1 6379 30 "redis-server"
+}
+
+ensure_rabbitmq() {
+  if port_open 127.0.0.1 5672; then return; fi
+  if ! command -v rabbitmq-server >/dev/null; then
+    say "installing rabbitmq-server"
+    apt_install rabbitmq-server || {
+      echo "error: RabbitMQ is not running on 127.0.0.1:5672 and rabbitmq-server is not installed." >&2
+      echo "       Install it (apt-get install rabbitmq-server) or set CELERIAC_AMQP_URL." >&2
+      exit 1
+    }
+  fi
+  say "starting rabbitmq-server"
+  rabbitmq-server -detached
+  rabbitmqctl await_startup --timeout 120 >/dev/null
+  wait_for_port 127.0.0.1 5672 60 "rabbitmq-server"
+}
+
+# Only start local services for the brokers whose URL is not given explicitly.
+[[ -n ${CELERIAC_REDIS_URL:-} ]] || ensure_redis
+[[ -n ${CELERIAC_AMQP_URL:-} ]] || ensure_rabbitmq
+
+say "cargo test --workspace"
+cargo test --workspace --locked

@@ -1,0 +1,4 @@
+#[celeriac::task(name = "a", name = "b")]
+async fn t() {}
+
+fn main() {}

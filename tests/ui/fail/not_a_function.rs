@@ -1,0 +1,4 @@
+#[celeriac::task]
+struct NotAFunction;
+
+fn main() {}

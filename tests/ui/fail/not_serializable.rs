@@ -1,0 +1,6 @@
+struct Connection;
+
+#[celeriac::task]
+async fn send(_connection: Connection) {}
+
+fn main() {}

@@ -1,0 +1,66 @@
+use celeriac::{App, Task, TaskContext};
+
+#[celeriac::task(
+    name = "ccp_send_sms_code",
+    queue = "sms",
+    max_retries = 3,
+    retry_backoff = 3,
+    retry_backoff_max = 60,
+    retry_jitter = false,
+    time_limit = 2.5,
+    rate_limit = "10/m",
+    expires = 300,
+    priority = 9,
+    acks_late = true,
+    crate = "::celeriac"
+)]
+async fn ccp_send_sms_code(ctx: TaskContext, mobile: String, code: String) -> Result<u8, std::io::Error> {
+    let _ = (ctx.id(), mobile, code);
+    Ok(0)
+}
+
+#[celeriac::task(retry_delay = 10, max_retries = None)]
+fn blocking_forever(n: u64) -> Result<u64, celeriac::BoxError> {
+    Ok(n * 2)
+}
+
+#[celeriac::task]
+async fn no_arguments_no_return() {}
+
+#[celeriac::task(retry_backoff = true)]
+async fn context_only(ctx: TaskContext) -> Result<(), celeriac::TaskError> {
+    Err(ctx.retry())
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Order {
+    id: u64,
+}
+
+#[celeriac::task]
+async fn custom_argument(order: Order, mut count: u32) -> Result<(), std::fmt::Error> {
+    count += 1;
+    let _ = (order.id, count);
+    Ok(())
+}
+
+async fn senders(app: &App) -> Result<(), celeriac::Error> {
+    ccp_send_sms_code::delay(app, "13800138000".into(), "1".into()).await?;
+    blocking_forever::delay(app, 1).await?;
+    no_arguments_no_return::delay(app).await?;
+    context_only::delay(app).await?;
+    custom_argument::delay(app, Order { id: 1 }, 2).await?;
+    custom_argument::apply_async(app, (Order { id: 1 }, 2), celeriac::SendOptions::new()).await?;
+    Ok(())
+}
+
+fn main() {
+    assert_eq!(<ccp_send_sms_code as Task>::NAME, "ccp_send_sms_code");
+    assert_eq!(<blocking_forever as Task>::NAME, "blocking_forever");
+    let options = <ccp_send_sms_code as Task>::options();
+    assert_eq!(options.queue_name(), Some("sms"));
+    assert_eq!(options.time_limit, Some(std::time::Duration::from_millis(2500)));
+    assert_eq!(<blocking_forever as Task>::options().retry.retry_limit(), None);
+    assert_eq!(blocking_forever(2).unwrap(), 4);
+    let _ = senders;
+}
