@@ -1,4 +1,4 @@
-//! The metrics celeriac records, through the [`metrics`](::metrics) facade.
+//! The metrics celeriac records, through the [`metrics`] facade.
 //!
 //! The library only emits; the application installs a recorder (for example
 //! `metrics-exporter-prometheus`). Without one, recording costs next to nothing. Every series has the

@@ -4,11 +4,12 @@
 //! [`celeriac::broker`]. [`broker_contract_tests!`] turns them into one `#[tokio::test]` each for a
 //! broker factory, so the in-memory, Redis and RabbitMQ brokers all run the very same suite:
 //!
-//! ```ignore
+//! ```
 //! async fn memory() -> std::sync::Arc<dyn celeriac::Broker> {
 //!     std::sync::Arc::new(celeriac::MemoryBroker::new())
 //! }
 //! celeriac_tests::broker_contract_tests!(memory);
+//! # fn main() {}
 //! ```
 
 pub mod contract;
@@ -47,3 +48,7 @@ macro_rules! broker_contract_tests {
         )*
     };
 }
+
+/// The user guide (`docs/guide.md`), included so its examples are compiled and run as doc tests.
+#[doc = include_str!("../../docs/guide.md")]
+pub mod guide {}

@@ -5,7 +5,10 @@ use celeriac::App;
 
 mod sms {
     #[celeriac::task(name = "ccp_send_sms_code", max_retries = 3, retry_backoff = 3)]
-    pub(crate) async fn ccp_send_sms_code(mobile: String, code: String) -> Result<(), std::io::Error> {
+    pub(crate) async fn ccp_send_sms_code(
+        mobile: String,
+        code: String,
+    ) -> Result<(), std::io::Error> {
         let _ = (mobile, code);
         Ok(())
     }
@@ -30,7 +33,10 @@ fn autodiscover_registers_every_linked_task() {
 
 #[test]
 fn without_autodiscover_only_explicit_registrations_count() {
-    let app = App::builder().register::<sms::ccp_send_sms_code>().build().unwrap();
+    let app = App::builder()
+        .register::<sms::ccp_send_sms_code>()
+        .build()
+        .unwrap();
     assert_eq!(app.task_names().collect::<Vec<_>>(), ["ccp_send_sms_code"]);
     let app = App::builder().build().unwrap();
     assert_eq!(app.task_names().count(), 0);
@@ -42,6 +48,10 @@ fn the_task_function_stays_callable() {
     let options = <sms::ccp_send_sms_code as celeriac::Task>::options();
     assert_eq!(options.retry.retry_limit(), Some(3));
     // Explicit registration of an autodiscovered task is harmless.
-    let app = App::builder().register::<sms::ccp_send_sms_code>().autodiscover().build().unwrap();
+    let app = App::builder()
+        .register::<sms::ccp_send_sms_code>()
+        .autodiscover()
+        .build()
+        .unwrap();
     assert_eq!(app.task_names().count(), 2);
 }

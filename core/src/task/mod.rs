@@ -1,7 +1,7 @@
 //! Tasks: the [`Task`] trait, its [`TaskOptions`], the [`TaskContext`] a run receives, and
 //! [`TaskError`].
 //!
-//! Most tasks are written with the [`#[task]`](crate::task) attribute on a function. Implementing
+//! Most tasks are written with the [`#[task]`](macro@crate::task) attribute on a function. Implementing
 //! [`Task`] by hand is the same thing, spelled out:
 //!
 //! ```

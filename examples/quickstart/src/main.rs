@@ -12,15 +12,23 @@ async fn ccp_send_sms_code(ctx: TaskContext, mobile: String, code: String) -> Re
     if ctx.retries() == 0 {
         return Err(format!("gateway timeout sending to {mobile}"));
     }
-    println!("SMS to {mobile}: your verification code is {code} (attempt {})", ctx.retries() + 1);
+    println!(
+        "SMS to {mobile}: your verification code is {code} (attempt {})",
+        ctx.retries() + 1
+    );
     Ok(())
 }
 
 #[tokio::main]
 async fn main() -> Result<(), celeriac::Error> {
-    tracing_subscriber::fmt().with_env_filter("celeriac=info").init();
+    tracing_subscriber::fmt()
+        .with_env_filter("celeriac=info")
+        .init();
     // Swap `MemoryBroker::new()` for a Redis or RabbitMQ broker: nothing else changes.
-    let app = App::builder().broker(MemoryBroker::new()).autodiscover().build()?;
+    let app = App::builder()
+        .broker(MemoryBroker::new())
+        .autodiscover()
+        .build()?;
 
     // What a web handler does: enqueue, get an id, answer at once.
     let id = ccp_send_sms_code::delay(&app, "13800138000".into(), "424242".into()).await?;
@@ -28,7 +36,9 @@ async fn main() -> Result<(), celeriac::Error> {
 
     // What a worker process does; here it stops after three seconds instead of on SIGTERM.
     let worker = app.worker().concurrency(4).build()?;
-    let report = worker.run_until(tokio::time::sleep(Duration::from_secs(3))).await?;
+    let report = worker
+        .run_until(tokio::time::sleep(Duration::from_secs(3)))
+        .await?;
     println!("worker report: {report:?}");
     Ok(())
 }
