@@ -29,3 +29,47 @@ where
     })
     .await;
 }
+
+/// The Redis server the adapter tests use: `CELERIAC_REDIS_URL`, or the local default.
+pub fn redis_url() -> String {
+    std::env::var("CELERIAC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
+}
+
+/// Whether the user explicitly asked to skip the tests of `broker` (`CELERIAC_SKIP_BROKERS=redis,amqp`).
+/// Refused under CI: there, a broker test never passes without its broker.
+pub fn skipped(broker: &str) -> bool {
+    let asked = std::env::var("CELERIAC_SKIP_BROKERS")
+        .unwrap_or_default()
+        .split(',')
+        .any(|name| name.trim() == broker);
+    if asked {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CELERIAC_SKIP_BROKERS={broker} is refused when CI is set: broker tests must run in CI"
+        );
+        eprintln!("SKIPPED: {broker} broker test (CELERIAC_SKIP_BROKERS)");
+    }
+    asked
+}
+
+/// A Redis broker for a test, with short timeouts so redelivery tests stay quick. Panics with an
+/// actionable message when Redis is unreachable; returns `None` only when explicitly skipped.
+pub async fn require_redis(
+    configure: impl FnOnce(celeriac_redis::RedisBrokerBuilder) -> celeriac_redis::RedisBrokerBuilder,
+) -> Option<celeriac_redis::RedisBroker> {
+    if skipped("redis") {
+        return None;
+    }
+    let url = redis_url();
+    let builder = celeriac_redis::RedisBroker::builder(&url)
+        .key_prefix("celeriac-test")
+        .visibility_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(5));
+    match configure(builder).connect().await {
+        Ok(broker) => Some(broker),
+        Err(error) => panic!(
+            "Redis is required by this test and is unreachable: {error}. Run `scripts/test.sh`, which \
+             starts it, or set CELERIAC_REDIS_URL (CELERIAC_SKIP_BROKERS=redis skips, outside CI)."
+        ),
+    }
+}

@@ -1,0 +1,472 @@
+//! Consuming: batched `XREADGROUP`, delayed-message promotion, lease extension and takeover, and the
+//! single-use acknowledger of each delivery.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use celeriac::broker::{Acknowledger, BrokerError, ConsumeOptions, Delivery, DeliveryStream};
+use redis::Value;
+use redis::aio::ConnectionManager;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+
+use crate::error::{bounded, from_redis, has_code};
+use crate::keys::QueueKeys;
+use crate::reply::stream_entries;
+use crate::scripts::SCRIPTS;
+use crate::{Inner, epoch_millis};
+
+/// The longest a read blocks waiting for messages.
+pub(crate) const MAX_BLOCK: Duration = Duration::from_millis(500);
+/// How often delayed messages are checked for promotion while messages flow.
+const PROMOTE_EVERY: Duration = Duration::from_millis(100);
+/// At most this many delayed messages are promoted per script call.
+const PROMOTE_BATCH: usize = 1_000;
+
+/// State shared by a consumer's stream, its deliveries and its lease-keeping task.
+pub(crate) struct ConsumerShared {
+    broker: Arc<Inner>,
+    name: String,
+    keys: Vec<QueueKeys>,
+    /// Entries this consumer holds, per queue index: their leases are kept alive.
+    held: Mutex<HashMap<usize, HashSet<String>>>,
+    /// Set when the stream is dropped; the lease task ends once nothing is held.
+    closed: AtomicBool,
+}
+
+impl ConsumerShared {
+    fn held(&self) -> MutexGuard<'_, HashMap<usize, HashSet<String>>> {
+        self.held
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn hold(&self, queue: usize, id: &str) {
+        self.held().entry(queue).or_default().insert(id.to_owned());
+    }
+
+    fn release(&self, queue: usize, id: &str) {
+        if let Some(ids) = self.held().get_mut(&queue) {
+            ids.remove(id);
+        }
+    }
+
+    async fn ensure_groups(&self, conn: &mut ConnectionManager) -> Result<(), BrokerError> {
+        let timeout = self.broker.settings().operation_timeout;
+        for keys in &self.keys {
+            let created = tokio::time::timeout(
+                timeout,
+                redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&keys.ready)
+                    .arg(&self.broker.settings().group)
+                    .arg("0")
+                    .arg("MKSTREAM")
+                    .query_async::<()>(conn),
+            )
+            .await
+            .map_err(|_| BrokerError::Timeout {
+                op: "create consumer group",
+                after: timeout,
+            })?;
+            match created {
+                Ok(()) => {}
+                Err(error) if has_code(&error, "BUSYGROUP") => {}
+                Err(error) => return Err(from_redis("create consumer group", error)),
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) async fn start(
+    broker: Arc<Inner>,
+    mut conn: ConnectionManager,
+    keys: Vec<QueueKeys>,
+    options: ConsumeOptions,
+) -> Result<DeliveryStream, BrokerError> {
+    let shared = Arc::new(ConsumerShared {
+        broker,
+        name: format!("consumer-{}", uuid::Uuid::new_v4().simple()),
+        keys,
+        held: Mutex::new(HashMap::new()),
+        closed: AtomicBool::new(false),
+    });
+    shared.ensure_groups(&mut conn).await?;
+    tokio::spawn(keep_leases(shared.clone()));
+    let consumer = Consumer {
+        shared: shared.clone(),
+        conn,
+        prefetch: Arc::new(Semaphore::new(options.prefetch_count())),
+        buffer: VecDeque::new(),
+        next_reclaim: Instant::now(),
+        next_promote: Instant::now(),
+        _close: CloseOnDrop(shared),
+    };
+    let stream = futures::stream::unfold(consumer, |mut consumer| async move {
+        let next = consumer.next().await?;
+        Some((next, consumer))
+    });
+    Ok(Box::pin(stream))
+}
+
+struct CloseOnDrop(Arc<ConsumerShared>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+struct Consumer {
+    shared: Arc<ConsumerShared>,
+    /// A connection of its own: blocking reads must not stall other commands.
+    conn: ConnectionManager,
+    prefetch: Arc<Semaphore>,
+    buffer: VecDeque<Delivery>,
+    next_reclaim: Instant,
+    next_promote: Instant,
+    _close: CloseOnDrop,
+}
+
+impl Consumer {
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        loop {
+            if let Some(delivery) = self.buffer.pop_front() {
+                return Some(Ok(delivery));
+            }
+            let first = self.prefetch.clone().acquire_owned().await.ok()?;
+            let mut slots = vec![first];
+            while let Ok(slot) = self.prefetch.clone().try_acquire_owned() {
+                slots.push(slot);
+            }
+            match self.fetch(slots).await {
+                Ok(deliveries) => self.buffer.extend(deliveries),
+                Err(error) => return Some(Err(error)),
+            }
+        }
+    }
+
+    fn delivery(
+        &self,
+        queue: usize,
+        id: String,
+        payload: Vec<u8>,
+        redelivered: bool,
+        slot: OwnedSemaphorePermit,
+    ) -> Delivery {
+        self.shared.hold(queue, &id);
+        let payload = Bytes::from(payload);
+        let acker = RedisAcker {
+            shared: self.shared.clone(),
+            queue,
+            id,
+            payload: payload.clone(),
+            settled: false,
+            _slot: slot,
+        };
+        Delivery::new(
+            payload,
+            self.shared.keys[queue].queue.clone(),
+            redelivered,
+            Box::new(acker),
+        )
+    }
+
+    /// Fetches up to one delivery per slot: takeovers of lapsed leases first, then new messages.
+    async fn fetch(
+        &mut self,
+        mut slots: Vec<OwnedSemaphorePermit>,
+    ) -> Result<Vec<Delivery>, BrokerError> {
+        let settings = self.shared.broker.settings().clone();
+        let timeout = settings.operation_timeout;
+        let now = Instant::now();
+        let mut deliveries = Vec::new();
+
+        if now >= self.next_reclaim {
+            self.next_reclaim = now + settings.visibility_timeout / 2;
+            for (queue, keys) in self.shared.keys.iter().enumerate() {
+                if slots.is_empty() {
+                    break;
+                }
+                let mut invocation = SCRIPTS.reclaim.key(&keys.ready);
+                invocation
+                    .key(&keys.dead)
+                    .arg(&settings.group)
+                    .arg(&self.shared.name)
+                    .arg(u64::try_from(settings.visibility_timeout.as_millis()).unwrap_or(u64::MAX))
+                    .arg(slots.len())
+                    .arg(settings.max_deliveries)
+                    .arg(epoch_millis(SystemTime::now()));
+                let claimed: Vec<Vec<u8>> =
+                    bounded("reclaim", timeout, invocation.invoke_async(&mut self.conn)).await?;
+                for pair in claimed.chunks_exact(2) {
+                    let Some(slot) = slots.pop() else { break };
+                    let id = String::from_utf8_lossy(&pair[0]).into_owned();
+                    tracing::info!(queue = %keys.queue, entry = %id, "took over a delivery whose lease lapsed");
+                    deliveries.push(self.delivery(queue, id, pair[1].clone(), true, slot));
+                }
+            }
+            if !deliveries.is_empty() {
+                return Ok(deliveries);
+            }
+        }
+
+        if now >= self.next_promote {
+            let mut next = now + PROMOTE_EVERY;
+            for keys in &self.shared.keys {
+                let mut invocation = SCRIPTS.promote.key(&keys.delayed);
+                invocation
+                    .key(&keys.ready)
+                    .arg(epoch_millis(SystemTime::now()))
+                    .arg(PROMOTE_BATCH);
+                let next_due: i64 = bounded(
+                    "promote delayed",
+                    timeout,
+                    invocation.invoke_async(&mut self.conn),
+                )
+                .await?;
+                if let Ok(due_ms) = u64::try_from(next_due) {
+                    let wait = Duration::from_millis(
+                        due_ms.saturating_sub(epoch_millis(SystemTime::now())),
+                    );
+                    next = next.min(Instant::now() + wait);
+                }
+            }
+            self.next_promote = next;
+        }
+
+        let block = self
+            .next_promote
+            .saturating_duration_since(Instant::now())
+            .clamp(Duration::from_millis(1), MAX_BLOCK);
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
+            .arg(&settings.group)
+            .arg(&self.shared.name)
+            .arg("COUNT")
+            .arg(slots.len())
+            .arg("BLOCK")
+            .arg(u64::try_from(block.as_millis()).unwrap_or(1))
+            .arg("STREAMS");
+        for keys in &self.shared.keys {
+            read.arg(&keys.ready);
+        }
+        for _ in &self.shared.keys {
+            read.arg(">");
+        }
+        let reply =
+            match tokio::time::timeout(block + timeout, read.query_async::<Value>(&mut self.conn))
+                .await
+            {
+                Err(_) => {
+                    return Err(BrokerError::Timeout {
+                        op: "read",
+                        after: block + timeout,
+                    });
+                }
+                Ok(Err(error)) if has_code(&error, "NOGROUP") => {
+                    // The server lost the group (restarted without persistence, or keys deleted).
+                    tracing::warn!("consumer group missing; creating it again");
+                    self.shared.ensure_groups(&mut self.conn).await?;
+                    return Ok(deliveries);
+                }
+                Ok(Err(error)) => return Err(from_redis("read", error)),
+                Ok(Ok(reply)) => reply,
+            };
+        for (stream, entries) in stream_entries(reply) {
+            let Some(queue) = self
+                .shared
+                .keys
+                .iter()
+                .position(|keys| keys.ready.as_bytes() == stream)
+            else {
+                continue;
+            };
+            for (id, fields) in entries {
+                let Some(slot) = slots.pop() else { break };
+                let mut payload = None;
+                let mut redelivered = false;
+                for (name, value) in fields {
+                    match name.as_slice() {
+                        b"p" => payload = Some(value),
+                        b"r" => redelivered = value == b"1",
+                        _ => {}
+                    }
+                }
+                match payload {
+                    Some(payload) => {
+                        deliveries.push(self.delivery(queue, id, payload, redelivered, slot))
+                    }
+                    None => {
+                        // Not written by celeriac: hand it over as empty bytes so the worker
+                        // dead-letters it with a reason rather than it sitting pending forever.
+                        deliveries.push(self.delivery(queue, id, Vec::new(), redelivered, slot));
+                    }
+                }
+            }
+        }
+        Ok(deliveries)
+    }
+}
+
+/// Extends the leases of held deliveries every third of the visibility timeout, until the stream is
+/// dropped and nothing is held any more; then retires the consumer from its group.
+async fn keep_leases(shared: Arc<ConsumerShared>) {
+    let every = shared.broker.settings().visibility_timeout / 3;
+    let timeout = shared.broker.settings().operation_timeout;
+    let group = shared.broker.settings().group.clone();
+    let mut conn = shared.broker.conn();
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let held: Vec<(usize, Vec<String>)> = shared
+            .held()
+            .iter()
+            .filter(|(_, ids)| !ids.is_empty())
+            .map(|(queue, ids)| (*queue, ids.iter().cloned().collect()))
+            .collect();
+        if held.is_empty() && shared.closed.load(Ordering::SeqCst) {
+            break;
+        }
+        for (queue, ids) in held {
+            let mut invocation = SCRIPTS.extend.key(&shared.keys[queue].ready);
+            invocation.arg(&group).arg(&shared.name);
+            for id in &ids {
+                invocation.arg(id);
+            }
+            if let Err(error) =
+                bounded::<u64>("extend leases", timeout, invocation.invoke_async(&mut conn)).await
+            {
+                tracing::warn!(%error, "cannot extend leases; other workers may take these tasks over");
+            }
+        }
+    }
+    for keys in &shared.keys {
+        let mut invocation = SCRIPTS.retire.key(&keys.ready);
+        invocation.arg(&group).arg(&shared.name);
+        if let Err(error) = bounded::<u64>(
+            "retire consumer",
+            timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await
+        {
+            tracing::debug!(%error, "cannot retire consumer");
+        }
+    }
+}
+
+/// Settles one delivery. Dropped unsettled, it puts its message back at once (when a runtime is
+/// available) and otherwise lets its lease lapse, so another consumer takes it over.
+struct RedisAcker {
+    shared: Arc<ConsumerShared>,
+    queue: usize,
+    id: String,
+    payload: Bytes,
+    settled: bool,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl RedisAcker {
+    async fn run(
+        &mut self,
+        op: &'static str,
+        script: &redis::Script,
+        extra: &[&[u8]],
+    ) -> Result<(), BrokerError> {
+        self.settled = true;
+        let settings = self.shared.broker.settings();
+        let keys = &self.shared.keys[self.queue];
+        let mut conn = self.shared.broker.conn();
+        let mut invocation = script.key(&keys.ready);
+        if op == "dead_letter" {
+            invocation.key(&keys.dead);
+        }
+        invocation.arg(&settings.group).arg(&self.id);
+        for arg in extra {
+            invocation.arg(*arg);
+        }
+        let result = bounded::<u64>(
+            op,
+            settings.operation_timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await;
+        self.shared.release(self.queue, &self.id);
+        match result {
+            Ok(0) => {
+                tracing::debug!(entry = %self.id, op, "entry was no longer pending (taken over by another worker)");
+                Ok(())
+            }
+            Ok(_) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+#[async_trait]
+impl Acknowledger for RedisAcker {
+    async fn ack(mut self: Box<Self>) -> Result<(), BrokerError> {
+        self.run("ack", &SCRIPTS.ack, &[]).await
+    }
+
+    async fn requeue(mut self: Box<Self>) -> Result<(), BrokerError> {
+        let payload = self.payload.clone();
+        self.run("requeue", &SCRIPTS.requeue, &[&payload]).await
+    }
+
+    async fn dead_letter(
+        mut self: Box<Self>,
+        payload: Bytes,
+        reason: String,
+    ) -> Result<(), BrokerError> {
+        let at = epoch_millis(SystemTime::now()).to_string();
+        self.run(
+            "dead_letter",
+            &SCRIPTS.dead_letter,
+            &[&payload, reason.as_bytes(), at.as_bytes()],
+        )
+        .await
+    }
+}
+
+impl Drop for RedisAcker {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        self.shared.release(self.queue, &self.id);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let queue = self.queue;
+        let id = std::mem::take(&mut self.id);
+        let payload = self.payload.clone();
+        runtime.spawn(async move {
+            let settings = shared.broker.settings();
+            let mut conn = shared.broker.conn();
+            let mut invocation = SCRIPTS.requeue.key(&shared.keys[queue].ready);
+            invocation.arg(&settings.group).arg(&id).arg(payload.as_ref());
+            if let Err(error) = bounded::<u64>("requeue", settings.operation_timeout, invocation.invoke_async(&mut conn)).await {
+                tracing::warn!(%error, entry = %id, "cannot requeue a dropped delivery; its lease will lapse instead");
+            }
+        });
+    }
+}
+
+impl fmt::Debug for RedisAcker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisAcker")
+            .field("queue", &self.shared.keys[self.queue].queue)
+            .field("entry", &self.id)
+            .finish_non_exhaustive()
+    }
+}

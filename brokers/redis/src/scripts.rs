@@ -1,0 +1,28 @@
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// The Lua scripts, loaded once per process (`EVALSHA`, falling back to `EVAL` after a restart).
+pub(crate) struct Scripts {
+    pub(crate) promote: Script,
+    pub(crate) ack: Script,
+    pub(crate) requeue: Script,
+    pub(crate) dead_letter: Script,
+    pub(crate) extend: Script,
+    pub(crate) reclaim: Script,
+    pub(crate) retire: Script,
+    pub(crate) stats: Script,
+    pub(crate) purge: Script,
+}
+
+pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    promote: Script::new(include_str!("scripts/promote.lua")),
+    ack: Script::new(include_str!("scripts/ack.lua")),
+    requeue: Script::new(include_str!("scripts/requeue.lua")),
+    dead_letter: Script::new(include_str!("scripts/dead_letter.lua")),
+    extend: Script::new(include_str!("scripts/extend.lua")),
+    reclaim: Script::new(include_str!("scripts/reclaim.lua")),
+    retire: Script::new(include_str!("scripts/retire.lua")),
+    stats: Script::new(include_str!("scripts/stats.lua")),
+    purge: Script::new(include_str!("scripts/purge.lua")),
+});

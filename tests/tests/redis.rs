@@ -1,0 +1,140 @@
+//! The Redis broker against a real Redis server (127.0.0.1:6379 or `CELERIAC_REDIS_URL`): the shared
+//! contract suite, leases for long tasks, and connection handling. Crash, poison-message and outage
+//! tests are in `redis_failures.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use celeriac::{App, Broker};
+use celeriac_redis::RedisBroker;
+use celeriac_tests::harness::{eventually, require_redis, unique_queue};
+
+async fn redis() -> Option<Arc<dyn Broker>> {
+    Some(Arc::new(require_redis(|builder| builder).await?))
+}
+
+celeriac_tests::broker_contract_tests!(redis);
+
+static LONG_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[celeriac::task(name = "outlasts_its_lease")]
+async fn outlasts_its_lease() {
+    LONG_RUNS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+}
+
+/// A task running 3× the visibility timeout keeps its lease: with two workers on the queue it runs
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_longer_than_the_visibility_timeout_runs_once() {
+    let Some(broker) = require_redis(|b| b.visibility_timeout(Duration::from_secs(1))).await else {
+        return;
+    };
+    let queue = unique_queue("long_task");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .register::<outlasts_its_lease>()
+        .build()
+        .unwrap();
+    outlasts_its_lease::delay(&app).await.unwrap();
+    let mut workers = Vec::new();
+    for _ in 0..2 {
+        let worker = app.worker().concurrency(2).build().unwrap();
+        workers.push(tokio::spawn(
+            worker.run_until(tokio::time::sleep(Duration::from_secs(6))),
+        ));
+    }
+    let mut succeeded = 0;
+    for worker in workers {
+        succeeded += worker.await.unwrap().unwrap().succeeded;
+    }
+    assert_eq!(
+        LONG_RUNS.load(Ordering::SeqCst),
+        1,
+        "the long task ran more than once"
+    );
+    assert_eq!(succeeded, 1);
+    let stats = app.broker().stats(&queue).await.unwrap();
+    assert_eq!((stats.ready, stats.unacked, stats.dead_lettered), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn unreachable_redis_is_a_connect_error_without_the_password() {
+    let error = RedisBroker::builder("redis://:hunter2@127.0.0.1:1/0")
+        .operation_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .unwrap_err();
+    let text = format!("{error} {error:?}");
+    assert!(error.is_transient(), "{text}");
+    assert!(text.contains("redis://:***@127.0.0.1:1/0"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test]
+async fn invalid_urls_are_errors_without_the_password() {
+    let error = RedisBroker::connect("http://:hunter2@127.0.0.1/")
+        .await
+        .unwrap_err();
+    let text = format!("{error} {error:?}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test]
+async fn debug_output_hides_the_password() {
+    let Some(broker) = require_redis(|b| b).await else {
+        return;
+    };
+    let debug = format!("{broker:?}");
+    assert!(debug.contains("RedisBroker"), "{debug}");
+    let with_password = RedisBroker::builder("redis://:hunter2@127.0.0.1:6379/0");
+    assert!(!format!("{with_password:?}").contains("hunter2"));
+}
+
+static SENT: AtomicUsize = AtomicUsize::new(0);
+
+#[celeriac::task(name = "counted")]
+async fn counted(_n: u32) {
+    SENT.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The whole path through Redis: delay, delayed retry of nothing, batch publish, a worker draining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_drains_tasks_sent_through_redis() {
+    let Some(broker) = require_redis(|b| b).await else {
+        return;
+    };
+    let queue = unique_queue("drain");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .register::<counted>()
+        .build()
+        .unwrap();
+    app.delay_batch::<counted>((0..500).map(|n| (n,)))
+        .await
+        .unwrap();
+    counted::apply_async(
+        &app,
+        (7,),
+        celeriac::SendOptions::new().countdown(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    let worker = app.worker().concurrency(8).build().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stopped.await;
+    }));
+    eventually(Duration::from_secs(30), "501 runs", || async {
+        SENT.load(Ordering::SeqCst) >= 501
+    })
+    .await;
+    stop.send(()).unwrap();
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(report.succeeded, 501);
+    assert_eq!(SENT.load(Ordering::SeqCst), 501);
+    assert_eq!(app.broker().len(&queue).await.unwrap(), 0);
+}
