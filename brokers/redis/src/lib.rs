@@ -1,4 +1,4 @@
-//! A Redis broker for [celeriac](celeriac), built on Redis Streams with consumer groups.
+//! A Redis broker for [celeriac], built on Redis Streams with consumer groups.
 //!
 //! ```no_run
 //! use celeriac::App;

@@ -1,0 +1,96 @@
+//! A worker process for the Redis failure tests: they kill it with SIGKILL, or feed it a task that
+//! aborts it, and check that no task is lost.
+//!
+//! Usage: `celeriac-test-worker <redis-url> <queue> <visibility-ms> <max-deliveries> <concurrency>`
+
+use std::process::ExitCode;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use celeriac::{App, TaskContext};
+use celeriac_redis::RedisBroker;
+use redis::aio::MultiplexedConnection;
+
+static RECORDER: OnceLock<MultiplexedConnection> = OnceLock::new();
+
+/// Sleeps, then records `n` in the Redis set `celeriac-test-done:<queue>` and counts the run.
+#[celeriac::task(name = "record_run")]
+async fn record_run(ctx: TaskContext, n: u64, sleep_ms: u64) -> Result<(), redis::RedisError> {
+    tokio::time::sleep(Duration::from_millis(sleep_ms)).await;
+    let Some(conn) = RECORDER.get() else {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "no recorder",
+        )));
+    };
+    let mut conn = conn.clone();
+    redis::pipe()
+        .cmd("SADD")
+        .arg(format!("celeriac-test-done:{}", ctx.queue()))
+        .arg(n)
+        .ignore()
+        .cmd("INCR")
+        .arg(format!("celeriac-test-runs:{}", ctx.queue()))
+        .ignore()
+        .query_async::<()>(&mut conn)
+        .await
+}
+
+/// Kills the worker process that runs it, as a poison message would.
+#[celeriac::task(name = "crash_worker")]
+fn crash_worker() {
+    std::process::abort();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [url, queue, visibility_ms, max_deliveries, concurrency] = args.as_slice() else {
+        eprintln!(
+            "usage: celeriac-test-worker <redis-url> <queue> <visibility-ms> <max-deliveries> <concurrency>"
+        );
+        return ExitCode::from(2);
+    };
+    let (Ok(visibility_ms), Ok(max_deliveries), Ok(concurrency)) = (
+        visibility_ms.parse::<u64>(),
+        max_deliveries.parse::<u32>(),
+        concurrency.parse::<usize>(),
+    ) else {
+        eprintln!("visibility-ms, max-deliveries and concurrency must be numbers");
+        return ExitCode::from(2);
+    };
+    match run(url, queue, visibility_ms, max_deliveries, concurrency).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("celeriac-test-worker: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(
+    url: &str,
+    queue: &str,
+    visibility_ms: u64,
+    max_deliveries: u32,
+    concurrency: usize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let recorder = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let _ = RECORDER.set(recorder);
+    let broker = RedisBroker::builder(url)
+        .key_prefix("celeriac-test")
+        .visibility_timeout(Duration::from_millis(visibility_ms))
+        .max_deliveries(max_deliveries)
+        .connect()
+        .await?;
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue)
+        .register::<record_run>()
+        .register::<crash_worker>()
+        .build()?;
+    app.worker().concurrency(concurrency).build()?.run().await?;
+    Ok(())
+}

@@ -1,0 +1,350 @@
+//! The Redis broker under failure, against real servers: a worker killed with SIGKILL, a message that
+//! kills every worker that takes it, and a Redis restart while tasks are in flight.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use celeriac::{App, SendOptions};
+use celeriac_redis::RedisBroker;
+use celeriac_tests::harness::{
+    eventually, redis_url, require_redis, skipped, unique_queue, within,
+};
+use tokio::process::{Child, Command};
+
+fn worker_process(
+    queue: &str,
+    visibility_ms: u64,
+    max_deliveries: u32,
+    concurrency: usize,
+) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_celeriac-test-worker"))
+        .args([
+            redis_url(),
+            queue.to_owned(),
+            visibility_ms.to_string(),
+            max_deliveries.to_string(),
+            concurrency.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start celeriac-test-worker")
+}
+
+async fn recorder() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+async fn done_count(conn: &mut redis::aio::MultiplexedConnection, queue: &str) -> u64 {
+    redis::cmd("SCARD")
+        .arg(format!("celeriac-test-done:{queue}"))
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_with_sigkill_loses_no_task() {
+    let Some(broker) = require_redis(|b| b.visibility_timeout(Duration::from_secs(1))).await else {
+        return;
+    };
+    const TASKS: u64 = 40;
+    let queue = unique_queue("sigkill");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .build()
+        .unwrap();
+    for n in 0..TASKS {
+        app.send_task("record_run", &(n, 300u64), SendOptions::new())
+            .await
+            .unwrap();
+    }
+    let mut conn = recorder().await;
+
+    let mut doomed = worker_process(&queue, 1000, 5, 8);
+    eventually(
+        Duration::from_secs(30),
+        "the first worker to be busy",
+        || {
+            let app = app.clone();
+            let queue = queue.clone();
+            let mut conn = conn.clone();
+            async move {
+                let unacked = app.broker().stats(&queue).await.unwrap().unacked;
+                unacked >= 4 && done_count(&mut conn, &queue).await >= 4
+            }
+        },
+    )
+    .await;
+    doomed.kill().await.unwrap(); // SIGKILL: no graceful shutdown, no requeue
+    let held_at_death = app.broker().stats(&queue).await.unwrap().unacked;
+    assert!(
+        held_at_death > 0,
+        "the killed worker should have held tasks"
+    );
+    let done_at_death = done_count(&mut conn, &queue).await;
+    assert!(
+        done_at_death < TASKS,
+        "the first worker finished everything before it was killed"
+    );
+
+    let mut survivor = worker_process(&queue, 1000, 5, 8);
+    eventually(Duration::from_secs(60), "every task to complete", || {
+        let mut conn = conn.clone();
+        let queue = queue.clone();
+        async move { done_count(&mut conn, &queue).await == TASKS }
+    })
+    .await;
+    survivor.kill().await.unwrap();
+    assert_eq!(
+        done_count(&mut conn, &queue).await,
+        TASKS,
+        "a task was lost"
+    );
+    let stats = app.broker().stats(&queue).await.unwrap();
+    assert_eq!((stats.ready, stats.delayed, stats.dead_lettered), (0, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_kills_every_worker_is_dead_lettered_as_poison() {
+    let Some(broker) = require_redis(|b| b).await else {
+        return;
+    };
+    let queue = unique_queue("poison");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .build()
+        .unwrap();
+    app.send_task("crash_worker", &(), SendOptions::new())
+        .await
+        .unwrap();
+    for attempt in 1..=2 {
+        let mut worker = worker_process(&queue, 500, 2, 1);
+        let status = within(
+            Duration::from_secs(30),
+            "the poison task to kill its worker",
+            worker.wait(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            !status.success(),
+            "attempt {attempt}: the worker should have been killed by its task"
+        );
+    }
+    let mut third = worker_process(&queue, 500, 2, 1);
+    eventually(
+        Duration::from_secs(30),
+        "the poison message to be dead-lettered",
+        || {
+            let app = app.clone();
+            let queue = queue.clone();
+            async move { app.broker().stats(&queue).await.unwrap().dead_lettered == 1 }
+        },
+    )
+    .await;
+    assert!(
+        third.try_wait().unwrap().is_none(),
+        "the third worker must survive"
+    );
+    third.kill().await.unwrap();
+    let dead = app.broker().dead_letters(&queue, 10).await.unwrap();
+    assert_eq!(
+        dead[0].reason,
+        "poison message: delivered 2 times without being acknowledged"
+    );
+    let stats = app.broker().stats(&queue).await.unwrap();
+    assert_eq!((stats.ready, stats.unacked), (0, 0));
+}
+
+// ===== a private redis-server, stopped and restarted while tasks are in flight =====
+
+struct PrivateRedis {
+    port: u16,
+    dir: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    fn start(dir: &Path, port: u16) -> std::process::Child {
+        std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server must be installed for the outage test (scripts/test.sh installs it)",
+            )
+    }
+
+    async fn new() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(unique_queue("redis-outage"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut server = Self {
+            port,
+            child: Some(Self::start(&dir, port)),
+            dir,
+        };
+        server.wait_until_up().await;
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    async fn wait_until_up(&mut self) {
+        let url = self.url();
+        eventually(
+            Duration::from_secs(20),
+            "the private redis-server to accept connections",
+            || {
+                let url = url.clone();
+                async move {
+                    let Ok(client) = redis::Client::open(url) else {
+                        return false;
+                    };
+                    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                        return false;
+                    };
+                    redis::cmd("PING")
+                        .query_async::<String>(&mut conn)
+                        .await
+                        .is_ok()
+                }
+            },
+        )
+        .await;
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    async fn restart(&mut self) {
+        self.child = Some(Self::start(&self.dir, self.port));
+        self.wait_until_up().await;
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static SURVIVED: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
+
+#[celeriac::task(name = "through_the_outage")]
+async fn through_the_outage(n: u32) {
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    SURVIVED
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashSet::new)
+        .insert(n);
+}
+
+fn survived() -> usize {
+    SURVIVED.lock().unwrap().as_ref().map_or(0, HashSet::len)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_enqueued_before_a_redis_restart_all_complete_after_it() {
+    if skipped("redis") {
+        return;
+    }
+    const TASKS: u32 = 30;
+    let mut server = PrivateRedis::new().await;
+    let broker = RedisBroker::builder(&server.url())
+        .visibility_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .unwrap();
+    let app = App::builder()
+        .broker(broker)
+        .enqueue_timeout(Duration::from_secs(3))
+        .register::<through_the_outage>()
+        .build()
+        .unwrap();
+    for n in 0..TASKS {
+        through_the_outage::delay(&app, n).await.unwrap();
+    }
+    let worker = app
+        .worker()
+        .concurrency(2)
+        .grace_period(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stopped.await;
+    }));
+    eventually(Duration::from_secs(20), "some tasks to run", || async {
+        survived() >= 3
+    })
+    .await;
+
+    server.stop();
+    assert!(
+        survived() < TASKS as usize,
+        "everything ran before the outage"
+    );
+    let started = tokio::time::Instant::now();
+    let error = through_the_outage::delay(&app, 1_000).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "delay hung for {:?}",
+        started.elapsed()
+    );
+    eprintln!("delay during the outage: {error}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.restart().await;
+
+    eventually(
+        Duration::from_secs(90),
+        "every task enqueued before the outage",
+        || async { survived() == TASKS as usize },
+    )
+    .await;
+    stop.send(()).unwrap();
+    within(Duration::from_secs(20), "the worker to stop", running)
+        .await
+        .unwrap()
+        .unwrap();
+    let seen = SURVIVED.lock().unwrap().clone().unwrap_or_default();
+    assert_eq!(seen, (0..TASKS).collect::<HashSet<_>>());
+}
