@@ -35,7 +35,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{BincodeCodec, CodecError, CodecExt, DecodeLimits};
+use crate::codec::{CodecError, DecodeLimits};
 
 /// A task's unique id (a random UUID v4), assigned when the task is enqueued and kept across retries.
 ///
@@ -194,7 +194,7 @@ impl Envelope {
 
     /// Encodes the envelope for a broker.
     pub fn to_bytes(&self) -> Result<Vec<u8>, CodecError> {
-        let body = BincodeCodec::new().encode(self)?;
+        let body = crate::codec::bincode::encode_typed(self)?;
         let mut bytes = Vec::with_capacity(MAGIC.len() + body.len());
         bytes.extend_from_slice(&MAGIC);
         bytes.extend_from_slice(&body);
@@ -210,7 +210,7 @@ impl Envelope {
                 content_type: "celeriac envelope",
                 source: "not a celeriac envelope (bad magic bytes)".into(),
             })?;
-        BincodeCodec::new().decode(body, limits)
+        crate::codec::bincode::decode_typed(body, limits)
     }
 
     /// Whether the task has expired at `now`.

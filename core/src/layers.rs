@@ -1,4 +1,5 @@
-//! The built-in tower middleware every run goes through: metrics (outermost), then tracing.
+//! The built-in middleware every run goes through: one `celeriac.task` tracing span and the run
+//! metrics (started / succeeded / failed, run time), in a single layer outside the user's layers.
 
 use std::task::{Context, Poll};
 
@@ -8,22 +9,21 @@ use tower_service::Service;
 use tracing::Instrument;
 
 use crate::TaskError;
-use crate::metrics::{self, TASK_RUN_SECONDS, TASKS_FAILED, TASKS_STARTED, TASKS_SUCCEEDED};
 use crate::service::{TaskOutput, TaskRequest};
 
-/// Counts started / succeeded / failed runs and records run time.
+/// Records metrics and a tracing span around each run. Arguments are never recorded.
 #[derive(Clone, Debug)]
-pub(crate) struct MetricsService<S> {
+pub(crate) struct InstrumentService<S> {
     inner: S,
 }
 
-impl<S> MetricsService<S> {
+impl<S> InstrumentService<S> {
     pub(crate) const fn new(inner: S) -> Self {
         Self { inner }
     }
 }
 
-impl<S> Service<TaskRequest> for MetricsService<S>
+impl<S> Service<TaskRequest> for InstrumentService<S>
 where
     S: Service<TaskRequest, Response = TaskOutput, Error = TaskError>,
     S::Future: Send + 'static,
@@ -37,52 +37,7 @@ where
     }
 
     fn call(&mut self, request: TaskRequest) -> Self::Future {
-        let task = request.context().name().to_owned();
-        let queue = request.context().queue().to_owned();
-        metrics::increment(TASKS_STARTED, &task, &queue);
-        let started = Instant::now();
-        let run = self.inner.call(request);
-        Box::pin(async move {
-            let result = run.await;
-            metrics::observe(TASK_RUN_SECONDS, &task, &queue, started.elapsed());
-            let counter = if result.is_ok() {
-                TASKS_SUCCEEDED
-            } else {
-                TASKS_FAILED
-            };
-            metrics::increment(counter, &task, &queue);
-            result
-        })
-    }
-}
-
-/// Runs each task inside a `celeriac.task` span with OpenTelemetry messaging fields, and logs the
-/// outcome. Arguments are never recorded.
-#[derive(Clone, Debug)]
-pub(crate) struct TraceService<S> {
-    inner: S,
-}
-
-impl<S> TraceService<S> {
-    pub(crate) const fn new(inner: S) -> Self {
-        Self { inner }
-    }
-}
-
-impl<S> Service<TaskRequest> for TraceService<S>
-where
-    S: Service<TaskRequest, Response = TaskOutput, Error = TaskError>,
-    S::Future: Send + 'static,
-{
-    type Response = TaskOutput;
-    type Error = TaskError;
-    type Future = BoxFuture<'static, Result<TaskOutput, TaskError>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), TaskError>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: TaskRequest) -> Self::Future {
+        let metrics = request.metrics().clone();
         let ctx = request.context();
         let span = tracing::info_span!(
             "celeriac.task",
@@ -92,21 +47,26 @@ where
             messaging.system = ctx.app().broker().system(),
             messaging.destination.name = %ctx.queue(),
         );
+        metrics.started.increment(1);
+        let started = Instant::now();
         let run = {
             let _entered = span.enter();
             self.inner.call(request)
         };
         Box::pin(
             async move {
-                let started = Instant::now();
                 let result = run.await;
+                let elapsed = started.elapsed();
+                metrics.run_seconds.record(elapsed.as_secs_f64());
                 match &result {
-                    Ok(_) => tracing::debug!(elapsed = ?started.elapsed(), "task succeeded"),
-                    Err(error) => tracing::warn!(
-                        elapsed = ?started.elapsed(),
-                        error = %error.chain_message(),
-                        "task failed"
-                    ),
+                    Ok(_) => {
+                        metrics.succeeded.increment(1);
+                        tracing::debug!(?elapsed, "task succeeded");
+                    }
+                    Err(error) => {
+                        metrics.failed.increment(1);
+                        tracing::warn!(?elapsed, error = %error.chain_message(), "task failed");
+                    }
                 }
                 result
             }

@@ -16,9 +16,12 @@
 //! | `celeriac_task_run_seconds` | histogram | run time |
 //! | `celeriac_task_queue_wait_seconds` | histogram | time from enqueue (or ETA) to start |
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
-use ::metrics::{Unit, counter, describe_counter, describe_histogram, histogram};
+use ::metrics::{
+    Counter, Histogram, Unit, counter, describe_counter, describe_histogram, histogram,
+};
 
 /// Runs started.
 pub const TASKS_STARTED: &str = "celeriac_tasks_started_total";
@@ -69,11 +72,55 @@ pub fn describe() {
     );
 }
 
-pub(crate) fn increment(name: &'static str, task: &str, queue: &str) {
-    counter!(name, "task" => task.to_owned(), "queue" => queue.to_owned()).increment(1);
+/// The metric handles of one task on one queue, registered once and reused for every run.
+pub(crate) struct TaskMetrics {
+    pub(crate) started: Counter,
+    pub(crate) succeeded: Counter,
+    pub(crate) failed: Counter,
+    pub(crate) retried: Counter,
+    pub(crate) dead_lettered: Counter,
+    pub(crate) expired: Counter,
+    pub(crate) run_seconds: Histogram,
+    pub(crate) queue_wait_seconds: Histogram,
 }
 
-pub(crate) fn observe(name: &'static str, task: &str, queue: &str, value: Duration) {
-    histogram!(name, "task" => task.to_owned(), "queue" => queue.to_owned())
-        .record(value.as_secs_f64());
+impl TaskMetrics {
+    fn register(task: &str, queue: &str) -> Self {
+        let labels = [("task", task.to_owned()), ("queue", queue.to_owned())];
+        Self {
+            started: counter!(TASKS_STARTED, &labels),
+            succeeded: counter!(TASKS_SUCCEEDED, &labels),
+            failed: counter!(TASKS_FAILED, &labels),
+            retried: counter!(TASKS_RETRIED, &labels),
+            dead_lettered: counter!(TASKS_DEAD_LETTERED, &labels),
+            expired: counter!(TASKS_EXPIRED, &labels),
+            run_seconds: histogram!(TASK_RUN_SECONDS, &labels),
+            queue_wait_seconds: histogram!(TASK_QUEUE_WAIT_SECONDS, &labels),
+        }
+    }
+}
+
+/// Per-worker cache of [`TaskMetrics`], by task and queue. Handles are registered with the recorder
+/// installed when a (task, queue) pair is first seen.
+#[derive(Default)]
+pub(crate) struct MetricsCache {
+    by_task: RwLock<HashMap<String, HashMap<String, Arc<TaskMetrics>>>>,
+}
+
+impl MetricsCache {
+    pub(crate) fn get(&self, task: &str, queue: &str) -> Arc<TaskMetrics> {
+        {
+            let by_task = self.by_task.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(metrics) = by_task.get(task).and_then(|by_queue| by_queue.get(queue)) {
+                return metrics.clone();
+            }
+        }
+        let mut by_task = self.by_task.write().unwrap_or_else(|p| p.into_inner());
+        by_task
+            .entry(task.to_owned())
+            .or_default()
+            .entry(queue.to_owned())
+            .or_insert_with(|| Arc::new(TaskMetrics::register(task, queue)))
+            .clone()
+    }
 }

@@ -5,10 +5,10 @@
 //! [`WorkerBuilder::layer`](crate::WorkerBuilder::layer): a timeout, a concurrency limit, your own
 //! middleware. The stack, outermost first:
 //!
-//! 1. metrics (started / succeeded / failed counters, run time) — built in;
-//! 2. tracing (one `celeriac.task` span per run) — built in;
-//! 3. your layers, the first added outermost (tower's `ServiceBuilder` rule);
-//! 4. the task itself, with its time limit and panic catching.
+//! 1. metrics (started / succeeded / failed counters, run time) and tracing (one `celeriac.task`
+//!    span per run) — built in;
+//! 2. your layers, the first added outermost (tower's `ServiceBuilder` rule);
+//! 3. the task itself, with its time limit and panic catching.
 //!
 //! ```
 //! use std::time::Duration;
@@ -32,16 +32,15 @@
 //! ```
 
 use std::fmt;
-use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::FutureExt;
 use futures::future::BoxFuture;
 use tower::util::BoxCloneSyncService;
 use tower_service::Service;
 
-use crate::task::panic_message;
+use crate::metrics::TaskMetrics;
 use crate::task::registry::Handler;
 use crate::{TaskContext, TaskError};
 
@@ -50,6 +49,7 @@ pub struct TaskRequest {
     context: TaskContext,
     handler: Handler,
     time_limit: Option<Duration>,
+    metrics: Arc<TaskMetrics>,
 }
 
 impl TaskRequest {
@@ -57,12 +57,18 @@ impl TaskRequest {
         context: TaskContext,
         handler: Handler,
         time_limit: Option<Duration>,
+        metrics: Arc<TaskMetrics>,
     ) -> Self {
         Self {
             context,
             handler,
             time_limit,
+            metrics,
         }
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<TaskMetrics> {
+        &self.metrics
     }
 
     /// The task's context: id, name, queue, retries, app.
@@ -120,16 +126,6 @@ impl Service<TaskRequest> for RunTask {
     }
 
     fn call(&mut self, request: TaskRequest) -> Self::Future {
-        let run = AssertUnwindSafe((request.handler)(request.context)).catch_unwind();
-        let time_limit = request.time_limit;
-        Box::pin(async move {
-            let outcome = match time_limit {
-                Some(limit) => tokio::time::timeout(limit, run)
-                    .await
-                    .map_err(|_| TaskError::TimeLimit(limit))?,
-                None => run.await,
-            };
-            outcome.unwrap_or_else(|payload| Err(TaskError::Panicked(panic_message(&*payload))))
-        })
+        (request.handler)(request.context, request.time_limit)
     }
 }

@@ -12,9 +12,10 @@ use bytes::Bytes;
 use celeriac::broker::{Acknowledger, BrokerError, ConsumeOptions, Delivery, DeliveryStream};
 use redis::Value;
 use redis::aio::ConnectionManager;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::acks::{self, AckRequest};
 use crate::error::{bounded, from_redis, has_code};
 use crate::keys::QueueKeys;
 use crate::reply::stream_entries;
@@ -37,6 +38,7 @@ pub(crate) struct ConsumerShared {
     held: Mutex<HashMap<usize, HashSet<String>>>,
     /// Set when the stream is dropped; the lease task ends once nothing is held.
     closed: AtomicBool,
+    acks: mpsc::UnboundedSender<AckRequest>,
 }
 
 impl ConsumerShared {
@@ -90,9 +92,11 @@ pub(crate) async fn start(
     keys: Vec<QueueKeys>,
     options: ConsumeOptions,
 ) -> Result<DeliveryStream, BrokerError> {
+    let acks = acks::start(broker.clone(), keys.clone());
     let shared = Arc::new(ConsumerShared {
         broker,
         name: format!("consumer-{}", uuid::Uuid::new_v4().simple()),
+        acks,
         keys,
         held: Mutex::new(HashMap::new()),
         closed: AtomicBool::new(false),
@@ -414,7 +418,21 @@ impl RedisAcker {
 #[async_trait]
 impl Acknowledger for RedisAcker {
     async fn ack(mut self: Box<Self>) -> Result<(), BrokerError> {
-        self.run("ack", &SCRIPTS.ack, &[]).await
+        self.settled = true;
+        let (done, confirmed) = oneshot::channel();
+        let request = AckRequest {
+            queue: self.queue,
+            id: self.id.clone(),
+            done,
+        };
+        let result = match self.shared.acks.send(request) {
+            Ok(()) => confirmed
+                .await
+                .unwrap_or(Err(BrokerError::Disconnected { op: "ack" })),
+            Err(_) => Err(BrokerError::Disconnected { op: "ack" }),
+        };
+        self.shared.release(self.queue, &self.id);
+        result
     }
 
     async fn requeue(mut self: Box<Self>) -> Result<(), BrokerError> {

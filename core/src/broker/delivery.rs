@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -46,16 +47,17 @@ pub trait Acknowledger: Send + fmt::Debug + 'static {
 /// ```
 pub struct Delivery {
     payload: Bytes,
-    queue: String,
+    queue: Arc<str>,
     redelivered: bool,
     acker: Box<dyn Acknowledger>,
 }
 
 impl Delivery {
-    /// A delivery, for broker implementations.
+    /// A delivery, for broker implementations. Pass the queue name as an `Arc<str>` shared by all
+    /// deliveries of the queue to avoid an allocation per message.
     pub fn new(
         payload: Bytes,
-        queue: impl Into<String>,
+        queue: impl Into<Arc<str>>,
         redelivered: bool,
         acker: Box<dyn Acknowledger>,
     ) -> Self {
@@ -75,6 +77,11 @@ impl Delivery {
     /// The queue the message came from.
     pub fn queue(&self) -> &str {
         &self.queue
+    }
+
+    /// The queue name, shared.
+    pub(crate) fn shared_queue(&self) -> Arc<str> {
+        self.queue.clone()
     }
 
     /// Whether the message was delivered before and not acknowledged.

@@ -143,7 +143,7 @@ impl Inner {
     /// reports the earliest time a delayed message becomes due.
     fn try_take(
         &self,
-        queues: &[String],
+        queues: &[Arc<str>],
         start: usize,
     ) -> Result<(usize, Message), Option<Instant>> {
         let now = Instant::now();
@@ -151,7 +151,7 @@ impl Inner {
         let mut next_due: Option<Instant> = None;
         for offset in 0..queues.len() {
             let index = (start + offset) % queues.len();
-            let Some(queue) = map.get_mut(&queues[index]) else {
+            let Some(queue) = map.get_mut(&*queues[index]) else {
                 continue;
             };
             queue.promote_due(now);
@@ -167,7 +167,12 @@ impl Inner {
 
     fn settle(&self, queue: &str, message: Message, outcome: Settlement) {
         let mut map = self.lock();
-        let entry = map.entry(queue.to_owned()).or_default();
+        if !map.contains_key(queue) {
+            map.insert(queue.to_owned(), Queue::default());
+        }
+        let Some(entry) = map.get_mut(queue) else {
+            return;
+        };
         entry.unacked = entry.unacked.saturating_sub(1);
         match outcome {
             Settlement::Ack => {}
@@ -202,7 +207,7 @@ enum Settlement {
 
 struct MemoryAcker {
     inner: Arc<Inner>,
-    queue: String,
+    queue: Arc<str>,
     message: Option<Message>,
     _prefetch_slot: OwnedSemaphorePermit,
 }
@@ -256,7 +261,7 @@ impl Acknowledger for MemoryAcker {
 
 struct Consumer {
     inner: Arc<Inner>,
-    queues: Vec<String>,
+    queues: Vec<Arc<str>>,
     prefetch: Arc<Semaphore>,
     turn: usize,
 }
@@ -361,7 +366,10 @@ impl Broker for MemoryBroker {
         }
         let consumer = Consumer {
             inner: self.inner.clone(),
-            queues: queues.to_vec(),
+            queues: queues
+                .iter()
+                .map(|queue| Arc::from(queue.as_str()))
+                .collect(),
             prefetch: Arc::new(Semaphore::new(options.prefetch_count())),
             turn: 0,
         };

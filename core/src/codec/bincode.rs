@@ -9,7 +9,7 @@ const HARD_LIMIT: usize = 256 * 1024 * 1024;
 type Config =
     Configuration<bincode::config::LittleEndian, bincode::config::Varint, Limit<HARD_LIMIT>>;
 
-const CONFIG: Config = bincode::config::standard().with_limit::<HARD_LIMIT>();
+pub(crate) const CONFIG: Config = bincode::config::standard().with_limit::<HARD_LIMIT>();
 
 /// The default codec: [bincode] 2 through serde, compact and fast.
 ///
@@ -38,6 +38,28 @@ impl BincodeCodec {
     pub const fn new() -> Self {
         Self { _private: () }
     }
+}
+
+/// Encodes `value` with the codec's configuration, without type erasure (for the envelope itself).
+pub(crate) fn encode_typed<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    bincode::serde::encode_to_vec(value, CONFIG).map_err(|e| CodecError::Encode {
+        content_type: BincodeCodec::CONTENT_TYPE,
+        source: Box::new(e),
+    })
+}
+
+/// Decodes a `T` with the codec's configuration, without type erasure (for the envelope itself).
+pub(crate) fn decode_typed<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    limits: &DecodeLimits,
+) -> Result<T, CodecError> {
+    limits.check(bytes)?;
+    bincode::serde::decode_from_slice(bytes, CONFIG)
+        .map(|(value, _)| value)
+        .map_err(|e| CodecError::Decode {
+            content_type: BincodeCodec::CONTENT_TYPE,
+            source: Box::new(e),
+        })
 }
 
 impl Codec for BincodeCodec {

@@ -19,7 +19,7 @@
 //! # Ok::<(), celeriac::codec::CodecError>(())
 //! ```
 
-mod bincode;
+pub(crate) mod bincode;
 mod json;
 
 use std::fmt;

@@ -29,7 +29,8 @@ use tower_service::Service;
 
 use self::rate_limit::RateLimiter;
 pub use self::shutdown::shutdown_signal;
-use crate::layers::{MetricsService, TraceService};
+use crate::layers::InstrumentService;
+use crate::metrics::MetricsCache;
 use crate::service::{BoxTaskService, RunTask, TaskOutput, TaskRequest};
 use crate::task::BoxError;
 use crate::{App, BuildError, TaskError};
@@ -160,7 +161,7 @@ impl WorkerBuilder {
         for layer in self.layers.iter().rev() {
             service = layer(service);
         }
-        let service = BoxTaskService::new(MetricsService::new(TraceService::new(service)));
+        let service = BoxTaskService::new(InstrumentService::new(service));
         let rate_limiters = self
             .app
             .registry()
@@ -172,6 +173,7 @@ impl WorkerBuilder {
                 app: self.app,
                 service,
                 rate_limiters,
+                metrics: MetricsCache::default(),
                 report: Counters::default(),
             }),
             queues,
@@ -206,6 +208,7 @@ struct Shared {
     app: App,
     service: BoxTaskService,
     rate_limiters: HashMap<&'static str, RateLimiter>,
+    metrics: MetricsCache,
     report: Counters,
 }
 

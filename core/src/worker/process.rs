@@ -9,9 +9,7 @@ use tower::ServiceExt;
 
 use super::{Counters, Shared};
 use crate::broker::{BrokerError, Delivery, Outgoing};
-use crate::metrics::{
-    self, TASK_QUEUE_WAIT_SECONDS, TASKS_DEAD_LETTERED, TASKS_EXPIRED, TASKS_RETRIED, UNKNOWN_TASK,
-};
+use crate::metrics::UNKNOWN_TASK;
 use crate::service::TaskRequest;
 use crate::task::panic_message;
 use crate::{Envelope, RetryDecision, TaskContext, TaskError, clock};
@@ -32,10 +30,10 @@ async fn settle(
 }
 
 async fn dead_letter(shared: &Shared, delivery: Delivery, task: &str, reason: String) {
-    tracing::warn!(queue = delivery.queue(), task, %reason, "dead-lettering message");
-    metrics::increment(TASKS_DEAD_LETTERED, task, delivery.queue());
+    let queue = delivery.shared_queue();
+    tracing::warn!(queue = %queue, task, %reason, "dead-lettering message");
+    shared.metrics.get(task, &queue).dead_lettered.increment(1);
     Counters::add(&shared.report.dead_lettered);
-    let queue = delivery.queue().to_owned();
     settle("dead_letter", &queue, delivery.dead_letter(reason)).await;
 }
 
@@ -61,18 +59,18 @@ pub(super) async fn process(
         );
         return dead_letter(&shared, delivery, UNKNOWN_TASK, reason).await;
     };
-    let name = envelope.task.clone();
-    let queue = delivery.queue().to_owned();
+    let queue = delivery.shared_queue();
+    let metrics = shared.metrics.get(&envelope.task, &queue);
 
     let now = clock::now();
     if envelope.is_expired_at(now) {
-        tracing::info!(task = %name, task.id = %envelope.id, "task expired before it started; discarding");
-        metrics::increment(TASKS_EXPIRED, &name, &queue);
+        tracing::info!(task = %envelope.task, task.id = %envelope.id, "task expired before it started; discarding");
+        metrics.expired.increment(1);
         Counters::add(&shared.report.expired);
         return settle("ack", &queue, delivery.ack()).await;
     }
     if let Some(eta) = envelope.eta.filter(|eta| *eta > now + EARLY_TOLERANCE) {
-        let mut outgoing = Outgoing::new(queue.clone(), delivery.payload().clone()).not_before(eta);
+        let mut outgoing = Outgoing::new(&*queue, delivery.payload().clone()).not_before(eta);
         outgoing.priority = envelope.priority;
         return match app.broker().publish(outgoing).await {
             Ok(()) => settle("ack", &queue, delivery.ack()).await,
@@ -83,7 +81,7 @@ pub(super) async fn process(
         };
     }
 
-    if let Some(limiter) = shared.rate_limiters.get(name.as_str()) {
+    if let Some(limiter) = shared.rate_limiters.get(envelope.task.as_str()) {
         tokio::select! {
             () = limiter.acquire() => {}
             () = stop_now.cancelled() => {
@@ -100,7 +98,7 @@ pub(super) async fn process(
     let waited = clock::now()
         .duration_since(waited_since)
         .unwrap_or(Duration::ZERO);
-    metrics::observe(TASK_QUEUE_WAIT_SECONDS, &name, &queue, waited);
+    metrics.queue_wait_seconds.record(waited.as_secs_f64());
 
     // Acks early (at most once) when the task asked for it; late (at least once) otherwise.
     let mut delivery = Some(delivery);
@@ -113,13 +111,13 @@ pub(super) async fn process(
     let time_limit = envelope.time_limit.hard.or(task.options.time_limit);
     let retries = envelope.retries;
     let context = TaskContext::new(app.clone(), envelope);
-    let request = TaskRequest::new(context.clone(), task.handler, time_limit);
+    let request = TaskRequest::new(context.clone(), task.handler, time_limit, metrics.clone());
     let run = AssertUnwindSafe(shared.service.clone().oneshot(request)).catch_unwind();
     let result = tokio::select! {
         outcome = run => outcome.unwrap_or_else(|payload| Err(TaskError::Panicked(panic_message(&*payload)))),
         () = stop_now.cancelled() => {
             if let Some(delivery) = delivery {
-                tracing::info!(task = %name, task.id = %context.id(), "shutdown: requeueing running task");
+                tracing::info!(task = %context.name(), task.id = %context.id(), "shutdown: requeueing running task");
                 Counters::add(&shared.report.requeued);
                 settle("requeue", &queue, delivery.requeue()).await;
             }
@@ -137,11 +135,12 @@ pub(super) async fn process(
         }
         Err(error) => error,
     };
-    let decision = task
+    let name = context.name();
+    match task
         .options
         .retry
-        .decide(retries, &error, &mut fastrand::Rng::new());
-    match decision {
+        .decide(retries, &error, &mut fastrand::Rng::new())
+    {
         RetryDecision::RetryIn(delay) => {
             let mut next = Envelope::clone(context.shared_envelope());
             next.retries += 1;
@@ -149,7 +148,7 @@ pub(super) async fn process(
             match app.publish(next).await {
                 Ok(_) => {
                     tracing::info!(task = %name, task.id = %context.id(), retry = retries + 1, ?delay, error = %error, "retry scheduled");
-                    metrics::increment(TASKS_RETRIED, &name, &queue);
+                    metrics.retried.increment(1);
                     Counters::add(&shared.report.retried);
                     if let Some(delivery) = delivery {
                         settle("ack", &queue, delivery.ack()).await;
@@ -172,7 +171,7 @@ pub(super) async fn process(
                 ),
             };
             match delivery {
-                Some(delivery) => dead_letter(&shared, delivery, &name, reason).await,
+                Some(delivery) => dead_letter(&shared, delivery, name, reason).await,
                 None => {
                     tracing::error!(task = %name, %reason, "task failed (acked early, so it is not dead-lettered)")
                 }

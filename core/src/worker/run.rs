@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::process::process;
 use super::{Worker, WorkerReport};
@@ -74,14 +74,13 @@ impl Worker {
         let options = ConsumeOptions::default().prefetch(self.prefetch);
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let stop_now = CancellationToken::new();
-        let mut running = JoinSet::new();
+        let running = TaskTracker::new();
         let mut stream: Option<DeliveryStream> = None;
         let mut reconnect = Reconnect::new();
         let mut failure = None;
         tokio::pin!(shutdown);
 
         loop {
-            while running.try_join_next().is_some() {}
             let Some(deliveries) = stream.as_mut() else {
                 let consume = self.shared.app.broker().consume(&self.queues, options);
                 let consumed = tokio::select! {
@@ -158,13 +157,12 @@ impl Worker {
 
         // Stop fetching: deliveries the broker had not handed over yet stay with it.
         drop(stream);
-        while running.try_join_next().is_some() {}
+        running.close();
         let in_flight = running.len();
         if in_flight > 0 {
             tracing::info!(in_flight, grace_period = ?self.grace_period, "waiting for running tasks");
         }
-        let drain = async { while running.join_next().await.is_some() {} };
-        if tokio::time::timeout(self.grace_period, drain)
+        if tokio::time::timeout(self.grace_period, running.wait())
             .await
             .is_err()
         {
@@ -173,7 +171,7 @@ impl Worker {
                 "grace period over; requeueing the tasks still running"
             );
             stop_now.cancel();
-            while running.join_next().await.is_some() {}
+            running.wait().await;
         }
         let report = self.shared.report.snapshot();
         tracing::info!(?report, "worker stopped");

@@ -1,0 +1,206 @@
+//! celeriac's benchmark harness.
+//!
+//! Run with `cargo run -p celeriac-bench --release -- <memory|redis> [--tasks N] [--quick]`.
+//!
+//! For each broker it measures, in one invocation:
+//! - publish: N no-op tasks sent in batches (`delay_batch`) and one by one (`delay`, 64 at a time);
+//! - drain: one worker process (concurrency C) runs all N; tasks/s, its peak RSS and CPU time;
+//! - latency: one task at a time at low load, enqueue-to-start p50/p90/p99/max;
+//! - ceiling (real brokers): a minimal raw client loop doing the same broker operations, and the
+//!   ratio celeriac ÷ ceiling.
+//!
+//! Results print as a table and, with `--json FILE`, as JSON.
+
+mod ceiling;
+mod measure;
+mod process;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+/// Which broker to benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum BrokerKind {
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "celeriac benchmarks: throughput, latency, footprint, and raw-client ceilings")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Broker to benchmark.
+    #[arg(value_enum, default_value = "memory")]
+    broker: BrokerKind,
+    /// Number of no-op tasks for the throughput phases.
+    #[arg(long, default_value_t = 100_000)]
+    tasks: u64,
+    /// Worker concurrency for the drain phase.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Tasks sent one at a time for the latency phase.
+    #[arg(long, default_value_t = 1_000)]
+    latency_samples: usize,
+    /// A smoke run: 2 000 tasks, 100 latency samples.
+    #[arg(long)]
+    quick: bool,
+    /// Redis URL.
+    #[arg(
+        long,
+        env = "CELERIAC_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379/0"
+    )]
+    redis_url: String,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Internal: the worker process of the drain phase.
+    #[command(hide = true)]
+    DrainWorker {
+        #[arg(long)]
+        redis_url: String,
+        #[arg(long)]
+        queue: String,
+        #[arg(long)]
+        tasks: u64,
+        #[arg(long)]
+        concurrency: usize,
+    },
+}
+
+/// Everything one run measured.
+#[derive(Debug, Serialize)]
+struct Report {
+    broker: BrokerKind,
+    tasks: u64,
+    concurrency: usize,
+    machine: String,
+    publish_batched_per_sec: f64,
+    publish_single_per_sec: f64,
+    drain_per_sec: f64,
+    worker_peak_rss_mib: f64,
+    worker_cpu_us_per_task: f64,
+    latency_ms: measure::Percentiles,
+    ceiling: Option<ceiling::Ceiling>,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    if let Some(Command::DrainWorker {
+        redis_url,
+        queue,
+        tasks,
+        concurrency,
+    }) = cli.command
+    {
+        let drained = process::drain_worker(&redis_url, &queue, tasks, concurrency).await?;
+        println!("{}", serde_json::to_string(&drained)?);
+        return Ok(());
+    }
+    let (tasks, samples) = if cli.quick {
+        (cli.tasks.min(2_000), cli.latency_samples.min(100))
+    } else {
+        (cli.tasks, cli.latency_samples)
+    };
+    let report = run(&cli, tasks, samples).await?;
+    print_table(&report);
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        println!("JSON written to {}", path.display());
+    }
+    Ok(())
+}
+
+async fn run(cli: &Cli, tasks: u64, samples: usize) -> Result<Report, Box<dyn std::error::Error>> {
+    let machine = process::machine_description();
+    eprintln!(
+        "celeriac-bench: {:?}, {tasks} tasks, concurrency {} on {machine}",
+        cli.broker, cli.concurrency
+    );
+    let (app, queue) = measure::app(cli.broker, &cli.redis_url).await?;
+    let publish_batched = measure::publish_batched(&app, tasks).await?;
+    let drain = match cli.broker {
+        BrokerKind::Memory => measure::drain_in_process(&app, tasks, cli.concurrency).await?,
+        BrokerKind::Redis => {
+            process::drain_in_child(&cli.redis_url, &queue, tasks, cli.concurrency).await?
+        }
+    };
+    let publish_single = measure::publish_single(&app, tasks.min(20_000)).await?;
+    measure::purge(&app, &queue).await?;
+    let latency = measure::latency(&app, samples).await?;
+    let ceiling = match cli.broker {
+        BrokerKind::Memory => None,
+        BrokerKind::Redis => Some(ceiling::redis(&cli.redis_url, tasks).await?),
+    };
+    Ok(Report {
+        broker: cli.broker,
+        tasks,
+        concurrency: cli.concurrency,
+        machine,
+        publish_batched_per_sec: publish_batched,
+        publish_single_per_sec: publish_single,
+        drain_per_sec: tasks as f64 / drain.seconds,
+        worker_peak_rss_mib: drain.peak_rss_kib as f64 / 1024.0,
+        worker_cpu_us_per_task: drain.cpu_seconds * 1e6 / tasks as f64,
+        latency_ms: latency,
+        ceiling,
+    })
+}
+
+fn print_table(report: &Report) {
+    let rate = |per_sec: f64| format!("{per_sec:>12.0} tasks/s");
+    println!();
+    println!(
+        "broker {:?} · {} tasks · concurrency {}",
+        report.broker, report.tasks, report.concurrency
+    );
+    println!(
+        "{:<34}{}",
+        "publish, batched",
+        rate(report.publish_batched_per_sec)
+    );
+    println!(
+        "{:<34}{}",
+        "publish, one by one (64 in flight)",
+        rate(report.publish_single_per_sec)
+    );
+    println!("{:<34}{}", "drain, one worker", rate(report.drain_per_sec));
+    println!(
+        "{:<34}{:>12.1} MiB",
+        "worker peak RSS", report.worker_peak_rss_mib
+    );
+    println!(
+        "{:<34}{:>12.1} µs",
+        "worker CPU per task", report.worker_cpu_us_per_task
+    );
+    let l = &report.latency_ms;
+    println!(
+        "{:<34}p50 {:.3} · p90 {:.3} · p99 {:.3} · max {:.3} ms",
+        "enqueue-to-start (low load)", l.p50, l.p90, l.p99, l.max
+    );
+    if let Some(ceiling) = &report.ceiling {
+        println!(
+            "{:<34}{}",
+            "ceiling: raw publish (pipelined)",
+            rate(ceiling.publish_per_sec)
+        );
+        println!(
+            "{:<34}{}",
+            "ceiling: raw drain (batched)",
+            rate(ceiling.drain_per_sec)
+        );
+        println!(
+            "{:<34}{:>12.0} % publish · {:.0} % drain",
+            "celeriac ÷ ceiling",
+            100.0 * report.publish_batched_per_sec / ceiling.publish_per_sec,
+            100.0 * report.drain_per_sec / ceiling.drain_per_sec
+        );
+    }
+}

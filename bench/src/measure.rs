@@ -1,0 +1,199 @@
+//! The celeriac side of each measurement.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use celeriac::{App, MemoryBroker};
+use celeriac_redis::RedisBroker;
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::BrokerKind;
+
+/// Runs of the no-op task so far in this process.
+pub(crate) static DONE: AtomicU64 = AtomicU64::new(0);
+static PROBE: OnceLock<mpsc::UnboundedSender<Instant>> = OnceLock::new();
+
+/// The no-op task the throughput phases send.
+#[celeriac::task(name = "bench_noop")]
+pub(crate) async fn bench_noop(_n: u64) {
+    DONE.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Reports when it starts, for the latency phase.
+#[celeriac::task(name = "bench_probe")]
+async fn bench_probe() {
+    if let Some(probe) = PROBE.get() {
+        let _ = probe.send(Instant::now());
+    }
+}
+
+/// An app on the chosen broker, with a fresh queue.
+pub(crate) async fn app(
+    broker: BrokerKind,
+    redis_url: &str,
+) -> Result<(App, String), Box<dyn std::error::Error>> {
+    let queue = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let builder = App::builder()
+        .default_queue(queue.clone())
+        .register::<bench_noop>()
+        .register::<bench_probe>();
+    let builder = match broker {
+        BrokerKind::Memory => builder.broker(MemoryBroker::new()),
+        BrokerKind::Redis => builder.broker(redis_broker(redis_url).await?),
+    };
+    Ok((builder.build()?, queue))
+}
+
+pub(crate) async fn redis_broker(url: &str) -> Result<RedisBroker, celeriac::BrokerError> {
+    RedisBroker::builder(url)
+        .key_prefix("celeriac-bench")
+        .connect()
+        .await
+}
+
+/// Sends `tasks` no-op tasks in batches of 1 000; returns tasks/s.
+pub(crate) async fn publish_batched(app: &App, tasks: u64) -> Result<f64, celeriac::Error> {
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < tasks {
+        let batch = (tasks - sent).min(1_000);
+        app.delay_batch::<bench_noop>((sent..sent + batch).map(|n| (n,)))
+            .await?;
+        sent += batch;
+    }
+    Ok(tasks as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Sends `tasks` tasks with `delay`, 64 in flight at a time (as concurrent web requests would);
+/// returns tasks/s. The tasks are purged afterwards.
+pub(crate) async fn publish_single(
+    app: &App,
+    tasks: u64,
+) -> Result<f64, Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let mut senders = tokio::task::JoinSet::new();
+    for lane in 0..64u64 {
+        let app = app.clone();
+        senders.spawn(async move {
+            let mut n = lane;
+            while n < tasks {
+                bench_noop::delay(&app, n).await?;
+                n += 64;
+            }
+            Ok::<_, celeriac::EnqueueError>(())
+        });
+    }
+    while let Some(result) = senders.join_next().await {
+        result??;
+    }
+    Ok(tasks as f64 / started.elapsed().as_secs_f64())
+}
+
+pub(crate) async fn purge(app: &App, queue: &str) -> Result<(), celeriac::BrokerError> {
+    app.broker().purge(queue).await.map(|_| ())
+}
+
+/// What the drain phase measured.
+#[derive(Debug, Serialize, serde::Deserialize)]
+pub(crate) struct Drained {
+    pub(crate) seconds: f64,
+    pub(crate) peak_rss_kib: u64,
+    pub(crate) cpu_seconds: f64,
+}
+
+/// Runs a worker in this process until `tasks` no-op runs completed.
+pub(crate) async fn drain(
+    app: &App,
+    tasks: u64,
+    concurrency: usize,
+) -> Result<f64, celeriac::Error> {
+    let target = DONE.load(Ordering::Relaxed) + tasks;
+    let worker = app
+        .worker()
+        .concurrency(concurrency)
+        .prefetch(concurrency * 4)
+        .build()?;
+    let started = Instant::now();
+    let report = worker
+        .run_until(async {
+            while DONE.load(Ordering::Relaxed) < target {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    if report.succeeded < tasks {
+        eprintln!(
+            "warning: only {} of {tasks} tasks succeeded",
+            report.succeeded
+        );
+    }
+    Ok(seconds)
+}
+
+pub(crate) async fn drain_in_process(
+    app: &App,
+    tasks: u64,
+    concurrency: usize,
+) -> Result<Drained, Box<dyn std::error::Error>> {
+    let cpu_before = crate::process::cpu_seconds();
+    let seconds = drain(app, tasks, concurrency).await?;
+    Ok(Drained {
+        seconds,
+        peak_rss_kib: crate::process::peak_rss_kib(),
+        cpu_seconds: crate::process::cpu_seconds() - cpu_before,
+    })
+}
+
+/// Enqueue-to-start latency percentiles, in milliseconds.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct Percentiles {
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
+}
+
+/// Sends one probe at a time to an idle worker and measures how long until it starts.
+pub(crate) async fn latency(
+    app: &App,
+    samples: usize,
+) -> Result<Percentiles, Box<dyn std::error::Error>> {
+    let (sender, mut starts) = mpsc::unbounded_channel();
+    let _ = PROBE.set(sender);
+    let worker = app.worker().concurrency(4).build()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stopped.await;
+    }));
+    let mut millis = Vec::with_capacity(samples);
+    for sample in 0..samples + 10 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let sent = Instant::now();
+        bench_probe::delay(app).await?;
+        let Some(started) = starts.recv().await else {
+            break;
+        };
+        if sample >= 10 {
+            millis.push((started - sent).as_secs_f64() * 1e3);
+        }
+    }
+    let _ = stop.send(());
+    running.await??;
+    millis.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        millis
+            .get(((millis.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok(Percentiles {
+        p50: at(0.5),
+        p90: at(0.9),
+        p99: at(0.99),
+        max: millis.last().copied().unwrap_or(0.0),
+    })
+}
