@@ -73,3 +73,28 @@ pub async fn require_redis(
         ),
     }
 }
+
+/// The RabbitMQ server the adapter tests use: `CELERIAC_AMQP_URL`, or the local default.
+pub fn amqp_url() -> String {
+    std::env::var("CELERIAC_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A RabbitMQ broker for a test. Panics with an actionable message when RabbitMQ is unreachable;
+/// returns `None` only when explicitly skipped.
+pub async fn require_amqp(
+    configure: impl FnOnce(celeriac_amqp::AmqpBrokerBuilder) -> celeriac_amqp::AmqpBrokerBuilder,
+) -> Option<celeriac_amqp::AmqpBroker> {
+    if skipped("amqp") {
+        return None;
+    }
+    let builder =
+        celeriac_amqp::AmqpBroker::builder(&amqp_url()).operation_timeout(Duration::from_secs(10));
+    match configure(builder).connect().await {
+        Ok(broker) => Some(broker),
+        Err(error) => panic!(
+            "RabbitMQ is required by this test and is unreachable: {error}. Run `scripts/test.sh`, which \
+             starts it, or set CELERIAC_AMQP_URL (CELERIAC_SKIP_BROKERS=amqp skips, outside CI)."
+        ),
+    }
+}

@@ -1,13 +1,15 @@
-//! A worker process for the Redis failure tests: they kill it with SIGKILL, or feed it a task that
-//! aborts it, and check that no task is lost.
+//! A worker process for the broker failure tests: they kill it with SIGKILL, or feed it a task that
+//! aborts it, and check that no task is lost. Runs are recorded in Redis (`CELERIAC_REDIS_URL`).
 //!
-//! Usage: `celeriac-test-worker <redis-url> <queue> <visibility-ms> <max-deliveries> <concurrency>`
+//! Usage: `celeriac-test-worker <broker-url> <queue> <visibility-ms> <max-deliveries> <concurrency>`
+//! where the broker URL is `redis://…` or `amqp://…`.
 
 use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use celeriac::{App, TaskContext};
+use celeriac::{App, Broker, TaskContext};
+use celeriac_amqp::AmqpBroker;
 use celeriac_redis::RedisBroker;
 use redis::aio::MultiplexedConnection;
 
@@ -75,18 +77,29 @@ async fn run(
     max_deliveries: u32,
     concurrency: usize,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let recorder = redis::Client::open(url)?
+    let recorder = redis::Client::open(celeriac_tests::harness::redis_url())?
         .get_multiplexed_async_connection()
         .await?;
     let _ = RECORDER.set(recorder);
-    let broker = RedisBroker::builder(url)
-        .key_prefix("celeriac-test")
-        .visibility_timeout(Duration::from_millis(visibility_ms))
-        .max_deliveries(max_deliveries)
-        .connect()
-        .await?;
+    let broker: std::sync::Arc<dyn Broker> = if url.starts_with("amqp") {
+        std::sync::Arc::new(
+            AmqpBroker::builder(url)
+                .max_deliveries(max_deliveries)
+                .connect()
+                .await?,
+        )
+    } else {
+        std::sync::Arc::new(
+            RedisBroker::builder(url)
+                .key_prefix("celeriac-test")
+                .visibility_timeout(Duration::from_millis(visibility_ms))
+                .max_deliveries(max_deliveries)
+                .connect()
+                .await?,
+        )
+    };
     let app = App::builder()
-        .broker(broker)
+        .shared_broker(broker)
         .default_queue(queue)
         .register::<record_run>()
         .register::<crash_worker>()

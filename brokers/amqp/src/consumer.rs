@@ -1,0 +1,265 @@
+//! Consuming: one channel per consumer with `basic.qos` prefetch and manual acks; redelivered
+//! messages are counted and poison messages dead-lettered; each delivery's single-use acknowledger.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use celeriac::broker::{Acknowledger, BrokerError, ConsumeOptions, Delivery, DeliveryStream};
+use futures::StreamExt;
+use futures::stream::{BoxStream, SelectAll};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Acker, Channel};
+
+use crate::error::{bounded, from_lapin};
+use crate::link::{DELIVERIES_HEADER, Shared, int_header};
+
+type Incoming = BoxStream<'static, (Arc<str>, Result<lapin::message::Delivery, lapin::Error>)>;
+
+pub(crate) async fn start(
+    shared: Arc<Shared>,
+    queues: &[String],
+    options: ConsumeOptions,
+) -> Result<DeliveryStream, BrokerError> {
+    let link = shared.link().await?;
+    let timeout = shared.timeout();
+    let channel = bounded("open channel", timeout, link.connection.create_channel()).await?;
+    let prefetch = u16::try_from(options.prefetch_count()).unwrap_or(u16::MAX);
+    bounded(
+        "set prefetch",
+        timeout,
+        channel.basic_qos(prefetch, BasicQosOptions { global: true }),
+    )
+    .await?;
+    let mut incoming: SelectAll<Incoming> = SelectAll::new();
+    for queue in queues {
+        shared.declare(&link, &channel, queue).await?;
+        let consumer = bounded(
+            "consume",
+            timeout,
+            channel.basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        let name: Arc<str> = Arc::from(queue.as_str());
+        incoming.push(
+            consumer
+                .map(move |delivery| (name.clone(), delivery))
+                .boxed(),
+        );
+    }
+    let consumer = Consumer {
+        shared,
+        incoming,
+        _channel: ChannelGuard(channel),
+        failed: false,
+    };
+    let stream = futures::stream::unfold(consumer, |mut consumer| async move {
+        let next = consumer.next().await?;
+        Some((next, consumer))
+    });
+    Ok(Box::pin(stream))
+}
+
+/// Closes the consumer's channel when the stream is dropped: RabbitMQ then redelivers whatever this
+/// consumer held unsettled.
+struct ChannelGuard(Channel);
+
+impl Drop for ChannelGuard {
+    fn drop(&mut self) {
+        let channel = self.0.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = channel.close(200, "consumer dropped".into()).await;
+            });
+        }
+    }
+}
+
+struct Consumer {
+    shared: Arc<Shared>,
+    incoming: SelectAll<Incoming>,
+    _channel: ChannelGuard,
+    failed: bool,
+}
+
+impl Consumer {
+    async fn next(&mut self) -> Option<Result<Delivery, BrokerError>> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            let (queue, delivery) = self.incoming.next().await?;
+            let delivery = match delivery {
+                Ok(delivery) => delivery,
+                Err(error) => {
+                    // Followed by the end of the stream: the worker consumes again (reconnecting).
+                    self.failed = true;
+                    return Some(Err(from_lapin("consume", error)));
+                }
+            };
+            if delivery.redelivered {
+                if let Err(error) = recount(&self.shared, &queue, delivery).await {
+                    tracing::warn!(%error, queue = %queue, "cannot count a redelivery; it will come back");
+                }
+                continue;
+            }
+            self.shared.add_unacked(&queue, 1);
+            let payload = Bytes::from(delivery.data);
+            let acker = AmqpAcker {
+                shared: self.shared.clone(),
+                queue: queue.clone(),
+                acker: Some(delivery.acker),
+            };
+            let redelivered =
+                int_header(delivery.properties.headers().as_ref(), DELIVERIES_HEADER).is_some();
+            return Some(Ok(Delivery::new(
+                payload,
+                queue,
+                redelivered,
+                Box::new(acker),
+            )));
+        }
+    }
+}
+
+/// A redelivered message was delivered before and not acknowledged (its worker died, dropped it,
+/// or shut down). Count that in a header — republishing a copy and acking the original — and
+/// dead-letter it once it reached the delivery limit, so a message that kills every worker does
+/// not cycle forever.
+async fn recount(
+    shared: &Shared,
+    queue: &str,
+    delivery: lapin::message::Delivery,
+) -> Result<(), BrokerError> {
+    let headers = delivery.properties.headers().as_ref();
+    let previous = int_header(headers, DELIVERIES_HEADER).unwrap_or(0);
+    let deliveries = u32::try_from(previous.saturating_add(1)).unwrap_or(u32::MAX);
+    let max = shared.settings.max_deliveries;
+    if deliveries >= max {
+        let reason =
+            format!("poison message: delivered {deliveries} times without being acknowledged");
+        tracing::warn!(queue, %reason, "dead-lettering message");
+        shared
+            .publish_dead_letter(queue, &delivery.data, &reason)
+            .await?;
+    } else {
+        let priority = *delivery.properties.priority();
+        shared
+            .publish_recounted(queue, &delivery.data, deliveries, priority)
+            .await?;
+    }
+    bounded(
+        "ack",
+        shared.timeout(),
+        delivery.acker.ack(BasicAckOptions::default()),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Settles one AMQP delivery. Dropped unsettled, it nacks with requeue (or, without a runtime, leaves
+/// the message to be redelivered when its channel closes).
+struct AmqpAcker {
+    shared: Arc<Shared>,
+    queue: Arc<str>,
+    acker: Option<Acker>,
+}
+
+impl AmqpAcker {
+    fn take(&mut self) -> Option<Acker> {
+        let acker = self.acker.take();
+        if acker.is_some() {
+            self.shared.add_unacked(&self.queue, -1);
+        }
+        acker
+    }
+}
+
+#[async_trait]
+impl Acknowledger for AmqpAcker {
+    async fn ack(mut self: Box<Self>) -> Result<(), BrokerError> {
+        let Some(acker) = self.take() else {
+            return Ok(());
+        };
+        bounded(
+            "ack",
+            self.shared.timeout(),
+            acker.ack(BasicAckOptions::default()),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn requeue(mut self: Box<Self>) -> Result<(), BrokerError> {
+        let Some(acker) = self.take() else {
+            return Ok(());
+        };
+        let requeue = BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        };
+        bounded("requeue", self.shared.timeout(), acker.nack(requeue))
+            .await
+            .map(|_| ())
+    }
+
+    async fn dead_letter(
+        mut self: Box<Self>,
+        payload: Bytes,
+        reason: String,
+    ) -> Result<(), BrokerError> {
+        let Some(acker) = self.take() else {
+            return Ok(());
+        };
+        let timeout = self.shared.timeout();
+        match self
+            .shared
+            .publish_dead_letter(&self.queue, &payload, &reason)
+            .await
+        {
+            Ok(()) => bounded("ack", timeout, acker.ack(BasicAckOptions::default()))
+                .await
+                .map(|_| ()),
+            Err(error) => {
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                };
+                let _ = acker.nack(requeue).await;
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Drop for AmqpAcker {
+    fn drop(&mut self) {
+        let Some(acker) = self.take() else { return };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let requeue = BasicNackOptions {
+                    requeue: true,
+                    multiple: false,
+                };
+                if let Err(error) = acker.nack(requeue).await {
+                    tracing::debug!(%error, "cannot requeue a dropped delivery; its channel will");
+                }
+            });
+        }
+    }
+}
+
+impl fmt::Debug for AmqpAcker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpAcker")
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,339 @@
+//! One connection to RabbitMQ with its publishing channel (publisher confirms on), re-established on
+//! demand after a connection loss, and the queues declared on it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use celeriac::BrokerError;
+use futures::future::try_join_all;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+
+use crate::config::{RedactedUrl, Settings};
+use crate::error::{bounded, from_lapin};
+use crate::topology::{self, dead_queue, wait_queue};
+
+/// Header carrying how many deliveries of a message ended without an ack (poison detection).
+pub(crate) const DELIVERIES_HEADER: &str = "x-celeriac-deliveries";
+/// Header carrying why a message was dead-lettered.
+pub(crate) const REASON_HEADER: &str = "x-celeriac-reason";
+/// Header carrying when a message was dead-lettered (ms since the Unix epoch).
+pub(crate) const DEAD_AT_HEADER: &str = "x-celeriac-dead-lettered-at";
+
+/// A message to publish on the publishing channel.
+pub(crate) struct Publication<'a> {
+    pub(crate) queue: &'a str,
+    pub(crate) payload: &'a [u8],
+    pub(crate) priority: Option<u8>,
+    pub(crate) headers: FieldTable,
+}
+
+/// A live connection and what was declared on it.
+pub(crate) struct Link {
+    pub(crate) connection: Connection,
+    publisher: Channel,
+    declared: Mutex<HashSet<String>>,
+}
+
+/// The broker's connection state, shared by its clones, consumers and acknowledgers.
+pub(crate) struct Shared {
+    pub(crate) url: RedactedUrl,
+    pub(crate) settings: Settings,
+    link: tokio::sync::Mutex<Option<Arc<Link>>>,
+    /// Wait queues this process declared, per queue: what `stats` and `purge` can see.
+    waits: Mutex<HashMap<String, HashSet<u64>>>,
+    /// Deliveries handed out by this process and not settled yet, per queue.
+    unacked: Mutex<HashMap<String, u64>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(crate) fn epoch_millis(at: SystemTime) -> i64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+    })
+}
+
+impl Shared {
+    pub(crate) fn new(url: RedactedUrl, settings: Settings) -> Self {
+        Self {
+            url,
+            settings,
+            link: tokio::sync::Mutex::new(None),
+            waits: Mutex::new(HashMap::new()),
+            unacked: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.settings.operation_timeout
+    }
+
+    /// The current link, connecting (again) if there is none or it was lost.
+    pub(crate) async fn link(&self) -> Result<Arc<Link>, BrokerError> {
+        let mut current = self.link.lock().await;
+        if let Some(link) = current.as_ref()
+            && link.connection.status().connected()
+            && link.publisher.status().connected()
+        {
+            return Ok(link.clone());
+        }
+        let timeout = self.timeout();
+        let connect = Connection::connect(self.url.secret(), ConnectionProperties::default());
+        let connection = match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => {
+                return Err(BrokerError::Connect {
+                    url: self.url.redacted().to_owned(),
+                    source: Box::new(error),
+                });
+            }
+            Err(_) => {
+                return Err(BrokerError::Connect {
+                    url: self.url.redacted().to_owned(),
+                    source: format!("no answer within {timeout:?}").into(),
+                });
+            }
+        };
+        let publisher = bounded("open channel", timeout, connection.create_channel()).await?;
+        bounded(
+            "enable publisher confirms",
+            timeout,
+            publisher.confirm_select(ConfirmSelectOptions::default()),
+        )
+        .await?;
+        tracing::debug!(url = %self.url.redacted(), "connected to rabbitmq");
+        let link = Arc::new(Link {
+            connection,
+            publisher,
+            declared: Mutex::new(HashSet::new()),
+        });
+        *current = Some(link.clone());
+        Ok(link)
+    }
+
+    /// Declares `queue` and its dead-letter queue on `channel` (once per link).
+    pub(crate) async fn declare(
+        &self,
+        link: &Link,
+        channel: &Channel,
+        queue: &str,
+    ) -> Result<(), BrokerError> {
+        if lock(&link.declared).contains(queue) {
+            return Ok(());
+        }
+        let timeout = self.timeout();
+        let main = topology::main_arguments(self.settings.max_priority);
+        bounded(
+            "declare queue",
+            timeout,
+            channel.queue_declare(queue.into(), QueueDeclareOptions::durable(), main),
+        )
+        .await?;
+        bounded(
+            "declare dead-letter queue",
+            timeout,
+            channel.queue_declare(
+                dead_queue(queue).into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            ),
+        )
+        .await?;
+        lock(&link.declared).insert(queue.to_owned());
+        Ok(())
+    }
+
+    /// Declares the wait queue of `queue` for `millis` (once per link) and returns its name.
+    async fn declare_wait(
+        &self,
+        link: &Link,
+        queue: &str,
+        millis: u64,
+    ) -> Result<String, BrokerError> {
+        let name = wait_queue(queue, millis);
+        if !lock(&link.declared).contains(&name) {
+            bounded(
+                "declare wait queue",
+                self.timeout(),
+                link.publisher.queue_declare(
+                    name.as_str().into(),
+                    QueueDeclareOptions::durable(),
+                    topology::wait_arguments(queue, millis),
+                ),
+            )
+            .await?;
+            lock(&link.declared).insert(name.clone());
+            lock(&self.waits)
+                .entry(queue.to_owned())
+                .or_default()
+                .insert(millis);
+        }
+        Ok(name)
+    }
+
+    /// The wait-queue delays of `queue` known to this process.
+    pub(crate) fn known_waits(&self, queue: &str) -> Vec<u64> {
+        lock(&self.waits)
+            .get(queue)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn unacked(&self, queue: &str) -> u64 {
+        lock(&self.unacked).get(queue).copied().unwrap_or(0)
+    }
+
+    pub(crate) fn add_unacked(&self, queue: &str, delta: i64) {
+        let mut unacked = lock(&self.unacked);
+        let count = unacked.entry(queue.to_owned()).or_default();
+        *count = count.saturating_add_signed(delta);
+    }
+
+    /// Where a message for `queue` goes: the queue itself, or the wait queue for its delay.
+    pub(crate) async fn route(
+        &self,
+        link: &Link,
+        queue: &str,
+        not_before: Option<SystemTime>,
+    ) -> Result<String, BrokerError> {
+        self.declare(link, &link.publisher, queue).await?;
+        let delay = not_before.and_then(|at| at.duration_since(SystemTime::now()).ok());
+        match delay.filter(|delay| *delay >= Duration::from_millis(5)) {
+            Some(delay) => {
+                self.declare_wait(link, queue, topology::quantize(delay))
+                    .await
+            }
+            None => Ok(queue.to_owned()),
+        }
+    }
+
+    /// Publishes persistent messages and waits until the broker confirmed every one. Publishes are
+    /// pipelined: all are sent before the first confirm is awaited.
+    pub(crate) async fn publish(
+        &self,
+        link: &Link,
+        publications: Vec<Publication<'_>>,
+    ) -> Result<(), BrokerError> {
+        let timeout = self.timeout();
+        let mut confirms = Vec::with_capacity(publications.len());
+        for publication in publications {
+            let mut properties = BasicProperties::default().with_delivery_mode(2);
+            if let Some(priority) = publication.priority {
+                properties = properties.with_priority(priority.min(9));
+            }
+            if !publication.headers.inner().is_empty() {
+                properties = properties.with_headers(publication.headers);
+            }
+            let confirm = bounded(
+                "publish",
+                timeout,
+                link.publisher.basic_publish(
+                    ShortString::from(""),
+                    ShortString::from(publication.queue),
+                    BasicPublishOptions::default(),
+                    publication.payload,
+                    properties,
+                ),
+            )
+            .await?;
+            confirms.push(async move {
+                match tokio::time::timeout(timeout, confirm).await {
+                    Ok(Ok(Confirmation::Nack(_))) => Err(BrokerError::Rejected {
+                        reason: "the broker nacked the message (publisher confirm)".into(),
+                    }),
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(error)) => Err(from_lapin("publish confirm", error)),
+                    Err(_) => Err(BrokerError::Timeout {
+                        op: "publish confirm",
+                        after: timeout,
+                    }),
+                }
+            });
+        }
+        try_join_all(confirms).await.map(|_| ())
+    }
+
+    /// Publishes `payload` to the dead-letter queue of `queue` with `reason`, confirmed.
+    pub(crate) async fn publish_dead_letter(
+        &self,
+        queue: &str,
+        payload: &[u8],
+        reason: &str,
+    ) -> Result<(), BrokerError> {
+        let link = self.link().await?;
+        self.declare(&link, &link.publisher, queue).await?;
+        let mut headers = FieldTable::default();
+        headers.insert(
+            REASON_HEADER.into(),
+            AMQPValue::LongString(LongString::from(reason)),
+        );
+        headers.insert(
+            DEAD_AT_HEADER.into(),
+            AMQPValue::LongLongInt(epoch_millis(SystemTime::now())),
+        );
+        let dead = dead_queue(queue);
+        self.publish(
+            &link,
+            vec![Publication {
+                queue: &dead,
+                payload,
+                priority: None,
+                headers,
+            }],
+        )
+        .await
+    }
+
+    /// Publishes `payload` back to `queue`, counting one more delivery that ended without an ack.
+    pub(crate) async fn publish_recounted(
+        &self,
+        queue: &str,
+        payload: &[u8],
+        deliveries: u32,
+        priority: Option<u8>,
+    ) -> Result<(), BrokerError> {
+        let link = self.link().await?;
+        let mut headers = FieldTable::default();
+        headers.insert(
+            DELIVERIES_HEADER.into(),
+            AMQPValue::LongLongInt(i64::from(deliveries)),
+        );
+        self.publish(
+            &link,
+            vec![Publication {
+                queue,
+                payload,
+                priority,
+                headers,
+            }],
+        )
+        .await
+    }
+}
+
+/// Reads an integer header.
+pub(crate) fn int_header(headers: Option<&FieldTable>, name: &str) -> Option<i64> {
+    match headers?.inner().get(name)? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+/// Reads a text header.
+pub(crate) fn text_header(headers: Option<&FieldTable>, name: &str) -> Option<String> {
+    match headers?.inner().get(name)? {
+        AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+        AMQPValue::ShortString(text) => Some(text.as_str().to_owned()),
+        _ => None,
+    }
+}

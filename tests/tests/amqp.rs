@@ -1,0 +1,114 @@
+//! The RabbitMQ broker against a real server (127.0.0.1:5672 guest/guest or `CELERIAC_AMQP_URL`): the
+//! shared contract suite and connection handling. Crash, poison-message and outage tests are in
+//! `amqp_failures.rs`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use celeriac::broker::{ConsumeOptions, Outgoing};
+use celeriac::{App, Broker, SendOptions};
+use celeriac_amqp::AmqpBroker;
+use celeriac_tests::harness::{eventually, require_amqp, unique_queue};
+use futures::StreamExt;
+
+async fn amqp() -> Option<Arc<dyn Broker>> {
+    Some(Arc::new(require_amqp(|builder| builder).await?))
+}
+
+celeriac_tests::broker_contract_tests!(amqp);
+
+#[tokio::test]
+async fn unreachable_rabbitmq_is_a_connect_error_without_the_password() {
+    let error = AmqpBroker::builder("amqp://guest:hunter2@127.0.0.1:1/%2f")
+        .operation_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+        .unwrap_err();
+    let text = format!("{error} {error:?}");
+    assert!(error.is_transient(), "{text}");
+    assert!(text.contains("amqp://guest:***@127.0.0.1:1/%2f"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test]
+async fn wrong_credentials_are_an_error_without_the_password() {
+    let url = celeriac_tests::harness::amqp_url().replace("guest:guest", "guest:hunter2");
+    let error = AmqpBroker::connect(&url).await.unwrap_err();
+    let text = format!("{error} {error:?}");
+    assert!(!text.contains("hunter2"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn priorities_apply_when_configured() {
+    let Some(broker) = require_amqp(|b| b.max_priority(9)).await else {
+        return;
+    };
+    let queue = unique_queue("priority");
+    for (payload, priority) in [("low", 0u8), ("high", 9), ("mid", 5)] {
+        broker
+            .publish(Outgoing::new(&queue, payload.as_bytes().to_vec()).priority(priority))
+            .await
+            .unwrap();
+    }
+    let mut stream = broker
+        .consume(
+            std::slice::from_ref(&queue),
+            ConsumeOptions::default().prefetch(1),
+        )
+        .await
+        .unwrap();
+    let mut order = Vec::new();
+    for _ in 0..3 {
+        let delivery = stream.next().await.unwrap().unwrap();
+        order.push(String::from_utf8(delivery.payload().to_vec()).unwrap());
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(order, ["high", "mid", "low"]);
+}
+
+static SENT: AtomicUsize = AtomicUsize::new(0);
+
+#[celeriac::task(name = "counted_amqp")]
+async fn counted_amqp(_n: u32) {
+    SENT.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The whole path through RabbitMQ: batch publish with confirms, a countdown, a worker draining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_drains_tasks_sent_through_rabbitmq() {
+    let Some(broker) = require_amqp(|b| b).await else {
+        return;
+    };
+    let queue = unique_queue("drain");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .register::<counted_amqp>()
+        .build()
+        .unwrap();
+    app.delay_batch::<counted_amqp>((0..500).map(|n| (n,)))
+        .await
+        .unwrap();
+    counted_amqp::apply_async(
+        &app,
+        (7,),
+        SendOptions::new().countdown(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    let worker = app.worker().concurrency(8).build().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stopped.await;
+    }));
+    eventually(Duration::from_secs(30), "501 runs", || async {
+        SENT.load(Ordering::SeqCst) >= 501
+    })
+    .await;
+    stop.send(()).unwrap();
+    let report = running.await.unwrap().unwrap();
+    assert_eq!(report.succeeded, 501);
+    assert_eq!(SENT.load(Ordering::SeqCst), 501);
+    assert_eq!(app.broker().len(&queue).await.unwrap(), 0);
+}

@@ -1,0 +1,291 @@
+//! The RabbitMQ broker under failure, against the real server: a worker killed with SIGKILL, a message
+//! that kills every worker that takes it, and RabbitMQ's app stopped and started while tasks flow.
+//! The outage test stops the shared server's app, so this file's tests run one at a time
+//! (`--test-threads` is not needed: they serialise on a lock).
+
+use std::collections::HashSet;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use celeriac::{App, SendOptions};
+use celeriac_tests::harness::{
+    amqp_url, eventually, redis_url, require_amqp, unique_queue, within,
+};
+use tokio::process::{Child, Command};
+
+/// The outage stops RabbitMQ for everyone: no other test of this file runs meanwhile.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn worker_process(queue: &str, max_deliveries: u32, concurrency: usize) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_celeriac-test-worker"))
+        .args([
+            amqp_url(),
+            queue.to_owned(),
+            "1000".to_owned(),
+            max_deliveries.to_string(),
+            concurrency.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start celeriac-test-worker")
+}
+
+async fn done_count(queue: &str) -> u64 {
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::cmd("SCARD")
+        .arg(format!("celeriac-test-done:{queue}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_with_sigkill_loses_no_task() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = require_amqp(|b| b).await else {
+        return;
+    };
+    const TASKS: u64 = 40;
+    let queue = unique_queue("sigkill");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .build()
+        .unwrap();
+    for n in 0..TASKS {
+        app.send_task("record_run", &(n, 300u64), SendOptions::new())
+            .await
+            .unwrap();
+    }
+    let mut doomed = worker_process(&queue, 5, 8);
+    eventually(
+        Duration::from_secs(30),
+        "the first worker to be busy",
+        || {
+            let queue = queue.clone();
+            async move { done_count(&queue).await >= 4 }
+        },
+    )
+    .await;
+    doomed.kill().await.unwrap();
+    let done_at_death = done_count(&queue).await;
+    assert!(
+        done_at_death < TASKS,
+        "the first worker finished everything before it was killed"
+    );
+
+    let mut survivor = worker_process(&queue, 5, 8);
+    eventually(Duration::from_secs(60), "every task to complete", || {
+        let queue = queue.clone();
+        async move { done_count(&queue).await == TASKS }
+    })
+    .await;
+    survivor.kill().await.unwrap();
+    assert_eq!(done_count(&queue).await, TASKS, "a task was lost");
+    let stats = app.broker().stats(&queue).await.unwrap();
+    assert_eq!((stats.ready, stats.dead_lettered), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_kills_every_worker_is_dead_lettered_as_poison() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = require_amqp(|b| b).await else {
+        return;
+    };
+    let queue = unique_queue("poison");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .build()
+        .unwrap();
+    app.send_task("crash_worker", &(), SendOptions::new())
+        .await
+        .unwrap();
+    for attempt in 1..=2 {
+        let mut worker = worker_process(&queue, 2, 1);
+        let status = within(
+            Duration::from_secs(30),
+            "the poison task to kill its worker",
+            worker.wait(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(6),
+            "attempt {attempt}: the worker should have been aborted by its task, got {status}"
+        );
+    }
+    let mut third = worker_process(&queue, 2, 1);
+    eventually(
+        Duration::from_secs(30),
+        "the poison message to be dead-lettered",
+        || {
+            let app = app.clone();
+            let queue = queue.clone();
+            async move {
+                let stats = app.broker().stats(&queue).await.unwrap();
+                // Dead-lettering publishes the copy, then acks the original: wait for both.
+                stats.dead_lettered == 1 && stats.ready == 0
+            }
+        },
+    )
+    .await;
+    assert!(
+        third.try_wait().unwrap().is_none(),
+        "the third worker must survive"
+    );
+    // A graceful stop (SIGTERM) lets it finish settling what it holds.
+    let pid = third.id().expect("running").to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = within(
+        Duration::from_secs(30),
+        "the third worker to stop",
+        third.wait(),
+    )
+    .await
+    .unwrap();
+    assert!(status.success(), "{status}");
+    let dead = app.broker().dead_letters(&queue, 10).await.unwrap();
+    assert_eq!(
+        dead[0].reason,
+        "poison message: delivered 2 times without being acknowledged"
+    );
+    assert_eq!(app.broker().stats(&queue).await.unwrap().ready, 0);
+}
+
+static SURVIVED: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
+
+#[celeriac::task(name = "through_the_rabbitmq_outage")]
+async fn through_the_rabbitmq_outage(n: u32) {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    SURVIVED
+        .lock()
+        .unwrap()
+        .get_or_insert_with(HashSet::new)
+        .insert(n);
+}
+
+fn survived() -> usize {
+    SURVIVED.lock().unwrap().as_ref().map_or(0, HashSet::len)
+}
+
+fn rabbitmqctl(command: &str) {
+    let status = std::process::Command::new("rabbitmqctl")
+        .arg(command)
+        .stdout(Stdio::null())
+        .status()
+        .expect("rabbitmqctl must be installed for the outage test (scripts/test.sh installs it)");
+    assert!(status.success(), "rabbitmqctl {command} failed");
+}
+
+/// Starts the app again even if the test fails half-way, so other tests find RabbitMQ running.
+struct RestartOnDrop;
+
+impl Drop for RestartOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .arg("start_app")
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_flowing_through_a_rabbitmq_restart_all_complete() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = require_amqp(|b| b.operation_timeout(Duration::from_secs(2))).await else {
+        return;
+    };
+    let queue = unique_queue("outage");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .enqueue_timeout(Duration::from_secs(4))
+        .register::<through_the_rabbitmq_outage>()
+        .build()
+        .unwrap();
+    const BEFORE: u32 = 40;
+    for n in 0..BEFORE {
+        through_the_rabbitmq_outage::delay(&app, n).await.unwrap();
+    }
+    let worker = app
+        .worker()
+        .concurrency(2)
+        .grace_period(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stopped.await;
+    }));
+    eventually(Duration::from_secs(20), "some tasks to run", || async {
+        survived() >= 3
+    })
+    .await;
+
+    let restart = RestartOnDrop;
+    rabbitmqctl("stop_app");
+    assert!(
+        survived() < BEFORE as usize,
+        "everything ran before the outage"
+    );
+    // During the outage `delay` fails (in bounded time) or, if it raced the stop, succeeded: never a
+    // silent loss. Successful sends are expected to complete too.
+    let mut expected: HashSet<u32> = (0..BEFORE).collect();
+    let started = tokio::time::Instant::now();
+    match through_the_rabbitmq_outage::delay(&app, 1_000).await {
+        Ok(_) => {
+            expected.insert(1_000);
+        }
+        Err(error) => eprintln!("delay during the outage: {error}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "delay hung for {:?}",
+        started.elapsed()
+    );
+    rabbitmqctl("start_app");
+    drop(restart);
+    // And after it, sending works again.
+    eventually(
+        Duration::from_secs(60),
+        "delay to work after the restart",
+        || {
+            let app = app.clone();
+            async move {
+                through_the_rabbitmq_outage::delay(&app, 2_000)
+                    .await
+                    .is_ok()
+            }
+        },
+    )
+    .await;
+    expected.insert(2_000);
+
+    eventually(Duration::from_secs(90), "every task sent to be run", || {
+        let expected = expected.clone();
+        async move {
+            SURVIVED
+                .lock()
+                .unwrap()
+                .as_ref()
+                .is_some_and(|seen| seen.is_superset(&expected))
+        }
+    })
+    .await;
+    stop.send(()).unwrap();
+    within(Duration::from_secs(20), "the worker to stop", running)
+        .await
+        .unwrap()
+        .unwrap();
+}
