@@ -24,6 +24,17 @@ use serde::Serialize;
 enum BrokerKind {
     Memory,
     Redis,
+    Amqp,
+}
+
+impl BrokerKind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+            Self::Amqp => "amqp",
+        }
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -53,6 +64,13 @@ struct Cli {
         default_value = "redis://127.0.0.1:6379/0"
     )]
     redis_url: String,
+    /// RabbitMQ URL.
+    #[arg(
+        long,
+        env = "CELERIAC_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    amqp_url: String,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -63,8 +81,10 @@ enum Command {
     /// Internal: the worker process of the drain phase.
     #[command(hide = true)]
     DrainWorker {
+        #[arg(long, value_enum)]
+        broker: BrokerKind,
         #[arg(long)]
-        redis_url: String,
+        url: String,
         #[arg(long)]
         queue: String,
         #[arg(long)]
@@ -94,13 +114,14 @@ struct Report {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
     if let Some(Command::DrainWorker {
-        redis_url,
+        broker,
+        url,
         queue,
         tasks,
         concurrency,
     }) = cli.command
     {
-        let drained = process::drain_worker(&redis_url, &queue, tasks, concurrency).await?;
+        let drained = process::drain_worker(broker, &url, &queue, tasks, concurrency).await?;
         println!("{}", serde_json::to_string(&drained)?);
         return Ok(());
     }
@@ -124,20 +145,24 @@ async fn run(cli: &Cli, tasks: u64, samples: usize) -> Result<Report, Box<dyn st
         "celeriac-bench: {:?}, {tasks} tasks, concurrency {} on {machine}",
         cli.broker, cli.concurrency
     );
-    let (app, queue) = measure::app(cli.broker, &cli.redis_url).await?;
+    let url = match cli.broker {
+        BrokerKind::Memory => "",
+        BrokerKind::Redis => cli.redis_url.as_str(),
+        BrokerKind::Amqp => cli.amqp_url.as_str(),
+    };
+    let (app, queue) = measure::app(cli.broker, url).await?;
     let publish_batched = measure::publish_batched(&app, tasks).await?;
     let drain = match cli.broker {
         BrokerKind::Memory => measure::drain_in_process(&app, tasks, cli.concurrency).await?,
-        BrokerKind::Redis => {
-            process::drain_in_child(&cli.redis_url, &queue, tasks, cli.concurrency).await?
-        }
+        broker => process::drain_in_child(broker, url, &queue, tasks, cli.concurrency).await?,
     };
     let publish_single = measure::publish_single(&app, tasks.min(20_000)).await?;
     measure::purge(&app, &queue).await?;
     let latency = measure::latency(&app, samples).await?;
     let ceiling = match cli.broker {
         BrokerKind::Memory => None,
-        BrokerKind::Redis => Some(ceiling::redis(&cli.redis_url, tasks).await?),
+        BrokerKind::Redis => Some(ceiling::redis(url, tasks).await?),
+        BrokerKind::Amqp => Some(ceiling::amqp(url, tasks, cli.concurrency * 4).await?),
     };
     Ok(Report {
         broker: cli.broker,
@@ -193,9 +218,12 @@ fn print_table(report: &Report) {
         );
         println!(
             "{:<34}{}",
-            "ceiling: raw drain (batched)",
+            "ceiling: raw drain",
             rate(ceiling.drain_per_sec)
         );
+        if let Some(batched) = ceiling.drain_batch_ack_per_sec {
+            println!("{:<34}{}", "ceiling: raw drain, batch acks", rate(batched));
+        }
         println!(
             "{:<34}{:>12.0} % publish · {:.0} % drain",
             "celeriac ÷ ceiling",

@@ -33,7 +33,7 @@ async fn bench_probe() {
 /// An app on the chosen broker, with a fresh queue.
 pub(crate) async fn app(
     broker: BrokerKind,
-    redis_url: &str,
+    url: &str,
 ) -> Result<(App, String), Box<dyn std::error::Error>> {
     let queue = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let builder = App::builder()
@@ -42,7 +42,8 @@ pub(crate) async fn app(
         .register::<bench_probe>();
     let builder = match broker {
         BrokerKind::Memory => builder.broker(MemoryBroker::new()),
-        BrokerKind::Redis => builder.broker(redis_broker(redis_url).await?),
+        BrokerKind::Redis => builder.broker(redis_broker(url).await?),
+        BrokerKind::Amqp => builder.broker(celeriac_amqp::AmqpBroker::connect(url).await?),
     };
     Ok((builder.build()?, queue))
 }

@@ -51,13 +51,22 @@ pub(crate) fn machine_description() -> String {
 
 /// Runs the drain phase in a child process (`drain-worker`), so its RSS and CPU are the worker's own.
 pub(crate) async fn drain_in_child(
-    redis_url: &str,
+    broker: crate::BrokerKind,
+    url: &str,
     queue: &str,
     tasks: u64,
     concurrency: usize,
 ) -> Result<Drained, Box<dyn std::error::Error>> {
     let output = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["drain-worker", "--redis-url", redis_url, "--queue", queue])
+        .args([
+            "drain-worker",
+            "--broker",
+            broker.name(),
+            "--url",
+            url,
+            "--queue",
+            queue,
+        ])
         .args([
             "--tasks",
             &tasks.to_string(),
@@ -78,13 +87,18 @@ pub(crate) async fn drain_in_child(
 
 /// The child's side: a worker on `queue` until `tasks` no-op tasks ran.
 pub(crate) async fn drain_worker(
-    redis_url: &str,
+    broker: crate::BrokerKind,
+    url: &str,
     queue: &str,
     tasks: u64,
     concurrency: usize,
 ) -> Result<Drained, Box<dyn std::error::Error>> {
-    let app = celeriac::App::builder()
-        .broker(measure::redis_broker(redis_url).await?)
+    let builder = celeriac::App::builder();
+    let builder = match broker {
+        crate::BrokerKind::Amqp => builder.broker(celeriac_amqp::AmqpBroker::connect(url).await?),
+        _ => builder.broker(measure::redis_broker(url).await?),
+    };
+    let app = builder
         .default_queue(queue)
         .register::<measure::bench_noop>()
         .build()?;
