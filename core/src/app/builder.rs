@@ -1,8 +1,9 @@
+use std::any::TypeId;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{App, AppInner};
+use super::{App, AppInner, StateMap};
 use crate::broker::{Broker, MemoryBroker};
 use crate::codec::{BincodeCodec, Codec, DecodeLimits};
 use crate::task::registry::{Registry, TaskRegistration, linked_registrations};
@@ -28,6 +29,7 @@ use crate::{BuildError, DEFAULT_QUEUE, Task};
 /// ```
 #[must_use]
 pub struct AppBuilder {
+    state: StateMap,
     broker: Option<Arc<dyn Broker>>,
     codec: Arc<dyn Codec>,
     registrations: Vec<TaskRegistration>,
@@ -43,6 +45,7 @@ impl AppBuilder {
 
     pub(super) fn new() -> Self {
         Self {
+            state: StateMap::new(),
             broker: None,
             codec: Arc::new(BincodeCodec::new()),
             registrations: Vec::new(),
@@ -67,6 +70,31 @@ impl AppBuilder {
     /// Encodes arguments with `codec` (default: [`BincodeCodec`]).
     pub fn codec(mut self, codec: impl Codec) -> Self {
         self.codec = Arc::new(codec);
+        self
+    }
+
+    /// Shares `value` with every task run: tasks read it with
+    /// [`TaskContext::state::<S>()`](crate::TaskContext::state) (one value per type; a second call with
+    /// the same type replaces the first). Use it for clients, pools and gateways.
+    ///
+    /// ```
+    /// use celeriac::{App, TaskContext, TaskError};
+    ///
+    /// struct Greeting(&'static str);
+    ///
+    /// #[celeriac::task]
+    /// async fn greet(ctx: TaskContext, name: String) -> Result<(), TaskError> {
+    ///     let greeting = ctx.state::<Greeting>()?;
+    ///     println!("{}, {name}", greeting.0);
+    ///     Ok(())
+    /// }
+    ///
+    /// let app = App::builder().state(Greeting("hello")).register::<greet>().build()?;
+    /// assert_eq!(app.state::<Greeting>().map(|g| g.0), Some("hello"));
+    /// # Ok::<(), celeriac::Error>(())
+    /// ```
+    pub fn state<S: Send + Sync + 'static>(mut self, value: S) -> Self {
+        self.state.insert(TypeId::of::<S>(), Arc::new(value));
         self
     }
 
@@ -123,6 +151,7 @@ impl AppBuilder {
         let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
         Ok(App {
             inner: Arc::new(AppInner {
+                state: self.state,
                 broker,
                 codec: self.codec,
                 registry,

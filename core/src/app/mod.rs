@@ -3,6 +3,8 @@
 mod builder;
 mod send;
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +42,11 @@ pub struct App {
     inner: Arc<AppInner>,
 }
 
+/// Values tasks reach through [`TaskContext::state`](crate::TaskContext::state), by type.
+pub(crate) type StateMap = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
+
 struct AppInner {
+    state: StateMap,
     broker: Arc<dyn Broker>,
     codec: Arc<dyn Codec>,
     registry: Registry,
@@ -258,6 +264,14 @@ impl App {
         codec
             .decode(&envelope.args, &self.inner.limits)
             .map_err(TaskError::InvalidArgs)
+    }
+
+    /// The shared value of type `S` given to [`AppBuilder::state`], if any.
+    pub fn state<S: Send + Sync + 'static>(&self) -> Option<&S> {
+        self.inner
+            .state
+            .get(&TypeId::of::<S>())
+            .and_then(|value| value.downcast_ref::<S>())
     }
 
     pub(crate) fn registered(&self, name: &str) -> Option<&RegisteredTask> {

@@ -75,6 +75,18 @@ impl TaskContext {
         &self.app
     }
 
+    /// The shared value of type `S` given to [`AppBuilder::state`](crate::AppBuilder::state). A
+    /// missing value is a [`TaskError::Reject`]: no retry can supply it, so the message is
+    /// dead-lettered with the type's name rather than retried.
+    pub fn state<S: Send + Sync + 'static>(&self) -> Result<&S, TaskError> {
+        self.app.state::<S>().ok_or_else(|| {
+            TaskError::reject(format!(
+                "no state of type `{}` was given to App::builder().state(…)",
+                std::any::type_name::<S>()
+            ))
+        })
+    }
+
     /// Asks to run again after `delay` (Celery's `self.retry(countdown=…)`). Return the error from the
     /// task; it counts against `max_retries`.
     pub fn retry_in(&self, delay: Duration) -> TaskError {

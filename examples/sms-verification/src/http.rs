@@ -1,0 +1,234 @@
+//! The web side: send a code, verify it, a small page, and `/metrics`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::{Deserialize, Serialize};
+
+use crate::mobile::{Mobile, new_code};
+use crate::store::{CodeStore, Verification};
+use crate::tasks::ccp_send_sms_code;
+
+/// Largest request body accepted (413 beyond it).
+pub const MAX_BODY_BYTES: usize = 1024;
+
+/// How long codes live and how often a number may ask for one.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// A number may ask for a new code once per this long (the seed's `send_flag`, 60 s).
+    pub resend_after: Duration,
+    /// A code is valid this long (300 s).
+    pub code_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            resend_after: Duration::from_secs(60),
+            code_ttl: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The celeriac app tasks are sent through.
+    pub app: celeriac::App,
+    /// Codes and send flags.
+    pub store: Arc<dyn CodeStore>,
+    /// Throttling and expiry.
+    pub limits: Limits,
+    /// Renders `/metrics` when a Prometheus recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("app", &self.app)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The JSON every endpoint answers with.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Answer {
+    /// `"0"` on success, else the HTTP status.
+    pub code: String,
+    /// `"OK"` or what went wrong.
+    pub errmsg: String,
+    /// Seconds until a new code may be requested (429 only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub retry_after: Option<u64>,
+}
+
+fn answer(status: StatusCode, message: impl Into<String>) -> Response {
+    let code = if status.is_success() {
+        "0".to_owned()
+    } else {
+        status.as_u16().to_string()
+    };
+    let body = Answer {
+        code,
+        errmsg: message.into(),
+        retry_after: None,
+    };
+    (status, Json(body)).into_response()
+}
+
+fn ok() -> Response {
+    answer(StatusCode::OK, "OK")
+}
+
+/// The router, without a socket (tests drive it in-process).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/sms_codes/{mobile}", post(send_code))
+        .route("/sms_codes/{mobile}/verify", post(verify_code))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn(count_requests))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("../static/index.html"))
+}
+
+/// `POST /sms_codes/{mobile}`: throttle, make a code, store it, enqueue the SMS, answer at once.
+async fn send_code(State(state): State<AppState>, Path(mobile): Path<String>) -> Response {
+    let mobile = match Mobile::parse(&mobile) {
+        Ok(mobile) => mobile,
+        Err(error) => return answer(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    match state
+        .store
+        .claim_send(mobile.as_str(), state.limits.resend_after)
+        .await
+    {
+        Ok(None) => {}
+        Ok(Some(left)) => {
+            let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            let body = Answer {
+                code: "429".into(),
+                errmsg: format!(
+                    "a code was sent to this number recently; try again in {seconds} s"
+                ),
+                retry_after: Some(seconds),
+            };
+            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return response;
+        }
+        Err(error) => return answer(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+    let code = new_code();
+    let sent = async {
+        state
+            .store
+            .put_code(mobile.as_str(), &code, state.limits.code_ttl)
+            .await
+            .map_err(|error| error.to_string())?;
+        ccp_send_sms_code::delay(&state.app, mobile.to_string(), code.clone())
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "cannot enqueue the SMS task");
+                "the task queue is unavailable; please try again shortly".to_owned()
+            })
+    };
+    match sent.await {
+        Ok(_) => ok(),
+        Err(message) => {
+            // Let the user retry at once: the SMS was not queued.
+            let _ = state.store.release_send(mobile.as_str()).await;
+            answer(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
+    }
+}
+
+/// The body of a verification.
+#[derive(Debug, Deserialize)]
+pub struct VerifyBody {
+    /// The code the user typed.
+    pub code: String,
+}
+
+/// `POST /sms_codes/{mobile}/verify` with `{"code": "123456"}`.
+async fn verify_code(
+    State(state): State<AppState>,
+    Path(mobile): Path<String>,
+    body: Result<Json<VerifyBody>, JsonRejection>,
+) -> Response {
+    let mobile = match Mobile::parse(&mobile) {
+        Ok(mobile) => mobile,
+        Err(error) => return answer(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return answer(StatusCode::PAYLOAD_TOO_LARGE, "request body too large");
+        }
+        Err(rejection) => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "expected a JSON body like {{\"code\": \"123456\"}}: {}",
+                    rejection.body_text()
+                ),
+            );
+        }
+    };
+    if body.code.len() != 6 || !body.code.bytes().all(|b| b.is_ascii_digit()) {
+        return answer(StatusCode::BAD_REQUEST, "the code has six digits");
+    }
+    match state.store.verify(mobile.as_str(), &body.code).await {
+        Ok(Verification::Accepted) => ok(),
+        Ok(Verification::Mismatch) => answer(StatusCode::BAD_REQUEST, "wrong code"),
+        Ok(Verification::NoCode) => answer(
+            StatusCode::BAD_REQUEST,
+            "no valid code for this number: it expired, was already used, or was never sent",
+        ),
+        Err(error) => answer(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => answer(StatusCode::NOT_FOUND, "metrics are not enabled"),
+    }
+}
+
+/// Counts requests by route and status, and records their latency.
+async fn count_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("sms_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
+        .increment(1);
+    metrics::histogram!("sms_http_request_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

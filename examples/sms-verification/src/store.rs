@@ -1,0 +1,202 @@
+//! Where codes and send flags live: Redis when a Redis URL is given, memory otherwise.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+/// A storage failure (Redis unreachable, …).
+#[derive(Debug, thiserror::Error)]
+#[error("code store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// What verifying a code found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verification {
+    /// It matched; it is now used up.
+    Accepted,
+    /// No code is pending for this number (never sent, expired, or already used).
+    NoCode,
+    /// A code is pending but this one is wrong.
+    Mismatch,
+}
+
+/// Codes (with expiry) and send flags (with throttling).
+#[async_trait]
+pub trait CodeStore: Send + Sync + 'static {
+    /// Sets the send flag of `mobile` for `ttl` unless one is set; returns the time left on an
+    /// existing flag instead.
+    async fn claim_send(&self, mobile: &str, ttl: Duration)
+    -> Result<Option<Duration>, StoreError>;
+    /// Removes the send flag (when sending failed and the user should be able to retry at once).
+    async fn release_send(&self, mobile: &str) -> Result<(), StoreError>;
+    /// Stores `code` for `mobile` for `ttl`, replacing any earlier one.
+    async fn put_code(&self, mobile: &str, code: &str, ttl: Duration) -> Result<(), StoreError>;
+    /// Checks `code`; a matching code is deleted, so it works once.
+    async fn verify(&self, mobile: &str, code: &str) -> Result<Verification, StoreError>;
+}
+
+/// An in-memory store, with expiry on tokio's clock.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    flags: Mutex<HashMap<String, Instant>>,
+    codes: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[async_trait]
+impl CodeStore for MemoryStore {
+    async fn claim_send(
+        &self,
+        mobile: &str,
+        ttl: Duration,
+    ) -> Result<Option<Duration>, StoreError> {
+        let now = Instant::now();
+        let mut flags = lock(&self.flags);
+        flags.retain(|_, until| *until > now);
+        if let Some(until) = flags.get(mobile) {
+            return Ok(Some(*until - now));
+        }
+        flags.insert(mobile.to_owned(), now + ttl);
+        Ok(None)
+    }
+
+    async fn release_send(&self, mobile: &str) -> Result<(), StoreError> {
+        lock(&self.flags).remove(mobile);
+        Ok(())
+    }
+
+    async fn put_code(&self, mobile: &str, code: &str, ttl: Duration) -> Result<(), StoreError> {
+        let now = Instant::now();
+        let mut codes = lock(&self.codes);
+        codes.retain(|_, (_, until)| *until > now);
+        codes.insert(mobile.to_owned(), (code.to_owned(), now + ttl));
+        Ok(())
+    }
+
+    async fn verify(&self, mobile: &str, code: &str) -> Result<Verification, StoreError> {
+        let now = Instant::now();
+        let mut codes = lock(&self.codes);
+        match codes.get(mobile) {
+            Some((_, until)) if *until <= now => {
+                codes.remove(mobile);
+                Ok(Verification::NoCode)
+            }
+            Some((stored, _)) if stored == code => {
+                codes.remove(mobile);
+                Ok(Verification::Accepted)
+            }
+            Some(_) => Ok(Verification::Mismatch),
+            None => Ok(Verification::NoCode),
+        }
+    }
+}
+
+/// A Redis store: `sms:flag:<mobile>` (`SET NX EX`) and `sms:code:<mobile>` (`SET EX`), checked and
+/// deleted atomically by a Lua script.
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: redis::aio::ConnectionManager,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").finish_non_exhaustive()
+    }
+}
+
+const VERIFY: &str = r"
+local stored = redis.call('GET', KEYS[1])
+if not stored then return 0 end
+if stored == ARGV[1] then redis.call('DEL', KEYS[1]); return 1 end
+return 2
+";
+
+fn store_error(error: redis::RedisError) -> StoreError {
+    StoreError(format!("{:?}", error.kind()))
+}
+
+impl RedisStore {
+    /// Connects to `url`.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url).map_err(store_error)?;
+        let conn = tokio::time::timeout(Duration::from_secs(5), client.get_connection_manager())
+            .await
+            .map_err(|_| StoreError("no answer from redis".into()))?
+            .map_err(store_error)?;
+        Ok(Self { conn })
+    }
+}
+
+#[async_trait]
+impl CodeStore for RedisStore {
+    async fn claim_send(
+        &self,
+        mobile: &str,
+        ttl: Duration,
+    ) -> Result<Option<Duration>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = format!("sms:flag:{mobile}");
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .query_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        if set.is_some() {
+            return Ok(None);
+        }
+        let left: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        Ok(Some(Duration::from_millis(
+            u64::try_from(left).unwrap_or(1),
+        )))
+    }
+
+    async fn release_send(&self, mobile: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("DEL")
+            .arg(format!("sms:flag:{mobile}"))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn put_code(&self, mobile: &str, code: &str, ttl: Duration) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::cmd("SET")
+            .arg(format!("sms:code:{mobile}"))
+            .arg(code)
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn verify(&self, mobile: &str, code: &str) -> Result<Verification, StoreError> {
+        let mut conn = self.conn.clone();
+        let outcome: i64 = redis::Script::new(VERIFY)
+            .key(format!("sms:code:{mobile}"))
+            .arg(code)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(store_error)?;
+        Ok(match outcome {
+            1 => Verification::Accepted,
+            2 => Verification::Mismatch,
+            _ => Verification::NoCode,
+        })
+    }
+}

@@ -1,0 +1,37 @@
+//! The task — the Rust version of the seed's `ccp_send_sms_code`.
+
+use std::sync::Arc;
+
+use celeriac::{TaskContext, TaskError};
+
+use crate::gateway::SmsGateway;
+
+/// How long a code stays valid, in minutes (the text tells the user).
+pub const CODE_VALID_MINUTES: u64 = 5;
+
+/// The gateway the task sends through, shared with it as app state.
+#[derive(Clone)]
+pub struct Gateway(pub Arc<dyn SmsGateway>);
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gateway")
+    }
+}
+
+/// Sends a verification code by SMS. Any gateway error retries after 3 s, 6 s, 12 s (with jitter),
+/// then the task is dead-lettered with the error.
+#[celeriac::task(name = "ccp_send_sms_code", max_retries = 3, retry_backoff = 3)]
+pub async fn ccp_send_sms_code(
+    ctx: TaskContext,
+    mobile: String,
+    code: String,
+) -> Result<(), TaskError> {
+    let Gateway(gateway) = ctx.state::<Gateway>()?;
+    let text =
+        format!("Your verification code is {code}. It expires in {CODE_VALID_MINUTES} minutes.");
+    gateway
+        .send(&mobile, &text)
+        .await
+        .map_err(TaskError::failed)
+}
