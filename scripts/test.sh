@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace: unit, integration, broker contract, macro UI and doc tests.
+# Runs every test of the workspace: unit, integration, broker contract, macro UI, browser and doc tests.
 #
 # The Redis and RabbitMQ adapter tests talk to real servers (127.0.0.1:6379 and 127.0.0.1:5672, or
 # CELERIAC_REDIS_URL / CELERIAC_AMQP_URL). This script starts them when they are installed but not
@@ -68,9 +68,20 @@ ensure_rabbitmq() {
   wait_for_port 127.0.0.1 5672 60 "rabbitmq-server"
 }
 
+ensure_browser() {
+  if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then return; fi
+  say "installing chromium and chromium-driver (for the demo's browser test)"
+  apt_install chromium chromium-driver || {
+    echo "error: the browser test needs Debian's chromium and chromium-driver packages." >&2
+    echo "       Install them (apt-get install chromium chromium-driver), or set CELERIAC_SKIP_BROWSER=1 outside CI." >&2
+    exit 1
+  }
+}
+
 # Only start local services for the brokers whose URL is not given explicitly.
 [[ -n ${CELERIAC_REDIS_URL:-} ]] || ensure_redis
 [[ -n ${CELERIAC_AMQP_URL:-} ]] || ensure_rabbitmq
+[[ -n ${CELERIAC_SKIP_BROWSER:-} ]] || ensure_browser
 
 say "cargo test --workspace"
 cargo test --workspace --locked

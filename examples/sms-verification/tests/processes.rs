@@ -9,7 +9,11 @@ use sms_verification::http::Answer;
 use tokio::process::{Child, Command};
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn redis_url() -> String {
@@ -17,7 +21,8 @@ fn redis_url() -> String {
 }
 
 fn amqp_url() -> String {
-    std::env::var("CELERIAC_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    std::env::var("CELERIAC_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
 fn skipped(broker: &str) -> bool {
@@ -25,7 +30,10 @@ fn skipped(broker: &str) -> bool {
         .unwrap_or_default()
         .split(',')
         .any(|name| name.trim() == broker);
-    assert!(!asked || std::env::var_os("CI").is_none(), "skipping {broker} is refused under CI");
+    assert!(
+        !asked || std::env::var_os("CI").is_none(),
+        "skipping {broker} is refused under CI"
+    );
     if asked {
         eprintln!("SKIPPED: {broker} demo test (CELERIAC_SKIP_BROKERS)");
     }
@@ -46,7 +54,9 @@ fn spawn(args: &[&str]) -> Child {
 async fn post(client: &reqwest::Client, url: &str, body: Option<String>) -> (u16, Answer) {
     let mut request = client.post(url);
     if let Some(body) = body {
-        request = request.header("content-type", "application/json").body(body);
+        request = request
+            .header("content-type", "application/json")
+            .body(body);
     }
     let response = request.send().await.expect("HTTP request");
     let status = response.status().as_u16();
@@ -64,21 +74,40 @@ async fn web_is_up(client: &reqwest::Client, base: &str) {
 }
 
 async fn demo_across_processes(broker: &str) {
-    let sms_log: PathBuf = std::env::temp_dir().join(format!("sms-{}.log", uuid::Uuid::new_v4().simple()));
+    let sms_log: PathBuf =
+        std::env::temp_dir().join(format!("sms-{}.log", uuid::Uuid::new_v4().simple()));
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let base = format!("http://{listen}");
     let redis = redis_url();
-    let _web = spawn(&["web", "--broker", broker, "--listen", &listen, "--redis", &redis]);
+    let _web = spawn(&[
+        "web", "--broker", broker, "--listen", &listen, "--redis", &redis,
+    ]);
     let log = sms_log.to_string_lossy().into_owned();
-    let _worker = spawn(&["worker", "--broker", broker, "--sms-log", &log, "--concurrency", "4"]);
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let _worker = spawn(&[
+        "worker",
+        "--broker",
+        broker,
+        "--sms-log",
+        &log,
+        "--concurrency",
+        "4",
+    ]);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     web_is_up(&client, &base).await;
 
     // A number unique to this run, so runs do not throttle each other through the shared Redis.
     let mobile = format!("139{:08}", fastrand::u32(0..100_000_000));
     let (status, answer) = post(&client, &format!("{base}/sms_codes/{mobile}"), None).await;
-    assert_eq!((status, answer.code.as_str()), (200, "0"), "{}", answer.errmsg);
+    assert_eq!(
+        (status, answer.code.as_str()),
+        (200, "0"),
+        "{}",
+        answer.errmsg
+    );
     let (status, _) = post(&client, &format!("{base}/sms_codes/{mobile}"), None).await;
     assert_eq!(status, 429);
 
@@ -88,7 +117,11 @@ async fn demo_across_processes(broker: &str) {
         code = log
             .lines()
             .filter(|line| line.starts_with(&mobile))
-            .find_map(|line| line.split(|c: char| !c.is_ascii_digit()).find(|w| w.len() == 6).map(str::to_owned));
+            .find_map(|line| {
+                line.split(|c: char| !c.is_ascii_digit())
+                    .find(|w| w.len() == 6)
+                    .map(str::to_owned)
+            });
         if code.is_some() {
             break;
         }
@@ -100,7 +133,14 @@ async fn demo_across_processes(broker: &str) {
     assert_eq!(status, 200, "{}", answer.errmsg);
     let (status, _) = post(&client, &verify, Some(format!(r#"{{"code":"{code}"}}"#))).await;
     assert_eq!(status, 400, "a code works once");
-    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("sms_http_requests_total"), "{metrics}");
     let _ = std::fs::remove_file(&sms_log);
 }
