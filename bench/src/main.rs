@@ -14,6 +14,7 @@
 mod ceiling;
 mod measure;
 mod process;
+mod sms;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -78,6 +79,21 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The SMS demo under load: 200 clients, a gateway taking 2 s per SMS; queued vs inline.
+    Sms {
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        /// Requests per client in the queued variant.
+        #[arg(long, default_value_t = 25)]
+        requests: usize,
+        /// Pause of each client between two requests, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        think_ms: u64,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Internal: the worker process of the drain phase.
     #[command(hide = true)]
     DrainWorker {
@@ -113,6 +129,21 @@ struct Report {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
+    if let Some(Command::Sms {
+        clients,
+        requests,
+        think_ms,
+        json,
+    }) = &cli.command
+    {
+        let think = std::time::Duration::from_millis(*think_ms);
+        let report = sms::run(*clients, *requests, think).await?;
+        print_sms(&report);
+        if let Some(path) = json {
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        }
+        return Ok(());
+    }
     if let Some(Command::DrainWorker {
         broker,
         url,
@@ -229,6 +260,31 @@ fn print_table(report: &Report) {
             "celeriac ÷ ceiling",
             100.0 * report.publish_batched_per_sec / ceiling.publish_per_sec,
             100.0 * report.drain_per_sec / ceiling.drain_per_sec
+        );
+    }
+}
+
+fn print_sms(report: &sms::SmsReport) {
+    println!();
+    println!(
+        "POST /sms_codes/{{mobile}} · {} concurrent clients · {} ms between requests · gateway {} ms per SMS",
+        report.clients, report.think_ms, report.gateway_latency_ms
+    );
+    for (name, variant) in [
+        ("through celeriac", &report.queued),
+        ("celeriac, no pause", &report.queued_saturated),
+        ("SMS sent inline", &report.inline),
+    ] {
+        let l = &variant.latency_ms;
+        println!(
+            "{name:<20} {:>6} requests ({} failed) · {:>8.0} req/s · p50 {:.2} · p90 {:.2} · p99 {:.2} · max {:.2} ms",
+            variant.requests,
+            variant.failures,
+            variant.requests_per_sec,
+            l.p50,
+            l.p90,
+            l.p99,
+            l.max
         );
     }
 }

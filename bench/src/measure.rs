@@ -184,17 +184,24 @@ pub(crate) async fn latency(
     }
     let _ = stop.send(());
     running.await??;
-    millis.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        millis
-            .get(((millis.len() as f64 - 1.0) * q).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    Ok(Percentiles {
-        p50: at(0.5),
-        p90: at(0.9),
-        p99: at(0.99),
-        max: millis.last().copied().unwrap_or(0.0),
-    })
+    Ok(Percentiles::from_millis(millis))
+}
+
+impl Percentiles {
+    /// Percentiles of samples in milliseconds.
+    pub(crate) fn from_millis(mut millis: Vec<f64>) -> Self {
+        millis.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            millis
+                .get(((millis.len() as f64 - 1.0) * q).round() as usize)
+                .copied()
+                .unwrap_or(0.0)
+        };
+        Self {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+            max: millis.last().copied().unwrap_or(0.0),
+        }
+    }
 }
