@@ -682,3 +682,54 @@ fn duplicate_task_names_are_refused_at_build() {
         "two different tasks are registered under the name `greet`"
     );
 }
+
+// ===== app state =====
+
+struct Prefix(&'static str);
+
+static STATED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[celeriac::task(name = "uses_state")]
+async fn uses_state(ctx: TaskContext, name: String) -> Result<(), TaskError> {
+    let prefix = ctx.state::<Prefix>()?;
+    STATED.lock().unwrap().push(format!("{}{name}", prefix.0));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_read_app_state_and_missing_state_is_a_dead_letter_not_a_retry_loop() {
+    let app = App::builder()
+        .state(Prefix("hello, "))
+        .register::<uses_state>()
+        .build()
+        .unwrap();
+    uses_state::delay(&app, "ada".into()).await.unwrap();
+    let report = app
+        .worker()
+        .build()
+        .unwrap()
+        .run_until(tokio::time::sleep(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(*STATED.lock().unwrap(), ["hello, ada"]);
+
+    let without = App::builder().register::<uses_state>().build().unwrap();
+    uses_state::delay(&without, "bob".into()).await.unwrap();
+    let report = without
+        .worker()
+        .build()
+        .unwrap()
+        .run_until(tokio::time::sleep(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.succeeded, report.retried, report.dead_lettered),
+        (0, 0, 1)
+    );
+    let reasons = dead_letter_reasons(&without, "celery").await;
+    assert!(
+        reasons[0].contains("no state of type") && reasons[0].contains("Prefix"),
+        "{reasons:?}"
+    );
+}
