@@ -9,10 +9,11 @@ use bytes::Bytes;
 use celeriac::broker::{Acknowledger, BrokerError, ConsumeOptions, Delivery, DeliveryStream};
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::Channel;
+use lapin::options::{BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use lapin::{Acker, Channel};
 
+use crate::acks::AckWindow;
 use crate::error::{bounded, from_lapin};
 use crate::link::{DELIVERIES_HEADER, Shared, int_header};
 
@@ -57,6 +58,7 @@ pub(crate) async fn start(
     let consumer = Consumer {
         shared,
         incoming,
+        acks: AckWindow::start(channel.clone()),
         _channel: ChannelGuard(channel),
         failed: false,
     };
@@ -85,6 +87,7 @@ impl Drop for ChannelGuard {
 struct Consumer {
     shared: Arc<Shared>,
     incoming: SelectAll<Incoming>,
+    acks: AckWindow,
     _channel: ChannelGuard,
     failed: bool,
 }
@@ -104,8 +107,9 @@ impl Consumer {
                     return Some(Err(from_lapin("consume", error)));
                 }
             };
+            self.acks.delivered(delivery.delivery_tag);
             if delivery.redelivered {
-                if let Err(error) = recount(&self.shared, &queue, delivery).await {
+                if let Err(error) = recount(&self.shared, &self.acks, &queue, delivery).await {
                     tracing::warn!(%error, queue = %queue, "cannot count a redelivery; it will come back");
                 }
                 continue;
@@ -115,7 +119,8 @@ impl Consumer {
             let acker = AmqpAcker {
                 shared: self.shared.clone(),
                 queue: queue.clone(),
-                acker: Some(delivery.acker),
+                acks: self.acks.clone(),
+                tag: Some(delivery.delivery_tag),
             };
             let redelivered =
                 int_header(delivery.properties.headers().as_ref(), DELIVERIES_HEADER).is_some();
@@ -135,6 +140,7 @@ impl Consumer {
 /// not cycle forever.
 async fn recount(
     shared: &Shared,
+    acks: &AckWindow,
     queue: &str,
     delivery: lapin::message::Delivery,
 ) -> Result<(), BrokerError> {
@@ -155,59 +161,42 @@ async fn recount(
             .publish_recounted(queue, &delivery.data, deliveries, priority)
             .await?;
     }
-    bounded(
-        "ack",
-        shared.timeout(),
-        delivery.acker.ack(BasicAckOptions::default()),
-    )
-    .await
-    .map(|_| ())
+    acks.ack(delivery.delivery_tag).await
 }
 
-/// Settles one AMQP delivery. Dropped unsettled, it nacks with requeue (or, without a runtime, leaves
-/// the message to be redelivered when its channel closes).
+/// Settles one AMQP delivery through its channel's [`AckWindow`]. Dropped unsettled, it nacks with
+/// requeue (and the channel closing would requeue it anyway).
 struct AmqpAcker {
     shared: Arc<Shared>,
     queue: Arc<str>,
-    acker: Option<Acker>,
+    acks: AckWindow,
+    tag: Option<u64>,
 }
 
 impl AmqpAcker {
-    fn take(&mut self) -> Option<Acker> {
-        let acker = self.acker.take();
-        if acker.is_some() {
+    fn take(&mut self) -> Option<u64> {
+        let tag = self.tag.take();
+        if tag.is_some() {
             self.shared.add_unacked(&self.queue, -1);
         }
-        acker
+        tag
     }
 }
 
 #[async_trait]
 impl Acknowledger for AmqpAcker {
     async fn ack(mut self: Box<Self>) -> Result<(), BrokerError> {
-        let Some(acker) = self.take() else {
+        let Some(tag) = self.take() else {
             return Ok(());
         };
-        bounded(
-            "ack",
-            self.shared.timeout(),
-            acker.ack(BasicAckOptions::default()),
-        )
-        .await
-        .map(|_| ())
+        self.acks.ack(tag).await
     }
 
     async fn requeue(mut self: Box<Self>) -> Result<(), BrokerError> {
-        let Some(acker) = self.take() else {
+        let Some(tag) = self.take() else {
             return Ok(());
         };
-        let requeue = BasicNackOptions {
-            requeue: true,
-            multiple: false,
-        };
-        bounded("requeue", self.shared.timeout(), acker.nack(requeue))
-            .await
-            .map(|_| ())
+        self.acks.requeue(tag).await
     }
 
     async fn dead_letter(
@@ -215,24 +204,17 @@ impl Acknowledger for AmqpAcker {
         payload: Bytes,
         reason: String,
     ) -> Result<(), BrokerError> {
-        let Some(acker) = self.take() else {
+        let Some(tag) = self.take() else {
             return Ok(());
         };
-        let timeout = self.shared.timeout();
         match self
             .shared
             .publish_dead_letter(&self.queue, &payload, &reason)
             .await
         {
-            Ok(()) => bounded("ack", timeout, acker.ack(BasicAckOptions::default()))
-                .await
-                .map(|_| ()),
+            Ok(()) => self.acks.ack(tag).await,
             Err(error) => {
-                let requeue = BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                };
-                let _ = acker.nack(requeue).await;
+                let _ = self.acks.requeue(tag).await;
                 Err(error)
             }
         }
@@ -241,17 +223,8 @@ impl Acknowledger for AmqpAcker {
 
 impl Drop for AmqpAcker {
     fn drop(&mut self) {
-        let Some(acker) = self.take() else { return };
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let requeue = BasicNackOptions {
-                    requeue: true,
-                    multiple: false,
-                };
-                if let Err(error) = acker.nack(requeue).await {
-                    tracing::debug!(%error, "cannot requeue a dropped delivery; its channel will");
-                }
-            });
+        if let Some(tag) = self.take() {
+            self.acks.requeue_later(tag);
         }
     }
 }
@@ -260,6 +233,7 @@ impl fmt::Debug for AmqpAcker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AmqpAcker")
             .field("queue", &self.queue)
+            .field("tag", &self.tag)
             .finish_non_exhaustive()
     }
 }

@@ -38,6 +38,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
+mod acks;
 mod config;
 mod consumer;
 mod error;
