@@ -98,3 +98,53 @@ pub async fn require_amqp(
         ),
     }
 }
+
+/// Starts the `celeriac-test-worker` helper binary (`bin`, from `env!("CARGO_BIN_EXE_…")`) on
+/// `broker_url` and `queue`; it records each `record_run` task in Redis (see [`done_count`]).
+pub fn worker_process(
+    bin: &str,
+    broker_url: &str,
+    queue: &str,
+    visibility_ms: u64,
+    max_deliveries: u32,
+    concurrency: usize,
+) -> tokio::process::Child {
+    tokio::process::Command::new(bin)
+        .args([
+            broker_url.to_owned(),
+            queue.to_owned(),
+            visibility_ms.to_string(),
+            max_deliveries.to_string(),
+            concurrency.to_string(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start celeriac-test-worker")
+}
+
+/// How many distinct `record_run` tasks of `queue` completed (a Redis set the helper worker fills).
+pub async fn done_count(queue: &str) -> u64 {
+    let mut conn = redis::Client::open(redis_url())
+        .expect("a valid Redis URL")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("Redis for the run records");
+    redis::cmd("SCARD")
+        .arg(format!("celeriac-test-done:{queue}"))
+        .query_async(&mut conn)
+        .await
+        .expect("SCARD")
+}
+
+/// Stops a worker process gracefully (SIGTERM) and waits for it.
+pub async fn stop_gracefully(child: &mut tokio::process::Child) -> std::process::ExitStatus {
+    let pid = child.id().expect("a running process").to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    within(Duration::from_secs(30), "the worker to stop", child.wait())
+        .await
+        .expect("wait for the worker")
+}

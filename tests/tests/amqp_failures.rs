@@ -10,39 +10,22 @@ use std::time::Duration;
 
 use celeriac::{App, SendOptions};
 use celeriac_tests::harness::{
-    amqp_url, eventually, redis_url, require_amqp, unique_queue, within,
+    self, amqp_url, done_count, eventually, require_amqp, stop_gracefully, unique_queue, within,
 };
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 /// The outage stops RabbitMQ for everyone: no other test of this file runs meanwhile.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn worker_process(queue: &str, max_deliveries: u32, concurrency: usize) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_celeriac-test-worker"))
-        .args([
-            amqp_url(),
-            queue.to_owned(),
-            "1000".to_owned(),
-            max_deliveries.to_string(),
-            concurrency.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start celeriac-test-worker")
-}
-
-async fn done_count(queue: &str) -> u64 {
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    redis::cmd("SCARD")
-        .arg(format!("celeriac-test-done:{queue}"))
-        .query_async(&mut conn)
-        .await
-        .unwrap()
+    harness::worker_process(
+        env!("CARGO_BIN_EXE_celeriac-test-worker"),
+        &amqp_url(),
+        queue,
+        1000,
+        max_deliveries,
+        concurrency,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -142,18 +125,7 @@ async fn a_message_that_kills_every_worker_is_dead_lettered_as_poison() {
         "the third worker must survive"
     );
     // A graceful stop (SIGTERM) lets it finish settling what it holds.
-    let pid = third.id().expect("running").to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let status = within(
-        Duration::from_secs(30),
-        "the third worker to stop",
-        third.wait(),
-    )
-    .await
-    .unwrap();
+    let status = stop_gracefully(&mut third).await;
     assert!(status.success(), "{status}");
     let dead = app.broker().dead_letters(&queue, 10).await.unwrap();
     assert_eq!(

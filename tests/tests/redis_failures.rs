@@ -10,9 +10,9 @@ use std::time::Duration;
 use celeriac::{App, SendOptions};
 use celeriac_redis::RedisBroker;
 use celeriac_tests::harness::{
-    eventually, redis_url, require_redis, skipped, unique_queue, within,
+    self, done_count, eventually, redis_url, require_redis, skipped, unique_queue, within,
 };
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 fn worker_process(
     queue: &str,
@@ -20,34 +20,14 @@ fn worker_process(
     max_deliveries: u32,
     concurrency: usize,
 ) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_celeriac-test-worker"))
-        .args([
-            redis_url(),
-            queue.to_owned(),
-            visibility_ms.to_string(),
-            max_deliveries.to_string(),
-            concurrency.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start celeriac-test-worker")
-}
-
-async fn recorder() -> redis::aio::MultiplexedConnection {
-    redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
-async fn done_count(conn: &mut redis::aio::MultiplexedConnection, queue: &str) -> u64 {
-    redis::cmd("SCARD")
-        .arg(format!("celeriac-test-done:{queue}"))
-        .query_async(conn)
-        .await
-        .unwrap()
+    harness::worker_process(
+        env!("CARGO_BIN_EXE_celeriac-test-worker"),
+        &redis_url(),
+        queue,
+        visibility_ms,
+        max_deliveries,
+        concurrency,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,7 +47,6 @@ async fn a_worker_killed_with_sigkill_loses_no_task() {
             .await
             .unwrap();
     }
-    let mut conn = recorder().await;
 
     let mut doomed = worker_process(&queue, 1000, 5, 8);
     eventually(
@@ -76,10 +55,9 @@ async fn a_worker_killed_with_sigkill_loses_no_task() {
         || {
             let app = app.clone();
             let queue = queue.clone();
-            let mut conn = conn.clone();
             async move {
                 let unacked = app.broker().stats(&queue).await.unwrap().unacked;
-                unacked >= 4 && done_count(&mut conn, &queue).await >= 4
+                unacked >= 4 && done_count(&queue).await >= 4
             }
         },
     )
@@ -90,7 +68,7 @@ async fn a_worker_killed_with_sigkill_loses_no_task() {
         held_at_death > 0,
         "the killed worker should have held tasks"
     );
-    let done_at_death = done_count(&mut conn, &queue).await;
+    let done_at_death = done_count(&queue).await;
     assert!(
         done_at_death < TASKS,
         "the first worker finished everything before it was killed"
@@ -98,17 +76,12 @@ async fn a_worker_killed_with_sigkill_loses_no_task() {
 
     let mut survivor = worker_process(&queue, 1000, 5, 8);
     eventually(Duration::from_secs(60), "every task to complete", || {
-        let mut conn = conn.clone();
         let queue = queue.clone();
-        async move { done_count(&mut conn, &queue).await == TASKS }
+        async move { done_count(&queue).await == TASKS }
     })
     .await;
     survivor.kill().await.unwrap();
-    assert_eq!(
-        done_count(&mut conn, &queue).await,
-        TASKS,
-        "a task was lost"
-    );
+    assert_eq!(done_count(&queue).await, TASKS, "a task was lost");
     let stats = app.broker().stats(&queue).await.unwrap();
     assert_eq!((stats.ready, stats.delayed, stats.dead_lettered), (0, 0, 0));
 }

@@ -52,11 +52,14 @@ use std::time::{Duration, UNIX_EPOCH};
 use async_trait::async_trait;
 use celeriac::broker::{
     Broker, BrokerError, ConsumeOptions, DeadLetter, DeliveryStream, Outgoing, QueueStats,
+    validate_queue, validate_queues,
 };
 use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 
-use crate::config::{RedactedUrl, Settings};
+use celeriac::broker::RedactedUrl;
+
+use crate::config::Settings;
 use crate::error::bounded;
 use crate::link::{DEAD_AT_HEADER, Publication, REASON_HEADER, Shared, int_header, text_header};
 use crate::topology::{dead_queue, wait_queue};
@@ -131,13 +134,6 @@ impl AmqpBroker {
         }
     }
 
-    fn check(queue: &str) -> Result<(), BrokerError> {
-        if queue.is_empty() {
-            return Err(BrokerError::Invalid("empty queue name".into()));
-        }
-        Ok(())
-    }
-
     /// The message count of `name`, declaring it with `arguments` (idempotent).
     async fn count(&self, name: &str, arguments: FieldTable) -> Result<u64, BrokerError> {
         let link = self.shared.link().await?;
@@ -174,7 +170,7 @@ impl Broker for AmqpBroker {
 
     async fn publish_batch(&self, messages: Vec<Outgoing>) -> Result<(), BrokerError> {
         for message in &messages {
-            Self::check(&message.queue)?;
+            validate_queue(&message.queue)?;
         }
         let link = self.shared.link().await?;
         let mut routes = Vec::with_capacity(messages.len());
@@ -203,19 +199,12 @@ impl Broker for AmqpBroker {
         queues: &[String],
         options: ConsumeOptions,
     ) -> Result<DeliveryStream, BrokerError> {
-        if queues.is_empty() {
-            return Err(BrokerError::Invalid(
-                "consume needs at least one queue".into(),
-            ));
-        }
-        for queue in queues {
-            Self::check(queue)?;
-        }
+        validate_queues(queues)?;
         consumer::start(self.shared.clone(), queues, options).await
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, BrokerError> {
-        Self::check(queue)?;
+        validate_queue(queue)?;
         let mut stats = QueueStats::default();
         stats.ready = self
             .count(
@@ -243,7 +232,7 @@ impl Broker for AmqpBroker {
         queue: &str,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, BrokerError> {
-        Self::check(queue)?;
+        validate_queue(queue)?;
         let link = self.shared.link().await?;
         let timeout = self.shared.timeout();
         // Read without acking, then close the channel: RabbitMQ puts every message back in order.
@@ -276,7 +265,7 @@ impl Broker for AmqpBroker {
     }
 
     async fn purge(&self, queue: &str) -> Result<u64, BrokerError> {
-        Self::check(queue)?;
+        validate_queue(queue)?;
         let link = self.shared.link().await?;
         let timeout = self.shared.timeout();
         let channel = bounded("open channel", timeout, link.connection.create_channel()).await?;

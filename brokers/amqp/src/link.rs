@@ -11,7 +11,9 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOpti
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 
-use crate::config::{RedactedUrl, Settings};
+use celeriac::broker::RedactedUrl;
+
+use crate::config::Settings;
 use crate::error::{bounded, from_lapin};
 use crate::topology::{self, dead_queue, wait_queue};
 

@@ -52,10 +52,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use celeriac::broker::{
     Broker, BrokerError, ConsumeOptions, DeadLetter, DeliveryStream, Outgoing, QueueStats,
+    RedactedUrl, validate_queue, validate_queues,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-use crate::config::{RedactedUrl, Settings};
+use crate::config::Settings;
 use crate::error::bounded;
 use crate::keys::QueueKeys;
 use crate::scripts::SCRIPTS;
@@ -196,9 +197,7 @@ impl RedisBroker {
     }
 
     fn keys(&self, queue: &str) -> Result<QueueKeys, BrokerError> {
-        if queue.is_empty() {
-            return Err(BrokerError::Invalid("empty queue name".into()));
-        }
+        validate_queue(queue)?;
         Ok(QueueKeys::new(&self.inner.settings.key_prefix, queue))
     }
 }
@@ -277,11 +276,7 @@ impl Broker for RedisBroker {
         queues: &[String],
         options: ConsumeOptions,
     ) -> Result<DeliveryStream, BrokerError> {
-        if queues.is_empty() {
-            return Err(BrokerError::Invalid(
-                "consume needs at least one queue".into(),
-            ));
-        }
+        validate_queues(queues)?;
         let keys = queues
             .iter()
             .map(|queue| self.keys(queue))

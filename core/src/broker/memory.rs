@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::{
     Acknowledger, Broker, BrokerError, ConsumeOptions, DeadLetter, Delivery, DeliveryStream,
-    Outgoing, QueueStats, validate_queue,
+    Outgoing, QueueStats, validate_queue, validate_queues,
 };
 use crate::clock;
 
@@ -356,14 +356,7 @@ impl Broker for MemoryBroker {
         queues: &[String],
         options: ConsumeOptions,
     ) -> Result<DeliveryStream, BrokerError> {
-        if queues.is_empty() {
-            return Err(BrokerError::Invalid(
-                "consume needs at least one queue".into(),
-            ));
-        }
-        for queue in queues {
-            validate_queue(queue)?;
-        }
+        validate_queues(queues)?;
         let consumer = Consumer {
             inner: self.inner.clone(),
             queues: queues

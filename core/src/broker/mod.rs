@@ -20,6 +20,7 @@
 mod delivery;
 mod error;
 mod memory;
+mod url;
 
 use std::fmt;
 use std::pin::Pin;
@@ -32,6 +33,7 @@ use futures::Stream;
 pub use self::delivery::{Acknowledger, Delivery};
 pub use self::error::{BoxError, BrokerError};
 pub use self::memory::MemoryBroker;
+pub use self::url::RedactedUrl;
 
 /// The stream of deliveries a consumer receives.
 pub type DeliveryStream = Pin<Box<dyn Stream<Item = Result<Delivery, BrokerError>> + Send>>;
@@ -211,9 +213,31 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     async fn purge(&self, queue: &str) -> Result<u64, BrokerError>;
 }
 
-pub(crate) fn validate_queue(queue: &str) -> Result<(), BrokerError> {
+/// Refuses an empty queue name — for broker implementations, so every broker answers alike.
+///
+/// ```
+/// assert!(celeriac::broker::validate_queue("celery").is_ok());
+/// assert!(celeriac::broker::validate_queue("").is_err());
+/// ```
+pub fn validate_queue(queue: &str) -> Result<(), BrokerError> {
     if queue.is_empty() {
         return Err(BrokerError::Invalid("empty queue name".into()));
     }
     Ok(())
+}
+
+/// Refuses an empty list of queues or an empty queue name in it, for [`Broker::consume`]
+/// implementations.
+///
+/// ```
+/// assert!(celeriac::broker::validate_queues(&["a".to_owned()]).is_ok());
+/// assert!(celeriac::broker::validate_queues(&[]).is_err());
+/// ```
+pub fn validate_queues(queues: &[String]) -> Result<(), BrokerError> {
+    if queues.is_empty() {
+        return Err(BrokerError::Invalid(
+            "consume needs at least one queue".into(),
+        ));
+    }
+    queues.iter().try_for_each(|queue| validate_queue(queue))
 }

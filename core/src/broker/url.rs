@@ -1,0 +1,65 @@
+use std::fmt;
+
+/// A broker URL that keeps its password out of every log, error and `Debug` output.
+///
+/// Broker adapters hold the URL in this type: [`secret`](Self::secret) gives the full URL to the client
+/// library, and everything else — `Display`, `Debug`, [`redacted`](Self::redacted) — shows the password
+/// as `***`. A string that does not parse as a URL is hidden entirely, since nobody can tell where a
+/// password would be in it.
+///
+/// ```
+/// use celeriac::broker::RedactedUrl;
+///
+/// let url = RedactedUrl::new("amqp://guest:hunter2@127.0.0.1:5672/%2f");
+/// assert_eq!(url.to_string(), "amqp://guest:***@127.0.0.1:5672/%2f");
+/// assert!(!format!("{url:?}").contains("hunter2"));
+/// assert_eq!(url.secret(), "amqp://guest:hunter2@127.0.0.1:5672/%2f");
+/// assert_eq!(RedactedUrl::new("not a url hunter2").redacted(), "<unparseable broker url>");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedactedUrl {
+    full: String,
+    redacted: String,
+}
+
+impl RedactedUrl {
+    /// Wraps `url`.
+    pub fn new(url: &str) -> Self {
+        let redacted = match ::url::Url::parse(url) {
+            Ok(mut parsed) => {
+                if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
+                    "<broker url with credentials>".to_owned()
+                } else {
+                    parsed.to_string()
+                }
+            }
+            Err(_) => "<unparseable broker url>".to_owned(),
+        };
+        Self {
+            full: url.to_owned(),
+            redacted,
+        }
+    }
+
+    /// The full URL, password included: for the client library only.
+    pub fn secret(&self) -> &str {
+        &self.full
+    }
+
+    /// The URL with its password replaced by `***`.
+    pub fn redacted(&self) -> &str {
+        &self.redacted
+    }
+}
+
+impl fmt::Display for RedactedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl fmt::Debug for RedactedUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedactedUrl({})", self.redacted)
+    }
+}
