@@ -8,10 +8,9 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use celeriac::{App, SendOptions};
-use celeriac_tests::harness::{
-    self, amqp_url, done_count, eventually, require_amqp, stop_gracefully, unique_queue, within,
-};
+use celeriac::App;
+use celeriac_tests::harness::{self, amqp_url, eventually, require_amqp, unique_queue, within};
+use celeriac_tests::scenarios;
 use tokio::process::Child;
 
 /// The outage stops RabbitMQ for everyone: no other test of this file runs meanwhile.
@@ -34,45 +33,13 @@ async fn a_worker_killed_with_sigkill_loses_no_task() {
     let Some(broker) = require_amqp(|b| b).await else {
         return;
     };
-    const TASKS: u64 = 40;
     let queue = unique_queue("sigkill");
     let app = App::builder()
         .broker(broker)
         .default_queue(queue.clone())
         .build()
         .unwrap();
-    for n in 0..TASKS {
-        app.send_task("record_run", &(n, 300u64), SendOptions::new())
-            .await
-            .unwrap();
-    }
-    let mut doomed = worker_process(&queue, 5, 8);
-    eventually(
-        Duration::from_secs(30),
-        "the first worker to be busy",
-        || {
-            let queue = queue.clone();
-            async move { done_count(&queue).await >= 4 }
-        },
-    )
-    .await;
-    doomed.kill().await.unwrap();
-    let done_at_death = done_count(&queue).await;
-    assert!(
-        done_at_death < TASKS,
-        "the first worker finished everything before it was killed"
-    );
-
-    let mut survivor = worker_process(&queue, 5, 8);
-    eventually(Duration::from_secs(60), "every task to complete", || {
-        let queue = queue.clone();
-        async move { done_count(&queue).await == TASKS }
-    })
-    .await;
-    survivor.kill().await.unwrap();
-    assert_eq!(done_count(&queue).await, TASKS, "a task was lost");
-    let stats = app.broker().stats(&queue).await.unwrap();
-    assert_eq!((stats.ready, stats.dead_lettered), (0, 0));
+    scenarios::sigkill_loses_no_task(&app, &queue, false, || worker_process(&queue, 5, 8)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,52 +54,7 @@ async fn a_message_that_kills_every_worker_is_dead_lettered_as_poison() {
         .default_queue(queue.clone())
         .build()
         .unwrap();
-    app.send_task("crash_worker", &(), SendOptions::new())
-        .await
-        .unwrap();
-    for attempt in 1..=2 {
-        let mut worker = worker_process(&queue, 2, 1);
-        let status = within(
-            Duration::from_secs(30),
-            "the poison task to kill its worker",
-            worker.wait(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(6),
-            "attempt {attempt}: the worker should have been aborted by its task, got {status}"
-        );
-    }
-    let mut third = worker_process(&queue, 2, 1);
-    eventually(
-        Duration::from_secs(30),
-        "the poison message to be dead-lettered",
-        || {
-            let app = app.clone();
-            let queue = queue.clone();
-            async move {
-                let stats = app.broker().stats(&queue).await.unwrap();
-                // Dead-lettering publishes the copy, then acks the original: wait for both.
-                stats.dead_lettered == 1 && stats.ready == 0
-            }
-        },
-    )
-    .await;
-    assert!(
-        third.try_wait().unwrap().is_none(),
-        "the third worker must survive"
-    );
-    // A graceful stop (SIGTERM) lets it finish settling what it holds.
-    let status = stop_gracefully(&mut third).await;
-    assert!(status.success(), "{status}");
-    let dead = app.broker().dead_letters(&queue, 10).await.unwrap();
-    assert_eq!(
-        dead[0].reason,
-        "poison message: delivered 2 times without being acknowledged"
-    );
-    assert_eq!(app.broker().stats(&queue).await.unwrap().ready, 0);
+    scenarios::poison_message_is_dead_lettered(&app, &queue, || worker_process(&queue, 2, 1)).await;
 }
 
 static SURVIVED: Mutex<Option<HashSet<u32>>> = Mutex::new(None);

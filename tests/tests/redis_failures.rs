@@ -7,11 +7,12 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use celeriac::{App, SendOptions};
+use celeriac::App;
 use celeriac_redis::RedisBroker;
 use celeriac_tests::harness::{
-    self, done_count, eventually, redis_url, require_redis, skipped, unique_queue, within,
+    self, eventually, redis_url, require_redis, skipped, unique_queue, within,
 };
+use celeriac_tests::scenarios;
 use tokio::process::Child;
 
 fn worker_process(
@@ -35,55 +36,14 @@ async fn a_worker_killed_with_sigkill_loses_no_task() {
     let Some(broker) = require_redis(|b| b.visibility_timeout(Duration::from_secs(1))).await else {
         return;
     };
-    const TASKS: u64 = 40;
     let queue = unique_queue("sigkill");
     let app = App::builder()
         .broker(broker)
         .default_queue(queue.clone())
         .build()
         .unwrap();
-    for n in 0..TASKS {
-        app.send_task("record_run", &(n, 300u64), SendOptions::new())
-            .await
-            .unwrap();
-    }
-
-    let mut doomed = worker_process(&queue, 1000, 5, 8);
-    eventually(
-        Duration::from_secs(30),
-        "the first worker to be busy",
-        || {
-            let app = app.clone();
-            let queue = queue.clone();
-            async move {
-                let unacked = app.broker().stats(&queue).await.unwrap().unacked;
-                unacked >= 4 && done_count(&queue).await >= 4
-            }
-        },
-    )
-    .await;
-    doomed.kill().await.unwrap(); // SIGKILL: no graceful shutdown, no requeue
-    let held_at_death = app.broker().stats(&queue).await.unwrap().unacked;
-    assert!(
-        held_at_death > 0,
-        "the killed worker should have held tasks"
-    );
-    let done_at_death = done_count(&queue).await;
-    assert!(
-        done_at_death < TASKS,
-        "the first worker finished everything before it was killed"
-    );
-
-    let mut survivor = worker_process(&queue, 1000, 5, 8);
-    eventually(Duration::from_secs(60), "every task to complete", || {
-        let queue = queue.clone();
-        async move { done_count(&queue).await == TASKS }
-    })
-    .await;
-    survivor.kill().await.unwrap();
-    assert_eq!(done_count(&queue).await, TASKS, "a task was lost");
-    let stats = app.broker().stats(&queue).await.unwrap();
-    assert_eq!((stats.ready, stats.delayed, stats.dead_lettered), (0, 0, 0));
+    scenarios::sigkill_loses_no_task(&app, &queue, true, || worker_process(&queue, 1000, 5, 8))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,46 +57,8 @@ async fn a_message_that_kills_every_worker_is_dead_lettered_as_poison() {
         .default_queue(queue.clone())
         .build()
         .unwrap();
-    app.send_task("crash_worker", &(), SendOptions::new())
-        .await
-        .unwrap();
-    for attempt in 1..=2 {
-        let mut worker = worker_process(&queue, 500, 2, 1);
-        let status = within(
-            Duration::from_secs(30),
-            "the poison task to kill its worker",
-            worker.wait(),
-        )
-        .await
-        .unwrap();
-        assert!(
-            !status.success(),
-            "attempt {attempt}: the worker should have been killed by its task"
-        );
-    }
-    let mut third = worker_process(&queue, 500, 2, 1);
-    eventually(
-        Duration::from_secs(30),
-        "the poison message to be dead-lettered",
-        || {
-            let app = app.clone();
-            let queue = queue.clone();
-            async move { app.broker().stats(&queue).await.unwrap().dead_lettered == 1 }
-        },
-    )
-    .await;
-    assert!(
-        third.try_wait().unwrap().is_none(),
-        "the third worker must survive"
-    );
-    third.kill().await.unwrap();
-    let dead = app.broker().dead_letters(&queue, 10).await.unwrap();
-    assert_eq!(
-        dead[0].reason,
-        "poison message: delivered 2 times without being acknowledged"
-    );
-    let stats = app.broker().stats(&queue).await.unwrap();
-    assert_eq!((stats.ready, stats.unacked), (0, 0));
+    scenarios::poison_message_is_dead_lettered(&app, &queue, || worker_process(&queue, 500, 2, 1))
+        .await;
 }
 
 // ===== a private redis-server, stopped and restarted while tasks are in flight =====

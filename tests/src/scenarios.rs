@@ -1,0 +1,120 @@
+//! Failure scenarios every real broker must survive, written once and run against each (with worker
+//! processes of the `celeriac-test-worker` helper that the caller starts).
+
+use std::time::Duration;
+
+use celeriac::{App, SendOptions};
+use tokio::process::Child;
+
+use crate::harness::{done_count, eventually, stop_gracefully, within};
+
+/// Tasks of the SIGKILL scenario.
+pub const SIGKILL_TASKS: u64 = 40;
+
+/// A worker holding tasks is killed with SIGKILL; a second worker completes every task, none lost.
+/// `broker_sees_unacked` says whether the broker reports other processes' unacked deliveries
+/// (Redis does; RabbitMQ's AMQP interface does not), to check the victim really held tasks.
+pub async fn sigkill_loses_no_task(
+    app: &App,
+    queue: &str,
+    broker_sees_unacked: bool,
+    spawn: impl Fn() -> Child,
+) {
+    for n in 0..SIGKILL_TASKS {
+        app.send_task("record_run", &(n, 300u64), SendOptions::new())
+            .await
+            .expect("enqueue");
+    }
+    let mut doomed = spawn();
+    eventually(
+        Duration::from_secs(30),
+        "the first worker to be busy",
+        || async {
+            let busy = !broker_sees_unacked
+                || app
+                    .broker()
+                    .stats(queue)
+                    .await
+                    .is_ok_and(|s| s.unacked >= 4);
+            busy && done_count(queue).await >= 4
+        },
+    )
+    .await;
+    doomed.kill().await.expect("SIGKILL"); // no graceful shutdown, no requeue
+    if broker_sees_unacked {
+        let held = app.broker().stats(queue).await.expect("stats").unacked;
+        assert!(held > 0, "the killed worker should have held tasks");
+    }
+    assert!(
+        done_count(queue).await < SIGKILL_TASKS,
+        "the first worker finished everything before it was killed"
+    );
+
+    let mut survivor = spawn();
+    eventually(
+        Duration::from_secs(60),
+        "every task to complete",
+        || async { done_count(queue).await == SIGKILL_TASKS },
+    )
+    .await;
+    // Graceful: the survivor settles everything it ran before exiting.
+    let status = stop_gracefully(&mut survivor).await;
+    assert!(status.success(), "{status}");
+    assert_eq!(done_count(queue).await, SIGKILL_TASKS, "a task was lost");
+    let stats = app.broker().stats(queue).await.expect("stats");
+    assert_eq!((stats.ready, stats.delayed, stats.dead_lettered), (0, 0, 0));
+}
+
+/// A message that aborts every worker taking it is dead-lettered after `max_deliveries` (2, set by the
+/// caller's `spawn`) instead of cycling forever, and the next worker survives.
+pub async fn poison_message_is_dead_lettered(app: &App, queue: &str, spawn: impl Fn() -> Child) {
+    app.send_task("crash_worker", &(), SendOptions::new())
+        .await
+        .expect("enqueue");
+    for attempt in 1..=2 {
+        let mut worker = spawn();
+        let status = within(
+            Duration::from_secs(30),
+            "the poison task to kill its worker",
+            worker.wait(),
+        )
+        .await
+        .expect("wait");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(6),
+            "attempt {attempt}: the worker should have been aborted by its task, got {status}"
+        );
+    }
+    let mut third = spawn();
+    eventually(
+        Duration::from_secs(30),
+        "the poison message to be dead-lettered",
+        || async {
+            // Dead-lettering writes the copy, then removes the original: wait for both.
+            app.broker()
+                .stats(queue)
+                .await
+                .is_ok_and(|stats| stats.dead_lettered == 1 && stats.ready == 0)
+        },
+    )
+    .await;
+    assert!(
+        third.try_wait().expect("try_wait").is_none(),
+        "the third worker must survive"
+    );
+    // A graceful stop (SIGTERM) lets it finish settling what it holds.
+    let status = stop_gracefully(&mut third).await;
+    assert!(status.success(), "{status}");
+    let dead = app
+        .broker()
+        .dead_letters(queue, 10)
+        .await
+        .expect("dead_letters");
+    assert_eq!(
+        dead[0].reason,
+        "poison message: delivered 2 times without being acknowledged"
+    );
+    let stats = app.broker().stats(queue).await.expect("stats");
+    assert_eq!((stats.ready, stats.dead_lettered), (0, 1));
+}
