@@ -128,6 +128,7 @@ impl Worker {
             };
             match next {
                 Some(Ok(delivery)) => {
+                    reconnect.reset();
                     running.spawn(process(
                         self.shared.clone(),
                         delivery,
