@@ -3,8 +3,8 @@
 
     python3 bench/chart.py            # after saving new runs with `celeriac-bench … --json FILE`
 
-Bars: drain throughput (tasks/s, log scale) of celeriac per broker (median of its runs) and of
-Python Celery from bench/celery/run.sh.
+Bars: drain throughput (tasks/s, log scale) of celeriac per broker (median of its runs), of Python
+Celery from bench/celery/run.sh, and of the Rust peers from bench/peers.
 """
 import glob
 import json
@@ -41,6 +41,12 @@ def main():
         for broker, name in [("redis", "Redis"), ("amqp", "RabbitMQ")]:
             if broker in rows:
                 bars.append((f"Celery {pool} · {name}", rows[broker], colour))
+    peers = os.path.join(RESULTS, "peers.jsonl")
+    if os.path.exists(peers):
+        for line in open(peers):
+            row = json.loads(line)
+            name = {"redis": "Redis", "amqp": "RabbitMQ"}[row["broker"]]
+            bars.append((f"{row['system']} · {name}", row["drain_per_sec"], "#4f6fa0"))
     bars = [b for b in bars if b[1]]
     width, row, left, top = 760, 34, 210, 50
     height = top + row * len(bars) + 40

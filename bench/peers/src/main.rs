@@ -1,0 +1,107 @@
+//! rusty-celery (crate `celery`) under the scenarios of celeriac-bench: publish N no-op tasks one by
+//! one, drain them with one consumer, and enqueue-to-start latency one task at a time.
+//!
+//! Usage: `cargo run --release -- rusty-celery <redis|amqp> [tasks]`
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use celery::prelude::*;
+use tokio::sync::mpsc;
+
+static DONE: AtomicU64 = AtomicU64::new(0);
+static PROBE: OnceLock<mpsc::UnboundedSender<Instant>> = OnceLock::new();
+
+#[celery::task]
+fn bench_noop(_n: u64) -> TaskResult<()> {
+    DONE.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+#[celery::task]
+fn bench_probe() -> TaskResult<()> {
+    if let Some(probe) = PROBE.get() {
+        let _ = probe.send(Instant::now());
+    }
+    Ok(())
+}
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().unwrap_or(0.0)))
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tokio::task::LocalSet::new().run_until(run()).await
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let broker = args.get(2).map(String::as_str).unwrap_or("redis");
+    let tasks: u64 = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(20_000);
+    let queue = format!("peers-{}", std::process::id());
+    let app = match broker {
+        "amqp" => celery::app!(
+            broker = AMQPBroker { std::env::var("CELERIAC_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()) },
+            tasks = [bench_noop, bench_probe],
+            task_routes = ["*" => "peers"],
+            prefetch_count = 256,
+            heartbeat = Some(10),
+        ).await?,
+        _ => celery::app!(
+            broker = RedisBroker { std::env::var("CELERIAC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into()) },
+            tasks = [bench_noop, bench_probe],
+            task_routes = ["*" => "peers"],
+            prefetch_count = 256,
+            heartbeat = Some(10),
+        ).await?,
+    };
+    let _ = queue;
+    let started = Instant::now();
+    for n in 0..tasks {
+        app.send_task(bench_noop::new(n)).await?;
+    }
+    let publish = tasks as f64 / started.elapsed().as_secs_f64();
+
+    // rusty-celery's consumer future is not `Send`: run it on this thread.
+    let consumer = app.clone();
+    tokio::task::spawn_local(async move { consumer.consume_from(&["peers"]).await });
+    let started = Instant::now();
+    while DONE.load(Ordering::Relaxed) < tasks {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(format!("drain stalled at {} of {tasks}", DONE.load(Ordering::Relaxed)).into());
+        }
+    }
+    let drain = tasks as f64 / started.elapsed().as_secs_f64();
+
+    let (sender, mut starts) = mpsc::unbounded_channel();
+    let _ = PROBE.set(sender);
+    let mut millis = Vec::new();
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let sent = Instant::now();
+        app.send_task(bench_probe::new()).await?;
+        match tokio::time::timeout(Duration::from_secs(10), starts.recv()).await {
+            Ok(Some(at)) => millis.push((at - sent).as_secs_f64() * 1e3),
+            _ => break,
+        }
+    }
+    millis.sort_by(f64::total_cmp);
+    let at = |q: f64| millis.get(((millis.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(f64::NAN);
+    println!(
+        "{}",
+        serde_json::json!({
+            "system": "rusty-celery-0.5", "broker": broker, "tasks": tasks,
+            "publish_per_sec": publish.round(), "drain_per_sec": drain.round(),
+            "latency_ms": {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "samples": millis.len()},
+            "peak_rss_mib_in_process": peak_rss_mib(),
+        })
+    );
+    std::process::exit(0);
+}
