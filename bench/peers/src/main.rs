@@ -30,7 +30,15 @@ fn bench_probe() -> TaskResult<()> {
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().unwrap_or(0.0)))
+        .and_then(|s| {
+            s.lines().find_map(|l| l.strip_prefix("VmHWM:")).map(|v| {
+                v.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+            })
+        })
         .unwrap_or(0.0)
         / 1024.0
 }
@@ -42,6 +50,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("apalis") {
+        let tasks: u64 = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(20_000);
+        return apalis_redis_bench(tasks).await;
+    }
     let broker = args.get(2).map(String::as_str).unwrap_or("redis");
     let tasks: u64 = args.get(3).and_then(|n| n.parse().ok()).unwrap_or(20_000);
     let queue = format!("peers-{}", std::process::id());
@@ -75,7 +87,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     while DONE.load(Ordering::Relaxed) < tasks {
         tokio::time::sleep(Duration::from_millis(1)).await;
         if started.elapsed() > Duration::from_secs(300) {
-            return Err(format!("drain stalled at {} of {tasks}", DONE.load(Ordering::Relaxed)).into());
+            return Err(format!(
+                "drain stalled at {} of {tasks}",
+                DONE.load(Ordering::Relaxed)
+            )
+            .into());
         }
     }
     let drain = tasks as f64 / started.elapsed().as_secs_f64();
@@ -93,11 +109,107 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     millis.sort_by(f64::total_cmp);
-    let at = |q: f64| millis.get(((millis.len().max(1) - 1) as f64 * q).round() as usize).copied().unwrap_or(f64::NAN);
+    let at = |q: f64| {
+        millis
+            .get(((millis.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     println!(
         "{}",
         serde_json::json!({
             "system": "rusty-celery-0.5", "broker": broker, "tasks": tasks,
+            "publish_per_sec": publish.round(), "drain_per_sec": drain.round(),
+            "latency_ms": {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "samples": millis.len()},
+            "peak_rss_mib_in_process": peak_rss_mib(),
+        })
+    );
+    std::process::exit(0);
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ApalisNoop {
+    n: u64,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ApalisProbe {}
+
+async fn apalis_noop(_task: ApalisNoop) -> Result<(), apalis::prelude::BoxDynError> {
+    DONE.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+async fn apalis_probe(_task: ApalisProbe) -> Result<(), apalis::prelude::BoxDynError> {
+    if let Some(probe) = PROBE.get() {
+        let _ = probe.send(Instant::now());
+    }
+    Ok(())
+}
+
+/// apalis 1.0 with apalis-redis: push N tasks, drain with one worker, probe latency.
+async fn apalis_redis_bench(tasks: u64) -> Result<(), Box<dyn std::error::Error>> {
+    use apalis::prelude::*;
+    use apalis_redis::{Config, RedisStorage};
+
+    let url =
+        std::env::var("CELERIAC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/".into());
+    let run = std::process::id();
+    let conn = apalis_redis::connect(url.as_str()).await?;
+    let mut storage: RedisStorage<ApalisNoop, _> = RedisStorage::new(conn.clone())
+        .with_config(Config::default().queue(&format!("peers-noop-{run}")));
+    let started = Instant::now();
+    for n in 0..tasks {
+        storage.push(ApalisNoop { n }).await?;
+    }
+    let publish = tasks as f64 / started.elapsed().as_secs_f64();
+
+    let worker = WorkerBuilder::new("bench-noop")
+        .backend(storage)
+        .build(apalis_noop);
+    tokio::task::spawn_local(async move { worker.run().await });
+    let started = Instant::now();
+    while DONE.load(Ordering::Relaxed) < tasks {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(format!(
+                "drain stalled at {} of {tasks}",
+                DONE.load(Ordering::Relaxed)
+            )
+            .into());
+        }
+    }
+    let drain = tasks as f64 / started.elapsed().as_secs_f64();
+
+    let (sender, mut starts) = mpsc::unbounded_channel();
+    let _ = PROBE.set(sender);
+    let mut probes: RedisStorage<ApalisProbe, _> =
+        RedisStorage::new(conn).with_config(Config::default().queue(&format!("peers-probe-{run}")));
+    let worker = WorkerBuilder::new("bench-probe")
+        .backend(probes.clone())
+        .build(apalis_probe);
+    tokio::task::spawn_local(async move { worker.run().await });
+    let mut millis = Vec::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let sent = Instant::now();
+        probes.push(ApalisProbe {}).await?;
+        match tokio::time::timeout(Duration::from_secs(10), starts.recv()).await {
+            Ok(Some(at)) => millis.push((at - sent).as_secs_f64() * 1e3),
+            _ => break,
+        }
+    }
+    millis.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        millis
+            .get(((millis.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "{}",
+        serde_json::json!({
+            "system": "apalis-1.0", "broker": "redis", "tasks": tasks,
             "publish_per_sec": publish.round(), "drain_per_sec": drain.round(),
             "latency_ms": {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "samples": millis.len()},
             "peak_rss_mib_in_process": peak_rss_mib(),
