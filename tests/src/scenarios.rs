@@ -118,3 +118,59 @@ pub async fn poison_message_is_dead_lettered(app: &App, queue: &str, spawn: impl
     let stats = app.broker().stats(queue).await.expect("stats");
     assert_eq!((stats.ready, stats.dead_lettered), (0, 1));
 }
+
+static COUNTED: std::sync::Mutex<std::collections::BTreeMap<String, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// Counts its runs per queue, for [`worker_drains_sent_tasks`].
+#[celeriac::task(name = "celeriac_tests_counted")]
+pub async fn counted(ctx: celeriac::TaskContext, _n: u32) {
+    *COUNTED
+        .lock()
+        .expect("lock")
+        .entry(ctx.queue().to_owned())
+        .or_default() += 1;
+}
+
+fn counted_on(queue: &str) -> usize {
+    COUNTED
+        .lock()
+        .expect("lock")
+        .get(queue)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The whole path through a broker: 500 tasks in one batch and one with a countdown, drained by a
+/// worker; every task runs once and the queue ends empty.
+pub async fn worker_drains_sent_tasks(builder: celeriac::AppBuilder, queue: &str) {
+    let app = builder
+        .default_queue(queue)
+        .register::<counted>()
+        .build()
+        .expect("app");
+    app.delay_batch::<counted>((0..500).map(|n| (n,)))
+        .await
+        .expect("delay_batch");
+    counted::apply_async(
+        &app,
+        (7,),
+        SendOptions::new().countdown(Duration::from_millis(300)),
+    )
+    .await
+    .expect("apply_async");
+    let worker = app.worker().concurrency(8).build().expect("worker");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stopped.await;
+    }));
+    eventually(Duration::from_secs(30), "501 runs", || async {
+        counted_on(queue) >= 501
+    })
+    .await;
+    let _ = stop.send(());
+    let report = running.await.expect("join").expect("worker");
+    assert_eq!(report.succeeded, 501);
+    assert_eq!(counted_on(queue), 501);
+    assert_eq!(app.broker().len(queue).await.expect("len"), 0);
+}

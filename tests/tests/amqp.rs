@@ -3,13 +3,13 @@
 //! `amqp_failures.rs`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use celeriac::broker::{ConsumeOptions, Outgoing};
-use celeriac::{App, Broker, SendOptions};
+use celeriac::{App, Broker};
 use celeriac_amqp::AmqpBroker;
-use celeriac_tests::harness::{eventually, require_amqp, unique_queue};
+use celeriac_tests::harness::{require_amqp, unique_queue};
+use celeriac_tests::scenarios;
 use futures::StreamExt;
 
 async fn amqp() -> Option<Arc<dyn Broker>> {
@@ -67,48 +67,12 @@ async fn priorities_apply_when_configured() {
     assert_eq!(order, ["high", "mid", "low"]);
 }
 
-static SENT: AtomicUsize = AtomicUsize::new(0);
-
-#[celeriac::task(name = "counted_amqp")]
-async fn counted_amqp(_n: u32) {
-    SENT.fetch_add(1, Ordering::SeqCst);
-}
-
-/// The whole path through RabbitMQ: batch publish with confirms, a countdown, a worker draining.
+/// The whole path through RabbitMQ: batch publish, a countdown, a worker draining.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_drains_tasks_sent_through_rabbitmq() {
     let Some(broker) = require_amqp(|b| b).await else {
         return;
     };
     let queue = unique_queue("drain");
-    let app = App::builder()
-        .broker(broker)
-        .default_queue(queue.clone())
-        .register::<counted_amqp>()
-        .build()
-        .unwrap();
-    app.delay_batch::<counted_amqp>((0..500).map(|n| (n,)))
-        .await
-        .unwrap();
-    counted_amqp::apply_async(
-        &app,
-        (7,),
-        SendOptions::new().countdown(Duration::from_millis(300)),
-    )
-    .await
-    .unwrap();
-    let worker = app.worker().concurrency(8).build().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async {
-        let _ = stopped.await;
-    }));
-    eventually(Duration::from_secs(30), "501 runs", || async {
-        SENT.load(Ordering::SeqCst) >= 501
-    })
-    .await;
-    stop.send(()).unwrap();
-    let report = running.await.unwrap().unwrap();
-    assert_eq!(report.succeeded, 501);
-    assert_eq!(SENT.load(Ordering::SeqCst), 501);
-    assert_eq!(app.broker().len(&queue).await.unwrap(), 0);
+    scenarios::worker_drains_sent_tasks(App::builder().broker(broker), &queue).await;
 }

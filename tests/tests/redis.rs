@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use celeriac::{App, Broker};
 use celeriac_redis::RedisBroker;
-use celeriac_tests::harness::{eventually, require_redis, unique_queue};
+use celeriac_tests::harness::{require_redis, unique_queue};
+use celeriac_tests::scenarios;
 
 async fn redis() -> Option<Arc<dyn Broker>> {
     Some(Arc::new(require_redis(|builder| builder).await?))
@@ -93,48 +94,12 @@ async fn debug_output_hides_the_password() {
     assert!(!format!("{with_password:?}").contains("hunter2"));
 }
 
-static SENT: AtomicUsize = AtomicUsize::new(0);
-
-#[celeriac::task(name = "counted")]
-async fn counted(_n: u32) {
-    SENT.fetch_add(1, Ordering::SeqCst);
-}
-
-/// The whole path through Redis: delay, delayed retry of nothing, batch publish, a worker draining.
+/// The whole path through Redis: batch publish, a countdown, a worker draining.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_drains_tasks_sent_through_redis() {
     let Some(broker) = require_redis(|b| b).await else {
         return;
     };
     let queue = unique_queue("drain");
-    let app = App::builder()
-        .broker(broker)
-        .default_queue(queue.clone())
-        .register::<counted>()
-        .build()
-        .unwrap();
-    app.delay_batch::<counted>((0..500).map(|n| (n,)))
-        .await
-        .unwrap();
-    counted::apply_async(
-        &app,
-        (7,),
-        celeriac::SendOptions::new().countdown(Duration::from_millis(300)),
-    )
-    .await
-    .unwrap();
-    let worker = app.worker().concurrency(8).build().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async {
-        let _ = stopped.await;
-    }));
-    eventually(Duration::from_secs(30), "501 runs", || async {
-        SENT.load(Ordering::SeqCst) >= 501
-    })
-    .await;
-    stop.send(()).unwrap();
-    let report = running.await.unwrap().unwrap();
-    assert_eq!(report.succeeded, 501);
-    assert_eq!(SENT.load(Ordering::SeqCst), 501);
-    assert_eq!(app.broker().len(&queue).await.unwrap(), 0);
+    scenarios::worker_drains_sent_tasks(App::builder().broker(broker), &queue).await;
 }
