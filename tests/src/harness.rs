@@ -148,3 +148,38 @@ pub async fn stop_gracefully(child: &mut tokio::process::Child) -> std::process:
         .await
         .expect("wait for the worker")
 }
+
+/// A worker running in the background until [`stop`](Self::stop) — the pattern every worker test needs.
+#[derive(Debug)]
+pub struct BackgroundWorker {
+    stop: tokio::sync::oneshot::Sender<()>,
+    running: tokio::task::JoinHandle<Result<celeriac::WorkerReport, celeriac::WorkerError>>,
+}
+
+impl BackgroundWorker {
+    /// Starts `worker` on the current runtime.
+    pub fn start(worker: celeriac::Worker) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(worker.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self { stop, running }
+    }
+
+    /// Shuts the worker down gracefully and returns its report (failing the test after 30 s).
+    pub async fn stop(self) -> celeriac::WorkerReport {
+        let _ = self.stop.send(());
+        within(Duration::from_secs(30), "the worker to stop", self.running)
+            .await
+            .expect("the worker task panicked")
+            .expect("the worker failed")
+    }
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free local port")
+}

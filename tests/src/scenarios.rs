@@ -6,7 +6,7 @@ use std::time::Duration;
 use celeriac::{App, SendOptions};
 use tokio::process::Child;
 
-use crate::harness::{done_count, eventually, stop_gracefully, within};
+use crate::harness::{BackgroundWorker, done_count, eventually, stop_gracefully, within};
 
 /// Tasks of the SIGKILL scenario.
 pub const SIGKILL_TASKS: u64 = 40;
@@ -160,16 +160,12 @@ pub async fn worker_drains_sent_tasks(builder: celeriac::AppBuilder, queue: &str
     .await
     .expect("apply_async");
     let worker = app.worker().concurrency(8).build().expect("worker");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async {
-        let _ = stopped.await;
-    }));
+    let running = BackgroundWorker::start(worker);
     eventually(Duration::from_secs(30), "501 runs", || async {
         counted_on(queue) >= 501
     })
     .await;
-    let _ = stop.send(());
-    let report = running.await.expect("join").expect("worker");
+    let report = running.stop().await;
     assert_eq!(report.succeeded, 501);
     assert_eq!(counted_on(queue), 501);
     assert_eq!(app.broker().len(queue).await.expect("len"), 0);

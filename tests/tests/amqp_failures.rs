@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use celeriac::App;
-use celeriac_tests::harness::{self, amqp_url, eventually, require_amqp, unique_queue, within};
+use celeriac_tests::harness::{
+    self, BackgroundWorker, amqp_url, eventually, require_amqp, unique_queue,
+};
 use celeriac_tests::scenarios;
 use tokio::process::Child;
 
@@ -118,10 +120,7 @@ async fn tasks_flowing_through_a_rabbitmq_restart_all_complete() {
         .grace_period(Duration::from_secs(5))
         .build()
         .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async {
-        let _ = stopped.await;
-    }));
+    let running = BackgroundWorker::start(worker);
     eventually(Duration::from_secs(20), "some tasks to run", || async {
         survived() >= 3
     })
@@ -177,9 +176,5 @@ async fn tasks_flowing_through_a_rabbitmq_restart_all_complete() {
         }
     })
     .await;
-    stop.send(()).unwrap();
-    within(Duration::from_secs(20), "the worker to stop", running)
-        .await
-        .unwrap()
-        .unwrap();
+    running.stop().await;
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use celeriac::App;
 use celeriac_redis::RedisBroker;
 use celeriac_tests::harness::{
-    self, eventually, redis_url, require_redis, skipped, unique_queue, within,
+    self, BackgroundWorker, eventually, redis_url, require_redis, skipped, unique_queue,
 };
 use celeriac_tests::scenarios;
 use tokio::process::Child;
@@ -91,11 +91,7 @@ impl PrivateRedis {
     }
 
     async fn new() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = harness::free_port();
         let dir = std::env::temp_dir().join(unique_queue("redis-outage"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut server = Self {
@@ -204,10 +200,7 @@ async fn tasks_enqueued_before_a_redis_restart_all_complete_after_it() {
         .grace_period(Duration::from_secs(5))
         .build()
         .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(worker.run_until(async {
-        let _ = stopped.await;
-    }));
+    let running = BackgroundWorker::start(worker);
     eventually(Duration::from_secs(20), "some tasks to run", || async {
         survived() >= 3
     })
@@ -235,11 +228,7 @@ async fn tasks_enqueued_before_a_redis_restart_all_complete_after_it() {
         || async { survived() == TASKS as usize },
     )
     .await;
-    stop.send(()).unwrap();
-    within(Duration::from_secs(20), "the worker to stop", running)
-        .await
-        .unwrap()
-        .unwrap();
+    running.stop().await;
     let seen = SURVIVED.lock().unwrap().clone().unwrap_or_default();
     assert_eq!(seen, (0..TASKS).collect::<HashSet<_>>());
 }

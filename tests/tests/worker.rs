@@ -10,36 +10,21 @@ use celeriac::broker::{Broker, ConsumeOptions, Outgoing};
 use celeriac::codec::DecodeLimits;
 use celeriac::service::TaskRequest;
 use celeriac::{App, Envelope, MemoryBroker, SendOptions, TaskContext, TaskError, TaskId};
-use celeriac_tests::harness::eventually;
+use celeriac_tests::harness::{BackgroundWorker, eventually};
 use futures::StreamExt;
 use tokio::time::Instant;
 
 const LONG: Duration = Duration::from_secs(3600);
 
-/// Runs a worker for `app` in the background until the returned sender fires or is dropped.
-fn start_worker(
-    app: &App,
-    concurrency: usize,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<celeriac::WorkerReport>,
-) {
+/// Runs a worker for `app` in the background.
+fn start_worker(app: &App, concurrency: usize) -> BackgroundWorker {
     let worker = app
         .worker()
         .concurrency(concurrency)
         .grace_period(Duration::from_secs(5))
         .build()
         .unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        worker
-            .run_until(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap()
-    });
-    (stop, handle)
+    BackgroundWorker::start(worker)
 }
 
 async fn dead_letter_reasons(app: &App, queue: &str) -> Vec<String> {
@@ -71,13 +56,12 @@ async fn delayed_task_runs_on_a_worker() {
         .unwrap();
     let id: TaskId = greet::delay(&app, "ab".into(), 2).await.unwrap();
     assert_eq!(app.broker().len("celery").await.unwrap(), 1);
-    let (stop, worker) = start_worker(&app, 2);
+    let worker = start_worker(&app, 2);
     eventually(LONG, "the task to run", || async {
         !GREETED.lock().unwrap().is_empty()
     })
     .await;
-    stop.send(()).unwrap();
-    let report = worker.await.unwrap();
+    let report = worker.stop().await;
     assert_eq!(*GREETED.lock().unwrap(), ["abab"]);
     assert_eq!(report.succeeded, 1);
     let stats = app.broker().stats("celery").await.unwrap();
@@ -112,13 +96,12 @@ async fn failing_task_retries_at_0_3_9_21_seconds_then_dead_letters() {
     always_fails::delay(&app, "13800138000".into())
         .await
         .unwrap();
-    let (stop, worker) = start_worker(&app, 1);
+    let worker = start_worker(&app, 1);
     eventually(LONG, "the dead letter", || async {
         app.broker().stats("celery").await.unwrap().dead_lettered == 1
     })
     .await;
-    stop.send(()).unwrap();
-    let report = worker.await.unwrap();
+    let report = worker.stop().await;
 
     let attempts = ATTEMPTS.lock().unwrap().clone();
     let offsets: Vec<f64> = attempts
@@ -168,13 +151,12 @@ async fn retries_once(ctx: TaskContext) -> Result<(), TaskError> {
 async fn explicit_retry_request_runs_again_after_its_delay() {
     let app = App::builder().register::<retries_once>().build().unwrap();
     retries_once::delay(&app).await.unwrap();
-    let (stop, worker) = start_worker(&app, 1);
+    let worker = start_worker(&app, 1);
     eventually(LONG, "the second run", || async {
         EXPLICIT.lock().unwrap().len() == 2
     })
     .await;
-    stop.send(()).unwrap();
-    let report = worker.await.unwrap();
+    let report = worker.stop().await;
     let runs = EXPLICIT.lock().unwrap().clone();
     assert_eq!((runs[0].0, runs[1].0), (0, 1));
     let gap = runs[1].1 - runs[0].1;
@@ -205,7 +187,7 @@ async fn panicking_task_is_dead_lettered_and_the_worker_keeps_serving() {
     let app = App::builder().register::<panics>().build().unwrap();
     panics::delay(&app, "boom".into()).await.unwrap();
     panics::delay(&app, "fine".into()).await.unwrap();
-    let (stop, worker) = start_worker(&app, 1);
+    let worker = start_worker(&app, 1);
     eventually(LONG, "the second task", || async {
         AFTER_PANIC.load(Ordering::SeqCst) == 1
     })
@@ -214,8 +196,7 @@ async fn panicking_task_is_dead_lettered_and_the_worker_keeps_serving() {
         app.broker().stats("celery").await.unwrap().dead_lettered == 1
     })
     .await;
-    stop.send(()).unwrap();
-    worker.await.unwrap();
+    worker.stop().await;
     assert_eq!(
         dead_letter_reasons(&app, "celery").await,
         ["task `panics` failed: panicked: boom: boom"]
@@ -239,7 +220,7 @@ async fn time_limit_cancels_the_run_and_dead_letters_it() {
     let app = App::builder().register::<too_slow>().build().unwrap();
     too_slow::delay(&app).await.unwrap();
     let started = Instant::now();
-    let (stop, worker) = start_worker(&app, 1);
+    let worker = start_worker(&app, 1);
     eventually(LONG, "the dead letter", || async {
         app.broker().stats("celery").await.unwrap().dead_lettered == 1
     })
@@ -249,8 +230,7 @@ async fn time_limit_cancels_the_run_and_dead_letters_it() {
         elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(3),
         "{elapsed:?}"
     );
-    stop.send(()).unwrap();
-    worker.await.unwrap();
+    worker.stop().await;
     assert_eq!(
         (
             STARTED_SLOW.load(Ordering::SeqCst),
@@ -288,13 +268,12 @@ async fn at_most_concurrency_tasks_run_at_once() {
     app.delay_batch::<occupies_a_slot>((0..20).map(|n| (n,)))
         .await
         .unwrap();
-    let (stop, worker) = start_worker(&app, 3);
+    let worker = start_worker(&app, 3);
     eventually(LONG, "every task", || async {
         DONE.load(Ordering::SeqCst) == 20
     })
     .await;
-    stop.send(()).unwrap();
-    worker.await.unwrap();
+    worker.stop().await;
     assert_eq!(MAX_RUNNING.load(Ordering::SeqCst), 3);
 }
 
@@ -311,13 +290,12 @@ async fn rate_limited() {
 async fn rate_limit_spaces_runs() {
     let app = App::builder().register::<rate_limited>().build().unwrap();
     app.delay_batch::<rate_limited>(vec![(); 4]).await.unwrap();
-    let (stop, worker) = start_worker(&app, 4);
+    let worker = start_worker(&app, 4);
     eventually(LONG, "four runs", || async {
         RATE_LIMITED.lock().unwrap().len() == 4
     })
     .await;
-    stop.send(()).unwrap();
-    worker.await.unwrap();
+    worker.stop().await;
     let runs = RATE_LIMITED.lock().unwrap().clone();
     let offsets: Vec<u128> = runs.iter().map(|t| (*t - runs[0]).as_millis()).collect();
     assert_eq!(offsets, [0, 500, 1000, 1500]);
@@ -428,14 +406,13 @@ async fn bad_messages_are_dead_lettered_with_a_reason_and_the_worker_keeps_servi
         .await
         .unwrap();
 
-    let (stop, worker) = start_worker(&app, 2);
+    let worker = start_worker(&app, 2);
     eventually(LONG, "the good task and four dead letters", || async {
         SURVIVOR.load(Ordering::SeqCst) == 1
             && app.broker().stats("celery").await.unwrap().dead_lettered == 4
     })
     .await;
-    stop.send(()).unwrap();
-    let report = worker.await.unwrap();
+    let report = worker.stop().await;
     assert_eq!((report.succeeded, report.dead_lettered), (1, 4));
     let reasons = dead_letter_reasons(&app, "celery").await;
     let count = |needle: &str| reasons.iter().filter(|r| r.contains(needle)).count();

@@ -108,22 +108,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             _ => break,
         }
     }
-    millis.sort_by(f64::total_cmp);
-    let at = |q: f64| {
-        millis
-            .get(((millis.len().max(1) - 1) as f64 * q).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
-    println!(
-        "{}",
-        serde_json::json!({
-            "system": "rusty-celery-0.5", "broker": broker, "tasks": tasks,
-            "publish_per_sec": publish.round(), "drain_per_sec": drain.round(),
-            "latency_ms": {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "samples": millis.len()},
-            "peak_rss_mib_in_process": peak_rss_mib(),
-        })
-    );
+    print_result("rusty-celery-0.5", broker, tasks, publish, drain, millis);
     std::process::exit(0);
 }
 
@@ -199,6 +184,19 @@ async fn apalis_redis_bench(tasks: u64) -> Result<(), Box<dyn std::error::Error>
             _ => break,
         }
     }
+    print_result("apalis-1.0", "redis", tasks, publish, drain, millis);
+    std::process::exit(0);
+}
+
+/// Prints one JSON line with the figures of a run.
+fn print_result(
+    system: &str,
+    broker: &str,
+    tasks: u64,
+    publish: f64,
+    drain: f64,
+    mut millis: Vec<f64>,
+) {
     millis.sort_by(f64::total_cmp);
     let at = |q: f64| {
         millis
@@ -209,11 +207,10 @@ async fn apalis_redis_bench(tasks: u64) -> Result<(), Box<dyn std::error::Error>
     println!(
         "{}",
         serde_json::json!({
-            "system": "apalis-1.0", "broker": "redis", "tasks": tasks,
+            "system": system, "broker": broker, "tasks": tasks,
             "publish_per_sec": publish.round(), "drain_per_sec": drain.round(),
             "latency_ms": {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "samples": millis.len()},
             "peak_rss_mib_in_process": peak_rss_mib(),
         })
     );
-    std::process::exit(0);
 }

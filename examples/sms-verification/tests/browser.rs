@@ -7,19 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac::{App, MemoryBroker};
+use celeriac_tests::harness::{BackgroundWorker, free_port};
 use fantoccini::{ClientBuilder, Locator};
 use sms_verification::gateway::ConsoleGateway;
 use sms_verification::http::{AppState, Limits, router};
 use sms_verification::store::MemoryStore;
 use sms_verification::tasks::{Gateway, ccp_send_sms_code};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn skipped() -> bool {
     let asked = std::env::var_os("CELERIAC_SKIP_BROWSER").is_some();
@@ -65,10 +58,7 @@ async fn a_person_sends_and_verifies_a_code_in_chromium() {
         .build()
         .unwrap();
     let worker = app.worker().concurrency(2).build().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let working = tokio::spawn(worker.run_until(async {
-        let _ = stopped.await;
-    }));
+    let working = BackgroundWorker::start(worker);
     let state = AppState {
         app: app.clone(),
         store: Arc::new(MemoryStore::default()),
@@ -173,6 +163,5 @@ async fn a_person_sends_and_verifies_a_code_in_chromium() {
 
     client.close().await.unwrap();
     driver.kill().await.unwrap();
-    stop.send(()).unwrap();
-    working.await.unwrap().unwrap();
+    working.stop().await;
 }

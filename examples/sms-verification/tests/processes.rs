@@ -5,40 +5,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use celeriac_tests::harness::{amqp_url, free_port, redis_url, skipped};
 use sms_verification::http::Answer;
 use tokio::process::{Child, Command};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn redis_url() -> String {
-    std::env::var("CELERIAC_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
-}
-
-fn amqp_url() -> String {
-    std::env::var("CELERIAC_AMQP_URL")
-        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
-}
-
-fn skipped(broker: &str) -> bool {
-    let asked = std::env::var("CELERIAC_SKIP_BROKERS")
-        .unwrap_or_default()
-        .split(',')
-        .any(|name| name.trim() == broker);
-    assert!(
-        !asked || std::env::var_os("CI").is_none(),
-        "skipping {broker} is refused under CI"
-    );
-    if asked {
-        eprintln!("SKIPPED: {broker} demo test (CELERIAC_SKIP_BROKERS)");
-    }
-    asked
-}
 
 fn spawn(args: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_sms-verification"))
