@@ -86,6 +86,9 @@ pub enum WorkerError {
         #[source]
         source: BrokerError,
     },
+    /// The runtime shut down under the worker before it stopped.
+    #[error("the worker was cancelled: its tokio runtime is shutting down")]
+    Cancelled,
 }
 
 /// Any celeriac error.

@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 
 use super::BrokerError;
 
@@ -92,6 +93,12 @@ impl Delivery {
     /// Acknowledges the message: it is removed for good.
     pub async fn ack(self) -> Result<(), BrokerError> {
         self.acker.ack().await
+    }
+
+    /// The acknowledger's own ack future, unwrapped: the worker polls it once to send the ack and
+    /// keeps it only when the confirmation is still pending.
+    pub(crate) fn into_ack(self) -> BoxFuture<'static, Result<(), BrokerError>> {
+        self.acker.ack()
     }
 
     /// Puts the message back in its queue for another consumer.

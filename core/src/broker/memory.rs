@@ -1,11 +1,12 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
@@ -44,9 +45,37 @@ pub struct MemoryBroker {
 
 #[derive(Default)]
 struct Inner {
-    queues: Mutex<HashMap<String, Queue>>,
+    /// Every queue by name. Consumers and deliveries hold their queue's cell directly, so only
+    /// publishing and the admin calls look names up.
+    queues: RwLock<HashMap<String, Arc<QueueCell>>>,
     /// Woken whenever a message becomes ready.
     ready: Notify,
+}
+
+/// One queue: its messages behind a lock, and the unacked count outside it (an ack is one atomic
+/// decrement, no lock).
+struct QueueCell {
+    name: Arc<str>,
+    state: Mutex<Queue>,
+    unacked: AtomicU64,
+}
+
+impl QueueCell {
+    fn new(name: &str) -> Self {
+        Self {
+            name: Arc::from(name),
+            state: Mutex::new(Queue::default()),
+            unacked: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding this lock cannot leave a queue half-updated (every update is a single
+        // push or pop), so a poisoned lock is safe to keep using.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 #[derive(Default)]
@@ -54,7 +83,6 @@ struct Queue {
     ready: [VecDeque<Message>; PRIORITY_LEVELS],
     ready_len: usize,
     delayed: BinaryHeap<Reverse<Delayed>>,
-    unacked: u64,
     dead: VecDeque<DeadLetter>,
     next_seq: u64,
 }
@@ -100,7 +128,11 @@ impl Queue {
     }
 
     /// Moves every delayed message whose time has come to the ready queue.
-    fn promote_due(&mut self, now: Instant) -> bool {
+    fn promote_due(&mut self) -> bool {
+        if self.delayed.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
         let mut promoted = false;
         while self.delayed.peek().is_some_and(|Reverse(d)| d.at <= now) {
             if let Some(Reverse(delayed)) = self.delayed.pop() {
@@ -114,7 +146,6 @@ impl Queue {
     fn pop_ready(&mut self) -> Option<Message> {
         let message = self.ready.iter_mut().rev().find_map(VecDeque::pop_front)?;
         self.ready_len -= 1;
-        self.unacked += 1;
         Some(message)
     }
 
@@ -131,31 +162,43 @@ impl MemoryBroker {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Queue>> {
-        // A panic while holding this lock cannot leave a queue half-updated (every update is a single
-        // push or pop), so a poisoned lock is safe to keep using.
-        self.queues
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn find(&self, name: &str) -> Option<Arc<QueueCell>> {
+        let queues = self
+            .queues
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        queues.get(name).cloned()
+    }
+
+    /// The queue named `name`, created empty if needed.
+    fn queue(&self, name: &str) -> Arc<QueueCell> {
+        if let Some(cell) = self.find(name) {
+            return cell;
+        }
+        let mut queues = self
+            .queues
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        queues
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(QueueCell::new(name)))
+            .clone()
     }
 
     /// Takes the next ready message from one of `queues`, starting at `start` for fairness; otherwise
     /// reports the earliest time a delayed message becomes due.
     fn try_take(
-        &self,
-        queues: &[Arc<str>],
+        queues: &[Arc<QueueCell>],
         start: usize,
     ) -> Result<(usize, Message), Option<Instant>> {
-        let now = Instant::now();
-        let mut map = self.lock();
         let mut next_due: Option<Instant> = None;
         for offset in 0..queues.len() {
             let index = (start + offset) % queues.len();
-            let Some(queue) = map.get_mut(&*queues[index]) else {
-                continue;
-            };
-            queue.promote_due(now);
+            let cell = &queues[index];
+            let mut queue = cell.lock();
+            queue.promote_due();
             if let Some(message) = queue.pop_ready() {
+                cell.unacked.fetch_add(1, Ordering::Relaxed);
                 return Ok((index, message));
             }
             if let Some(due) = queue.next_due() {
@@ -163,39 +206,6 @@ impl Inner {
             }
         }
         Err(next_due)
-    }
-
-    fn settle(&self, queue: &str, message: Message, outcome: Settlement) {
-        let mut map = self.lock();
-        if !map.contains_key(queue) {
-            map.insert(queue.to_owned(), Queue::default());
-        }
-        let Some(entry) = map.get_mut(queue) else {
-            return;
-        };
-        entry.unacked = entry.unacked.saturating_sub(1);
-        match outcome {
-            Settlement::Ack => {}
-            Settlement::Requeue => {
-                entry.push_ready(
-                    Message {
-                        redelivered: true,
-                        ..message
-                    },
-                    true,
-                );
-                drop(map);
-                self.ready.notify_waiters();
-            }
-            Settlement::DeadLetter(reason) => {
-                entry.dead.push_back(DeadLetter::new(
-                    queue,
-                    message.payload,
-                    reason,
-                    clock::now(),
-                ));
-            }
-        }
     }
 }
 
@@ -205,25 +215,72 @@ enum Settlement {
     DeadLetter(String),
 }
 
+/// A consumer's prefetch window: how many of its deliveries are unsettled, and a wake-up for the
+/// consumer when it waits for one to settle. Settling is an atomic decrement; only a settlement that
+/// frees a full window wakes anyone.
+struct Window {
+    limit: usize,
+    in_flight: AtomicUsize,
+    freed: Notify,
+}
+
+impl Window {
+    async fn acquire(&self) {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.in_flight.load(Ordering::Acquire) < self.limit {
+                self.in_flight.fetch_add(1, Ordering::AcqRel);
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    fn release(&self) {
+        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == self.limit {
+            self.freed.notify_one();
+        }
+    }
+}
+
 struct MemoryAcker {
     inner: Arc<Inner>,
-    queue: Arc<str>,
+    cell: Arc<QueueCell>,
     message: Option<Message>,
-    _prefetch_slot: OwnedSemaphorePermit,
+    window: Arc<Window>,
 }
 
 impl MemoryAcker {
-    fn settle(mut self, outcome: Settlement) {
-        if let Some(message) = self.message.take() {
-            self.inner.settle(&self.queue, message, outcome);
+    fn settle(&mut self, outcome: Settlement) {
+        let Some(message) = self.message.take() else {
+            return;
+        };
+        self.cell.unacked.fetch_sub(1, Ordering::Relaxed);
+        match outcome {
+            Settlement::Ack => drop(message),
+            Settlement::Requeue => {
+                let redelivered = Message {
+                    redelivered: true,
+                    ..message
+                };
+                self.cell.lock().push_ready(redelivered, true);
+                self.inner.ready.notify_waiters();
+            }
+            Settlement::DeadLetter(reason) => {
+                let dead = DeadLetter::new(&*self.cell.name, message.payload, reason, clock::now());
+                self.cell.lock().dead.push_back(dead);
+            }
         }
+        self.window.release();
     }
 }
 
 impl fmt::Debug for MemoryAcker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryAcker")
-            .field("queue", &self.queue)
+            .field("queue", &self.cell.name)
             .finish_non_exhaustive()
     }
 }
@@ -231,62 +288,60 @@ impl fmt::Debug for MemoryAcker {
 impl Drop for MemoryAcker {
     fn drop(&mut self) {
         // Dropped unsettled: the at-least-once contract says it is delivered again.
-        if let Some(message) = self.message.take() {
-            self.inner.settle(&self.queue, message, Settlement::Requeue);
-        }
+        self.settle(Settlement::Requeue);
     }
 }
 
 #[async_trait]
 impl Acknowledger for MemoryAcker {
-    async fn ack(self: Box<Self>) -> Result<(), BrokerError> {
-        (*self).settle(Settlement::Ack);
+    async fn ack(mut self: Box<Self>) -> Result<(), BrokerError> {
+        self.settle(Settlement::Ack);
         Ok(())
     }
 
-    async fn requeue(self: Box<Self>) -> Result<(), BrokerError> {
-        (*self).settle(Settlement::Requeue);
+    async fn requeue(mut self: Box<Self>) -> Result<(), BrokerError> {
+        self.settle(Settlement::Requeue);
         Ok(())
     }
 
     async fn dead_letter(
-        self: Box<Self>,
+        mut self: Box<Self>,
         _payload: Bytes,
         reason: String,
     ) -> Result<(), BrokerError> {
-        (*self).settle(Settlement::DeadLetter(reason));
+        self.settle(Settlement::DeadLetter(reason));
         Ok(())
     }
 }
 
 struct Consumer {
     inner: Arc<Inner>,
-    queues: Vec<Arc<str>>,
-    prefetch: Arc<Semaphore>,
+    queues: Vec<Arc<QueueCell>>,
+    window: Arc<Window>,
     turn: usize,
 }
 
 impl Consumer {
-    async fn next_delivery(&mut self) -> Option<Delivery> {
-        // The semaphore is never closed, so acquiring only fails if it were; end the stream then.
-        let slot = self.prefetch.clone().acquire_owned().await.ok()?;
+    async fn next_delivery(&mut self) -> Delivery {
+        self.window.acquire().await;
         loop {
             let notified = self.inner.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            match self.inner.try_take(&self.queues, self.turn) {
+            match Inner::try_take(&self.queues, self.turn) {
                 Ok((index, message)) => {
                     self.turn = index + 1;
-                    let queue = self.queues[index].clone();
+                    let cell = self.queues[index].clone();
                     let payload = message.payload.clone();
                     let redelivered = message.redelivered;
+                    let queue = cell.name.clone();
                     let acker = MemoryAcker {
                         inner: self.inner.clone(),
-                        queue: queue.clone(),
+                        cell,
                         message: Some(message),
-                        _prefetch_slot: slot,
+                        window: self.window.clone(),
                     };
-                    return Some(Delivery::new(payload, queue, redelivered, Box::new(acker)));
+                    return Delivery::new(payload, queue, redelivered, Box::new(acker));
                 }
                 Err(Some(due)) => {
                     tokio::select! {
@@ -319,33 +374,31 @@ impl Broker for MemoryBroker {
             validate_queue(&message.queue)?;
         }
         let now = Instant::now();
-        let mut any_ready = false;
-        {
-            let mut map = self.inner.lock();
-            for outgoing in messages {
-                let queue = map.entry(outgoing.queue).or_default();
-                let message = Message {
-                    payload: outgoing.payload,
-                    priority: usize::from(outgoing.priority.unwrap_or(0)).min(PRIORITY_LEVELS - 1),
-                    redelivered: false,
-                };
-                let at = outgoing.not_before.map(clock::instant_at);
-                match at {
-                    Some(at) if at > now => {
-                        let seq = queue.next_seq;
-                        queue.next_seq += 1;
-                        queue.delayed.push(Reverse(Delayed { at, seq, message }));
-                        // A waiting consumer may need to wake earlier than it planned.
-                        any_ready = true;
-                    }
-                    _ => {
-                        queue.push_ready(message, false);
-                        any_ready = true;
-                    }
+        let mut any = false;
+        let mut cell: Option<Arc<QueueCell>> = None;
+        for outgoing in messages {
+            let cell = match &cell {
+                Some(current) if *current.name == *outgoing.queue => current,
+                _ => cell.insert(self.inner.queue(&outgoing.queue)),
+            };
+            let message = Message {
+                payload: outgoing.payload,
+                priority: usize::from(outgoing.priority.unwrap_or(0)).min(PRIORITY_LEVELS - 1),
+                redelivered: false,
+            };
+            let mut queue = cell.lock();
+            match outgoing.not_before.map(clock::instant_at) {
+                Some(at) if at > now => {
+                    let seq = queue.next_seq;
+                    queue.next_seq += 1;
+                    // A waiting consumer may need to wake earlier than it planned.
+                    queue.delayed.push(Reverse(Delayed { at, seq, message }));
                 }
+                _ => queue.push_ready(message, false),
             }
+            any = true;
         }
-        if any_ready {
+        if any {
             self.inner.ready.notify_waiters();
         }
         Ok(())
@@ -359,34 +412,36 @@ impl Broker for MemoryBroker {
         validate_queues(queues)?;
         let consumer = Consumer {
             inner: self.inner.clone(),
-            queues: queues
-                .iter()
-                .map(|queue| Arc::from(queue.as_str()))
-                .collect(),
-            prefetch: Arc::new(Semaphore::new(options.prefetch_count())),
+            queues: queues.iter().map(|queue| self.inner.queue(queue)).collect(),
+            window: Arc::new(Window {
+                limit: options.prefetch_count().max(1),
+                in_flight: AtomicUsize::new(0),
+                freed: Notify::new(),
+            }),
             turn: 0,
         };
         let stream = futures::stream::unfold(consumer, |mut consumer| async move {
-            let delivery = consumer.next_delivery().await?;
+            let delivery = consumer.next_delivery().await;
             Some((Ok(delivery), consumer))
         });
         Ok(Box::pin(stream))
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, BrokerError> {
-        let now = Instant::now();
-        let mut map = self.inner.lock();
-        let Some(queue) = map.get_mut(queue) else {
+        let Some(cell) = self.inner.find(queue) else {
             return Ok(QueueStats::default());
         };
-        let promoted = queue.promote_due(now);
-        let stats = QueueStats {
-            ready: queue.ready_len as u64,
-            delayed: queue.delayed.len() as u64,
-            unacked: queue.unacked,
-            dead_lettered: queue.dead.len() as u64,
+        let (stats, promoted) = {
+            let mut queue = cell.lock();
+            let promoted = queue.promote_due();
+            let stats = QueueStats {
+                ready: queue.ready_len as u64,
+                delayed: queue.delayed.len() as u64,
+                unacked: cell.unacked.load(Ordering::Relaxed),
+                dead_lettered: queue.dead.len() as u64,
+            };
+            (stats, promoted)
         };
-        drop(map);
         if promoted {
             self.inner.ready.notify_waiters();
         }
@@ -398,18 +453,18 @@ impl Broker for MemoryBroker {
         queue: &str,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, BrokerError> {
-        let map = self.inner.lock();
-        Ok(map
-            .get(queue)
-            .map(|q| q.dead.iter().take(limit).cloned().collect())
+        Ok(self
+            .inner
+            .find(queue)
+            .map(|cell| cell.lock().dead.iter().take(limit).cloned().collect())
             .unwrap_or_default())
     }
 
     async fn purge(&self, queue: &str) -> Result<u64, BrokerError> {
-        let mut map = self.inner.lock();
-        let Some(queue) = map.get_mut(queue) else {
+        let Some(cell) = self.inner.find(queue) else {
             return Ok(0);
         };
+        let mut queue = cell.lock();
         let purged = queue.ready_len + queue.delayed.len();
         queue.ready.iter_mut().for_each(VecDeque::clear);
         queue.ready_len = 0;
@@ -420,7 +475,7 @@ impl Broker for MemoryBroker {
 
 impl fmt::Debug for MemoryBroker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let queues = self.inner.lock().len();
+        let queues = self.inner.queues.read().map_or(0, |queues| queues.len());
         f.debug_struct("MemoryBroker")
             .field("queues", &queues)
             .finish()

@@ -47,6 +47,8 @@ fn handle<T: Task>(
 #[derive(Clone)]
 pub(crate) struct RegisteredTask {
     type_id: TypeId,
+    /// The task's name, as registered (`T::NAME`).
+    pub(crate) name: &'static str,
     pub(crate) options: TaskOptions,
     pub(crate) handler: Handler,
 }
@@ -77,6 +79,7 @@ impl Registry {
             T::NAME,
             RegisteredTask {
                 type_id,
+                name: T::NAME,
                 options: T::options(),
                 handler: handle::<T>,
             },

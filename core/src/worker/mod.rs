@@ -11,6 +11,7 @@
 //! worker stops fetching, lets running tasks finish for up to the grace period, and requeues the rest:
 //! nothing is lost.
 
+mod lane;
 mod process;
 mod rate_limit;
 mod run;
@@ -29,7 +30,6 @@ use tower_service::Service;
 
 use self::rate_limit::RateLimiter;
 pub use self::shutdown::shutdown_signal;
-use crate::layers::InstrumentService;
 use crate::metrics::MetricsCache;
 use crate::service::{BoxTaskService, RunTask, TaskOutput, TaskRequest};
 use crate::task::BoxError;
@@ -157,11 +157,14 @@ impl WorkerBuilder {
                 reason: "a worker needs at least one non-empty queue name".into(),
             });
         }
-        let mut service = BoxTaskService::new(RunTask);
-        for layer in self.layers.iter().rev() {
-            service = layer(service);
-        }
-        let service = BoxTaskService::new(InstrumentService::new(service));
+        // Without user layers the worker calls the task directly (see `layers::instrumented`).
+        let layered = (!self.layers.is_empty()).then(|| {
+            let mut service = BoxTaskService::new(RunTask);
+            for layer in self.layers.iter().rev() {
+                service = layer(service);
+            }
+            service
+        });
         let rate_limiters = self
             .app
             .registry()
@@ -171,7 +174,7 @@ impl WorkerBuilder {
         Ok(Worker {
             shared: Arc::new(Shared {
                 app: self.app,
-                service,
+                layered,
                 rate_limiters,
                 metrics: MetricsCache::default(),
                 report: Counters::default(),
@@ -206,7 +209,8 @@ impl fmt::Debug for WorkerBuilder {
 /// What the worker shares with each run.
 struct Shared {
     app: App,
-    service: BoxTaskService,
+    /// The user's tower layers around the task, if any.
+    layered: Option<BoxTaskService>,
     rate_limiters: HashMap<&'static str, RateLimiter>,
     metrics: MetricsCache,
     report: Counters,

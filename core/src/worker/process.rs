@@ -1,17 +1,30 @@
+//! One delivery, from decoding to settlement.
+//!
+//! The hot path (decode, run, ack) stays inline in the spawned future; every rare path (dead letter,
+//! early ETA, rate limit, retry, shutdown) is boxed so the future each run spawns stays small — it
+//! is moved a few times on spawn, and its size is per-task memory traffic.
+
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use futures::FutureExt;
-use tokio::sync::OwnedSemaphorePermit;
+use futures::future::{BoxFuture, Either};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+use tower_service::Service;
 
+use super::lane::LaneMetrics;
 use super::{Counters, Shared};
 use crate::broker::{BrokerError, Delivery, Outgoing};
-use crate::metrics::UNKNOWN_TASK;
-use crate::service::TaskRequest;
+use crate::layers::instrumented;
+use crate::metrics::{TaskMetrics, UNKNOWN_TASK};
+use crate::service::{RunTask, TaskRequest};
 use crate::task::panic_message;
+use crate::task::registry::RegisteredTask;
 use crate::{Envelope, RetryDecision, TaskContext, TaskError, clock};
 
 /// A message whose ETA is further ahead than this (producer clock ahead, or a broker without delayed
@@ -19,7 +32,7 @@ use crate::{Envelope, RetryDecision, TaskContext, TaskError, clock};
 const EARLY_TOLERANCE: Duration = Duration::from_secs(1);
 
 /// Logs a settlement that failed. The broker redelivers such a message later (at least once).
-async fn settle(
+pub(super) async fn settle(
     operation: &'static str,
     queue: &str,
     settlement: impl Future<Output = Result<(), BrokerError>>,
@@ -37,19 +50,21 @@ async fn dead_letter(shared: &Shared, delivery: Delivery, task: &str, reason: St
     settle("dead_letter", &queue, delivery.dead_letter(reason)).await;
 }
 
-/// Handles one delivery from decoding to settlement. Holds a concurrency slot until it returns.
+/// Handles one delivery from decoding to settlement. A successful run's ack that the broker has not
+/// confirmed yet is returned, to be awaited while the lane runs its next task.
 pub(super) async fn process(
-    shared: Arc<Shared>,
+    shared: &Shared,
+    lane_metrics: &mut LaneMetrics,
     delivery: Delivery,
-    _slot: OwnedSemaphorePermit,
-    stop_now: CancellationToken,
-) {
+    stop_now: &CancellationToken,
+) -> Option<PendingAck> {
     let app = &shared.app;
     let envelope = match Envelope::from_bytes(delivery.payload(), app.decode_limits()) {
         Ok(envelope) => envelope,
         Err(error) => {
             let reason = format!("undecodable message: {error}");
-            return dead_letter(&shared, delivery, UNKNOWN_TASK, reason).await;
+            Box::pin(dead_letter(shared, delivery, UNKNOWN_TASK, reason)).await;
+            return None;
         }
     };
     let Some(task) = app.registered(&envelope.task) else {
@@ -57,45 +72,45 @@ pub(super) async fn process(
             "unknown task `{}`: no task of that name is registered in this worker",
             envelope.task
         );
-        return dead_letter(&shared, delivery, UNKNOWN_TASK, reason).await;
+        Box::pin(dead_letter(shared, delivery, UNKNOWN_TASK, reason)).await;
+        return None;
     };
     let queue = delivery.shared_queue();
-    let metrics = shared.metrics.get(&envelope.task, &queue);
+    let metrics = lane_metrics.get(&shared.metrics, task.name, &queue);
 
     let now = clock::now();
     if envelope.is_expired_at(now) {
         tracing::info!(task = %envelope.task, task.id = %envelope.id, "task expired before it started; discarding");
         metrics.expired.increment(1);
         Counters::add(&shared.report.expired);
-        return settle("ack", &queue, delivery.ack()).await;
+        settle("ack", &queue, delivery.ack()).await;
+        return None;
     }
     if let Some(eta) = envelope.eta.filter(|eta| *eta > now + EARLY_TOLERANCE) {
-        let mut outgoing = Outgoing::new(&*queue, delivery.payload().clone()).not_before(eta);
-        outgoing.priority = envelope.priority;
-        return match app.broker().publish(outgoing).await {
-            Ok(()) => settle("ack", &queue, delivery.ack()).await,
-            Err(error) => {
-                tracing::warn!(%error, "cannot put back an early message; requeueing it");
-                settle("requeue", &queue, delivery.requeue()).await;
-            }
-        };
+        Box::pin(put_back_early(shared, delivery, &envelope, eta)).await;
+        return None;
     }
-
+    let mut starts_at = now;
     if let Some(limiter) = shared.rate_limiters.get(envelope.task.as_str()) {
-        tokio::select! {
-            () = limiter.acquire() => {}
-            () = stop_now.cancelled() => {
-                Counters::add(&shared.report.requeued);
-                return settle("requeue", &queue, delivery.requeue()).await;
+        let limited = Box::pin(async {
+            tokio::select! {
+                () = limiter.acquire() => true,
+                () = stop_now.cancelled() => false,
             }
+        });
+        if !limited.await {
+            Counters::add(&shared.report.requeued);
+            Box::pin(settle("requeue", &queue, delivery.requeue())).await;
+            return None;
         }
+        starts_at = clock::now();
     }
 
     let waited_since = envelope
         .eta
         .unwrap_or(envelope.created_at)
         .max(envelope.created_at);
-    let waited = clock::now()
+    let waited = starts_at
         .duration_since(waited_since)
         .unwrap_or(Duration::ZERO);
     metrics.queue_wait_seconds.record(waited.as_secs_f64());
@@ -109,33 +124,127 @@ pub(super) async fn process(
     }
 
     let time_limit = envelope.time_limit.hard.or(task.options.time_limit);
-    let retries = envelope.retries;
     let context = TaskContext::new(app.clone(), envelope);
     let request = TaskRequest::new(context.clone(), task.handler, time_limit, metrics.clone());
-    let run = AssertUnwindSafe(shared.service.clone().oneshot(request)).catch_unwind();
-    let result = tokio::select! {
-        outcome = run => outcome.unwrap_or_else(|payload| Err(TaskError::Panicked(panic_message(&*payload)))),
-        () = stop_now.cancelled() => {
-            if let Some(delivery) = delivery {
-                tracing::info!(task = %context.name(), task.id = %context.id(), "shutdown: requeueing running task");
-                Counters::add(&shared.report.requeued);
-                settle("requeue", &queue, delivery.requeue()).await;
+    let run = instrumented(request, |request| match &shared.layered {
+        Some(service) => Either::Left(service.clone().oneshot(request)),
+        None => Either::Right(RunTask.call(request)),
+    });
+    let mut run = std::pin::pin!(AssertUnwindSafe(run).catch_unwind());
+    // Most runs finish on their first poll; only a run that waits needs the shutdown watch.
+    let outcome = match futures::poll!(run.as_mut()) {
+        Poll::Ready(outcome) => outcome,
+        Poll::Pending => tokio::select! {
+            outcome = &mut run => outcome,
+            () = stop_now.cancelled() => {
+                if let Some(delivery) = delivery {
+                    tracing::info!(task = %context.name(), task.id = %context.id(), "shutdown: requeueing running task");
+                    Counters::add(&shared.report.requeued);
+                    Box::pin(settle("requeue", &queue, delivery.requeue())).await;
+                }
+                return None;
             }
-            return;
-        }
+        },
     };
+    let result =
+        outcome.unwrap_or_else(|payload| Err(TaskError::Panicked(panic_message(&*payload))));
 
-    let error = match result {
+    match result {
         Ok(_) => {
             Counters::add(&shared.report.succeeded);
-            if let Some(delivery) = delivery {
-                settle("ack", &queue, delivery.ack()).await;
-            }
-            return;
+            // The run is over: its ack (a broker round trip, maybe) does not hold the lane. The
+            // broker's prefetch still bounds how many deliveries are unsettled at once.
+            PendingAck::start(queue, delivery?).await
         }
-        Err(error) => error,
-    };
+        Err(error) => {
+            let failed = Failed {
+                task,
+                context,
+                metrics: &metrics,
+                queue: &queue,
+                error,
+            };
+            Box::pin(after_failure(shared, failed, delivery)).await;
+            None
+        }
+    }
+}
+
+/// A successful run's ack, sent but not confirmed yet.
+pub(super) struct PendingAck {
+    queue: Arc<str>,
+    confirmation: BoxFuture<'static, Result<(), BrokerError>>,
+}
+
+impl PendingAck {
+    /// Sends the ack. Returns `None` when the broker settled it at once (the common case for the
+    /// embedded broker), the pending confirmation otherwise.
+    async fn start(queue: Arc<str>, delivery: Delivery) -> Option<Self> {
+        let mut confirmation = delivery.into_ack();
+        match futures::poll!(&mut confirmation) {
+            Poll::Ready(result) => {
+                settle("ack", &queue, std::future::ready(result)).await;
+                None
+            }
+            Poll::Pending => Some(Self {
+                queue,
+                confirmation,
+            }),
+        }
+    }
+}
+
+impl Future for PendingAck {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let result = ready!(self.confirmation.as_mut().poll(cx));
+        if let Err(error) = result {
+            tracing::error!(%error, queue = %self.queue, operation = "ack", "cannot settle message; the broker will redeliver it");
+        }
+        Poll::Ready(())
+    }
+}
+
+/// Sends a message that arrived well before its ETA back to the broker with that ETA.
+async fn put_back_early(
+    shared: &Shared,
+    delivery: Delivery,
+    envelope: &Envelope,
+    eta: std::time::SystemTime,
+) {
+    let queue = delivery.shared_queue();
+    let mut outgoing = Outgoing::new(&*queue, delivery.payload().clone()).not_before(eta);
+    outgoing.priority = envelope.priority;
+    match shared.app.broker().publish(outgoing).await {
+        Ok(()) => settle("ack", &queue, delivery.ack()).await,
+        Err(error) => {
+            tracing::warn!(%error, "cannot put back an early message; requeueing it");
+            settle("requeue", &queue, delivery.requeue()).await;
+        }
+    }
+}
+
+/// A run that failed.
+struct Failed<'a> {
+    task: &'a RegisteredTask,
+    context: TaskContext,
+    metrics: &'a TaskMetrics,
+    queue: &'a str,
+    error: TaskError,
+}
+
+/// Schedules a retry or dead-letters the message, as the task's retry policy decides.
+async fn after_failure(shared: &Shared, failed: Failed<'_>, delivery: Option<Delivery>) {
+    let Failed {
+        task,
+        context,
+        metrics,
+        queue,
+        error,
+    } = failed;
     let name = context.name();
+    let retries = context.retries();
     match task
         .options
         .retry
@@ -145,19 +254,19 @@ pub(super) async fn process(
             let mut next = Envelope::clone(context.shared_envelope());
             next.retries += 1;
             next.eta = Some(clock::now() + delay);
-            match app.publish(next).await {
+            match shared.app.publish(next).await {
                 Ok(_) => {
                     tracing::info!(task = %name, task.id = %context.id(), retry = retries + 1, ?delay, error = %error, "retry scheduled");
                     metrics.retried.increment(1);
                     Counters::add(&shared.report.retried);
                     if let Some(delivery) = delivery {
-                        settle("ack", &queue, delivery.ack()).await;
+                        settle("ack", queue, delivery.ack()).await;
                     }
                 }
                 Err(publish_error) => {
                     tracing::error!(%publish_error, task = %name, "cannot publish the retry; requeueing the task");
                     if let Some(delivery) = delivery {
-                        settle("requeue", &queue, delivery.requeue()).await;
+                        settle("requeue", queue, delivery.requeue()).await;
                     }
                 }
             }
@@ -171,7 +280,7 @@ pub(super) async fn process(
                 ),
             };
             match delivery {
-                Some(delivery) => dead_letter(&shared, delivery, name, reason).await,
+                Some(delivery) => dead_letter(shared, delivery, name, reason).await,
                 None => {
                     tracing::error!(task = %name, %reason, "task failed (acked early, so it is not dead-lettered)")
                 }

@@ -1,13 +1,11 @@
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::process::process;
+use super::lane::lane;
 use super::{Worker, WorkerReport};
 use crate::WorkerError;
 use crate::broker::{ConsumeOptions, DeliveryStream};
@@ -71,13 +69,53 @@ impl Worker {
             broker = %self.shared.app.broker().redacted_url(),
             "worker started"
         );
+        // The fetch loop runs as a task of the runtime, not in the caller's future: `main`'s
+        // `block_on` is not a runtime worker thread, and every run it spawned from there would go
+        // through the injection queue and wake a parked thread (a futex call per task).
+        let stop_fetching = CancellationToken::new();
+        let mut fetching = tokio::spawn(self.fetch_until(stop_fetching.clone()));
+        tokio::pin!(shutdown);
+        let outcome = tokio::select! {
+            biased;
+            outcome = &mut fetching => outcome,
+            () = &mut shutdown => {
+                stop_fetching.cancel();
+                fetching.await
+            }
+        };
+        match outcome {
+            Ok(result) => result,
+            Err(error) => match error.try_into_panic() {
+                Ok(payload) => std::panic::resume_unwind(payload),
+                // Only a runtime shutting down cancels the loop; nothing is left to report.
+                Err(_) => Err(WorkerError::Cancelled),
+            },
+        }
+    }
+
+    async fn fetch_until(
+        self,
+        stop_fetching: CancellationToken,
+    ) -> Result<WorkerReport, WorkerError> {
         let options = ConsumeOptions::default().prefetch(self.prefetch);
-        let slots = Arc::new(Semaphore::new(self.concurrency));
         let stop_now = CancellationToken::new();
-        let running = TaskTracker::new();
+        // `concurrency` lanes, each running one task at a time, take deliveries from this loop. A
+        // capacity of one keeps at most one fetched delivery waiting for a free lane.
+        let (hand_out, handed) = async_channel::bounded(self.concurrency);
+        let lanes = TaskTracker::new();
+        for _ in 0..self.concurrency {
+            lanes.spawn(lane(
+                self.shared.clone(),
+                handed.clone(),
+                stop_fetching.clone(),
+                stop_now.clone(),
+            ));
+        }
+        drop(handed);
         let mut stream: Option<DeliveryStream> = None;
         let mut reconnect = Reconnect::new();
         let mut failure = None;
+        let shutdown = stop_fetching.cancelled();
         tokio::pin!(shutdown);
 
         loop {
@@ -112,15 +150,6 @@ impl Worker {
                     }
                 }
             };
-            let slot = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                slot = slots.clone().acquire_owned() => slot,
-            };
-            let Ok(slot) = slot else {
-                // The semaphore is never closed; treat it as a shutdown if it ever were.
-                break;
-            };
             let next = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
@@ -129,17 +158,19 @@ impl Worker {
             match next {
                 Some(Ok(delivery)) => {
                     reconnect.reset();
-                    running.spawn(process(
-                        self.shared.clone(),
-                        delivery,
-                        slot,
-                        stop_now.clone(),
-                    ));
+                    // Waits for a free lane. A delivery dropped here at shutdown is redelivered.
+                    let handed_out = tokio::select! {
+                        biased;
+                        () = &mut shutdown => break,
+                        sent = hand_out.send(delivery) => sent.is_ok(),
+                    };
+                    if !handed_out {
+                        break;
+                    }
                 }
                 Some(Err(error)) => {
                     let delay = reconnect.delay();
                     tracing::warn!(%error, retry_in = ?delay, "error from the broker while consuming");
-                    drop(slot);
                     if !error.is_transient() {
                         stream = None;
                     }
@@ -156,23 +187,20 @@ impl Worker {
             }
         }
 
-        // Stop fetching: deliveries the broker had not handed over yet stay with it.
+        // Stop fetching: deliveries the broker had not handed over yet stay with it; the lanes put
+        // back the one still waiting for a lane, finish their runs and their settlements.
+        stop_fetching.cancel();
         drop(stream);
-        running.close();
-        let in_flight = running.len();
-        if in_flight > 0 {
-            tracing::info!(in_flight, grace_period = ?self.grace_period, "waiting for running tasks");
-        }
-        if tokio::time::timeout(self.grace_period, running.wait())
+        hand_out.close();
+        lanes.close();
+        tracing::info!(grace_period = ?self.grace_period, "stopping: waiting for running tasks");
+        if tokio::time::timeout(self.grace_period, lanes.wait())
             .await
             .is_err()
         {
-            tracing::warn!(
-                still_running = running.len(),
-                "grace period over; requeueing the tasks still running"
-            );
+            tracing::warn!("grace period over; requeueing the tasks still running");
             stop_now.cancel();
-            running.wait().await;
+            lanes.wait().await;
         }
         let report = self.shared.report.snapshot();
         tracing::info!(?report, "worker stopped");
