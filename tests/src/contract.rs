@@ -220,6 +220,29 @@ pub async fn dropped_stream_and_delivery_go_to_the_next_consumer(
     delivery.ack().await.expect("ack");
 }
 
+/// A worker shutting down stops consuming first and settles its running tasks after: a delivery
+/// acked after its stream was dropped is gone for good, not redelivered.
+pub async fn delivery_settles_after_its_stream_is_dropped(broker: Arc<dyn Broker>, queue: &str) {
+    publish(&broker, queue, "finishing").await;
+    let mut stopping = consume(&broker, queue, 1).await;
+    let running = next(&mut stopping).await;
+    drop(stopping);
+    tokio::time::sleep(QUIET).await;
+    running
+        .ack()
+        .await
+        .expect("ack after the stream was dropped");
+    let mut next_worker = consume(&broker, queue, 1).await;
+    nothing_arrives(&mut next_worker).await;
+    eventually(REDELIVERY, "the queue to be empty", || async {
+        broker
+            .stats(queue)
+            .await
+            .is_ok_and(|stats| stats.ready == 0 && stats.unacked == 0)
+    })
+    .await;
+}
+
 /// A dead-lettered message leaves the queue and is kept with its reason.
 pub async fn dead_letter_keeps_the_message_and_reason(broker: Arc<dyn Broker>, queue: &str) {
     publish(&broker, queue, "poison").await;

@@ -31,6 +31,7 @@ macro_rules! broker_contract_tests {
             requeue_delivers_again_marked_redelivered,
             dropped_delivery_is_delivered_again,
             dropped_stream_and_delivery_go_to_the_next_consumer,
+            delivery_settles_after_its_stream_is_dropped,
             dead_letter_keeps_the_message_and_reason,
             purge_removes_waiting_messages,
             prefetch_bounds_unsettled_deliveries,

@@ -6,24 +6,36 @@
 //! moving. Nacks (requeue) go out at once. Every settle command passes through one task, in order, so
 //! a multiple-ack never covers a tag that was meant to be nacked. Callers wait until their own ack was
 //! sent.
+//!
+//! Acks are coalesced: the prefix is sent once it holds a quarter of the prefetch window, or
+//! [`ACK_DELAY`] after its first ack, whichever comes first. One frame per many messages is what
+//! keeps RabbitMQ's own CPU (on the same machine, often) from being the bottleneck; the delay only
+//! widens, by at most that much, the window in which a crash makes RabbitMQ redeliver a task that
+//! had already finished — which at-least-once delivery allows anyway.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use celeriac::BrokerError;
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::error::from_lapin;
 
 /// Acks waiting behind a running delivery before they are sent one by one.
 const RELIEVE_AFTER: usize = 32;
 
+/// The longest an ack waits for others to share its frame.
+pub(crate) const ACK_DELAY: Duration = Duration::from_millis(1);
+
 type Done = oneshot::Sender<Result<(), BrokerError>>;
 
 enum Command {
     Delivered(u64),
-    Ack(u64, Done),
+    /// An ack, and whether it must go out now rather than wait for others.
+    Ack(u64, Done, bool),
     Nack(u64, Option<Done>),
 }
 
@@ -41,10 +53,12 @@ enum State {
 }
 
 impl AckWindow {
-    /// Starts the settling task of `channel`; it ends when every handle is gone.
-    pub(crate) fn start(channel: Channel) -> Self {
+    /// Starts the settling task of `channel`, whose prefetch window is `prefetch` deliveries. When
+    /// every handle is gone (the consumer and all its deliveries), it closes the channel.
+    pub(crate) fn start(channel: Channel, prefetch: usize) -> Self {
         let (commands, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(run(channel, receiver));
+        let flush_at = (prefetch / 4).max(1);
+        tokio::spawn(run(channel, receiver, flush_at));
         Self { commands }
     }
 
@@ -53,11 +67,21 @@ impl AckWindow {
         let _ = self.commands.send(Command::Delivered(tag));
     }
 
-    /// Acks `tag`, returning once the ack covering it was sent.
+    /// Acks `tag`, returning once the ack covering it was sent (within [`ACK_DELAY`]).
     pub(crate) async fn ack(&self, tag: u64) -> Result<(), BrokerError> {
+        self.send_ack(tag, false).await
+    }
+
+    /// Acks `tag` without waiting for other acks to share the frame: for the consumer's own
+    /// settlements, which a message's next step (its recounted copy) must not overtake.
+    pub(crate) async fn ack_now(&self, tag: u64) -> Result<(), BrokerError> {
+        self.send_ack(tag, true).await
+    }
+
+    async fn send_ack(&self, tag: u64, now: bool) -> Result<(), BrokerError> {
         let (done, sent) = oneshot::channel();
         self.commands
-            .send(Command::Ack(tag, done))
+            .send(Command::Ack(tag, done, now))
             .map_err(|_| BrokerError::Disconnected { op: "ack" })?;
         sent.await
             .unwrap_or(Err(BrokerError::Disconnected { op: "ack" }))
@@ -97,19 +121,42 @@ async fn send_ack(channel: &Channel, tag: u64, multiple: bool) -> Result<(), Bro
         .map_err(|error| from_lapin("ack", error))
 }
 
-async fn run(channel: Channel, mut commands: mpsc::UnboundedReceiver<Command>) {
+async fn run(channel: Channel, mut commands: mpsc::UnboundedReceiver<Command>, flush_at: usize) {
     let mut window: BTreeMap<u64, State> = BTreeMap::new();
     let mut waiting: BTreeMap<u64, Done> = BTreeMap::new();
     let mut batch = Vec::with_capacity(256);
-    while commands.recv_many(&mut batch, 1_024).await > 0 {
+    // When the oldest unsent ack of the settled prefix must go out at the latest.
+    let mut flush_by: Option<Instant> = None;
+    loop {
+        let received = match flush_by {
+            Some(at) => tokio::select! {
+                received = commands.recv_many(&mut batch, 1_024) => received,
+                () = tokio::time::sleep_until(at) => usize::MAX,
+            },
+            None => commands.recv_many(&mut batch, 1_024).await,
+        };
+        let mut flush_now = false;
+        if received == 0 {
+            // Every delivery is settled or was never handed out; the latter go back to the queue
+            // as the channel closes. Acks whose callers stopped waiting still go out first.
+            for (&tag, _) in window
+                .iter()
+                .filter(|(_, state)| **state == State::AckedUnsent)
+            {
+                let _ = send_ack(&channel, tag, false).await;
+            }
+            let _ = channel.close(200, "consumer done".into()).await;
+            break;
+        }
         for command in batch.drain(..) {
             match command {
                 Command::Delivered(tag) => {
                     window.insert(tag, State::Running);
                 }
-                Command::Ack(tag, done) => {
+                Command::Ack(tag, done, now) => {
                     window.insert(tag, State::AckedUnsent);
                     waiting.insert(tag, done);
+                    flush_now |= now;
                 }
                 Command::Nack(tag, done) => {
                     let options = BasicNackOptions {
@@ -128,31 +175,51 @@ async fn run(channel: Channel, mut commands: mpsc::UnboundedReceiver<Command>) {
             }
         }
 
-        // One multiple-ack for the settled prefix.
+        // The settled prefix: one multiple-ack covers it, once it is big enough or old enough.
         let mut highest_unsent = None;
-        while let Some((&tag, &state)) = window.first_key_value() {
+        let mut unsent = 0;
+        for (&tag, &state) in &window {
             match state {
                 State::Running => break,
-                State::AckedUnsent => highest_unsent = Some(tag),
+                State::AckedUnsent => {
+                    highest_unsent = Some(tag);
+                    unsent += 1;
+                }
                 State::Settled => {}
             }
-            window.remove(&tag);
         }
-        if let Some(tag) = highest_unsent {
-            let result = send_ack(&channel, tag, true).await;
-            let rest = waiting.split_off(&(tag + 1));
-            for (_, done) in std::mem::replace(&mut waiting, rest) {
-                let _ = done.send(copy(&result));
+        let due = flush_now || flush_by.is_some_and(|at| Instant::now() >= at);
+        match highest_unsent {
+            Some(tag) if unsent >= flush_at || due => {
+                let result = send_ack(&channel, tag, true).await;
+                window = window.split_off(&(tag + 1));
+                let rest = waiting.split_off(&(tag + 1));
+                for (_, done) in std::mem::replace(&mut waiting, rest) {
+                    let _ = done.send(copy(&result));
+                }
+                flush_by = None;
             }
+            Some(_) => {
+                flush_by.get_or_insert_with(|| Instant::now() + ACK_DELAY);
+            }
+            None => flush_by = None,
+        }
+        // Settled entries at the front with nothing to ack (nacked ones) are done with.
+        while window
+            .first_key_value()
+            .is_some_and(|(_, state)| *state == State::Settled)
+        {
+            window.pop_first();
         }
 
         // Acks stuck behind a running delivery: send them one by one.
         let stuck: Vec<u64> = window
             .iter()
+            .skip_while(|(_, state)| **state != State::Running)
             .filter(|(_, state)| **state == State::AckedUnsent)
             .map(|(tag, _)| *tag)
             .collect();
-        if stuck.len() >= RELIEVE_AFTER {
+        if stuck.len() >= RELIEVE_AFTER || (flush_now && !stuck.is_empty()) {
             for tag in stuck {
                 let result = send_ack(&channel, tag, false).await;
                 window.insert(tag, State::Settled);

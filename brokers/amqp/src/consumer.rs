@@ -10,8 +10,8 @@ use celeriac::broker::{Acknowledger, BrokerError, ConsumeOptions, Delivery, Deli
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
 use lapin::Channel;
-use lapin::options::{BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{FieldTable, ShortString};
 
 use crate::acks::AckWindow;
 use crate::error::{bounded, from_lapin};
@@ -27,14 +27,18 @@ pub(crate) async fn start(
     let link = shared.link().await?;
     let timeout = shared.timeout();
     let channel = bounded("open channel", timeout, link.connection.create_channel()).await?;
-    let prefetch = u16::try_from(options.prefetch_count()).unwrap_or(u16::MAX);
+    // Per-consumer prefetch (RabbitMQ's cheaper, default kind; a channel-global limit costs the
+    // broker noticeably more per message): the window is shared out among the queues.
+    let per_queue = options.prefetch_count().div_ceil(queues.len().max(1));
+    let prefetch = u16::try_from(per_queue).unwrap_or(u16::MAX);
     bounded(
         "set prefetch",
         timeout,
-        channel.basic_qos(prefetch, BasicQosOptions { global: true }),
+        channel.basic_qos(prefetch, BasicQosOptions { global: false }),
     )
     .await?;
     let mut incoming: SelectAll<Incoming> = SelectAll::new();
+    let mut tags = Vec::with_capacity(queues.len());
     for queue in queues {
         shared.declare(&link, &channel, queue).await?;
         let consumer = bounded(
@@ -48,6 +52,7 @@ pub(crate) async fn start(
             ),
         )
         .await?;
+        tags.push(consumer.tag());
         let name: Arc<str> = Arc::from(queue.as_str());
         incoming.push(
             consumer
@@ -58,8 +63,8 @@ pub(crate) async fn start(
     let consumer = Consumer {
         shared,
         incoming,
-        acks: AckWindow::start(channel.clone()),
-        _channel: ChannelGuard(channel),
+        acks: AckWindow::start(channel.clone(), options.prefetch_count()),
+        _cancel: CancelOnDrop { channel, tags },
         failed: false,
     };
     let stream = futures::stream::unfold(consumer, |mut consumer| async move {
@@ -69,16 +74,26 @@ pub(crate) async fn start(
     Ok(Box::pin(stream))
 }
 
-/// Closes the consumer's channel when the stream is dropped: RabbitMQ then redelivers whatever this
-/// consumer held unsettled.
-struct ChannelGuard(Channel);
+/// Cancels the channel's consumers when the stream is dropped: no more deliveries arrive, while the
+/// deliveries already handed out can still be acked on the channel. The channel itself closes when
+/// the last of them is settled (see [`AckWindow`]); RabbitMQ then redelivers whatever was fetched but
+/// never handed out.
+struct CancelOnDrop {
+    channel: Channel,
+    tags: Vec<ShortString>,
+}
 
-impl Drop for ChannelGuard {
+impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        let channel = self.0.clone();
+        let channel = self.channel.clone();
+        let tags = std::mem::take(&mut self.tags);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = channel.close(200, "consumer dropped".into()).await;
+                for tag in tags {
+                    let _ = channel
+                        .basic_cancel(tag, BasicCancelOptions::default())
+                        .await;
+                }
             });
         }
     }
@@ -88,7 +103,7 @@ struct Consumer {
     shared: Arc<Shared>,
     incoming: SelectAll<Incoming>,
     acks: AckWindow,
-    _channel: ChannelGuard,
+    _cancel: CancelOnDrop,
     failed: bool,
 }
 
@@ -161,7 +176,7 @@ async fn recount(
             .publish_recounted(queue, &delivery.data, deliveries, priority)
             .await?;
     }
-    acks.ack(delivery.delivery_tag).await
+    acks.ack_now(delivery.delivery_tag).await
 }
 
 /// Settles one AMQP delivery through its channel's [`AckWindow`]. Dropped unsettled, it nacks with
