@@ -73,6 +73,9 @@ pub(crate) async fn drain_in_child(
             "--concurrency",
             &concurrency.to_string(),
         ])
+        // mimalloc commits whole arenas up front by default; a worker that keeps its footprint small
+        // turns that off (the setting docs/benchmarks.md recommends for worker binaries).
+        .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
         .output()
         .await?;
     if !output.status.success() {
