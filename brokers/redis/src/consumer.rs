@@ -9,10 +9,13 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use celeriac::broker::{Acknowledger, BrokerError, ConsumeOptions, Delivery, DeliveryStream};
+use celeriac::broker::{
+    Acknowledger, BrokerError, ConsumeOptions, Delivery, DeliveryStream, PrefetchSlot,
+    PrefetchWindow,
+};
 use redis::Value;
 use redis::aio::ConnectionManager;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::acks::{self, AckRequest};
@@ -29,20 +32,23 @@ const PROMOTE_EVERY: Duration = Duration::from_millis(100);
 /// At most this many delayed messages are promoted per script call.
 const PROMOTE_BATCH: usize = 1_000;
 
+/// Entry ids held per queue; hashed with foldhash (ids are not attacker-chosen keys: Redis makes them).
+type HeldIds = HashSet<String, foldhash::fast::RandomState>;
+
 /// State shared by a consumer's stream, its deliveries and its lease-keeping task.
 pub(crate) struct ConsumerShared {
     broker: Arc<Inner>,
     name: String,
     keys: Vec<QueueKeys>,
     /// Entries this consumer holds, per queue index: their leases are kept alive.
-    held: Mutex<HashMap<usize, HashSet<String>>>,
+    held: Mutex<HashMap<usize, HeldIds>>,
     /// Set when the stream is dropped; the lease task ends once nothing is held.
     closed: AtomicBool,
     acks: mpsc::UnboundedSender<AckRequest>,
 }
 
 impl ConsumerShared {
-    fn held(&self) -> MutexGuard<'_, HashMap<usize, HashSet<String>>> {
+    fn held(&self) -> MutexGuard<'_, HashMap<usize, HeldIds>> {
         self.held
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -106,7 +112,7 @@ pub(crate) async fn start(
     let consumer = Consumer {
         shared: shared.clone(),
         conn,
-        prefetch: Arc::new(Semaphore::new(options.prefetch_count())),
+        prefetch: PrefetchWindow::new(options.prefetch_count()),
         buffer: VecDeque::new(),
         next_reclaim: Instant::now(),
         next_promote: Instant::now(),
@@ -131,7 +137,7 @@ struct Consumer {
     shared: Arc<ConsumerShared>,
     /// A connection of its own: blocking reads must not stall other commands.
     conn: ConnectionManager,
-    prefetch: Arc<Semaphore>,
+    prefetch: Arc<PrefetchWindow>,
     buffer: VecDeque<Delivery>,
     next_reclaim: Instant,
     next_promote: Instant,
@@ -144,9 +150,9 @@ impl Consumer {
             if let Some(delivery) = self.buffer.pop_front() {
                 return Some(Ok(delivery));
             }
-            let first = self.prefetch.clone().acquire_owned().await.ok()?;
+            let first = self.prefetch.acquire().await;
             let mut slots = vec![first];
-            while let Ok(slot) = self.prefetch.clone().try_acquire_owned() {
+            while let Some(slot) = self.prefetch.try_acquire() {
                 slots.push(slot);
             }
             match self.fetch(slots).await {
@@ -162,7 +168,7 @@ impl Consumer {
         id: String,
         payload: Vec<u8>,
         redelivered: bool,
-        slot: OwnedSemaphorePermit,
+        slot: PrefetchSlot,
     ) -> Delivery {
         self.shared.hold(queue, &id);
         let payload = Bytes::from(payload);
@@ -183,10 +189,7 @@ impl Consumer {
     }
 
     /// Fetches up to one delivery per slot: takeovers of lapsed leases first, then new messages.
-    async fn fetch(
-        &mut self,
-        mut slots: Vec<OwnedSemaphorePermit>,
-    ) -> Result<Vec<Delivery>, BrokerError> {
+    async fn fetch(&mut self, mut slots: Vec<PrefetchSlot>) -> Result<Vec<Delivery>, BrokerError> {
         let settings = self.shared.broker.settings().clone();
         let timeout = settings.operation_timeout;
         let now = Instant::now();
@@ -375,7 +378,7 @@ struct RedisAcker {
     id: String,
     payload: Bytes,
     settled: bool,
-    _slot: OwnedSemaphorePermit,
+    _slot: PrefetchSlot,
 }
 
 impl RedisAcker {
@@ -419,20 +422,20 @@ impl RedisAcker {
 impl Acknowledger for RedisAcker {
     async fn ack(mut self: Box<Self>) -> Result<(), BrokerError> {
         self.settled = true;
+        // No lease to keep any more: the ack lands within milliseconds, long before one could lapse.
+        self.shared.release(self.queue, &self.id);
         let (done, confirmed) = oneshot::channel();
         let request = AckRequest {
             queue: self.queue,
-            id: self.id.clone(),
+            id: std::mem::take(&mut self.id),
             done,
         };
-        let result = match self.shared.acks.send(request) {
+        match self.shared.acks.send(request) {
             Ok(()) => confirmed
                 .await
                 .unwrap_or(Err(BrokerError::Disconnected { op: "ack" })),
             Err(_) => Err(BrokerError::Disconnected { op: "ack" }),
-        };
-        self.shared.release(self.queue, &self.id);
-        result
+        }
     }
 
     async fn requeue(mut self: Box<Self>) -> Result<(), BrokerError> {

@@ -1,7 +1,7 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use async_trait::async_trait;
@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{
     Acknowledger, Broker, BrokerError, ConsumeOptions, DeadLetter, Delivery, DeliveryStream,
-    Outgoing, QueueStats, validate_queue, validate_queues,
+    Outgoing, PrefetchSlot, PrefetchWindow, QueueStats, validate_queue, validate_queues,
 };
 use crate::clock;
 
@@ -215,41 +215,11 @@ enum Settlement {
     DeadLetter(String),
 }
 
-/// A consumer's prefetch window: how many of its deliveries are unsettled, and a wake-up for the
-/// consumer when it waits for one to settle. Settling is an atomic decrement; only a settlement that
-/// frees a full window wakes anyone.
-struct Window {
-    limit: usize,
-    in_flight: AtomicUsize,
-    freed: Notify,
-}
-
-impl Window {
-    async fn acquire(&self) {
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if self.in_flight.load(Ordering::Acquire) < self.limit {
-                self.in_flight.fetch_add(1, Ordering::AcqRel);
-                return;
-            }
-            freed.await;
-        }
-    }
-
-    fn release(&self) {
-        if self.in_flight.fetch_sub(1, Ordering::AcqRel) == self.limit {
-            self.freed.notify_one();
-        }
-    }
-}
-
 struct MemoryAcker {
     inner: Arc<Inner>,
     cell: Arc<QueueCell>,
     message: Option<Message>,
-    window: Arc<Window>,
+    _slot: PrefetchSlot,
 }
 
 impl MemoryAcker {
@@ -273,7 +243,6 @@ impl MemoryAcker {
                 self.cell.lock().dead.push_back(dead);
             }
         }
-        self.window.release();
     }
 }
 
@@ -317,13 +286,13 @@ impl Acknowledger for MemoryAcker {
 struct Consumer {
     inner: Arc<Inner>,
     queues: Vec<Arc<QueueCell>>,
-    window: Arc<Window>,
+    window: Arc<PrefetchWindow>,
     turn: usize,
 }
 
 impl Consumer {
     async fn next_delivery(&mut self) -> Delivery {
-        self.window.acquire().await;
+        let slot = self.window.acquire().await;
         loop {
             let notified = self.inner.ready.notified();
             tokio::pin!(notified);
@@ -339,7 +308,7 @@ impl Consumer {
                         inner: self.inner.clone(),
                         cell,
                         message: Some(message),
-                        window: self.window.clone(),
+                        _slot: slot,
                     };
                     return Delivery::new(payload, queue, redelivered, Box::new(acker));
                 }
@@ -413,11 +382,7 @@ impl Broker for MemoryBroker {
         let consumer = Consumer {
             inner: self.inner.clone(),
             queues: queues.iter().map(|queue| self.inner.queue(queue)).collect(),
-            window: Arc::new(Window {
-                limit: options.prefetch_count().max(1),
-                in_flight: AtomicUsize::new(0),
-                freed: Notify::new(),
-            }),
+            window: PrefetchWindow::new(options.prefetch_count()),
             turn: 0,
         };
         let stream = futures::stream::unfold(consumer, |mut consumer| async move {

@@ -20,6 +20,7 @@
 mod delivery;
 mod error;
 mod memory;
+mod prefetch;
 mod url;
 
 use std::fmt;
@@ -33,6 +34,7 @@ use futures::Stream;
 pub use self::delivery::{Acknowledger, Delivery};
 pub use self::error::{BoxError, BrokerError};
 pub use self::memory::MemoryBroker;
+pub use self::prefetch::{PrefetchSlot, PrefetchWindow};
 pub use self::url::RedactedUrl;
 
 /// The stream of deliveries a consumer receives.
