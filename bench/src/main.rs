@@ -1,6 +1,6 @@
 //! celeriac's benchmark harness.
 //!
-//! Run with `cargo run -p celeriac-bench --release -- <memory|redis> [--tasks N] [--quick]`.
+//! Run with `cargo run -p celeriac-bench --release -- <memory|redis|amqp|sms> [--tasks N] [--quick]`.
 //!
 //! For each broker it measures, in one invocation:
 //! - publish: N no-op tasks sent in batches (`delay_batch`) and one by one (`delay`, 64 at a time);

@@ -110,7 +110,9 @@ async fn tasks_flowing_through_a_rabbitmq_restart_all_complete() {
         .register::<through_the_rabbitmq_outage>()
         .build()
         .unwrap();
-    const BEFORE: u32 = 40;
+    // Enough work (≈ 5 s at concurrency 2) that the outage, which `rabbitmqctl` takes a second or
+    // two to start, lands while tasks are still queued.
+    const BEFORE: u32 = 200;
     for n in 0..BEFORE {
         through_the_rabbitmq_outage::delay(&app, n).await.unwrap();
     }

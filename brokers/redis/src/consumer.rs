@@ -295,27 +295,12 @@ impl Consumer {
             else {
                 continue;
             };
-            for (id, fields) in entries {
+            for entry in entries {
                 let Some(slot) = slots.pop() else { break };
-                let mut payload = None;
-                let mut redelivered = false;
-                for (name, value) in fields {
-                    match name.as_slice() {
-                        b"p" => payload = Some(value),
-                        b"r" => redelivered = value == b"1",
-                        _ => {}
-                    }
-                }
-                match payload {
-                    Some(payload) => {
-                        deliveries.push(self.delivery(queue, id, payload, redelivered, slot))
-                    }
-                    None => {
-                        // Not written by celeriac: hand it over as empty bytes so the worker
-                        // dead-letters it with a reason rather than it sitting pending forever.
-                        deliveries.push(self.delivery(queue, id, Vec::new(), redelivered, slot));
-                    }
-                }
+                // An entry not written by celeriac is handed over as empty bytes, so the worker
+                // dead-letters it with a reason rather than it sitting pending forever.
+                let payload = entry.payload.unwrap_or_default();
+                deliveries.push(self.delivery(queue, entry.id, payload, entry.redelivered, slot));
             }
         }
         Ok(deliveries)

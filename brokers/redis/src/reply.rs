@@ -2,43 +2,70 @@
 
 use redis::Value;
 
-/// The fields of one stream entry.
-pub(crate) type Fields = Vec<(Vec<u8>, Vec<u8>)>;
-/// The entries of one stream: (id, fields).
-pub(crate) type Entries = Vec<(String, Fields)>;
+/// One entry of a celeriac stream: its id and the fields celeriac writes.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) id: String,
+    /// Field `p`; `None` for an entry not written by celeriac.
+    pub(crate) payload: Option<Vec<u8>>,
+    /// Field `r` = `1`: put back after a delivery that was not acknowledged.
+    pub(crate) redelivered: bool,
+}
 
-/// Flattens an `XREADGROUP` reply (RESP2 arrays or RESP3 maps) into (stream, [(id, fields)]).
-pub(crate) fn stream_entries(reply: Value) -> Vec<(Vec<u8>, Entries)> {
-    fn bytes(value: Value) -> Option<Vec<u8>> {
-        match value {
-            Value::BulkString(bytes) => Some(bytes),
-            Value::SimpleString(text) => Some(text.into_bytes()),
-            _ => None,
-        }
+fn bytes(value: Value) -> Option<Vec<u8>> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(text) => Some(text.into_bytes()),
+        _ => None,
     }
-    fn pairs(value: Value) -> Vec<(Value, Value)> {
-        match value {
-            Value::Map(pairs) => pairs,
-            Value::Array(items) => {
-                let mut out = Vec::with_capacity(items.len() / 2);
-                let mut items = items.into_iter();
-                while let (Some(a), Some(b)) = (items.next(), items.next()) {
-                    out.push((a, b));
-                }
-                out
+}
+
+/// Reads one `[id, [field, value, …]]` entry, taking the reply's buffers over without copying.
+fn entry(value: Value) -> Option<Entry> {
+    let Value::Array(parts) = value else {
+        return None;
+    };
+    let [id, fields] = <[Value; 2]>::try_from(parts).ok()?;
+    let mut entry = Entry {
+        id: String::from_utf8(bytes(id)?).ok()?,
+        payload: None,
+        redelivered: false,
+    };
+    let mut field = |name: Value, value: Value| {
+        let (Some(name), Some(value)) = (bytes(name), bytes(value)) else {
+            return;
+        };
+        match name.as_slice() {
+            b"p" => entry.payload = Some(value),
+            b"r" => entry.redelivered = value == b"1",
+            _ => {}
+        }
+    };
+    match fields {
+        Value::Array(items) => {
+            let mut items = items.into_iter();
+            while let (Some(name), Some(value)) = (items.next(), items.next()) {
+                field(name, value);
             }
-            _ => Vec::new(),
         }
+        Value::Map(pairs) => pairs
+            .into_iter()
+            .for_each(|(name, value)| field(name, value)),
+        _ => {}
     }
+    Some(entry)
+}
+
+/// Flattens an `XREADGROUP` reply (RESP2 arrays or RESP3 maps) into (stream, entries), skipping
+/// malformed parts.
+pub(crate) fn stream_entries(reply: Value) -> Vec<(Vec<u8>, Vec<Entry>)> {
     let streams = match reply {
         Value::Array(streams) => streams
             .into_iter()
             .filter_map(|stream| match stream {
-                Value::Array(mut parts) if parts.len() == 2 => {
-                    let entries = parts.pop()?;
-                    let name = parts.pop()?;
-                    Some((name, entries))
-                }
+                Value::Array(parts) => <[Value; 2]>::try_from(parts)
+                    .ok()
+                    .map(|[name, entries]| (name, entries)),
                 _ => None,
             })
             .collect(),
@@ -49,27 +76,10 @@ pub(crate) fn stream_entries(reply: Value) -> Vec<(Vec<u8>, Entries)> {
         .into_iter()
         .filter_map(|(name, entries)| {
             let name = bytes(name)?;
-            let Value::Array(entries) = entries else {
-                return Some((name, Vec::new()));
+            let entries = match entries {
+                Value::Array(entries) => entries.into_iter().filter_map(entry).collect(),
+                _ => Vec::new(),
             };
-            let entries = entries
-                .into_iter()
-                .filter_map(|entry| {
-                    let Value::Array(mut parts) = entry else {
-                        return None;
-                    };
-                    if parts.len() != 2 {
-                        return None;
-                    }
-                    let fields = parts.pop()?;
-                    let id = String::from_utf8(bytes(parts.pop()?)?).ok()?;
-                    let fields = pairs(fields)
-                        .into_iter()
-                        .filter_map(|(k, v)| Some((bytes(k)?, bytes(v)?)))
-                        .collect();
-                    Some((id, fields))
-                })
-                .collect();
             Some((name, entries))
         })
         .collect()
@@ -103,14 +113,13 @@ mod tests {
         let parsed = stream_entries(reply);
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].0, b"s1");
-        assert_eq!(parsed[0].1.len(), 1);
-        assert_eq!(parsed[0].1[0].0, "1-0");
         assert_eq!(
-            parsed[0].1[0].1,
-            vec![
-                (b"p".to_vec(), b"x".to_vec()),
-                (b"r".to_vec(), b"1".to_vec())
-            ]
+            parsed[0].1,
+            vec![super::Entry {
+                id: "1-0".to_owned(),
+                payload: Some(b"x".to_vec()),
+                redelivered: true,
+            }]
         );
         assert!(stream_entries(Value::Nil).is_empty());
     }
