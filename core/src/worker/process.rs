@@ -31,13 +31,18 @@ use crate::{Envelope, RetryDecision, TaskContext, TaskError, clock};
 /// delivery) goes back to the broker with its ETA instead of running early.
 const EARLY_TOLERANCE: Duration = Duration::from_secs(1);
 
-/// Logs a settlement that failed. The broker redelivers such a message later (at least once).
+/// Awaits a settlement and logs it if it failed.
 pub(super) async fn settle(
     operation: &'static str,
     queue: &str,
     settlement: impl Future<Output = Result<(), BrokerError>>,
 ) {
-    if let Err(error) = settlement.await {
+    report(operation, queue, settlement.await);
+}
+
+/// Logs a settlement that failed. The broker redelivers such a message later (at least once).
+fn report(operation: &'static str, queue: &str, settled: Result<(), BrokerError>) {
+    if let Err(error) = settled {
         tracing::error!(%error, queue, operation, "cannot settle message; the broker will redeliver it");
     }
 }
@@ -183,7 +188,7 @@ impl PendingAck {
         let mut confirmation = delivery.into_ack();
         match futures::poll!(&mut confirmation) {
             Poll::Ready(result) => {
-                settle("ack", &queue, std::future::ready(result)).await;
+                report("ack", &queue, result);
                 None
             }
             Poll::Pending => Some(Self {
@@ -199,9 +204,7 @@ impl Future for PendingAck {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let result = ready!(self.confirmation.as_mut().poll(cx));
-        if let Err(error) = result {
-            tracing::error!(%error, queue = %self.queue, operation = "ack", "cannot settle message; the broker will redeliver it");
-        }
+        report("ack", &self.queue, result);
         Poll::Ready(())
     }
 }
