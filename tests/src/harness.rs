@@ -183,3 +183,50 @@ pub fn free_port() -> u16 {
         .map(|address| address.port())
         .expect("a free local port")
 }
+
+/// The ids a test's task runs recorded, for tests that check no task was lost. Duplicate runs
+/// count once.
+///
+/// ```
+/// use celeriac_tests::harness::RunLog;
+///
+/// static RUNS: RunLog = RunLog::new();
+/// RUNS.record(7);
+/// RUNS.record(7);
+/// assert_eq!(RUNS.count(), 1);
+/// assert!(RUNS.ids().contains(&7));
+/// ```
+#[derive(Debug, Default)]
+pub struct RunLog(std::sync::Mutex<Option<std::collections::HashSet<u32>>>);
+
+impl RunLog {
+    /// An empty log, usable in a `static`.
+    pub const fn new() -> Self {
+        Self(std::sync::Mutex::new(None))
+    }
+
+    fn ids_mut(&self) -> std::sync::MutexGuard<'_, Option<std::collections::HashSet<u32>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records a run of task `id`.
+    pub fn record(&self, id: u32) {
+        self.ids_mut()
+            .get_or_insert_with(Default::default)
+            .insert(id);
+    }
+
+    /// How many distinct ids ran.
+    pub fn count(&self) -> usize {
+        self.ids_mut()
+            .as_ref()
+            .map_or(0, std::collections::HashSet::len)
+    }
+
+    /// The distinct ids that ran.
+    pub fn ids(&self) -> std::collections::HashSet<u32> {
+        self.ids_mut().clone().unwrap_or_default()
+    }
+}

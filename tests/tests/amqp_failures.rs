@@ -5,12 +5,11 @@
 
 use std::collections::HashSet;
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use celeriac::App;
 use celeriac_tests::harness::{
-    self, BackgroundWorker, amqp_url, eventually, require_amqp, unique_queue,
+    self, BackgroundWorker, RunLog, amqp_url, eventually, require_amqp, unique_queue,
 };
 use celeriac_tests::scenarios;
 use tokio::process::Child;
@@ -59,20 +58,16 @@ async fn a_message_that_kills_every_worker_is_dead_lettered_as_poison() {
     scenarios::poison_message_is_dead_lettered(&app, &queue, || worker_process(&queue, 2, 1)).await;
 }
 
-static SURVIVED: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
+static SURVIVED: RunLog = RunLog::new();
 
 #[celeriac::task(name = "through_the_rabbitmq_outage")]
 async fn through_the_rabbitmq_outage(n: u32) {
     tokio::time::sleep(Duration::from_millis(50)).await;
-    SURVIVED
-        .lock()
-        .unwrap()
-        .get_or_insert_with(HashSet::new)
-        .insert(n);
+    SURVIVED.record(n);
 }
 
 fn survived() -> usize {
-    SURVIVED.lock().unwrap().as_ref().map_or(0, HashSet::len)
+    SURVIVED.count()
 }
 
 fn rabbitmqctl(command: &str) {
@@ -169,13 +164,7 @@ async fn tasks_flowing_through_a_rabbitmq_restart_all_complete() {
 
     eventually(Duration::from_secs(90), "every task sent to be run", || {
         let expected = expected.clone();
-        async move {
-            SURVIVED
-                .lock()
-                .unwrap()
-                .as_ref()
-                .is_some_and(|seen| seen.is_superset(&expected))
-        }
+        async move { SURVIVED.ids().is_superset(&expected) }
     })
     .await;
     running.stop().await;

@@ -4,13 +4,12 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use celeriac::App;
 use celeriac_redis::RedisBroker;
 use celeriac_tests::harness::{
-    self, BackgroundWorker, eventually, redis_url, require_redis, skipped, unique_queue,
+    self, BackgroundWorker, RunLog, eventually, redis_url, require_redis, skipped, unique_queue,
 };
 use celeriac_tests::scenarios;
 use tokio::process::Child;
@@ -156,20 +155,16 @@ impl Drop for PrivateRedis {
     }
 }
 
-static SURVIVED: Mutex<Option<HashSet<u32>>> = Mutex::new(None);
+static SURVIVED: RunLog = RunLog::new();
 
 #[celeriac::task(name = "through_the_outage")]
 async fn through_the_outage(n: u32) {
     tokio::time::sleep(Duration::from_millis(100)).await;
-    SURVIVED
-        .lock()
-        .unwrap()
-        .get_or_insert_with(HashSet::new)
-        .insert(n);
+    SURVIVED.record(n);
 }
 
 fn survived() -> usize {
-    SURVIVED.lock().unwrap().as_ref().map_or(0, HashSet::len)
+    SURVIVED.count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,6 +224,6 @@ async fn tasks_enqueued_before_a_redis_restart_all_complete_after_it() {
     )
     .await;
     running.stop().await;
-    let seen = SURVIVED.lock().unwrap().clone().unwrap_or_default();
+    let seen = SURVIVED.ids();
     assert_eq!(seen, (0..TASKS).collect::<HashSet<_>>());
 }
