@@ -52,6 +52,9 @@ struct Cli {
     /// Worker concurrency for the drain phase.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
+    /// Prefetch of the drain worker and of the raw consumer (default: 4 × concurrency, as Celery).
+    #[arg(long)]
+    prefetch: Option<usize>,
     /// Tasks sent one at a time for the latency phase.
     #[arg(long, default_value_t = 1_000)]
     latency_samples: usize,
@@ -107,6 +110,8 @@ enum Command {
         tasks: u64,
         #[arg(long)]
         concurrency: usize,
+        #[arg(long)]
+        prefetch: usize,
     },
 }
 
@@ -116,6 +121,7 @@ struct Report {
     broker: BrokerKind,
     tasks: u64,
     concurrency: usize,
+    prefetch: usize,
     machine: String,
     publish_batched_per_sec: f64,
     publish_single_per_sec: f64,
@@ -155,9 +161,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         queue,
         tasks,
         concurrency,
+        prefetch,
     }) = cli.command
     {
-        let drained = process::drain_worker(broker, &url, &queue, tasks, concurrency).await?;
+        let shape = measure::DrainShape {
+            tasks,
+            concurrency,
+            prefetch,
+        };
+        let drained = process::drain_worker(broker, &url, &queue, shape).await?;
         println!("{}", serde_json::to_string(&drained)?);
         return Ok(());
     }
@@ -187,10 +199,15 @@ async fn run(cli: &Cli, tasks: u64, samples: usize) -> Result<Report, Box<dyn st
         BrokerKind::Amqp => cli.amqp_url.as_str(),
     };
     let (app, queue) = measure::app(cli.broker, url).await?;
+    let shape = measure::DrainShape {
+        tasks,
+        concurrency: cli.concurrency,
+        prefetch: cli.prefetch.unwrap_or(cli.concurrency * 4),
+    };
     let publish_batched = measure::publish_batched(&app, tasks).await?;
     let drain = match cli.broker {
-        BrokerKind::Memory => measure::drain_in_process(&app, tasks, cli.concurrency).await?,
-        broker => process::drain_in_child(broker, url, &queue, tasks, cli.concurrency).await?,
+        BrokerKind::Memory => measure::drain_in_process(&app, shape).await?,
+        broker => process::drain_in_child(broker, url, &queue, shape).await?,
     };
     let publish_single = measure::publish_single(&app, tasks.min(20_000)).await?;
     measure::purge(&app, &queue).await?;
@@ -198,12 +215,13 @@ async fn run(cli: &Cli, tasks: u64, samples: usize) -> Result<Report, Box<dyn st
     let ceiling = match cli.broker {
         BrokerKind::Memory => None,
         BrokerKind::Redis => Some(ceiling::redis(url, tasks).await?),
-        BrokerKind::Amqp => Some(ceiling::amqp(url, tasks, cli.concurrency * 4).await?),
+        BrokerKind::Amqp => Some(ceiling::amqp(url, tasks, shape.prefetch).await?),
     };
     Ok(Report {
         broker: cli.broker,
         tasks,
         concurrency: cli.concurrency,
+        prefetch: shape.prefetch,
         machine,
         publish_batched_per_sec: publish_batched,
         publish_single_per_sec: publish_single,
@@ -219,8 +237,8 @@ fn print_table(report: &Report) {
     let rate = |per_sec: f64| format!("{per_sec:>12.0} tasks/s");
     println!();
     println!(
-        "broker {:?} · {} tasks · concurrency {}",
-        report.broker, report.tasks, report.concurrency
+        "broker {:?} · {} tasks · concurrency {} · prefetch {}",
+        report.broker, report.tasks, report.concurrency, report.prefetch
     );
     println!(
         "{:<34}{}",

@@ -105,17 +105,22 @@ pub(crate) struct Drained {
     pub(crate) cpu_seconds: f64,
 }
 
-/// Runs a worker in this process until `tasks` no-op runs completed.
-pub(crate) async fn drain(
-    app: &App,
-    tasks: u64,
-    concurrency: usize,
-) -> Result<f64, celeriac::Error> {
+/// How the drain phase runs: tasks to run, worker concurrency and prefetch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DrainShape {
+    pub(crate) tasks: u64,
+    pub(crate) concurrency: usize,
+    pub(crate) prefetch: usize,
+}
+
+/// Runs a worker in this process until `shape.tasks` no-op runs completed.
+pub(crate) async fn drain(app: &App, shape: DrainShape) -> Result<f64, celeriac::Error> {
+    let tasks = shape.tasks;
     let target = DONE.load(Ordering::Relaxed) + tasks;
     let worker = app
         .worker()
-        .concurrency(concurrency)
-        .prefetch(concurrency * 4)
+        .concurrency(shape.concurrency)
+        .prefetch(shape.prefetch)
         .build()?;
     let started = Instant::now();
     let report = worker
@@ -137,11 +142,10 @@ pub(crate) async fn drain(
 
 pub(crate) async fn drain_in_process(
     app: &App,
-    tasks: u64,
-    concurrency: usize,
+    shape: DrainShape,
 ) -> Result<Drained, Box<dyn std::error::Error>> {
     let cpu_before = crate::process::cpu_seconds();
-    let seconds = drain(app, tasks, concurrency).await?;
+    let seconds = drain(app, shape).await?;
     Ok(Drained {
         seconds,
         peak_rss_kib: crate::process::peak_rss_kib(),

@@ -1,6 +1,6 @@
 //! The drain phase in a separate worker process, and what the OS says about a process.
 
-use crate::measure::{self, Drained};
+use crate::measure::{self, DrainShape, Drained};
 
 /// Peak resident set size of this process, in KiB (`VmHWM`).
 pub(crate) fn peak_rss_kib() -> u64 {
@@ -54,8 +54,7 @@ pub(crate) async fn drain_in_child(
     broker: crate::BrokerKind,
     url: &str,
     queue: &str,
-    tasks: u64,
-    concurrency: usize,
+    shape: DrainShape,
 ) -> Result<Drained, Box<dyn std::error::Error>> {
     let output = tokio::process::Command::new(std::env::current_exe()?)
         .args([
@@ -69,9 +68,11 @@ pub(crate) async fn drain_in_child(
         ])
         .args([
             "--tasks",
-            &tasks.to_string(),
+            &shape.tasks.to_string(),
             "--concurrency",
-            &concurrency.to_string(),
+            &shape.concurrency.to_string(),
+            "--prefetch",
+            &shape.prefetch.to_string(),
         ])
         // mimalloc commits whole arenas up front by default; a worker that keeps its footprint small
         // turns that off (the setting docs/benchmarks.md recommends for worker binaries).
@@ -93,8 +94,7 @@ pub(crate) async fn drain_worker(
     broker: crate::BrokerKind,
     url: &str,
     queue: &str,
-    tasks: u64,
-    concurrency: usize,
+    shape: DrainShape,
 ) -> Result<Drained, Box<dyn std::error::Error>> {
     let builder = celeriac::App::builder();
     let builder = match broker {
@@ -106,7 +106,7 @@ pub(crate) async fn drain_worker(
         .register::<measure::bench_noop>()
         .build()?;
     let cpu_before = cpu_seconds();
-    let seconds = measure::drain(&app, tasks, concurrency).await?;
+    let seconds = measure::drain(&app, shape).await?;
     Ok(Drained {
         seconds,
         peak_rss_kib: peak_rss_kib(),

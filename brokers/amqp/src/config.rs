@@ -5,6 +5,7 @@ pub(crate) struct Settings {
     pub(crate) operation_timeout: Duration,
     pub(crate) max_deliveries: u32,
     pub(crate) max_priority: Option<u8>,
+    pub(crate) publisher_channels: usize,
 }
 
 impl Default for Settings {
@@ -13,6 +14,7 @@ impl Default for Settings {
             operation_timeout: Duration::from_secs(5),
             max_deliveries: 5,
             max_priority: None,
+            publisher_channels: 4,
         }
     }
 }

@@ -14,7 +14,9 @@
 //!
 //! - **Durable queues, persistent messages, publisher confirms.** `delay` returns once RabbitMQ
 //!   confirmed the message; a nack, a timeout or a lost connection is an error for the caller. Batches
-//!   are pipelined: every message is sent before the first confirm is awaited.
+//!   are pipelined: every message is sent before the first confirm is awaited. Publishes are spread
+//!   over a few channels ([`AmqpBrokerBuilder::publisher_channels`]); a batch of at most 64
+//!   messages stays on one channel, in order.
 //! - **Manual acks with `basic.qos` prefetch.** A worker that dies leaves its unacked messages to
 //!   RabbitMQ, which redelivers them to another worker.
 //! - **Delays without plugins.** A delayed message waits in a wait queue `q.delay.<ms>` whose message
@@ -108,6 +110,23 @@ impl AmqpBrokerBuilder {
     /// Declares queues with `x-max-priority` so message priorities apply (1–9).
     pub fn max_priority(mut self, max: u8) -> Self {
         self.settings.max_priority = Some(max.clamp(1, 9));
+        self
+    }
+
+    /// Publishing channels per connection (default 4, at least 1). Concurrent `delay` calls take
+    /// them in turn and a large batch is split across them, so RabbitMQ handles them in parallel (each
+    /// channel is its own process there); one channel serialises every publish and confirm.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), celeriac::BrokerError> {
+    /// let broker = celeriac_amqp::AmqpBroker::builder("amqp://guest:guest@127.0.0.1:5672/%2f")
+    ///     .publisher_channels(8)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn publisher_channels(mut self, channels: usize) -> Self {
+        self.settings.publisher_channels = channels.clamp(1, 64);
         self
     }
 

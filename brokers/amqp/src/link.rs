@@ -1,7 +1,8 @@
-//! One connection to RabbitMQ with its publishing channel (publisher confirms on), re-established on
+//! One connection to RabbitMQ with its publishing channels (publisher confirms on), re-established on
 //! demand after a connection loss, and the queues declared on it.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,6 +25,9 @@ pub(crate) const REASON_HEADER: &str = "x-celeriac-reason";
 /// Header carrying when a message was dead-lettered (ms since the Unix epoch).
 pub(crate) const DEAD_AT_HEADER: &str = "x-celeriac-dead-lettered-at";
 
+/// Batches smaller than this stay on one publishing channel.
+const CHUNK_MIN: usize = 64;
+
 /// A message to publish on the publishing channel.
 pub(crate) struct Publication<'a> {
     pub(crate) queue: &'a str,
@@ -35,8 +39,32 @@ pub(crate) struct Publication<'a> {
 /// A live connection and what was declared on it.
 pub(crate) struct Link {
     pub(crate) connection: Connection,
-    publisher: Channel,
+    /// Publishing channels (confirms on); the first one also declares queues.
+    publishers: Vec<Channel>,
+    /// Which publishing channel the next publication takes.
+    next_publisher: AtomicUsize,
     declared: Mutex<HashSet<String>>,
+}
+
+impl Link {
+    /// The channel that declares queues.
+    fn declarer(&self) -> &Channel {
+        &self.publishers[0]
+    }
+
+    fn connected(&self) -> bool {
+        self.connection.status().connected()
+            && self
+                .publishers
+                .iter()
+                .all(|channel| channel.status().connected())
+    }
+
+    /// The publishing channel for the next publication, in turn.
+    fn publisher(&self) -> &Channel {
+        let turn = self.next_publisher.fetch_add(1, Ordering::Relaxed);
+        &self.publishers[turn % self.publishers.len()]
+    }
 }
 
 /// The broker's connection state, shared by its clones, consumers and acknowledgers.
@@ -81,8 +109,7 @@ impl Shared {
     pub(crate) async fn link(&self) -> Result<Arc<Link>, BrokerError> {
         let mut current = self.link.lock().await;
         if let Some(link) = current.as_ref()
-            && link.connection.status().connected()
-            && link.publisher.status().connected()
+            && link.connected()
         {
             return Ok(link.clone());
         }
@@ -103,17 +130,22 @@ impl Shared {
                 });
             }
         };
-        let publisher = bounded("open channel", timeout, connection.create_channel()).await?;
-        bounded(
-            "enable publisher confirms",
-            timeout,
-            publisher.confirm_select(ConfirmSelectOptions::default()),
-        )
-        .await?;
+        let mut publishers = Vec::with_capacity(self.settings.publisher_channels);
+        for _ in 0..self.settings.publisher_channels {
+            let publisher = bounded("open channel", timeout, connection.create_channel()).await?;
+            bounded(
+                "enable publisher confirms",
+                timeout,
+                publisher.confirm_select(ConfirmSelectOptions::default()),
+            )
+            .await?;
+            publishers.push(publisher);
+        }
         tracing::debug!(url = %self.url.redacted(), "connected to rabbitmq");
         let link = Arc::new(Link {
             connection,
-            publisher,
+            publishers,
+            next_publisher: AtomicUsize::new(0),
             declared: Mutex::new(HashSet::new()),
         });
         *current = Some(link.clone());
@@ -164,7 +196,7 @@ impl Shared {
             bounded(
                 "declare wait queue",
                 self.timeout(),
-                link.publisher.queue_declare(
+                link.declarer().queue_declare(
                     name.as_str().into(),
                     QueueDeclareOptions::durable(),
                     topology::wait_arguments(queue, millis),
@@ -205,7 +237,7 @@ impl Shared {
         queue: &str,
         not_before: Option<SystemTime>,
     ) -> Result<String, BrokerError> {
-        self.declare(link, &link.publisher, queue).await?;
+        self.declare(link, link.declarer(), queue).await?;
         let delay = not_before.and_then(|at| at.duration_since(SystemTime::now()).ok());
         match delay.filter(|delay| *delay >= Duration::from_millis(5)) {
             Some(delay) => {
@@ -225,7 +257,13 @@ impl Shared {
     ) -> Result<(), BrokerError> {
         let timeout = self.timeout();
         let mut confirms = Vec::with_capacity(publications.len());
-        for publication in publications {
+        let pool = link.publishers.len();
+        let chunk = publications.len().div_ceil(pool).max(CHUNK_MIN);
+        let mut publisher = link.publisher();
+        for (index, publication) in publications.into_iter().enumerate() {
+            if index > 0 && index % chunk == 0 {
+                publisher = link.publisher();
+            }
             let mut properties = BasicProperties::default().with_delivery_mode(2);
             if let Some(priority) = publication.priority {
                 properties = properties.with_priority(priority.min(9));
@@ -236,7 +274,7 @@ impl Shared {
             let confirm = bounded(
                 "publish",
                 timeout,
-                link.publisher.basic_publish(
+                publisher.basic_publish(
                     ShortString::from(""),
                     ShortString::from(publication.queue),
                     BasicPublishOptions::default(),
@@ -270,7 +308,7 @@ impl Shared {
         reason: &str,
     ) -> Result<(), BrokerError> {
         let link = self.link().await?;
-        self.declare(&link, &link.publisher, queue).await?;
+        self.declare(&link, link.declarer(), queue).await?;
         let mut headers = FieldTable::default();
         headers.insert(
             REASON_HEADER.into(),
