@@ -55,6 +55,9 @@ struct Cli {
     /// Prefetch of the drain worker and of the raw consumer (default: 4 × concurrency, as Celery).
     #[arg(long)]
     prefetch: Option<usize>,
+    /// Runtime of the drain worker process (Redis, RabbitMQ; the memory broker drains in process).
+    #[arg(long, value_enum, default_value = "multi")]
+    worker_runtime: WorkerRuntime,
     /// Tasks sent one at a time for the latency phase.
     #[arg(long, default_value_t = 1_000)]
     latency_samples: usize,
@@ -112,7 +115,29 @@ enum Command {
         concurrency: usize,
         #[arg(long)]
         prefetch: usize,
+        #[arg(long, value_enum)]
+        runtime: WorkerRuntime,
     },
+}
+
+/// The tokio runtime of the drain worker process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum WorkerRuntime {
+    /// `new_multi_thread` (one thread per core): what `#[tokio::main]` gives.
+    #[default]
+    Multi,
+    /// `new_current_thread`: one thread, no cross-thread wake-ups; for I/O-bound tasks.
+    Current,
+}
+
+impl WorkerRuntime {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Multi => "multi",
+            Self::Current => "current",
+        }
+    }
 }
 
 /// Everything one run measured.
@@ -122,6 +147,7 @@ struct Report {
     tasks: u64,
     concurrency: usize,
     prefetch: usize,
+    worker_runtime: WorkerRuntime,
     machine: String,
     publish_batched_per_sec: f64,
     publish_single_per_sec: f64,
@@ -137,9 +163,23 @@ struct Report {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cli = Cli::parse();
+    let runtime = match cli.command {
+        Some(Command::DrainWorker {
+            runtime: WorkerRuntime::Current,
+            ..
+        }) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        _ => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
+    runtime.block_on(run_command(cli))
+}
+
+async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(Command::Sms {
         clients,
         requests,
@@ -162,12 +202,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tasks,
         concurrency,
         prefetch,
+        runtime,
     }) = cli.command
     {
         let shape = measure::DrainShape {
             tasks,
             concurrency,
             prefetch,
+            runtime,
         };
         let drained = process::drain_worker(broker, &url, &queue, shape).await?;
         println!("{}", serde_json::to_string(&drained)?);
@@ -203,6 +245,7 @@ async fn run(cli: &Cli, tasks: u64, samples: usize) -> Result<Report, Box<dyn st
         tasks,
         concurrency: cli.concurrency,
         prefetch: cli.prefetch.unwrap_or(cli.concurrency * 4),
+        runtime: cli.worker_runtime,
     };
     let publish_batched = measure::publish_batched(&app, tasks).await?;
     let drain = match cli.broker {
@@ -222,6 +265,7 @@ async fn run(cli: &Cli, tasks: u64, samples: usize) -> Result<Report, Box<dyn st
         tasks,
         concurrency: cli.concurrency,
         prefetch: shape.prefetch,
+        worker_runtime: shape.runtime,
         machine,
         publish_batched_per_sec: publish_batched,
         publish_single_per_sec: publish_single,
@@ -237,8 +281,12 @@ fn print_table(report: &Report) {
     let rate = |per_sec: f64| format!("{per_sec:>12.0} tasks/s");
     println!();
     println!(
-        "broker {:?} · {} tasks · concurrency {} · prefetch {}",
-        report.broker, report.tasks, report.concurrency, report.prefetch
+        "broker {:?} · {} tasks · concurrency {} · prefetch {} · worker runtime {}",
+        report.broker,
+        report.tasks,
+        report.concurrency,
+        report.prefetch,
+        report.worker_runtime.name()
     );
     println!(
         "{:<34}{}",

@@ -105,12 +105,13 @@ pub(crate) struct Drained {
     pub(crate) cpu_seconds: f64,
 }
 
-/// How the drain phase runs: tasks to run, worker concurrency and prefetch.
+/// How the drain phase runs: tasks to run, worker concurrency, prefetch and runtime.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct DrainShape {
     pub(crate) tasks: u64,
     pub(crate) concurrency: usize,
     pub(crate) prefetch: usize,
+    pub(crate) runtime: crate::WorkerRuntime,
 }
 
 /// Runs a worker in this process until `shape.tasks` no-op runs completed.

@@ -73,6 +73,8 @@ pub(crate) async fn drain_in_child(
             &shape.concurrency.to_string(),
             "--prefetch",
             &shape.prefetch.to_string(),
+            "--runtime",
+            shape.runtime.name(),
         ])
         // mimalloc commits whole arenas up front by default; a worker that keeps its footprint small
         // turns that off (the setting docs/benchmarks.md recommends for worker binaries).
