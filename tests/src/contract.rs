@@ -243,6 +243,51 @@ pub async fn delivery_settles_after_its_stream_is_dropped(broker: Arc<dyn Broker
     .await;
 }
 
+/// Deliveries settled in any order — many acked while an earlier one still runs, one requeued in
+/// between — are each settled once: the consumer keeps working, only the requeued message comes
+/// back, and nothing else does.
+pub async fn settling_out_of_order_settles_each_delivery_once(
+    broker: Arc<dyn Broker>,
+    queue: &str,
+) {
+    let batch: Vec<_> = (0..50)
+        .map(|i| Outgoing::new(queue, Bytes::from(i.to_string())))
+        .collect();
+    broker.publish_batch(batch).await.expect("publish_batch");
+    let mut stream = consume(&broker, queue, 64).await;
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        held.push(next(&mut stream).await);
+    }
+    let first = held.remove(0);
+    let requeued = held.remove(10);
+    let requeued_text = text(&requeued);
+    for delivery in held.into_iter().rev() {
+        delivery.ack().await.expect("ack behind a running delivery");
+    }
+    requeued.requeue().await.expect("requeue");
+    first.ack().await.expect("ack of the oldest delivery, last");
+    publish(&broker, queue, "after").await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let delivery = within(
+            REDELIVERY,
+            "the requeued and the new message",
+            stream.next(),
+        )
+        .await
+        .expect("the stream ended: the consumer broke")
+        .expect("a delivery, not an error");
+        seen.push((text(&delivery), delivery.redelivered()));
+        delivery.ack().await.expect("ack");
+    }
+    seen.sort();
+    let mut expected = vec![(requeued_text, true), ("after".to_owned(), false)];
+    expected.sort();
+    assert_eq!(seen, expected);
+    nothing_arrives(&mut stream).await;
+}
+
 /// A dead-lettered message leaves the queue and is kept with its reason.
 pub async fn dead_letter_keeps_the_message_and_reason(broker: Arc<dyn Broker>, queue: &str) {
     publish(&broker, queue, "poison").await;

@@ -32,6 +32,7 @@ macro_rules! broker_contract_tests {
             dropped_delivery_is_delivered_again,
             dropped_stream_and_delivery_go_to_the_next_consumer,
             delivery_settles_after_its_stream_is_dropped,
+            settling_out_of_order_settles_each_delivery_once,
             dead_letter_keeps_the_message_and_reason,
             purge_removes_waiting_messages,
             prefetch_bounds_unsettled_deliveries,

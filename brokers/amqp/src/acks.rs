@@ -3,26 +3,33 @@
 //! Acks are sent as `basic.ack` with `multiple = true` for the longest prefix of delivery tags that are
 //! all settled, one frame for many messages. A delivery still running holds the prefix back, so when
 //! many later acks pile up behind it they are sent one by one instead, and the prefetch window keeps
-//! moving. Nacks (requeue) go out at once. Every settle command passes through one task, in order, so
-//! a multiple-ack never covers a tag that was meant to be nacked. Callers wait until their own ack was
+//! moving. Nacks (requeue) go out at once, always before a multiple-ack that spans them, so a
+//! multiple-ack never covers a tag that was meant to be nacked. Callers wait until their own ack was
 //! sent.
 //!
+//! Settling only records the tag in a shared [`Window`] (a short lock); the task that talks to
+//! RabbitMQ is woken when something is due — a full batch, a nack, the delay's timer — not once per
+//! delivery, because on a busy worker those wake-ups cost more than the acks themselves.
+//!
 //! Acks are coalesced: the prefix is sent once it holds a quarter of the prefetch window, or
-//! [`ACK_DELAY`] after its first ack, whichever comes first. One frame per many messages is what
+//! [`ACK_DELAY`] after the first unsent ack, whichever comes first (acks still behind a running
+//! delivery then go out one by one, so no caller waits longer than that). One frame per many messages is what
 //! keeps RabbitMQ's own CPU (on the same machine, often) from being the bottleneck; the delay only
 //! widens, by at most that much, the window in which a crash makes RabbitMQ redeliver a task that
 //! had already finished — which at-least-once delivery allows anyway.
 
-use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use celeriac::BrokerError;
 use lapin::Channel;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::error::from_lapin;
+use crate::window::{Window, Work};
 
 /// Acks waiting behind a running delivery before they are sent one by one.
 const RELIEVE_AFTER: usize = 32;
@@ -32,39 +39,62 @@ pub(crate) const ACK_DELAY: Duration = Duration::from_millis(1);
 
 type Done = oneshot::Sender<Result<(), BrokerError>>;
 
-enum Command {
-    Delivered(u64),
-    /// An ack, and whether it must go out now rather than wait for others.
-    Ack(u64, Done, bool),
-    Nack(u64, Option<Done>),
+/// What the handles and the settling task share.
+struct Inner {
+    window: Mutex<Window<Done>>,
+    /// Set when the last handle is gone: the task sends what is left and closes the channel.
+    closing: AtomicBool,
+    wake: Notify,
+}
+
+impl Inner {
+    fn window(&self) -> MutexGuard<'_, Window<Done>> {
+        self.window
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Tells the settling task when the last handle is dropped.
+#[derive(Debug)]
+struct LastHandle(Arc<Inner>);
+
+impl Drop for LastHandle {
+    fn drop(&mut self) {
+        self.0.closing.store(true, Ordering::Release);
+        self.0.wake.notify_one();
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AckWindow").finish_non_exhaustive()
+    }
 }
 
 /// The handle deliveries settle through; cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct AckWindow {
-    commands: mpsc::UnboundedSender<Command>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum State {
-    Running,
-    AckedUnsent,
-    Settled,
+    handle: Arc<LastHandle>,
 }
 
 impl AckWindow {
     /// Starts the settling task of `channel`, whose prefetch window is `prefetch` deliveries. When
     /// every handle is gone (the consumer and all its deliveries), it closes the channel.
     pub(crate) fn start(channel: Channel, prefetch: usize) -> Self {
-        let (commands, receiver) = mpsc::unbounded_channel();
-        let flush_at = (prefetch / 4).max(1);
-        tokio::spawn(run(channel, receiver, flush_at));
-        Self { commands }
+        let inner = Arc::new(Inner {
+            window: Mutex::new(Window::new((prefetch / 4).max(1), RELIEVE_AFTER)),
+            closing: AtomicBool::new(false),
+            wake: Notify::new(),
+        });
+        tokio::spawn(run(channel, inner.clone()));
+        Self {
+            handle: Arc::new(LastHandle(inner)),
+        }
     }
 
-    /// Records a delivery before it is handed out (in delivery order).
-    pub(crate) fn delivered(&self, tag: u64) {
-        let _ = self.commands.send(Command::Delivered(tag));
+    fn inner(&self) -> &Inner {
+        &self.handle.0
     }
 
     /// Acks `tag`, returning once the ack covering it was sent (within [`ACK_DELAY`]).
@@ -80,9 +110,16 @@ impl AckWindow {
 
     async fn send_ack(&self, tag: u64, now: bool) -> Result<(), BrokerError> {
         let (done, sent) = oneshot::channel();
-        self.commands
-            .send(Command::Ack(tag, done, now))
-            .map_err(|_| BrokerError::Disconnected { op: "ack" })?;
+        let wake = {
+            let mut window = self.inner().window();
+            // The first ack of a batch wakes the task to start the delay's timer.
+            let first = !window.waiting();
+            window.ack(tag, done, now);
+            window.due() || (first && window.waiting())
+        };
+        if wake {
+            self.inner().wake.notify_one();
+        }
         sent.await
             .unwrap_or(Err(BrokerError::Disconnected { op: "ack" }))
     }
@@ -90,16 +127,16 @@ impl AckWindow {
     /// Nacks `tag` with requeue, returning once sent.
     pub(crate) async fn requeue(&self, tag: u64) -> Result<(), BrokerError> {
         let (done, sent) = oneshot::channel();
-        self.commands
-            .send(Command::Nack(tag, Some(done)))
-            .map_err(|_| BrokerError::Disconnected { op: "requeue" })?;
+        self.inner().window().nack(tag, Some(done));
+        self.inner().wake.notify_one();
         sent.await
             .unwrap_or(Err(BrokerError::Disconnected { op: "requeue" }))
     }
 
     /// Nacks `tag` with requeue without waiting (for deliveries dropped unsettled).
     pub(crate) fn requeue_later(&self, tag: u64) {
-        let _ = self.commands.send(Command::Nack(tag, None));
+        self.inner().window().nack(tag, None);
+        self.inner().wake.notify_one();
     }
 }
 
@@ -121,112 +158,66 @@ async fn send_ack(channel: &Channel, tag: u64, multiple: bool) -> Result<(), Bro
         .map_err(|error| from_lapin("ack", error))
 }
 
-async fn run(channel: Channel, mut commands: mpsc::UnboundedReceiver<Command>, flush_at: usize) {
-    let mut window: BTreeMap<u64, State> = BTreeMap::new();
-    let mut waiting: BTreeMap<u64, Done> = BTreeMap::new();
-    let mut batch = Vec::with_capacity(256);
-    // When the oldest unsent ack of the settled prefix must go out at the latest.
+/// Sends `work`: nacks first, then the multiple-ack, then single acks; tells each caller.
+async fn send(channel: &Channel, work: Work<Done>) {
+    for (tag, done) in work.nacks {
+        let options = BasicNackOptions {
+            requeue: true,
+            multiple: false,
+        };
+        let result = channel
+            .basic_nack(tag, options)
+            .await
+            .map_err(|error| from_lapin("requeue", error));
+        if let Some(done) = done {
+            let _ = done.send(result);
+        }
+    }
+    if let Some((tag, answered)) = work.multiple {
+        let result = send_ack(channel, tag, true).await;
+        for done in answered {
+            let _ = done.send(copy(&result));
+        }
+    }
+    for (tag, done) in work.singles {
+        let _ = done.send(send_ack(channel, tag, false).await);
+    }
+}
+
+async fn run(channel: Channel, inner: Arc<Inner>) {
+    // When the oldest unsent ack must go out at the latest.
     let mut flush_by: Option<Instant> = None;
     loop {
-        let received = match flush_by {
+        let timer = match flush_by {
             Some(at) => tokio::select! {
-                received = commands.recv_many(&mut batch, 1_024) => received,
-                () = tokio::time::sleep_until(at) => usize::MAX,
+                () = inner.wake.notified() => false,
+                () = tokio::time::sleep_until(at) => true,
             },
-            None => commands.recv_many(&mut batch, 1_024).await,
+            None => {
+                inner.wake.notified().await;
+                false
+            }
         };
-        let mut flush_now = false;
-        if received == 0 {
+        if inner.closing.load(Ordering::Acquire) {
             // Every delivery is settled or was never handed out; the latter go back to the queue
             // as the channel closes. Acks whose callers stopped waiting still go out first.
-            for (&tag, _) in window
-                .iter()
-                .filter(|(_, state)| **state == State::AckedUnsent)
-            {
-                let _ = send_ack(&channel, tag, false).await;
-            }
+            let work = inner.window().take_all();
+            send(&channel, work).await;
             let _ = channel.close(200, "consumer done".into()).await;
             break;
         }
-        for command in batch.drain(..) {
-            match command {
-                Command::Delivered(tag) => {
-                    window.insert(tag, State::Running);
-                }
-                Command::Ack(tag, done, now) => {
-                    window.insert(tag, State::AckedUnsent);
-                    waiting.insert(tag, done);
-                    flush_now |= now;
-                }
-                Command::Nack(tag, done) => {
-                    let options = BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    };
-                    let result = channel
-                        .basic_nack(tag, options)
-                        .await
-                        .map_err(|error| from_lapin("requeue", error));
-                    window.insert(tag, State::Settled);
-                    if let Some(done) = done {
-                        let _ = done.send(result);
-                    }
-                }
-            }
+        let timer = timer || flush_by.is_some_and(|at| Instant::now() >= at);
+        let (work, waiting) = {
+            let mut window = inner.window();
+            let work = window.take(timer);
+            (work, window.waiting())
+        };
+        if timer || !waiting {
+            flush_by = None;
         }
-
-        // The settled prefix: one multiple-ack covers it, once it is big enough or old enough.
-        let mut highest_unsent = None;
-        let mut unsent = 0;
-        for (&tag, &state) in &window {
-            match state {
-                State::Running => break,
-                State::AckedUnsent => {
-                    highest_unsent = Some(tag);
-                    unsent += 1;
-                }
-                State::Settled => {}
-            }
+        if waiting {
+            flush_by.get_or_insert_with(|| Instant::now() + ACK_DELAY);
         }
-        let due = flush_now || flush_by.is_some_and(|at| Instant::now() >= at);
-        match highest_unsent {
-            Some(tag) if unsent >= flush_at || due => {
-                let result = send_ack(&channel, tag, true).await;
-                window = window.split_off(&(tag + 1));
-                let rest = waiting.split_off(&(tag + 1));
-                for (_, done) in std::mem::replace(&mut waiting, rest) {
-                    let _ = done.send(copy(&result));
-                }
-                flush_by = None;
-            }
-            Some(_) => {
-                flush_by.get_or_insert_with(|| Instant::now() + ACK_DELAY);
-            }
-            None => flush_by = None,
-        }
-        // Settled entries at the front with nothing to ack (nacked ones) are done with.
-        while window
-            .first_key_value()
-            .is_some_and(|(_, state)| *state == State::Settled)
-        {
-            window.pop_first();
-        }
-
-        // Acks stuck behind a running delivery: send them one by one.
-        let stuck: Vec<u64> = window
-            .iter()
-            .skip_while(|(_, state)| **state != State::Running)
-            .filter(|(_, state)| **state == State::AckedUnsent)
-            .map(|(tag, _)| *tag)
-            .collect();
-        if stuck.len() >= RELIEVE_AFTER || (flush_now && !stuck.is_empty()) {
-            for tag in stuck {
-                let result = send_ack(&channel, tag, false).await;
-                window.insert(tag, State::Settled);
-                if let Some(done) = waiting.remove(&tag) {
-                    let _ = done.send(result);
-                }
-            }
-        }
+        send(&channel, work).await;
     }
 }

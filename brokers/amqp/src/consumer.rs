@@ -122,7 +122,6 @@ impl Consumer {
                     return Some(Err(from_lapin("consume", error)));
                 }
             };
-            self.acks.delivered(delivery.delivery_tag);
             if delivery.redelivered {
                 if let Err(error) = recount(&self.shared, &self.acks, &queue, delivery).await {
                     tracing::warn!(%error, queue = %queue, "cannot count a redelivery; it will come back");

@@ -46,6 +46,7 @@ mod consumer;
 mod error;
 mod link;
 mod topology;
+mod window;
 
 use std::fmt;
 use std::sync::Arc;
