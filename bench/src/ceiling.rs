@@ -1,4 +1,5 @@
 //! Raw-client loops doing the same broker operations as celeriac, with no framework: the ceiling.
+//! The RabbitMQ one is in [`crate::raw_amqp`].
 
 use serde::Serialize;
 use tokio::time::Instant;
@@ -91,113 +92,5 @@ pub(crate) async fn redis(url: &str, tasks: u64) -> Result<Ceiling, Box<dyn std:
         publish_per_sec,
         drain_per_sec,
         drain_batch_ack_per_sec: None,
-    })
-}
-
-/// Confirmed persistent publishes of `tasks` envelope-sized messages (pipelined per 1 000), then two
-/// drains with manual acks at `prefetch`: acking each message, and acking in batches (`multiple`).
-pub(crate) async fn amqp(
-    url: &str,
-    tasks: u64,
-    prefetch: usize,
-) -> Result<Ceiling, Box<dyn std::error::Error>> {
-    use futures::StreamExt;
-    use lapin::options::{
-        BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-        ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-    };
-    use lapin::types::FieldTable;
-    use lapin::{BasicProperties, Connection, ConnectionProperties};
-
-    let connection = Connection::connect(url, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let queue = format!("celeriac-bench-ceiling.{}", uuid::Uuid::new_v4().simple());
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions::durable(),
-            FieldTable::default(),
-        )
-        .await?;
-    let payload = [7u8; 110];
-    let publish = |count: u64| {
-        let channel = channel.clone();
-        let queue = queue.clone();
-        async move {
-            let mut sent = 0;
-            while sent < count {
-                let batch = (count - sent).min(1_000);
-                let mut confirms = Vec::new();
-                for _ in 0..batch {
-                    let confirm = channel
-                        .basic_publish(
-                            "".into(),
-                            queue.as_str().into(),
-                            BasicPublishOptions::default(),
-                            &payload,
-                            BasicProperties::default().with_delivery_mode(2),
-                        )
-                        .await?;
-                    confirms.push(confirm);
-                }
-                for confirm in confirms {
-                    confirm.await?;
-                }
-                sent += batch;
-            }
-            Ok::<_, lapin::Error>(())
-        }
-    };
-
-    let started = Instant::now();
-    publish(tasks).await?;
-    let publish_per_sec = tasks as f64 / started.elapsed().as_secs_f64();
-
-    let mut rates = Vec::new();
-    for batch_acks in [false, true] {
-        if batch_acks {
-            publish(tasks).await?;
-        }
-        let consumer_channel = connection.create_channel().await?;
-        let prefetch = u16::try_from(prefetch).unwrap_or(u16::MAX);
-        consumer_channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await?;
-        let mut consumer = consumer_channel
-            .basic_consume(
-                queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let started = Instant::now();
-        let mut drained = 0u64;
-        while drained < tasks {
-            let Some(delivery) = consumer.next().await else {
-                break;
-            };
-            let delivery = delivery?;
-            drained += 1;
-            if !batch_acks {
-                delivery.ack(BasicAckOptions::default()).await?;
-            } else if drained.is_multiple_of(64) || drained == tasks {
-                delivery.ack(BasicAckOptions { multiple: true }).await?;
-            }
-        }
-        rates.push(drained as f64 / started.elapsed().as_secs_f64());
-        consumer_channel.close(200, "done".into()).await?;
-    }
-    channel
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await?;
-    connection.close(200, "done".into()).await?;
-    Ok(Ceiling {
-        publish_per_sec,
-        drain_per_sec: rates[0],
-        drain_batch_ack_per_sec: rates.get(1).copied(),
     })
 }

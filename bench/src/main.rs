@@ -14,6 +14,7 @@
 mod ceiling;
 mod measure;
 mod process;
+mod raw_amqp;
 mod sms;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -58,6 +59,10 @@ struct Cli {
     /// Runtime of the drain worker process (Redis, RabbitMQ; the memory broker drains in process).
     #[arg(long, value_enum, default_value = "multi")]
     worker_runtime: WorkerRuntime,
+    /// RabbitMQ queues per celeriac queue (`AmqpBrokerBuilder::shards`); the raw ceiling then uses
+    /// as many queues and 4 publishing channels.
+    #[arg(long, default_value_t = 1)]
+    amqp_shards: usize,
     /// Tasks sent one at a time for the latency phase.
     #[arg(long, default_value_t = 1_000)]
     latency_samples: usize,
@@ -100,6 +105,12 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// What raw `lapin` alone does against RabbitMQ in a given shape: confirmed publishes/s and
+    /// batch-acked consumes/s (e.g. `--channels 4 --queues 4 --prefetch 1024`).
+    AmqpRaw {
+        #[command(flatten)]
+        shape: raw_amqp::RawShape,
+    },
     /// Internal: the worker process of the drain phase.
     #[command(hide = true)]
     DrainWorker {
@@ -117,6 +128,8 @@ enum Command {
         prefetch: usize,
         #[arg(long, value_enum)]
         runtime: WorkerRuntime,
+        #[arg(long)]
+        shards: usize,
     },
 }
 
@@ -148,6 +161,7 @@ struct Report {
     concurrency: usize,
     prefetch: usize,
     worker_runtime: WorkerRuntime,
+    amqp_shards: usize,
     machine: String,
     publish_batched_per_sec: f64,
     publish_single_per_sec: f64,
@@ -195,6 +209,26 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         return Ok(());
     }
+    if let Some(Command::AmqpRaw { shape }) = &cli.command {
+        let (publish, drain) = raw_amqp::publish_and_drain(&cli.amqp_url, shape).await?;
+        println!(
+            "raw lapin · {} messages · {} channel(s) · {} queue(s) · prefetch {} · {} · queue version {}",
+            shape.tasks,
+            shape.channels,
+            shape.queues,
+            shape.prefetch,
+            if shape.transient {
+                "transient"
+            } else {
+                "persistent"
+            },
+            shape
+                .queue_version
+                .map_or_else(|| "default".to_owned(), |v| v.to_string())
+        );
+        println!("confirmed publish {publish:>9.0} msg/s · batch-ack drain {drain:>9.0} msg/s");
+        return Ok(());
+    }
     if let Some(Command::DrainWorker {
         broker,
         url,
@@ -203,6 +237,7 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         concurrency,
         prefetch,
         runtime,
+        shards,
     }) = cli.command
     {
         let shape = measure::DrainShape {
@@ -210,6 +245,7 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             concurrency,
             prefetch,
             runtime,
+            shards,
         };
         let drained = process::drain_worker(broker, &url, &queue, shape).await?;
         println!("{}", serde_json::to_string(&drained)?);
@@ -240,12 +276,13 @@ async fn run(cli: &Cli, tasks: u64, samples: usize) -> Result<Report, Box<dyn st
         BrokerKind::Redis => cli.redis_url.as_str(),
         BrokerKind::Amqp => cli.amqp_url.as_str(),
     };
-    let (app, queue) = measure::app(cli.broker, url).await?;
+    let (app, queue) = measure::app(cli.broker, url, cli.amqp_shards).await?;
     let shape = measure::DrainShape {
         tasks,
         concurrency: cli.concurrency,
         prefetch: cli.prefetch.unwrap_or(cli.concurrency * 4),
         runtime: cli.worker_runtime,
+        shards: cli.amqp_shards,
     };
     let publish_batched = measure::publish_batched(&app, tasks).await?;
     let drain = match cli.broker {
@@ -258,7 +295,10 @@ async fn run(cli: &Cli, tasks: u64, samples: usize) -> Result<Report, Box<dyn st
     let ceiling = match cli.broker {
         BrokerKind::Memory => None,
         BrokerKind::Redis => Some(ceiling::redis(url, tasks).await?),
-        BrokerKind::Amqp => Some(ceiling::amqp(url, tasks, shape.prefetch).await?),
+        BrokerKind::Amqp => {
+            let raw = raw_amqp::RawShape::ceiling(tasks, shape.prefetch, shape.shards);
+            Some(raw_amqp::ceiling(url, &raw).await?)
+        }
     };
     Ok(Report {
         broker: cli.broker,
@@ -266,6 +306,7 @@ async fn run(cli: &Cli, tasks: u64, samples: usize) -> Result<Report, Box<dyn st
         concurrency: cli.concurrency,
         prefetch: shape.prefetch,
         worker_runtime: shape.runtime,
+        amqp_shards: shape.shards,
         machine,
         publish_batched_per_sec: publish_batched,
         publish_single_per_sec: publish_single,
@@ -281,12 +322,13 @@ fn print_table(report: &Report) {
     let rate = |per_sec: f64| format!("{per_sec:>12.0} tasks/s");
     println!();
     println!(
-        "broker {:?} · {} tasks · concurrency {} · prefetch {} · worker runtime {}",
+        "broker {:?} · {} tasks · concurrency {} · prefetch {} · worker runtime {} · shards {}",
         report.broker,
         report.tasks,
         report.concurrency,
         report.prefetch,
-        report.worker_runtime.name()
+        report.worker_runtime.name(),
+        report.amqp_shards
     );
     println!(
         "{:<34}{}",

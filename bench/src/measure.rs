@@ -30,10 +30,11 @@ async fn bench_probe() {
     }
 }
 
-/// An app on the chosen broker, with a fresh queue.
+/// An app on the chosen broker, with a fresh queue (`shards`: RabbitMQ queues per queue).
 pub(crate) async fn app(
     broker: BrokerKind,
     url: &str,
+    shards: usize,
 ) -> Result<(App, String), Box<dyn std::error::Error>> {
     let queue = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let builder = App::builder()
@@ -43,7 +44,7 @@ pub(crate) async fn app(
     let builder = match broker {
         BrokerKind::Memory => builder.broker(MemoryBroker::new()),
         BrokerKind::Redis => builder.broker(redis_broker(url).await?),
-        BrokerKind::Amqp => builder.broker(celeriac_amqp::AmqpBroker::connect(url).await?),
+        BrokerKind::Amqp => builder.broker(amqp_broker(url, shards).await?),
     };
     Ok((builder.build()?, queue))
 }
@@ -51,6 +52,16 @@ pub(crate) async fn app(
 pub(crate) async fn redis_broker(url: &str) -> Result<RedisBroker, celeriac::BrokerError> {
     RedisBroker::builder(url)
         .key_prefix("celeriac-bench")
+        .connect()
+        .await
+}
+
+pub(crate) async fn amqp_broker(
+    url: &str,
+    shards: usize,
+) -> Result<celeriac_amqp::AmqpBroker, celeriac::BrokerError> {
+    celeriac_amqp::AmqpBroker::builder(url)
+        .shards(shards)
         .connect()
         .await
 }
@@ -112,6 +123,8 @@ pub(crate) struct DrainShape {
     pub(crate) concurrency: usize,
     pub(crate) prefetch: usize,
     pub(crate) runtime: crate::WorkerRuntime,
+    /// RabbitMQ queues per celeriac queue.
+    pub(crate) shards: usize,
 }
 
 /// Runs a worker in this process until `shape.tasks` no-op runs completed.

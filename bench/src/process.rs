@@ -75,6 +75,8 @@ pub(crate) async fn drain_in_child(
             &shape.prefetch.to_string(),
             "--runtime",
             shape.runtime.name(),
+            "--shards",
+            &shape.shards.to_string(),
         ])
         // mimalloc commits whole arenas up front by default; a worker that keeps its footprint small
         // turns that off (the setting docs/benchmarks.md recommends for worker binaries).
@@ -100,7 +102,7 @@ pub(crate) async fn drain_worker(
 ) -> Result<Drained, Box<dyn std::error::Error>> {
     let builder = celeriac::App::builder();
     let builder = match broker {
-        crate::BrokerKind::Amqp => builder.broker(celeriac_amqp::AmqpBroker::connect(url).await?),
+        crate::BrokerKind::Amqp => builder.broker(measure::amqp_broker(url, shape.shards).await?),
         _ => builder.broker(measure::redis_broker(url).await?),
     };
     let app = builder

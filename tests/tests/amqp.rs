@@ -18,6 +18,60 @@ async fn amqp() -> Option<Arc<dyn Broker>> {
 
 celeriac_tests::broker_contract_tests!(amqp);
 
+async fn amqp_sharded() -> Option<Arc<dyn Broker>> {
+    Some(Arc::new(require_amqp(|builder| builder.shards(3)).await?))
+}
+
+/// The contract on a broker spreading each queue over three RabbitMQ queues: everything but FIFO
+/// order, which holds only within a shard.
+mod sharded {
+    use super::*;
+
+    celeriac_tests::broker_contract_tests!(@cases amqp_sharded;
+        publish_then_consume_then_ack,
+        publish_batch_delivers_every_message,
+        one_consumer_serves_several_queues,
+        delayed_message_waits_for_its_time,
+        len_counts_ready_and_delayed_not_unacked,
+        requeue_delivers_again_marked_redelivered,
+        dropped_delivery_is_delivered_again,
+        dropped_stream_and_delivery_go_to_the_next_consumer,
+        delivery_settles_after_its_stream_is_dropped,
+        settling_out_of_order_settles_each_delivery_once,
+        dead_letter_keeps_the_message_and_reason,
+        purge_removes_waiting_messages,
+        prefetch_bounds_unsettled_deliveries,
+        competing_consumers_each_message_once,
+        empty_queue_names_are_refused
+    );
+
+    /// Messages go to every shard in turn, and one worker drains them all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn messages_spread_over_every_shard_and_a_worker_drains_them() {
+        let Some(sharded) = require_amqp(|builder| builder.shards(3)).await else {
+            return;
+        };
+        let Some(plain) = require_amqp(|builder| builder).await else {
+            return;
+        };
+        let queue = unique_queue("shards");
+        let batch: Vec<_> = (0..30)
+            .map(|i| Outgoing::new(&queue, i.to_string().into_bytes()))
+            .collect();
+        sharded.publish_batch(batch).await.unwrap();
+        assert_eq!(sharded.len(&queue).await.unwrap(), 30);
+        for shard in [
+            queue.clone(),
+            format!("{queue}.shard.1"),
+            format!("{queue}.shard.2"),
+        ] {
+            assert_eq!(plain.len(&shard).await.unwrap(), 10, "{shard}");
+        }
+        assert_eq!(sharded.purge(&queue).await.unwrap(), 30);
+        scenarios::worker_drains_sent_tasks(App::builder().broker(sharded), &queue).await;
+    }
+}
+
 #[tokio::test]
 async fn unreachable_rabbitmq_is_a_connect_error_without_the_password() {
     let error = AmqpBroker::builder("amqp://guest:hunter2@127.0.0.1:1/%2f")

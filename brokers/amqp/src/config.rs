@@ -6,6 +6,7 @@ pub(crate) struct Settings {
     pub(crate) max_deliveries: u32,
     pub(crate) max_priority: Option<u8>,
     pub(crate) publisher_channels: usize,
+    pub(crate) shards: usize,
 }
 
 impl Default for Settings {
@@ -15,6 +16,7 @@ impl Default for Settings {
             max_deliveries: 5,
             max_priority: None,
             publisher_channels: 4,
+            shards: 1,
         }
     }
 }

@@ -16,6 +16,7 @@ use lapin::types::{FieldTable, ShortString};
 use crate::acks::AckWindow;
 use crate::error::{bounded, from_lapin};
 use crate::link::{DELIVERIES_HEADER, Shared, int_header};
+use crate::topology;
 
 type Incoming = BoxStream<'static, (Arc<str>, Result<lapin::message::Delivery, lapin::Error>)>;
 
@@ -27,25 +28,31 @@ pub(crate) async fn start(
     let link = shared.link().await?;
     let timeout = shared.timeout();
     let channel = bounded("open channel", timeout, link.connection.create_channel()).await?;
-    // Per-consumer prefetch (RabbitMQ's cheaper, default kind; a channel-global limit costs the
-    // broker noticeably more per message): the window is shared out among the queues.
-    let per_queue = options.prefetch_count().div_ceil(queues.len().max(1));
-    let prefetch = u16::try_from(per_queue).unwrap_or(u16::MAX);
-    bounded(
-        "set prefetch",
-        timeout,
-        channel.basic_qos(prefetch, BasicQosOptions { global: false }),
-    )
-    .await?;
-    let mut incoming: SelectAll<Incoming> = SelectAll::new();
-    let mut tags = Vec::with_capacity(queues.len());
+    // One consumer per queue and shard, all handing out deliveries named after their celeriac queue.
+    let mut sources = Vec::new();
     for queue in queues {
         shared.declare(&link, &channel, queue).await?;
+        let name: Arc<str> = Arc::from(queue.as_str());
+        sources.extend(
+            topology::shards(queue, shared.settings.shards).map(|shard| (shard, name.clone())),
+        );
+    }
+    let limits = prefetch_limits(options.prefetch_count(), sources.len());
+    let mut incoming: SelectAll<Incoming> = SelectAll::new();
+    let mut tags = Vec::with_capacity(sources.len());
+    for ((source, name), limit) in sources.into_iter().zip(limits) {
+        let (prefetch, global) = limit;
+        bounded(
+            "set prefetch",
+            timeout,
+            channel.basic_qos(prefetch, BasicQosOptions { global }),
+        )
+        .await?;
         let consumer = bounded(
             "consume",
             timeout,
             channel.basic_consume(
-                queue.as_str().into(),
+                source.as_str().into(),
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
@@ -53,7 +60,6 @@ pub(crate) async fn start(
         )
         .await?;
         tags.push(consumer.tag());
-        let name: Arc<str> = Arc::from(queue.as_str());
         incoming.push(
             consumer
                 .map(move |delivery| (name.clone(), delivery))
@@ -72,6 +78,26 @@ pub(crate) async fn start(
         Some((next, consumer))
     });
     Ok(Box::pin(stream))
+}
+
+/// The `basic.qos` of each of `consumers` consumers on one channel, so that together they hold at
+/// most `prefetch` unsettled deliveries. Per-consumer limits (RabbitMQ's cheaper, default kind; a
+/// channel-wide limit costs the broker noticeably more per message) split the window exactly; only
+/// when it is smaller than the number of consumers (a per-consumer 0 would mean unlimited) is the
+/// limit channel-wide.
+fn prefetch_limits(prefetch: usize, consumers: usize) -> Vec<(u16, bool)> {
+    let consumers = consumers.max(1);
+    let prefetch = prefetch.clamp(1, usize::from(u16::MAX));
+    if prefetch < consumers {
+        let global = u16::try_from(prefetch).unwrap_or(u16::MAX);
+        return vec![(global, true); consumers];
+    }
+    (0..consumers)
+        .map(|index| {
+            let share = prefetch / consumers + usize::from(index < prefetch % consumers);
+            (u16::try_from(share).unwrap_or(u16::MAX), false)
+        })
+        .collect()
 }
 
 /// Cancels the channel's consumers when the stream is dropped: no more deliveries arrive, while the
@@ -249,5 +275,29 @@ impl fmt::Debug for AmqpAcker {
             .field("queue", &self.queue)
             .field("tag", &self.tag)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefetch_limits;
+
+    #[test]
+    fn prefetch_is_split_exactly_among_consumers() {
+        assert_eq!(prefetch_limits(256, 1), [(256, false)]);
+        assert_eq!(
+            prefetch_limits(10, 4),
+            [(3, false), (3, false), (2, false), (2, false)]
+        );
+        let total: usize = prefetch_limits(1_000, 7)
+            .iter()
+            .map(|(share, _)| usize::from(*share))
+            .sum();
+        assert_eq!(total, 1_000);
+    }
+
+    #[test]
+    fn a_window_smaller_than_the_consumers_is_channel_wide() {
+        assert_eq!(prefetch_limits(2, 3), [(2, true); 3]);
     }
 }

@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     waits: Mutex<HashMap<String, HashSet<u64>>>,
     /// Deliveries handed out by this process and not settled yet, per queue.
     unacked: Mutex<HashMap<String, u64>>,
+    /// Which shard the next immediate message goes to.
+    next_shard: AtomicUsize,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -98,6 +100,7 @@ impl Shared {
             link: tokio::sync::Mutex::new(None),
             waits: Mutex::new(HashMap::new()),
             unacked: Mutex::new(HashMap::new()),
+            next_shard: AtomicUsize::new(0),
         }
     }
 
@@ -152,7 +155,7 @@ impl Shared {
         Ok(link)
     }
 
-    /// Declares `queue` and its dead-letter queue on `channel` (once per link).
+    /// Declares `queue` (all its shards) and its dead-letter queue on `channel` (once per link).
     pub(crate) async fn declare(
         &self,
         link: &Link,
@@ -163,13 +166,15 @@ impl Shared {
             return Ok(());
         }
         let timeout = self.timeout();
-        let main = topology::main_arguments(self.settings.max_priority);
-        bounded(
-            "declare queue",
-            timeout,
-            channel.queue_declare(queue.into(), QueueDeclareOptions::durable(), main),
-        )
-        .await?;
+        for shard in topology::shards(queue, self.settings.shards) {
+            let main = topology::main_arguments(self.settings.max_priority);
+            bounded(
+                "declare queue",
+                timeout,
+                channel.queue_declare(shard.as_str().into(), QueueDeclareOptions::durable(), main),
+            )
+            .await?;
+        }
         bounded(
             "declare dead-letter queue",
             timeout,
@@ -230,7 +235,8 @@ impl Shared {
         *count = count.saturating_add_signed(delta);
     }
 
-    /// Where a message for `queue` goes: the queue itself, or the wait queue for its delay.
+    /// Where a message for `queue` goes: the queue itself (or its next shard), or the wait queue for
+    /// its delay (which dead-letters into the queue itself).
     pub(crate) async fn route(
         &self,
         link: &Link,
@@ -244,8 +250,18 @@ impl Shared {
                 self.declare_wait(link, queue, topology::quantize(delay))
                     .await
             }
-            None => Ok(queue.to_owned()),
+            None => Ok(self.next_shard(queue)),
         }
+    }
+
+    /// The shard of `queue` the next message goes to, in turn.
+    fn next_shard(&self, queue: &str) -> String {
+        let shards = self.settings.shards;
+        if shards <= 1 {
+            return queue.to_owned();
+        }
+        let turn = self.next_shard.fetch_add(1, Ordering::Relaxed);
+        topology::shard(queue, turn % shards)
     }
 
     /// Publishes persistent messages and waits until the broker confirmed every one. Publishes are

@@ -1,5 +1,6 @@
-//! Queue names and declarations: each celeriac queue `q` is a durable queue `q`, a dead-letter queue
-//! `q.dead`, and wait queues `q.delay.<ms>` for delayed messages. A wait queue holds messages for
+//! Queue names and declarations: each celeriac queue `q` is a durable queue `q` (with shards, also
+//! `q.shard.1` … `q.shard.<n-1>`), a dead-letter queue `q.dead`, and wait queues `q.delay.<ms>` for
+//! delayed messages. A wait queue holds messages for
 //! exactly `<ms>` (its message TTL) and then dead-letters them into `q`; it deletes itself after ten
 //! idle minutes. No broker plugin is needed.
 
@@ -10,6 +11,20 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 /// The dead-letter queue of `queue`.
 pub(crate) fn dead_queue(queue: &str) -> String {
     format!("{queue}.dead")
+}
+
+/// The RabbitMQ queues a celeriac queue spreads over: `queue` itself, then `queue.shard.<i>`.
+pub(crate) fn shards(queue: &str, count: usize) -> impl Iterator<Item = String> + '_ {
+    (0..count.max(1)).map(move |index| shard(queue, index))
+}
+
+/// Shard `index` of `queue`; shard 0 is the queue itself.
+pub(crate) fn shard(queue: &str, index: usize) -> String {
+    if index == 0 {
+        queue.to_owned()
+    } else {
+        format!("{queue}.shard.{index}")
+    }
 }
 
 /// The wait queue for messages of `queue` delayed by `millis`.
@@ -68,6 +83,13 @@ pub(crate) fn wait_arguments(queue: &str, millis: u64) -> FieldTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shard_zero_is_the_queue_itself() {
+        let names: Vec<String> = shards("sms", 3).collect();
+        assert_eq!(names, ["sms", "sms.shard.1", "sms.shard.2"]);
+        assert_eq!(shards("sms", 0).collect::<Vec<_>>(), ["sms"]);
+    }
 
     #[test]
     fn delays_round_to_bounded_steps() {
