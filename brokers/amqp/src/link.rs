@@ -269,17 +269,34 @@ impl Shared {
     pub(crate) async fn publish(
         &self,
         link: &Link,
+        mut publications: Vec<Publication<'_>>,
+    ) -> Result<(), BrokerError> {
+        // A large batch is cut into contiguous chunks, one per publishing channel, sent side by side.
+        let chunk = publications
+            .len()
+            .div_ceil(link.publishers.len())
+            .max(CHUNK_MIN);
+        let mut chunks = Vec::with_capacity(link.publishers.len());
+        while publications.len() > chunk {
+            let rest = publications.split_off(chunk);
+            chunks.push(std::mem::replace(&mut publications, rest));
+        }
+        chunks.push(publications);
+        let sends = chunks
+            .into_iter()
+            .map(|chunk| self.publish_on(link.publisher(), chunk));
+        try_join_all(sends).await.map(|_| ())
+    }
+
+    /// Publishes `publications` in order on `publisher`, then waits for every confirm.
+    async fn publish_on(
+        &self,
+        publisher: &Channel,
         publications: Vec<Publication<'_>>,
     ) -> Result<(), BrokerError> {
         let timeout = self.timeout();
         let mut confirms = Vec::with_capacity(publications.len());
-        let pool = link.publishers.len();
-        let chunk = publications.len().div_ceil(pool).max(CHUNK_MIN);
-        let mut publisher = link.publisher();
-        for (index, publication) in publications.into_iter().enumerate() {
-            if index > 0 && index % chunk == 0 {
-                publisher = link.publisher();
-            }
+        for publication in publications {
             let mut properties = BasicProperties::default().with_delivery_mode(2);
             if let Some(priority) = publication.priority {
                 properties = properties.with_priority(priority.min(9));
