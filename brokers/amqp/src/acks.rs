@@ -12,8 +12,9 @@
 //! delivery, because on a busy worker those wake-ups cost more than the acks themselves.
 //!
 //! Acks are coalesced: the prefix is sent once it holds a quarter of the prefetch window, or
-//! [`ACK_DELAY`] after the first unsent ack, whichever comes first (acks still behind a running
-//! delivery then go out one by one, so no caller waits longer than that). One frame per many messages is what
+//! [`ACK_DELAY`] after its first ack, whichever comes first. Acks stuck behind a running delivery go
+//! out one by one once 32 pile up or [`STUCK_DELAY`] after the first, so no caller waits unbounded.
+//! One frame per many messages is what
 //! keeps RabbitMQ's own CPU (on the same machine, often) from being the bottleneck; the delay only
 //! widens, by at most that much, the window in which a crash makes RabbitMQ redeliver a task that
 //! had already finished — which at-least-once delivery allows anyway.
@@ -36,6 +37,11 @@ const RELIEVE_AFTER: usize = 32;
 
 /// The longest an ack waits for others to share its frame.
 pub(crate) const ACK_DELAY: Duration = Duration::from_millis(1);
+
+/// The longest an ack waits behind a running delivery before it is sent alone. Much longer than
+/// [`ACK_DELAY`]: with many tasks in flight some earlier one is nearly always still running, and
+/// sending every ack behind it alone would cost RabbitMQ a frame per message again.
+const STUCK_DELAY: Duration = Duration::from_millis(50);
 
 type Done = oneshot::Sender<Result<(), BrokerError>>;
 
@@ -112,10 +118,8 @@ impl AckWindow {
         let (done, sent) = oneshot::channel();
         let wake = {
             let mut window = self.inner().window();
-            // The first ack of a batch wakes the task to start the delay's timer.
-            let first = !window.waiting();
             window.ack(tag, done, now);
-            window.due() || (first && window.waiting())
+            window.wake_after_ack()
         };
         if wake {
             self.inner().wake.notify_one();
@@ -185,19 +189,21 @@ async fn send(channel: &Channel, work: Work<Done>) {
 }
 
 async fn run(channel: Channel, inner: Arc<Inner>) {
-    // When the oldest unsent ack must go out at the latest.
+    // When the prefix's oldest unsent ack, and the oldest stuck one, must go out at the latest.
     let mut flush_by: Option<Instant> = None;
+    let mut relieve_by: Option<Instant> = None;
     loop {
-        let timer = match flush_by {
-            Some(at) => tokio::select! {
-                () = inner.wake.notified() => false,
-                () = tokio::time::sleep_until(at) => true,
-            },
-            None => {
-                inner.wake.notified().await;
-                false
-            }
+        let deadline = match (flush_by, relieve_by) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         };
+        match deadline {
+            Some(at) => tokio::select! {
+                () = inner.wake.notified() => {}
+                () = tokio::time::sleep_until(at) => {}
+            },
+            None => inner.wake.notified().await,
+        }
         if inner.closing.load(Ordering::Acquire) {
             // Every delivery is settled or was never handed out; the latter go back to the queue
             // as the channel closes. Acks whose callers stopped waiting still go out first.
@@ -206,18 +212,24 @@ async fn run(channel: Channel, inner: Arc<Inner>) {
             let _ = channel.close(200, "consumer done".into()).await;
             break;
         }
-        let timer = timer || flush_by.is_some_and(|at| Instant::now() >= at);
-        let (work, waiting) = {
+        let now = Instant::now();
+        let flush = flush_by.is_some_and(|at| now >= at);
+        let relieve = relieve_by.is_some_and(|at| now >= at);
+        let (work, (waiting, stuck)) = {
             let mut window = inner.window();
-            let work = window.take(timer);
-            (work, window.waiting())
+            let work = window.take(flush, relieve);
+            (work, window.rearm())
         };
-        if timer || !waiting {
-            flush_by = None;
-        }
-        if waiting {
-            flush_by.get_or_insert_with(|| Instant::now() + ACK_DELAY);
-        }
+        flush_by = if waiting {
+            flush_by.filter(|_| !flush).or(Some(now + ACK_DELAY))
+        } else {
+            None
+        };
+        relieve_by = if stuck {
+            relieve_by.filter(|_| !relieve).or(Some(now + STUCK_DELAY))
+        } else {
+            None
+        };
         send(&channel, work).await;
     }
 }

@@ -45,6 +45,8 @@ pub(crate) struct Window<D> {
     flush_at: usize,
     /// Send stuck acks one by one once this many wait behind a running delivery.
     relieve_after: usize,
+    /// The settling task has timers running for the unsent acks (so a new one need not wake it).
+    armed: bool,
 }
 
 impl<D> Window<D> {
@@ -59,6 +61,7 @@ impl<D> Window<D> {
             urgent: false,
             flush_at: flush_at.max(1),
             relieve_after: relieve_after.max(1),
+            armed: false,
         }
     }
 
@@ -76,6 +79,24 @@ impl<D> Window<D> {
         }
     }
 
+    /// After an ack: whether to wake the settling task, because something is due or because it
+    /// has no timer running for the acks waiting now (it will start one).
+    pub(crate) fn wake_after_ack(&mut self) -> bool {
+        if self.due() {
+            return true;
+        }
+        let start_timer = !self.armed && self.unsent > 0;
+        self.armed |= start_timer;
+        start_timer
+    }
+
+    /// For the settling task after a [`take`](Self::take): whether acks wait in the prefix, and
+    /// whether any are stuck; it runs a timer for each, as this records.
+    pub(crate) fn rearm(&mut self) -> (bool, bool) {
+        self.armed = self.unsent > 0;
+        (self.waiting(), self.stuck() > 0)
+    }
+
     /// Whether the settling task has something to send right now.
     pub(crate) fn due(&self) -> bool {
         !self.nacks.is_empty()
@@ -84,13 +105,14 @@ impl<D> Window<D> {
             || self.stuck() >= self.relieve_after
     }
 
-    /// Acks not sent yet, waiting for company or behind a running delivery: all go out when the
-    /// delay runs out.
+    /// Acks in the settled prefix waiting for company: they go out when the ack delay runs out.
     pub(crate) fn waiting(&self) -> bool {
-        self.unsent > 0
+        self.prefix_unsent > 0
     }
 
-    fn stuck(&self) -> usize {
+    /// Acks waiting behind a running delivery: they go out one by one once enough pile up, or
+    /// when the (longer) stuck delay runs out.
+    pub(crate) fn stuck(&self) -> usize {
         self.unsent - self.prefix_unsent
     }
 
@@ -123,15 +145,16 @@ impl<D> Window<D> {
         true
     }
 
-    /// Takes what should be sent now; `timer` says the delay of the oldest unsent ack ran out.
-    pub(crate) fn take(&mut self, timer: bool) -> Work<D> {
+    /// Takes what should be sent now: `flush` says the prefix's ack delay ran out, `relieve` that
+    /// the stuck acks' delay did.
+    pub(crate) fn take(&mut self, flush: bool, relieve: bool) -> Work<D> {
         let mut work = Work {
             nacks: std::mem::take(&mut self.nacks),
             multiple: None,
             singles: Vec::new(),
         };
         let flush =
-            self.prefix_unsent > 0 && (self.urgent || timer || self.prefix_unsent >= self.flush_at);
+            self.prefix_unsent > 0 && (self.urgent || flush || self.prefix_unsent >= self.flush_at);
         if flush || (self.prefix > 0 && self.prefix_unsent == 0) {
             // The multiple-ack names the highest acked tag: RabbitMQ refuses one whose own tag
             // was settled before (sent alone, or nacked), even though the lower ones are pending.
@@ -151,7 +174,7 @@ impl<D> Window<D> {
                 work.multiple = Some((highest, answered));
             }
         }
-        let relieve = self.stuck() >= self.relieve_after || self.urgent || timer;
+        let relieve = self.stuck() >= self.relieve_after || self.urgent || relieve;
         if relieve && self.stuck() > 0 {
             for (offset, state) in self.states.iter_mut().enumerate().skip(self.prefix) {
                 if matches!(state, State::Acked(_))
@@ -168,7 +191,7 @@ impl<D> Window<D> {
 
     /// Everything acked and not sent yet, one by one: what goes out before the channel closes.
     pub(crate) fn take_all(&mut self) -> Work<D> {
-        let mut work = self.take(true);
+        let mut work = self.take(true, true);
         for (offset, state) in self.states.drain(..).enumerate() {
             if let State::Acked(done) = state {
                 work.singles.push((self.base + offset as u64, done));
@@ -207,18 +230,34 @@ mod tests {
         assert!(window.waiting());
         window.ack(4, 4, false);
         assert!(window.due());
-        let work = window.take(false);
+        let work = window.take(false, false);
         assert_eq!(multiple(&work), Some((4, vec![1, 2, 3, 4])));
         assert!(!window.waiting());
         assert!(!window.due());
     }
 
     #[test]
+    fn only_the_first_waiting_ack_wakes_the_task_until_it_rearms() {
+        let mut window = window();
+        window.ack(2, 2, false);
+        assert!(window.wake_after_ack(), "a stuck ack needs a timer");
+        window.ack(3, 3, false);
+        assert!(!window.wake_after_ack(), "the timer is already coming");
+        assert_eq!(window.rearm(), (false, true));
+        window.ack(1, 1, false);
+        assert!(!window.wake_after_ack());
+        window.take(true, false);
+        assert_eq!(window.rearm(), (false, false));
+        window.ack(4, 4, false);
+        assert!(window.wake_after_ack(), "no timer runs any more");
+    }
+
+    #[test]
     fn the_timer_sends_a_short_prefix() {
         let mut window = window();
         window.ack(1, 1, false);
-        assert!(window.take(false).multiple.is_none());
-        assert_eq!(multiple(&window.take(true)), Some((1, vec![1])));
+        assert!(window.take(false, false).multiple.is_none());
+        assert_eq!(multiple(&window.take(true, false)), Some((1, vec![1])));
     }
 
     #[test]
@@ -227,21 +266,25 @@ mod tests {
         // Tag 1 is running (never settled): acks of 2 and 3 must not be covered by a multiple-ack.
         window.ack(2, 2, false);
         window.ack(3, 3, false);
-        assert!(window.waiting() && !window.due());
-        let work = window.take(false);
+        assert!(!window.waiting() && window.stuck() == 2 && !window.due());
+        let work = window.take(true, false);
         assert!(work.multiple.is_none() && work.singles.is_empty());
         window.ack(1, 1, false);
-        assert_eq!(multiple(&window.take(true)), Some((3, vec![1, 2, 3])));
+        assert_eq!(
+            multiple(&window.take(true, false)),
+            Some((3, vec![1, 2, 3]))
+        );
     }
 
     #[test]
     fn when_the_delay_runs_out_acks_behind_a_running_delivery_go_out_alone() {
         let mut window = window();
         window.ack(2, 2, false);
-        let work = window.take(true);
+        assert!(window.take(true, false).singles.is_empty());
+        let work = window.take(false, true);
         assert!(work.multiple.is_none());
         assert_eq!(singles(&work), vec![2]);
-        assert!(!window.waiting());
+        assert_eq!(window.stuck(), 0);
     }
 
     #[test]
@@ -251,13 +294,13 @@ mod tests {
             window.ack(tag, tag, false);
         }
         assert!(window.due(), "three acks behind running tag 1");
-        let work = window.take(false);
+        let work = window.take(false, false);
         assert!(work.multiple.is_none());
         assert_eq!(singles(&work), vec![2, 3, 4]);
         // When tag 1 settles, the prefix holds only it: 2–4 were sent already, and a multiple-ack
         // naming 4 would be refused by RabbitMQ (4 is no longer pending).
         window.ack(1, 1, false);
-        assert_eq!(multiple(&window.take(true)), Some((1, vec![1])));
+        assert_eq!(multiple(&window.take(true, false)), Some((1, vec![1])));
         assert!(!window.waiting() && !window.due());
     }
 
@@ -268,7 +311,7 @@ mod tests {
         window.nack(2, Some(2));
         window.ack(3, 3, true);
         assert!(window.due());
-        let work = window.take(false);
+        let work = window.take(false, false);
         assert_eq!(
             work.nacks.iter().map(|(tag, _)| *tag).collect::<Vec<_>>(),
             vec![2]
@@ -281,7 +324,7 @@ mod tests {
         let mut window = window();
         window.ack(1, 1, false);
         window.nack(1, Some(1));
-        let work = window.take(true);
+        let work = window.take(true, false);
         assert!(work.nacks.is_empty());
         assert_eq!(multiple(&work), Some((1, vec![1])));
         window.ack(1, 1, false);
@@ -293,21 +336,21 @@ mod tests {
         let mut window = window();
         window.ack(1, 1, false);
         window.nack(2, None);
-        let work = window.take(true);
+        let work = window.take(true, false);
         assert_eq!(multiple(&work), Some((1, vec![1])));
         window.ack(3, 3, false);
-        assert_eq!(multiple(&window.take(true)), Some((3, vec![3])));
+        assert_eq!(multiple(&window.take(true, false)), Some((3, vec![3])));
     }
 
     #[test]
     fn a_prefix_of_nacks_only_is_dropped_without_an_ack() {
         let mut window = window();
         window.nack(1, None);
-        let work = window.take(false);
+        let work = window.take(false, false);
         assert_eq!(work.nacks.len(), 1);
         assert!(work.multiple.is_none());
         window.ack(2, 2, false);
-        assert_eq!(multiple(&window.take(true)), Some((2, vec![2])));
+        assert_eq!(multiple(&window.take(true, false)), Some((2, vec![2])));
     }
 
     #[test]
