@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole comparison in one go, on this machine's brokers: celeriac (memory, Redis, RabbitMQ; three
-# runs each), Python Celery (prefork -c 2 and gevent -c 64, both brokers) and the Rust peers
+# runs each, and RabbitMQ sharded), the raw lapin sweep, Python Celery (prefork -c 2 and gevent -c 64, both brokers) and the Rust peers
 # (rusty-celery and apalis, both brokers). Results go to docs/bench-results/, the chart is redrawn.
 # Takes about 30 minutes; start the brokers first (scripts/test.sh does).
 #
@@ -15,6 +15,11 @@ for broker in memory redis amqp; do
     target/release/celeriac-bench "$broker" --json "$out/$broker-$run.json"
   done
 done
+for run in 1 2 3; do
+  target/release/celeriac-bench amqp --amqp-shards 4 --worker-runtime current \
+    --json "$out/sharded-amqp-$run.json"
+done
+bench/amqp-raw-sweep.sh | tee "$out/amqp-raw-sweep.txt"
 bench/celery/run.sh --tasks 20000 | grep '^{' | tee "$out/celery-prefork.jsonl"
 bench/celery/run.sh --tasks 20000 --pool gevent --concurrency 64 | grep '^{' | tee "$out/celery-gevent.jsonl"
 (

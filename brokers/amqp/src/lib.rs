@@ -30,6 +30,9 @@
 //!   original) and dead-letters a message once it reached `max_deliveries`.
 //! - **Outages.** Every operation has a timeout. After a connection loss the next operation connects
 //!   again; workers re-consume with back-off and re-declare their queues.
+//! - **Sharding** (opt-in, [`AmqpBrokerBuilder::shards`]): a RabbitMQ queue runs on one core, so a
+//!   celeriac queue can spread over several RabbitMQ queues, which workers all consume; order then
+//!   holds only within a shard.
 //! - **Priorities** via `x-max-priority` when [`AmqpBrokerBuilder::max_priority`] is set (it must then
 //!   be set the same way everywhere the queue is declared).
 //!
