@@ -27,23 +27,7 @@ async fn amqp_sharded() -> Option<Arc<dyn Broker>> {
 mod sharded {
     use super::*;
 
-    celeriac_tests::broker_contract_tests!(@cases amqp_sharded;
-        publish_then_consume_then_ack,
-        publish_batch_delivers_every_message,
-        one_consumer_serves_several_queues,
-        delayed_message_waits_for_its_time,
-        len_counts_ready_and_delayed_not_unacked,
-        requeue_delivers_again_marked_redelivered,
-        dropped_delivery_is_delivered_again,
-        dropped_stream_and_delivery_go_to_the_next_consumer,
-        delivery_settles_after_its_stream_is_dropped,
-        settling_out_of_order_settles_each_delivery_once,
-        dead_letter_keeps_the_message_and_reason,
-        purge_removes_waiting_messages,
-        prefetch_bounds_unsettled_deliveries,
-        competing_consumers_each_message_once,
-        empty_queue_names_are_refused
-    );
+    celeriac_tests::broker_contract_tests!(amqp_sharded, without_order);
 
     /// Messages go to every shard in turn, and one worker drains them all.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
