@@ -141,7 +141,7 @@ impl<'a> Raw<'a> {
     }
 
     /// Consumes every message with manual acks, each on its own or in batches (`multiple`, every
-    /// 64 messages); returns messages/s.
+    /// 64 messages, fewer when each consumer's window is small); returns messages/s.
     async fn drain(&self, batch_acks: bool) -> Result<f64, BoxError> {
         let channel = self.connection.create_channel().await?;
         let per_queue = self.shape.prefetch.div_ceil(self.queues.len());
@@ -164,6 +164,9 @@ impl<'a> Raw<'a> {
                     .await?,
             );
         }
+        // Ack at most every half consumer window: when only one queue still has messages, its
+        // consumer alone must be able to bring the next batch.
+        let ack_every = (per_queue as u64 / 2).clamp(1, 64);
         let mut deliveries = futures::stream::select_all(consumers);
         let started = Instant::now();
         let (mut drained, mut highest, mut acked) = (0u64, 0u64, 0u64);
@@ -180,7 +183,8 @@ impl<'a> Raw<'a> {
             // Several consumers interleave their tags: ack up to the highest one seen, which
             // RabbitMQ only accepts while that tag itself is still pending.
             highest = highest.max(delivery.delivery_tag);
-            if (drained.is_multiple_of(64) || drained == self.shape.tasks) && highest > acked {
+            if (drained.is_multiple_of(ack_every) || drained == self.shape.tasks) && highest > acked
+            {
                 channel
                     .basic_ack(highest, BasicAckOptions { multiple: true })
                     .await?;
