@@ -25,7 +25,7 @@ pub(crate) const REASON_HEADER: &str = "x-celeriac-reason";
 /// Header carrying when a message was dead-lettered (ms since the Unix epoch).
 pub(crate) const DEAD_AT_HEADER: &str = "x-celeriac-dead-lettered-at";
 
-/// Batches smaller than this stay on one publishing channel.
+/// A batch of at most this many messages stays on one publishing channel, in order.
 const CHUNK_MIN: usize = 64;
 
 /// A message to publish on the publishing channel.
