@@ -4,8 +4,8 @@ use std::fmt;
 ///
 /// Broker adapters hold the URL in this type: [`secret`](Self::secret) gives the full URL to the client
 /// library, and everything else — `Display`, `Debug`, [`redacted`](Self::redacted) — shows the password
-/// as `***`. A string that does not parse as a URL is hidden entirely, since nobody can tell where a
-/// password would be in it.
+/// as `***`. A string that does not parse as a URL, or holds an `@` outside a user name, is hidden
+/// entirely, since nobody can tell where a password would be in it.
 ///
 /// ```
 /// use celeriac::broker::RedactedUrl;
@@ -15,6 +15,8 @@ use std::fmt;
 /// assert!(!format!("{url:?}").contains("hunter2"));
 /// assert_eq!(url.secret(), "amqp://guest:hunter2@127.0.0.1:5672/%2f");
 /// assert_eq!(RedactedUrl::new("not a url hunter2").redacted(), "<unparseable broker url>");
+/// // Without `//`, the credentials would be read as a path: hidden all the same.
+/// assert_eq!(RedactedUrl::new("amqp:guest:hunter2@host").redacted(), "<broker url with credentials>");
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedactedUrl {
@@ -27,7 +29,13 @@ impl RedactedUrl {
     pub fn new(url: &str) -> Self {
         let redacted = match ::url::Url::parse(url) {
             Ok(mut parsed) => {
-                if parsed.password().is_some() && parsed.set_password(Some("***")).is_err() {
+                let hidden = if parsed.password().is_some() {
+                    parsed.set_password(Some("***")).is_err()
+                } else {
+                    // `amqp:user:pass@host` (no `//`) parses with the credentials in its path.
+                    parsed.username().is_empty() && url.contains('@')
+                };
+                if hidden {
                     "<broker url with credentials>".to_owned()
                 } else {
                     parsed.to_string()
