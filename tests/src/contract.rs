@@ -68,6 +68,25 @@ pub async fn publish_then_consume_then_ack(broker: Arc<dyn Broker>, queue: &str)
     nothing_arrives(&mut stream).await;
 }
 
+/// A message as large as the decoder accepts by default (1 MiB, every byte value) arrives byte for
+/// byte: brokers that cut messages into frames or chunks put them back together.
+pub async fn largest_default_message_arrives_intact(broker: Arc<dyn Broker>, queue: &str) {
+    let size = celeriac::codec::DecodeLimits::DEFAULT_MAX_MESSAGE_BYTES;
+    let payload: Bytes = (0..size).map(|i| (i % 251) as u8).collect();
+    broker
+        .publish(Outgoing::new(queue, payload.clone()))
+        .await
+        .expect("publish");
+    let mut stream = consume(&broker, queue, 1).await;
+    let delivery = next(&mut stream).await;
+    assert_eq!(delivery.payload().len(), size);
+    assert!(
+        delivery.payload() == &payload[..],
+        "the payload changed in transit"
+    );
+    delivery.ack().await.expect("ack");
+}
+
 /// Messages of one queue and priority arrive in publish order.
 pub async fn order_is_fifo_within_a_queue(broker: Arc<dyn Broker>, queue: &str) {
     for i in 0..20 {

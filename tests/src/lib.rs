@@ -29,6 +29,7 @@ macro_rules! broker_contract_tests {
     ($factory:path, without_order) => {
         $crate::broker_contract_tests!(@cases $factory;
             publish_then_consume_then_ack,
+            largest_default_message_arrives_intact,
             publish_batch_delivers_every_message,
             one_consumer_serves_several_queues,
             delayed_message_waits_for_its_time,

@@ -56,6 +56,35 @@ mod sharded {
     }
 }
 
+/// With the smallest frames AMQP allows, a 1 MiB message travels in 256 frames and arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_message_crosses_in_many_small_frames() {
+    let Some(broker) = require_amqp(|builder| builder.frame_max(4096)).await else {
+        return;
+    };
+    let queue = unique_queue("small-frames");
+    celeriac_tests::contract::largest_default_message_arrives_intact(Arc::new(broker), &queue)
+        .await;
+}
+
+/// A URL lapin cannot parse is a connect error that keeps the password hidden (the parser's own
+/// message would quote the URL whole).
+#[tokio::test]
+async fn an_unparseable_url_is_a_connect_error_without_the_password() {
+    for url in [
+        "amqp://guest:hunter2@127.0.0.1:5672/%2f?frame_max=lots",
+        "amqp:guest:hunter2@127.0.0.1:5672/%2f",
+    ] {
+        let error = AmqpBroker::connect(url).await.unwrap_err();
+        let text = format!("{error} {error:?}");
+        assert!(
+            matches!(error, celeriac::BrokerError::Connect { .. }),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+}
+
 #[tokio::test]
 async fn unreachable_rabbitmq_is_a_connect_error_without_the_password() {
     let error = AmqpBroker::builder("amqp://guest:hunter2@127.0.0.1:1/%2f")

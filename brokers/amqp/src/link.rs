@@ -10,11 +10,12 @@ use celeriac::BrokerError;
 use futures::future::try_join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 
 use celeriac::broker::RedactedUrl;
 
-use crate::config::Settings;
+use crate::config::{DEFAULT_FRAME_MAX, MIN_FRAME_MAX, Settings};
 use crate::error::{bounded, from_lapin};
 use crate::topology::{self, dead_queue, wait_queue};
 
@@ -108,6 +109,27 @@ impl Shared {
         self.settings.operation_timeout
     }
 
+    /// The URL parsed, with the frame size settled (builder, else URL, else our default).
+    fn uri(&self) -> Result<AMQPUri, BrokerError> {
+        // The parser's messages can quote the whole URL, password included: never pass them on.
+        let mut uri: AMQPUri = self
+            .url
+            .secret()
+            .parse()
+            .map_err(|_| BrokerError::Connect {
+                url: self.url.redacted().to_owned(),
+                source: "not a valid amqp:// or amqps:// URL".into(),
+            })?;
+        uri.query.frame_max = Some(
+            self.settings
+                .frame_max
+                .or(uri.query.frame_max)
+                .unwrap_or(DEFAULT_FRAME_MAX)
+                .max(MIN_FRAME_MAX),
+        );
+        Ok(uri)
+    }
+
     /// The current link, connecting (again) if there is none or it was lost.
     pub(crate) async fn link(&self) -> Result<Arc<Link>, BrokerError> {
         let mut current = self.link.lock().await;
@@ -117,7 +139,7 @@ impl Shared {
             return Ok(link.clone());
         }
         let timeout = self.timeout();
-        let connect = Connection::connect(self.url.secret(), ConnectionProperties::default());
+        let connect = Connection::connect_uri(self.uri()?, ConnectionProperties::default());
         let connection = match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(error)) => {
