@@ -176,6 +176,17 @@ impl BackgroundWorker {
     }
 }
 
+/// The reasons of up to 100 dead letters of `queue` on `app`'s broker, oldest first.
+pub async fn dead_letter_reasons(app: &celeriac::App, queue: &str) -> Vec<String> {
+    app.broker()
+        .dead_letters(queue, 100)
+        .await
+        .expect("dead letters")
+        .into_iter()
+        .map(|dead| dead.reason)
+        .collect()
+}
+
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

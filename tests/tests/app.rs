@@ -1,0 +1,219 @@
+//! What the app adds around a task's run, on the in-memory broker: plain fns on the blocking pool,
+//! tower layers, follow-up tasks linked to their parent, enqueue errors, and app state.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use celeriac::broker::{Broker, ConsumeOptions};
+use celeriac::service::TaskRequest;
+use celeriac::{App, MemoryBroker, SendOptions, TaskContext, TaskError, TaskId};
+use celeriac_tests::harness::dead_letter_reasons;
+
+/// Runs a worker of `app` for a second of (paused) time.
+async fn run_for_a_second(app: &App) -> celeriac::WorkerReport {
+    app.worker()
+        .build()
+        .unwrap()
+        .run_until(tokio::time::sleep(Duration::from_secs(1)))
+        .await
+        .unwrap()
+}
+
+// ===== plain fns run on the blocking pool =====
+
+static BLOCKING_THREAD: Mutex<Option<std::thread::ThreadId>> = Mutex::new(None);
+
+#[celeriac::task(name = "cpu_bound")]
+fn cpu_bound(n: u64) -> Result<u64, std::convert::Infallible> {
+    *BLOCKING_THREAD.lock().unwrap() = Some(std::thread::current().id());
+    Ok((0..n).sum())
+}
+
+#[tokio::test]
+async fn plain_fn_tasks_run_off_the_async_thread() {
+    let app = App::builder().register::<cpu_bound>().build().unwrap();
+    cpu_bound::delay(&app, 1000).await.unwrap();
+    let report = app
+        .worker()
+        .build()
+        .unwrap()
+        .run_until(async {
+            while BLOCKING_THREAD.lock().unwrap().is_none() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, 1);
+    assert_ne!(
+        *BLOCKING_THREAD.lock().unwrap(),
+        Some(std::thread::current().id())
+    );
+}
+
+// ===== tower layers: first added is outermost =====
+
+static LAYER_ORDER: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+#[celeriac::task(name = "layered")]
+async fn layered() {
+    LAYER_ORDER.lock().unwrap().push("task");
+}
+
+fn recording_layer(
+    label: &'static str,
+) -> impl tower::Layer<
+    celeriac::service::BoxTaskService,
+    Service = impl tower::Service<
+        TaskRequest,
+        Response = celeriac::service::TaskOutput,
+        Error = TaskError,
+        Future = impl Send,
+    > + Clone
+              + Send
+              + Sync,
+> + Send
++ Sync
++ Clone {
+    tower::layer::layer_fn(move |inner: celeriac::service::BoxTaskService| {
+        tower::service_fn(move |request: TaskRequest| {
+            LAYER_ORDER.lock().unwrap().push(label);
+            tower::ServiceExt::oneshot(inner.clone(), request)
+        })
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn layers_wrap_runs_with_the_first_added_outermost() {
+    let app = App::builder().register::<layered>().build().unwrap();
+    layered::delay(&app).await.unwrap();
+    let worker = app
+        .worker()
+        .layer(recording_layer("first"))
+        .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
+        .layer(recording_layer("second"))
+        .build()
+        .unwrap();
+    let report = worker
+        .run_until(tokio::time::sleep(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(*LAYER_ORDER.lock().unwrap(), ["first", "second", "task"]);
+}
+
+// ===== follow-up tasks are linked to their parent =====
+
+static CHILD_CONTEXT: Mutex<Option<(Option<TaskId>, Option<TaskId>)>> = Mutex::new(None);
+
+#[celeriac::task(name = "parent")]
+async fn parent(ctx: TaskContext) -> Result<(), celeriac::EnqueueError> {
+    ctx.delay::<child>(()).await?;
+    Ok(())
+}
+
+#[celeriac::task(name = "child")]
+async fn child(ctx: TaskContext) {
+    *CHILD_CONTEXT.lock().unwrap() = Some((ctx.envelope().parent_id, ctx.envelope().root_id));
+}
+
+#[tokio::test(start_paused = true)]
+async fn follow_up_tasks_carry_parent_and_root_ids() {
+    let app = App::builder()
+        .register::<parent>()
+        .register::<child>()
+        .build()
+        .unwrap();
+    let parent_id = parent::delay(&app).await.unwrap();
+    let report = run_for_a_second(&app).await;
+    assert_eq!(report.succeeded, 2);
+    assert_eq!(
+        *CHILD_CONTEXT.lock().unwrap(),
+        Some((Some(parent_id), Some(parent_id)))
+    );
+}
+
+// ===== enqueue errors reach the caller =====
+
+#[tokio::test]
+async fn invalid_send_options_are_errors() {
+    let app = App::builder().build().unwrap();
+    let error = app
+        .send_task("t", &(), SendOptions::new().priority(12))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "invalid options for task `t`: priority 12 is above 9"
+    );
+    let error = app
+        .send_task("t", &(), SendOptions::new().queue(""))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("queue name is empty"), "{error}");
+}
+
+#[test]
+fn enqueue_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let app = App::builder().build().unwrap();
+    assert_send(&cpu_bound::delay(&app, 1));
+    assert_send(&app.delay::<cpu_bound>((1,)));
+    assert_send(&app.send_task("cpu_bound", &(1,), SendOptions::new()));
+    let broker = MemoryBroker::new();
+    assert_send(&broker.consume(&[], ConsumeOptions::default()));
+}
+
+#[test]
+fn duplicate_task_names_are_refused_at_build() {
+    #[celeriac::task(name = "cpu_bound")]
+    async fn impostor() {}
+    let error = App::builder()
+        .register::<cpu_bound>()
+        .register::<impostor>()
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "two different tasks are registered under the name `cpu_bound`"
+    );
+}
+
+// ===== app state =====
+
+struct Prefix(&'static str);
+
+static STATED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[celeriac::task(name = "uses_state")]
+async fn uses_state(ctx: TaskContext, name: String) -> Result<(), TaskError> {
+    let prefix = ctx.state::<Prefix>()?;
+    STATED.lock().unwrap().push(format!("{}{name}", prefix.0));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn tasks_read_app_state_and_missing_state_is_a_dead_letter_not_a_retry_loop() {
+    let app = App::builder()
+        .state(Prefix("hello, "))
+        .register::<uses_state>()
+        .build()
+        .unwrap();
+    uses_state::delay(&app, "ada".into()).await.unwrap();
+    let report = run_for_a_second(&app).await;
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(*STATED.lock().unwrap(), ["hello, ada"]);
+
+    let without = App::builder().register::<uses_state>().build().unwrap();
+    uses_state::delay(&without, "bob".into()).await.unwrap();
+    let report = run_for_a_second(&without).await;
+    assert_eq!(
+        (report.succeeded, report.retried, report.dead_lettered),
+        (0, 0, 1)
+    );
+    let reasons = dead_letter_reasons(&without, "celery").await;
+    assert!(
+        reasons[0].contains("no state of type") && reasons[0].contains("Prefix"),
+        "{reasons:?}"
+    );
+}
