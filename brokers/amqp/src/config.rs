@@ -9,6 +9,8 @@ pub(crate) struct Settings {
     pub(crate) shards: usize,
     /// Set by the builder; else the URL's `frame_max`; else [`DEFAULT_FRAME_MAX`].
     pub(crate) frame_max: Option<u32>,
+    /// Certificates (PEM) trusted for `amqps://` besides the system's roots. Public data.
+    pub(crate) tls_roots_pem: Option<String>,
 }
 
 /// The largest AMQP frame we offer RabbitMQ by default: its own default. Offering it when
@@ -27,6 +29,7 @@ impl Default for Settings {
             publisher_channels: 4,
             shards: 1,
             frame_max: None,
+            tls_roots_pem: None,
         }
     }
 }

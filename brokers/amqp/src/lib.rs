@@ -33,6 +33,8 @@
 //! - **Sharding** (opt-in, [`AmqpBrokerBuilder::shards`]): a RabbitMQ queue runs on one core, so a
 //!   celeriac queue can spread over several RabbitMQ queues, which workers all consume; order then
 //!   holds only within a shard.
+//! - **TLS**: `amqps://` URLs (feature `tls`, on by default: the system's OpenSSL), trusting the
+//!   system's roots and any given to [`AmqpBrokerBuilder::tls_root_certificates`].
 //! - **Priorities** via `x-max-priority` when [`AmqpBrokerBuilder::max_priority`] is set (it must then
 //!   be set the same way everywhere the queue is declared).
 //!
@@ -174,6 +176,24 @@ impl AmqpBrokerBuilder {
     /// ```
     pub fn frame_max(mut self, bytes: u32) -> Self {
         self.settings.frame_max = Some(bytes.max(config::MIN_FRAME_MAX));
+        self
+    }
+
+    /// Also trusts the CA certificates in `pem` (one or more, PEM) for `amqps://` URLs, besides the
+    /// system's roots: for a RabbitMQ whose certificate a private CA signed. The server's certificate
+    /// must still match the URL's host name.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = std::fs::read_to_string("/etc/rabbitmq/ca.pem")?;
+    /// let broker = celeriac_amqp::AmqpBroker::builder("amqps://app:secret@rabbit.internal:5671/%2f")
+    ///     .tls_root_certificates(ca)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls_root_certificates(mut self, pem: impl Into<String>) -> Self {
+        self.settings.tls_roots_pem = Some(pem.into());
         self
     }
 

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use celeriac::BrokerError;
+use celeriac::{BoxError, BrokerError};
 use futures::future::try_join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
@@ -130,6 +131,29 @@ impl Shared {
         Ok(uri)
     }
 
+    /// A new connection, within `timeout`; TLS for `amqps://`, trusting the configured roots too.
+    async fn connect(&self, timeout: Duration) -> Result<Connection, BrokerError> {
+        let failed = |source: BoxError| BrokerError::Connect {
+            url: self.url.redacted().to_owned(),
+            source,
+        };
+        let tls = OwnedTLSConfig {
+            identity: None,
+            cert_chain: self.settings.tls_roots_pem.clone(),
+        };
+        let runtime = lapin::runtime::default_runtime().map_err(|error| failed(error.into()))?;
+        let connect = Connection::connect_uri_with_config(
+            self.uri()?,
+            ConnectionProperties::default(),
+            tls,
+            runtime,
+        );
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(result) => result.map_err(|error| failed(error.into())),
+            Err(_) => Err(failed(format!("no answer within {timeout:?}").into())),
+        }
+    }
+
     /// The current link, connecting (again) if there is none or it was lost.
     pub(crate) async fn link(&self) -> Result<Arc<Link>, BrokerError> {
         let mut current = self.link.lock().await;
@@ -139,22 +163,7 @@ impl Shared {
             return Ok(link.clone());
         }
         let timeout = self.timeout();
-        let connect = Connection::connect_uri(self.uri()?, ConnectionProperties::default());
-        let connection = match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(error)) => {
-                return Err(BrokerError::Connect {
-                    url: self.url.redacted().to_owned(),
-                    source: Box::new(error),
-                });
-            }
-            Err(_) => {
-                return Err(BrokerError::Connect {
-                    url: self.url.redacted().to_owned(),
-                    source: format!("no answer within {timeout:?}").into(),
-                });
-            }
-        };
+        let connection = self.connect(timeout).await?;
         let mut publishers = Vec::with_capacity(self.settings.publisher_channels);
         for _ in 0..self.settings.publisher_channels {
             let publisher = bounded("open channel", timeout, connection.create_channel()).await?;
