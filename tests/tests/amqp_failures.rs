@@ -1,5 +1,6 @@
 //! The RabbitMQ broker under failure, against the real server: a worker killed with SIGKILL, a message
-//! that kills every worker that takes it, and RabbitMQ's app stopped and started while tasks flow.
+//! that kills every worker that takes it, a publish RabbitMQ refuses, and RabbitMQ's app stopped and
+//! started while tasks flow.
 //! The outage test stops the shared server's app, so this file's tests run one at a time
 //! (`--test-threads` is not needed: they serialise on a lock).
 
@@ -70,13 +71,13 @@ fn survived() -> usize {
     SURVIVED.count()
 }
 
-fn rabbitmqctl(command: &str) {
+fn rabbitmqctl(arguments: &[&str]) {
     let status = std::process::Command::new("rabbitmqctl")
-        .arg(command)
+        .args(arguments)
         .stdout(Stdio::null())
         .status()
-        .expect("rabbitmqctl must be installed for the outage test (scripts/test.sh installs it)");
-    assert!(status.success(), "rabbitmqctl {command} failed");
+        .expect("rabbitmqctl must be installed for this test (scripts/test.sh installs it)");
+    assert!(status.success(), "rabbitmqctl {arguments:?} failed");
 }
 
 /// Starts the app again even if the test fails half-way, so other tests find RabbitMQ running.
@@ -124,7 +125,7 @@ async fn tasks_flowing_through_a_rabbitmq_restart_all_complete() {
     .await;
 
     let restart = RestartOnDrop;
-    rabbitmqctl("stop_app");
+    rabbitmqctl(&["stop_app"]);
     assert!(
         survived() < BEFORE as usize,
         "everything ran before the outage"
@@ -144,7 +145,7 @@ async fn tasks_flowing_through_a_rabbitmq_restart_all_complete() {
         "delay hung for {:?}",
         started.elapsed()
     );
-    rabbitmqctl("start_app");
+    rabbitmqctl(&["start_app"]);
     drop(restart);
     // And after it, sending works again.
     eventually(
@@ -168,4 +169,48 @@ async fn tasks_flowing_through_a_rabbitmq_restart_all_complete() {
     })
     .await;
     running.stop().await;
+}
+
+/// Removes the test's policy even if the test fails half-way.
+struct ClearPolicyOnDrop(String);
+
+impl Drop for ClearPolicyOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .args(["clear_policy", &self.0])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_rabbitmq_refuses_is_an_error_for_the_caller() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = require_amqp(|b| b).await else {
+        return;
+    };
+    let queue = unique_queue("refused");
+    // A full queue that rejects publishes: RabbitMQ answers the publisher confirm with a nack.
+    let policy = format!("{queue}-full");
+    let _clear = ClearPolicyOnDrop(policy.clone());
+    rabbitmqctl(&[
+        "set_policy",
+        &policy,
+        &format!("^{queue}$"),
+        r#"{"max-length":1,"overflow":"reject-publish"}"#,
+        "--apply-to",
+        "queues",
+    ]);
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .register::<through_the_rabbitmq_outage>()
+        .build()
+        .unwrap();
+    through_the_rabbitmq_outage::delay(&app, 1).await.unwrap();
+    let error = through_the_rabbitmq_outage::delay(&app, 2)
+        .await
+        .expect_err("RabbitMQ nacks a publish to a full reject-publish queue");
+    assert!(error.to_string().contains("nacked"), "{error}");
+    assert_eq!(app.broker().len(&queue).await.unwrap(), 1);
 }
