@@ -15,6 +15,7 @@
 pub mod contract;
 pub mod harness;
 pub mod scenarios;
+pub mod tls;
 
 /// Generates one test per contract case, each on a fresh broker from `$factory` (an async fn returning
 /// `Option<Arc<dyn Broker>>`; `None` means the broker was explicitly skipped) and a uniquely named queue.

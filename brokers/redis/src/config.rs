@@ -8,6 +8,8 @@ pub(crate) struct Settings {
     pub(crate) operation_timeout: Duration,
     pub(crate) key_prefix: String,
     pub(crate) group: String,
+    /// Certificates (PEM) trusted for `rediss://` besides the system's roots. Public data.
+    pub(crate) tls_roots_pem: Option<String>,
 }
 
 impl Default for Settings {
@@ -18,6 +20,7 @@ impl Default for Settings {
             operation_timeout: Duration::from_secs(5),
             key_prefix: "celeriac".to_owned(),
             group: "celeriac".to_owned(),
+            tls_roots_pem: None,
         }
     }
 }

@@ -124,16 +124,55 @@ impl RedisBrokerBuilder {
         self
     }
 
-    /// Connects. Fails if the URL is invalid or the server cannot be reached within the operation
-    /// timeout.
-    pub async fn connect(self) -> Result<RedisBroker, BrokerError> {
-        let client = redis::Client::open(self.url.secret()).map_err(|error| {
+    /// Also trusts the CA certificates in `pem` (one or more, PEM) for `rediss://` URLs, besides the
+    /// system's roots: for a Redis whose certificate a private CA signed. The server's certificate
+    /// must still match the URL's host name. Needs the `tls` feature (on by default).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let ca = std::fs::read_to_string("/etc/redis/ca.pem")?;
+    /// let broker = celeriac_redis::RedisBroker::builder("rediss://:secret@redis.internal:6380/0")
+    ///     .tls_root_certificates(ca)
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn tls_root_certificates(mut self, pem: impl Into<String>) -> Self {
+        self.settings.tls_roots_pem = Some(pem.into());
+        self
+    }
+
+    /// The client for the URL, trusting the configured roots when there are some.
+    fn client(&self) -> Result<redis::Client, BrokerError> {
+        let invalid = |error: redis::RedisError| {
             BrokerError::Invalid(format!(
                 "invalid redis URL {}: {}",
                 self.url.redacted(),
                 error.kind_description()
             ))
-        })?;
+        };
+        match &self.settings.tls_roots_pem {
+            None => redis::Client::open(self.url.secret()).map_err(invalid),
+            #[cfg(feature = "tls")]
+            Some(pem) => redis::Client::build_with_tls(
+                self.url.secret(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone().into_bytes()),
+                },
+            )
+            .map_err(invalid),
+            #[cfg(not(feature = "tls"))]
+            Some(_) => Err(BrokerError::Invalid(
+                "tls_root_certificates needs celeriac-redis's `tls` feature".to_owned(),
+            )),
+        }
+    }
+
+    /// Connects. Fails if the URL is invalid or the server cannot be reached within the operation
+    /// timeout.
+    pub async fn connect(self) -> Result<RedisBroker, BrokerError> {
+        let client = self.client()?;
         let conn = manager(&client, self.settings.operation_timeout)
             .await
             .map_err(|source| BrokerError::Connect {
