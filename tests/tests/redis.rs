@@ -71,6 +71,7 @@ async fn unreachable_redis_is_a_connect_error_without_the_password() {
     let text = format!("{error} {error:?}");
     assert!(error.is_transient(), "{text}");
     assert!(text.contains("redis://:***@127.0.0.1:1/0"), "{text}");
+    assert!(text.contains("refused"), "the cause is named: {text}");
     assert!(!text.contains("hunter2"), "{text}");
 }
 

@@ -69,4 +69,8 @@ async fn rediss_works_when_the_ca_is_trusted_and_fails_when_it_is_not() {
         .await
         .unwrap_err();
     assert_refused(&error);
+    assert!(
+        error.to_string().contains("certificate verify failed"),
+        "{error}"
+    );
 }

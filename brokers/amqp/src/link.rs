@@ -149,7 +149,8 @@ impl Shared {
             runtime,
         );
         match tokio::time::timeout(timeout, connect).await {
-            Ok(result) => result.map_err(|error| failed(error.into())),
+            // lapin's messages are passed on scrubbed: we do not control their wording.
+            Ok(result) => result.map_err(|error| failed(self.url.scrub(&error.to_string()).into())),
             Err(_) => Err(failed(format!("no answer within {timeout:?}").into())),
         }
     }

@@ -148,7 +148,7 @@ impl RedisBrokerBuilder {
             BrokerError::Invalid(format!(
                 "invalid redis URL {}: {}",
                 self.url.redacted(),
-                error.kind_description()
+                self.url.scrub(&error.to_string())
             ))
         };
         match &self.settings.tls_roots_pem {
@@ -173,7 +173,7 @@ impl RedisBrokerBuilder {
     /// timeout.
     pub async fn connect(self) -> Result<RedisBroker, BrokerError> {
         let client = self.client()?;
-        let conn = manager(&client, self.settings.operation_timeout)
+        let conn = manager(&client, &self.url, self.settings.operation_timeout)
             .await
             .map_err(|source| BrokerError::Connect {
                 url: self.url.redacted().to_owned(),
@@ -191,20 +191,11 @@ impl RedisBrokerBuilder {
     }
 }
 
-trait KindDescription {
-    fn kind_description(&self) -> String;
-}
-
-impl KindDescription for redis::RedisError {
-    fn kind_description(&self) -> String {
-        // The error's own message may echo the URL; its kind never does.
-        format!("{:?}", self.kind())
-    }
-}
-
 /// A connection manager that reconnects on its own, with every response bounded by `response_timeout`.
+/// Errors name `url` redacted, whatever the client's own message quotes.
 async fn manager(
     client: &redis::Client,
+    url: &RedactedUrl,
     response_timeout: Duration,
 ) -> Result<ConnectionManager, celeriac::BoxError> {
     let config = ConnectionManagerConfig::new()
@@ -215,7 +206,7 @@ async fn manager(
     let connect = ConnectionManager::new_with_config(client.clone(), config);
     match tokio::time::timeout(response_timeout, connect).await {
         Ok(Ok(manager)) => Ok(manager),
-        Ok(Err(error)) => Err(error.kind_description().into()),
+        Ok(Err(error)) => Err(url.scrub(&error.to_string()).into()),
         Err(_) => Err(format!("no answer within {response_timeout:?}").into()),
     }
 }
@@ -321,7 +312,7 @@ impl Broker for RedisBroker {
             .map(|queue| self.keys(queue))
             .collect::<Result<Vec<_>, _>>()?;
         let block_budget = consumer::MAX_BLOCK + self.inner.settings.operation_timeout;
-        let conn = manager(&self.inner.client, block_budget)
+        let conn = manager(&self.inner.client, &self.inner.url, block_budget)
             .await
             .map_err(|source| BrokerError::Connect {
                 url: self.inner.url.redacted().to_owned(),

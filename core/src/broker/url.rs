@@ -22,12 +22,24 @@ use std::fmt;
 pub struct RedactedUrl {
     full: String,
     redacted: String,
+    /// The password as written in the URL and percent-decoded (when they differ).
+    passwords: Vec<String>,
 }
 
 impl RedactedUrl {
     /// Wraps `url`.
     pub fn new(url: &str) -> Self {
-        let redacted = match ::url::Url::parse(url) {
+        let parsed = ::url::Url::parse(url);
+        let mut passwords = Vec::new();
+        let password = parsed.as_ref().ok().and_then(|parsed| parsed.password());
+        if let Some(written) = password.filter(|written| !written.is_empty()) {
+            let decoded = percent_encoding::percent_decode_str(written).decode_utf8_lossy();
+            if decoded != written {
+                passwords.push(decoded.into_owned());
+            }
+            passwords.push(written.to_owned());
+        }
+        let redacted = match parsed {
             Ok(mut parsed) => {
                 let hidden = if parsed.password().is_some() {
                     parsed.set_password(Some("***")).is_err()
@@ -46,7 +58,29 @@ impl RedactedUrl {
         Self {
             full: url.to_owned(),
             redacted,
+            passwords,
         }
+    }
+
+    /// `text` — a client library's error message, say — with this URL replaced by its redacted form
+    /// and the password, as written or percent-decoded, by `***`: for passing on errors whose
+    /// wording we do not control.
+    ///
+    /// ```
+    /// use celeriac::broker::RedactedUrl;
+    ///
+    /// let url = RedactedUrl::new("redis://:p%40ss@cache:6379/0");
+    /// assert_eq!(
+    ///     url.scrub("AUTH p@ss refused by redis://:p%40ss@cache:6379/0"),
+    ///     "AUTH *** refused by redis://:***@cache:6379/0"
+    /// );
+    /// ```
+    pub fn scrub(&self, text: &str) -> String {
+        let mut clean = text.replace(&self.full, &self.redacted);
+        for password in &self.passwords {
+            clean = clean.replace(password.as_str(), "***");
+        }
+        clean
     }
 
     /// The full URL, password included: for the client library only.
@@ -69,5 +103,25 @@ impl fmt::Display for RedactedUrl {
 impl fmt::Debug for RedactedUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RedactedUrl({})", self.redacted)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RedactedUrl;
+
+    #[test]
+    fn an_empty_password_scrubs_nothing_but_the_url() {
+        let url = RedactedUrl::new("redis://:@cache:6379/0");
+        assert_eq!(url.scrub("plain words"), "plain words");
+    }
+
+    #[test]
+    fn an_unparseable_url_quoted_whole_is_hidden_whole() {
+        let url = RedactedUrl::new("amqp:guest:hunter2@host");
+        assert_eq!(
+            url.scrub("Invalid URL: 'amqp:guest:hunter2@host'"),
+            "Invalid URL: '<broker url with credentials>'"
+        );
     }
 }
