@@ -83,5 +83,16 @@ ensure_browser() {
 [[ -n ${CELERIAC_AMQP_URL:-} ]] || ensure_rabbitmq
 [[ -n ${CELERIAC_SKIP_BROWSER:-} ]] || ensure_browser
 
+# Earlier runs leave their uniquely named queues behind (durable on RabbitMQ): remove them first,
+# so the shared servers do not fill up run after run. A failed cleanup only warns.
+say "removing queues and keys left by earlier runs"
+cargo build -q --locked -p celeriac-tests --bin celeriac-test-cleanup
+cleanup=target/debug/celeriac-test-cleanup
+"$cleanup" redis || echo "warning: Redis cleanup failed; the tests still run" >&2
+if [[ -z ${CELERIAC_AMQP_URL:-} ]] && command -v rabbitmqctl >/dev/null; then
+  rabbitmqctl list_queues name --quiet --no-table-headers 2>/dev/null | "$cleanup" amqp ||
+    echo "warning: RabbitMQ cleanup failed; the tests still run" >&2
+fi
+
 say "cargo test --workspace"
 cargo test --workspace --locked

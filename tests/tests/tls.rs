@@ -58,6 +58,7 @@ async fn rediss_works_when_the_ca_is_trusted_and_fails_when_it_is_not() {
     let proxy = TlsProxy::start(server_address(&redis_url(), 6379)).await;
     let url = proxy.url_for(&redis_url());
     let broker = RedisBroker::builder(&url)
+        .key_prefix("celeriac-test")
         .tls_root_certificates(proxy.ca_pem())
         .connect()
         .await
