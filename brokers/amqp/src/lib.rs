@@ -139,9 +139,10 @@ impl AmqpBrokerBuilder {
     /// Spreads each queue over `shards` RabbitMQ queues (default 1: no sharding). A RabbitMQ queue
     /// is one Erlang process and so runs on one core; past ≈ 10 000–25 000 publishes/s or
     /// 25 000–55 000 consumes/s per queue (on 2-core machines), sharding is how a celeriac queue
-    /// goes faster. Messages are sent to the shards in turn and workers consume all of them, so order holds only within a shard (a task queue with concurrent
-    /// workers does not keep order anyway). Shard 0 is the queue itself, the others are
-    /// `queue.shard.<i>`; delayed messages and dead letters stay on the queue itself.
+    /// goes faster. Messages are sent to the shards in turn and workers consume all of them, so
+    /// order holds only within a shard (a task queue with concurrent workers does not keep order
+    /// anyway). Shard 0 is the queue itself, the others are `queue.shard.<i>`; delayed messages and
+    /// dead letters stay on the queue itself.
     ///
     /// Set it the same way in every process that uses the queue: a worker started with fewer shards
     /// does not consume the others (their messages wait there, they are not lost).
