@@ -80,13 +80,25 @@ fn rabbitmqctl(arguments: &[&str]) {
     assert!(status.success(), "rabbitmqctl {arguments:?} failed");
 }
 
-/// Starts the app again even if the test fails half-way, so other tests find RabbitMQ running.
-struct RestartOnDrop;
+/// Runs `rabbitmqctl <arguments>` when dropped, even if the test fails half-way: undoes what the
+/// test did to the shared server (a stopped app, a policy) so other tests find it as it was.
+struct UndoOnDrop(Vec<String>);
 
-impl Drop for RestartOnDrop {
+impl UndoOnDrop {
+    fn new(arguments: &[&str]) -> Self {
+        Self(
+            arguments
+                .iter()
+                .map(|&argument| argument.to_owned())
+                .collect(),
+        )
+    }
+}
+
+impl Drop for UndoOnDrop {
     fn drop(&mut self) {
         let _ = std::process::Command::new("rabbitmqctl")
-            .arg("start_app")
+            .args(&self.0)
             .stdout(Stdio::null())
             .status();
     }
@@ -124,7 +136,7 @@ async fn tasks_flowing_through_a_rabbitmq_restart_all_complete() {
     })
     .await;
 
-    let restart = RestartOnDrop;
+    let restart = UndoOnDrop::new(&["start_app"]);
     rabbitmqctl(&["stop_app"]);
     assert!(
         survived() < BEFORE as usize,
@@ -171,18 +183,6 @@ async fn tasks_flowing_through_a_rabbitmq_restart_all_complete() {
     running.stop().await;
 }
 
-/// Removes the test's policy even if the test fails half-way.
-struct ClearPolicyOnDrop(String);
-
-impl Drop for ClearPolicyOnDrop {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .args(["clear_policy", &self.0])
-            .stdout(Stdio::null())
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_rabbitmq_refuses_is_an_error_for_the_caller() {
     let _alone = ONE_AT_A_TIME.lock().await;
@@ -192,7 +192,7 @@ async fn a_publish_rabbitmq_refuses_is_an_error_for_the_caller() {
     let queue = unique_queue("refused");
     // A full queue that rejects publishes: RabbitMQ answers the publisher confirm with a nack.
     let policy = format!("{queue}-full");
-    let _clear = ClearPolicyOnDrop(policy.clone());
+    let _clear = UndoOnDrop::new(&["clear_policy", &policy]);
     rabbitmqctl(&[
         "set_policy",
         &policy,
