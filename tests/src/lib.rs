@@ -14,6 +14,8 @@
 
 pub mod contract;
 pub mod harness;
+pub mod hostile;
+pub mod raw_amqp;
 pub mod scenarios;
 pub mod tls;
 

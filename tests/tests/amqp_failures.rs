@@ -1,6 +1,6 @@
 //! The RabbitMQ broker under failure, against the real server: a worker killed with SIGKILL, a message
-//! that kills every worker that takes it, a publish RabbitMQ refuses, and RabbitMQ's app stopped and
-//! started while tasks flow.
+//! that kills every worker that takes it, hostile bytes published by a foreign client, a publish
+//! RabbitMQ refuses, and RabbitMQ's app stopped and started while tasks flow.
 //! The outage test stops the shared server's app, so this file's tests run one at a time
 //! (`--test-threads` is not needed: they serialise on a lock).
 
@@ -12,7 +12,8 @@ use celeriac::App;
 use celeriac_tests::harness::{
     self, BackgroundWorker, RunLog, amqp_url, eventually, require_amqp, unique_queue,
 };
-use celeriac_tests::scenarios;
+use celeriac_tests::hostile::{self, Hostile};
+use celeriac_tests::{raw_amqp, scenarios};
 use tokio::process::Child;
 
 /// The outage stops RabbitMQ for everyone: no other test of this file runs meanwhile.
@@ -213,4 +214,57 @@ async fn a_publish_rabbitmq_refuses_is_an_error_for_the_caller() {
         .expect_err("RabbitMQ nacks a publish to a full reject-publish queue");
     assert!(error.to_string().contains("nacked"), "{error}");
     assert_eq!(app.broker().len(&queue).await.unwrap(), 1);
+}
+
+/// `host:port` of the test RabbitMQ.
+fn amqp_address() -> String {
+    let url = url::Url::parse(&amqp_url()).expect("a valid AMQP URL");
+    format!(
+        "{}:{}",
+        url.host_str().expect("a host"),
+        url.port().unwrap_or(5672)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_are_dead_lettered_and_the_worker_keeps_serving() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = require_amqp(|b| b).await else {
+        return;
+    };
+    let queue = unique_queue("hostile");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .build()
+        .unwrap();
+    app.broker().stats(&queue).await.unwrap(); // declares the queue for the raw publisher
+    let valid = celeriac::Envelope::new(
+        "record_run",
+        queue.as_str(),
+        vec![1, 0],
+        celeriac::codec::BincodeCodec::CONTENT_TYPE,
+    );
+    let mut cases = hostile::envelope_cases(&queue);
+    // Headers nested 1 000 levels deep (7 KB; RabbitMQ accepts them) used to overflow the stack of
+    // lapin's I/O thread and abort every worker that received the message.
+    cases.push(Hostile {
+        name: "headers nested 1 000 levels deep",
+        payload: valid.to_bytes().unwrap(),
+        reason: "deeper than 64 levels",
+    });
+    let address = amqp_address();
+    let empty = 0u32.to_be_bytes();
+    for case in &cases {
+        let headers = if case.reason.contains("deeper") {
+            raw_amqp::nested_table(1_000)
+        } else {
+            empty.to_vec()
+        };
+        raw_amqp::publish(&address, &queue, &headers, &case.payload).await;
+    }
+    hostile::hostile_input_is_dead_lettered(&app, &queue, &cases, 64.0, || {
+        worker_process(&queue, 5, 2)
+    })
+    .await;
 }

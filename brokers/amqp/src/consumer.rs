@@ -15,7 +15,8 @@ use lapin::types::{FieldTable, ShortString};
 
 use crate::acks::AckWindow;
 use crate::error::{bounded, from_lapin};
-use crate::link::{DELIVERIES_HEADER, Shared, int_header};
+use crate::frames::REFUSED_HEADERS_HEADER;
+use crate::link::{DELIVERIES_HEADER, Shared, int_header, text_header};
 use crate::topology;
 
 type Incoming = BoxStream<'static, (Arc<str>, Result<lapin::message::Delivery, lapin::Error>)>;
@@ -148,6 +149,14 @@ impl Consumer {
                     return Some(Err(from_lapin("consume", error)));
                 }
             };
+            let headers = delivery.properties.headers().as_ref();
+            if let Some(reason) = text_header(headers, REFUSED_HEADERS_HEADER) {
+                if let Err(error) = refuse(&self.shared, &self.acks, &queue, delivery, reason).await
+                {
+                    tracing::warn!(%error, queue = %queue, "cannot dead-letter a message with refused headers; it will come back");
+                }
+                continue;
+            }
             if delivery.redelivered {
                 if let Err(error) = recount(&self.shared, &self.acks, &queue, delivery).await {
                     tracing::warn!(%error, queue = %queue, "cannot count a redelivery; it will come back");
@@ -201,6 +210,22 @@ async fn recount(
             .publish_recounted(queue, &delivery.data, deliveries, priority)
             .await?;
     }
+    acks.ack_now(delivery.delivery_tag).await
+}
+
+/// Dead-letters a message whose headers the connection refused (see [`crate::frames`]): it never
+/// reaches a worker, whose task could not trust it anyway.
+async fn refuse(
+    shared: &Shared,
+    acks: &AckWindow,
+    queue: &str,
+    delivery: lapin::message::Delivery,
+    reason: String,
+) -> Result<(), BrokerError> {
+    tracing::warn!(queue, %reason, "dead-lettering message");
+    shared
+        .publish_dead_letter(queue, &delivery.data, &reason)
+        .await?;
     acks.ack_now(delivery.delivery_tag).await
 }
 

@@ -49,8 +49,10 @@ mod acks;
 mod config;
 mod consumer;
 mod error;
+mod frames;
 mod link;
 mod topology;
+mod transport;
 mod window;
 
 use std::fmt;

@@ -19,6 +19,7 @@ use celeriac::broker::RedactedUrl;
 use crate::config::{DEFAULT_FRAME_MAX, MIN_FRAME_MAX, Settings};
 use crate::error::{bounded, from_lapin};
 use crate::topology::{self, dead_queue, wait_queue};
+use crate::transport;
 
 /// Header carrying how many deliveries of a message ended without an ack (poison detection).
 pub(crate) const DELIVERIES_HEADER: &str = "x-celeriac-deliveries";
@@ -141,13 +142,7 @@ impl Shared {
             identity: None,
             cert_chain: self.settings.tls_roots_pem.clone(),
         };
-        let runtime = lapin::runtime::default_runtime().map_err(|error| failed(error.into()))?;
-        let connect = Connection::connect_uri_with_config(
-            self.uri()?,
-            ConnectionProperties::default(),
-            tls,
-            runtime,
-        );
+        let connect = transport::connect(self.uri()?, tls, ConnectionProperties::default());
         match tokio::time::timeout(timeout, connect).await {
             // lapin's messages are passed on scrubbed: we do not control their wording.
             Ok(result) => result.map_err(|error| failed(self.url.scrub(&error.to_string()).into())),

@@ -54,12 +54,39 @@ pub(crate) fn decode_typed<T: serde::de::DeserializeOwned>(
     limits: &DecodeLimits,
 ) -> Result<T, CodecError> {
     limits.check(bytes)?;
-    bincode::serde::decode_from_slice(bytes, CONFIG)
-        .map(|(value, _)| value)
-        .map_err(|e| CodecError::Decode {
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, CONFIG).map_err(|e| CodecError::Decode {
             content_type: BincodeCodec::CONTENT_TYPE,
             source: Box::new(e),
-        })
+        })?;
+    reject_trailing(bytes.len(), read)?;
+    Ok(value)
+}
+
+/// Bytes left after a complete value mean the bytes are not what the reader expected (another
+/// type, another version of it, or tampering): refused rather than ignored.
+fn reject_trailing(len: usize, read: usize) -> Result<(), CodecError> {
+    match len - read.min(len) {
+        0 => Ok(()),
+        left => Err(CodecError::Decode {
+            content_type: BincodeCodec::CONTENT_TYPE,
+            source: format!("{left} trailing bytes after the value").into(),
+        }),
+    }
+}
+
+/// Hands bincode's deserializer to a [`DecodeVisitor`], so that bincode reports how much it read.
+struct VisitorSeed<'v, 'a> {
+    visit: &'v mut DecodeVisitor<'a>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for VisitorSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        let mut erased = <dyn erased_serde::Deserializer<'_>>::erase(deserializer);
+        (self.visit)(&mut erased).map_err(serde::de::Error::custom)
+    }
 }
 
 impl Codec for BincodeCodec {
@@ -85,8 +112,9 @@ impl Codec for BincodeCodec {
             content_type: Self::CONTENT_TYPE,
             source,
         };
-        let mut decoder = bincode::serde::BorrowedSerdeDecoder::from_slice(bytes, CONFIG, ());
-        let mut erased = <dyn erased_serde::Deserializer<'_>>::erase(decoder.as_deserializer());
-        visit(&mut erased).map_err(|e| decode_error(Box::new(e)))
+        let seed = VisitorSeed { visit };
+        let ((), read) = bincode::serde::seed_decode_from_slice(seed, bytes, CONFIG)
+            .map_err(|e| decode_error(Box::new(e)))?;
+        reject_trailing(bytes.len(), read)
     }
 }

@@ -259,6 +259,28 @@ mod tests {
     }
 
     #[test]
+    fn trailing_bytes_are_an_error() {
+        let limits = DecodeLimits::default();
+        for codec in codecs() {
+            let mut bytes = codec.encode(&(7u64, 8u64)).unwrap();
+            bytes.extend_from_slice(b" and then some");
+            let err = codec.decode::<(u64, u64)>(&bytes, &limits).unwrap_err();
+            assert!(err.to_string().contains("trailing"), "{err}");
+        }
+    }
+
+    #[test]
+    fn arguments_of_other_types_are_an_error() {
+        // A string and an array do not read as two integers, though their bytes would parse as
+        // such; the bytes left over give them away.
+        let limits = DecodeLimits::default();
+        for codec in codecs() {
+            let bytes = codec.encode(&("not a number", [1u8, 1, 1])).unwrap();
+            assert!(codec.decode::<(u64, u64)>(&bytes, &limits).is_err());
+        }
+    }
+
+    #[test]
     fn random_bytes_never_panic() {
         let limits = DecodeLimits::default();
         let mut rng = fastrand::Rng::with_seed(7);
