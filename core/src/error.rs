@@ -77,7 +77,8 @@ pub enum EnqueueError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum WorkerError {
-    /// The broker refused to start consuming (not a passing outage, which the worker rides out).
+    /// The broker refused to consume these queues because the request itself is invalid (see
+    /// [`BrokerError::is_invalid_request`]); every other broker error the worker rides out.
     #[error("cannot consume queues {queues:?}: {source}")]
     Consume {
         /// The queues.

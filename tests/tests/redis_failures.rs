@@ -65,21 +65,37 @@ async fn a_message_that_kills_every_worker_is_dead_lettered_as_poison() {
 struct PrivateRedis {
     port: u16,
     dir: PathBuf,
+    persistence: Persistence,
     child: Option<std::process::Child>,
 }
 
+/// How the private server keeps its data across a restart.
+#[derive(Clone, Copy)]
+enum Persistence {
+    /// Every write fsynced to the append-only file.
+    Aof,
+    /// Only a snapshot, written by `SHUTDOWN SAVE` (quick to fill with `DEBUG POPULATE`).
+    Snapshot,
+}
+
 impl PrivateRedis {
-    fn start(dir: &Path, port: u16) -> std::process::Child {
-        std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
+    fn start(dir: &Path, port: u16, persistence: Persistence) -> std::process::Child {
+        let mut command = std::process::Command::new("redis-server");
+        command.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
+        match persistence {
+            Persistence::Aof => command.args(["--appendonly", "yes", "--appendfsync", "always"]),
+            Persistence::Snapshot => {
+                command.args(["--appendonly", "no", "--enable-debug-command", "local"])
+            }
+        };
+        command
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())
@@ -89,17 +105,28 @@ impl PrivateRedis {
             )
     }
 
-    async fn new() -> Self {
+    async fn new(persistence: Persistence) -> Self {
         let port = harness::free_port();
         let dir = std::env::temp_dir().join(unique_queue("redis-outage"));
         std::fs::create_dir_all(&dir).unwrap();
         let mut server = Self {
             port,
-            child: Some(Self::start(&dir, port)),
+            child: Some(Self::start(&dir, port, persistence)),
             dir,
+            persistence,
         };
         server.wait_until_up().await;
         server
+    }
+
+    async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(120)));
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .expect("a connection to the private redis-server")
     }
 
     fn url(&self) -> String {
@@ -140,7 +167,7 @@ impl PrivateRedis {
     }
 
     async fn restart(&mut self) {
-        self.child = Some(Self::start(&self.dir, self.port));
+        self.child = Some(Self::start(&self.dir, self.port, self.persistence));
         self.wait_until_up().await;
     }
 }
@@ -173,7 +200,7 @@ async fn tasks_enqueued_before_a_redis_restart_all_complete_after_it() {
         return;
     }
     const TASKS: u32 = 30;
-    let mut server = PrivateRedis::new().await;
+    let mut server = PrivateRedis::new(Persistence::Aof).await;
     let broker = RedisBroker::builder(&server.url())
         .visibility_timeout(Duration::from_secs(2))
         .operation_timeout(Duration::from_secs(1))
@@ -226,4 +253,106 @@ async fn tasks_enqueued_before_a_redis_restart_all_complete_after_it() {
     running.stop().await;
     let seen = SURVIVED.ids();
     assert_eq!(seen, (0..TASKS).collect::<HashSet<_>>());
+}
+
+static RELOADED: RunLog = RunLog::new();
+
+#[celeriac::task(name = "through_the_reload")]
+async fn through_the_reload(n: u32) {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    RELOADED.record(n);
+}
+
+/// Redis answers `LOADING` for seconds while it reads a large dataset back after a restart. Workers
+/// used to exit for good on it ("cannot consume queues: … BusyLoading"); they must ride it out like
+/// any outage, and `delay` must fail transiently, not permanently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_and_producers_ride_out_a_redis_reloading_its_data() {
+    if skipped("redis") {
+        return;
+    }
+    let mut server = PrivateRedis::new(Persistence::Snapshot).await;
+    // Enough data that loading it takes a few seconds.
+    let mut conn = server.connection().await;
+    redis::cmd("DEBUG")
+        .arg("POPULATE")
+        .arg(3_000_000)
+        .arg("filler")
+        .arg(64)
+        .query_async::<()>(&mut conn)
+        .await
+        .expect("DEBUG POPULATE");
+    let broker = RedisBroker::builder(&server.url())
+        .visibility_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(1))
+        .connect()
+        .await
+        .unwrap();
+    let app = App::builder()
+        .broker(broker)
+        .enqueue_timeout(Duration::from_secs(2))
+        .register::<through_the_reload>()
+        .build()
+        .unwrap();
+    let mut expected: HashSet<u32> = HashSet::new();
+    for n in 0..100 {
+        through_the_reload::delay(&app, n).await.unwrap();
+        expected.insert(n);
+    }
+    let worker = app
+        .worker()
+        .concurrency(2)
+        .grace_period(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let running = BackgroundWorker::start(worker);
+    eventually(Duration::from_secs(20), "some tasks to run", || async {
+        RELOADED.count() >= 3
+    })
+    .await;
+
+    // Stop with a snapshot (the queue in it), start again: the server loads for seconds.
+    let _ = redis::cmd("SHUTDOWN")
+        .arg("SAVE")
+        .query_async::<()>(&mut conn)
+        .await;
+    if let Some(mut child) = server.child.take() {
+        let _ = child.wait();
+    }
+    server.child = Some(PrivateRedis::start(
+        &server.dir,
+        server.port,
+        Persistence::Snapshot,
+    ));
+    // A producer keeps sending through the restart; what it could not send it sends again.
+    let mut saw_loading = false;
+    let mut transient_errors = 0;
+    for n in 1_000..1_060 {
+        loop {
+            match through_the_reload::delay(&app, n).await {
+                Ok(_) => break,
+                Err(celeriac::EnqueueError::Broker { source, .. }) => {
+                    assert!(source.is_transient(), "a permanent error: {source}");
+                    saw_loading |= source.to_string().contains("LOADING");
+                    transient_errors += 1;
+                }
+                Err(error) => eprintln!("delay during the reload: {error}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        expected.insert(n);
+    }
+    eprintln!("delay failed transiently {transient_errors} times during the restart");
+    assert!(
+        saw_loading,
+        "the server never answered LOADING: the test did not exercise a reload"
+    );
+    eventually(Duration::from_secs(90), "every task sent to run", || {
+        let expected = expected.clone();
+        async move { RELOADED.ids().is_superset(&expected) }
+    })
+    .await;
+    // The worker never gave up: it stops now, gracefully, with a report rather than an error.
+    let report = running.stop().await;
+    assert!(report.succeeded >= expected.len() as u64, "{report:?}");
 }

@@ -3,11 +3,29 @@ use std::time::Duration;
 use celeriac::BrokerError;
 use redis::RedisError;
 
+/// Server errors that a restart or failover in progress explains, and that go away by themselves:
+/// loading the dataset, a failover or resharding under way, a script running too long.
+const PASSING_CODES: [&str; 6] = [
+    "LOADING",
+    "TRYAGAIN",
+    "MASTERDOWN",
+    "READONLY",
+    "CLUSTERDOWN",
+    "BUSY",
+];
+
 /// Maps a Redis client error to a [`BrokerError`], keeping what was being done. Connection problems
 /// become transient errors, so workers reconnect and callers may retry.
 pub(crate) fn from_redis(op: &'static str, error: RedisError) -> BrokerError {
     if error.is_io_error() || error.is_connection_dropped() || error.is_connection_refusal() {
         BrokerError::Disconnected { op }
+    } else if let Some(code) = error.code().filter(|code| PASSING_CODES.contains(code)) {
+        // The server's own words, code first (`LOADING Redis is loading the dataset in memory`).
+        let reason = match error.detail() {
+            Some(detail) => format!("{code} {detail}"),
+            None => code.to_owned(),
+        };
+        BrokerError::Unavailable { op, reason }
     } else {
         BrokerError::Backend {
             context: format!("redis {op} failed"),
@@ -31,4 +49,28 @@ pub(crate) async fn bounded<T>(
 /// Whether a server error is `code` (e.g. `NOGROUP`, `BUSYGROUP`).
 pub(crate) fn has_code(error: &RedisError, code: &str) -> bool {
     error.code() == Some(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_loading_its_data_is_a_passing_condition() {
+        for code in PASSING_CODES {
+            // Built from the reply as the server sends it.
+            let parsed = redis::parse_redis_value(format!("-{code} please wait\r\n").as_bytes())
+                .expect("an error reply");
+            let error = match parsed {
+                redis::Value::ServerError(error) => RedisError::from(error),
+                other => panic!("not an error: {other:?}"),
+            };
+            let mapped = from_redis("read", error);
+            assert!(mapped.is_transient(), "{code}: {mapped}");
+            assert!(
+                mapped.to_string().contains(&format!("{code} please wait")),
+                "{mapped}"
+            );
+        }
+    }
 }

@@ -30,6 +30,15 @@ pub enum BrokerError {
         /// How long it was given.
         after: Duration,
     },
+    /// The broker is up but cannot serve the operation for now: it is loading its data after a
+    /// restart, a failover is under way, or the like. Transient: retry later.
+    #[error("the broker cannot serve {op} for now: {reason}")]
+    Unavailable {
+        /// The operation that was refused.
+        op: &'static str,
+        /// What the broker answered.
+        reason: String,
+    },
     /// The broker refused the message (e.g. a publisher-confirm nack).
     #[error("broker rejected the message: {reason}")]
     Rejected {
@@ -62,7 +71,24 @@ impl BrokerError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Connect { .. } | Self::Disconnected { .. } | Self::Timeout { .. }
+            Self::Connect { .. }
+                | Self::Disconnected { .. }
+                | Self::Timeout { .. }
+                | Self::Unavailable { .. }
         )
+    }
+
+    /// Whether the request itself is wrong, so that repeating it can never succeed whatever the
+    /// broker does (an empty queue name, say). A worker stops only on such an error; it rides out
+    /// every other one, since a restart or repair of the broker may cure it.
+    ///
+    /// ```
+    /// use celeriac::BrokerError;
+    ///
+    /// assert!(BrokerError::Invalid("empty queue name".into()).is_invalid_request());
+    /// assert!(!BrokerError::Disconnected { op: "consume" }.is_invalid_request());
+    /// ```
+    pub fn is_invalid_request(&self) -> bool {
+        matches!(self, Self::Invalid(_))
     }
 }

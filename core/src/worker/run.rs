@@ -38,8 +38,11 @@ impl Worker {
     /// Runs until `shutdown` completes, then shuts down gracefully: stops fetching, lets running tasks
     /// finish for up to the grace period, requeues the rest. Returns what the worker did.
     ///
-    /// Broker outages do not stop the worker: it logs, waits with back-off and consumes again. Only a
-    /// broker that refuses the queues outright (a non-transient error) ends it with an error.
+    /// Broker errors do not stop the worker: outages, a broker loading its data after a restart, a
+    /// failover — it logs, waits with back-off (100 ms doubling to 30 s) and consumes again, logging
+    /// at error level when the error is not a known passing one. Only a request that can never
+    /// succeed ([`BrokerError::is_invalid_request`](crate::BrokerError::is_invalid_request), such as
+    /// an invalid queue name) ends it, with [`WorkerError::Consume`].
     ///
     /// ```
     /// use std::time::Duration;
@@ -132,21 +135,28 @@ impl Worker {
                         stream = Some(deliveries);
                         continue;
                     }
-                    Err(error) if error.is_transient() => {
-                        let delay = reconnect.delay();
-                        tracing::warn!(%error, retry_in = ?delay, "cannot consume, will retry");
-                        tokio::select! {
-                            biased;
-                            () = &mut shutdown => break,
-                            () = tokio::time::sleep(delay) => continue,
-                        }
-                    }
-                    Err(source) => {
+                    Err(source) if source.is_invalid_request() => {
+                        tracing::error!(error = %source, queues = ?self.queues, "the broker refuses these queues; stopping");
                         failure = Some(WorkerError::Consume {
                             queues: self.queues.clone(),
                             source,
                         });
                         break;
+                    }
+                    Err(error) => {
+                        let delay = reconnect.delay();
+                        if error.is_transient() {
+                            tracing::warn!(%error, retry_in = ?delay, "cannot consume, will retry");
+                        } else {
+                            // Not known to pass, but a restart or repair of the broker may cure
+                            // it: say so loudly and keep trying rather than stop serving.
+                            tracing::error!(%error, retry_in = ?delay, "cannot consume; will retry until the broker accepts (check its configuration if this persists)");
+                        }
+                        tokio::select! {
+                            biased;
+                            () = &mut shutdown => break,
+                            () = tokio::time::sleep(delay) => continue,
+                        }
                     }
                 }
             };
