@@ -32,10 +32,17 @@ pub(crate) fn wait_queue(queue: &str, millis: u64) -> String {
     format!("{queue}.delay.{millis}")
 }
 
-/// Rounds a delay to the wait queue it goes to, bounding how many wait queues exist: 10 ms steps below
+/// The longest a message waits in one wait queue. RabbitMQ refuses a queue TTL over 10 years
+/// (315 360 000 000 ms: declaring the wait queue would fail), so a message due later waits this long,
+/// comes back to its queue early and is sent on to wait again (a worker puts back any message that
+/// arrives more than a second before its ETA). 30 days also keeps every far-off message in one wait
+/// queue instead of one per distinct delay.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Rounds a delay to the wait queue it goes to (at most [`MAX_WAIT`]), bounding how many wait queues exist: 10 ms steps below
 /// 1 s, 100 ms below 10 s, 1 s below 100 s, then three significant digits (at most 0.5 % off).
 pub(crate) fn quantize(delay: Duration) -> u64 {
-    let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    let millis = u64::try_from(delay.min(MAX_WAIT).as_millis()).unwrap_or(u64::MAX);
     let step = match millis {
         0..1_000 => 10,
         1_000..10_000 => 100,
@@ -101,6 +108,13 @@ mod tests {
         assert_eq!(quantize(ms(12_345)), 12_000);
         assert_eq!(quantize(ms(123_456)), 123_000);
         assert_eq!(quantize(ms(600_000)), 600_000);
+        let longest = quantize(MAX_WAIT);
+        assert!(longest <= MAX_WAIT.as_millis() as u64 && longest > 2_500_000_000);
+        assert_eq!(
+            quantize(Duration::from_secs(1_000 * 365 * 24 * 3600)),
+            longest
+        );
+        assert_eq!(quantize(Duration::MAX), longest);
         for millis in [20u64, 999, 5_000, 77_777, 1_234_567] {
             let got = quantize(ms(millis)) as f64;
             let error = (got - millis as f64).abs();
