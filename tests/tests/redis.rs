@@ -104,3 +104,116 @@ async fn a_worker_drains_tasks_sent_through_redis() {
     let queue = unique_queue("drain");
     scenarios::worker_drains_sent_tasks(App::builder().broker(broker), &queue).await;
 }
+
+// ===== consumers in the stream's consumer group =====
+
+#[celeriac::task(name = "celeriac_tests_nothing")]
+async fn nothing() {}
+
+/// The consumers registered in the group of `queue`'s stream (none before the group exists).
+async fn group_consumers(queue: &str) -> Vec<String> {
+    let mut conn = redis::Client::open(celeriac_tests::harness::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    // No group yet (NOGROUP) reads as no consumer.
+    let consumers: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(format!("celeriac-test:{{{queue}}}:ready"))
+        .arg("celeriac")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    consumers
+        .into_iter()
+        .filter_map(|consumer| match consumer.get("name") {
+            Some(redis::Value::BulkString(name)) => {
+                Some(String::from_utf8_lossy(name).into_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every worker used to leave its consumer in the group, even after a clean stop: 100 restarts, 101
+/// entries. A clean stop now removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_stopped_cleanly_leave_no_consumer_in_the_group() {
+    let Some(broker) = require_redis(|b| b).await else {
+        return;
+    };
+    let queue = unique_queue("retire");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .register::<nothing>()
+        .build()
+        .unwrap();
+    for round in 1..=3 {
+        nothing::delay(&app).await.unwrap();
+        let worker = app.worker().concurrency(2).build().unwrap();
+        let running = celeriac_tests::harness::BackgroundWorker::start(worker);
+        celeriac_tests::harness::eventually(Duration::from_secs(20), "the task to run", || async {
+            app.broker().len(&queue).await.unwrap() == 0
+                && !group_consumers(&queue).await.is_empty()
+        })
+        .await;
+        let report = running.stop().await;
+        assert_eq!(report.succeeded, 1);
+        assert_eq!(
+            group_consumers(&queue).await,
+            Vec::<String>::new(),
+            "round {round}"
+        );
+    }
+}
+
+/// A consumer that left without retiring (its worker was killed) and owns nothing is deleted by the
+/// live consumers once it has been idle for ten visibility timeouts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_left_behind_are_reaped() {
+    let Some(broker) = require_redis(|b| b.visibility_timeout(Duration::from_millis(300))).await
+    else {
+        return;
+    };
+    let queue = unique_queue("reap");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .register::<nothing>()
+        .build()
+        .unwrap();
+    nothing::delay(&app).await.unwrap(); // creates the stream and, with the worker, its group
+    let worker = app.worker().concurrency(1).build().unwrap();
+    let running = celeriac_tests::harness::BackgroundWorker::start(worker);
+    celeriac_tests::harness::eventually(Duration::from_secs(20), "the group", || async {
+        !group_consumers(&queue).await.is_empty()
+    })
+    .await;
+    let mut conn = redis::Client::open(celeriac_tests::harness::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("CREATECONSUMER")
+        .arg(format!("celeriac-test:{{{queue}}}:ready"))
+        .arg("celeriac")
+        .arg("ghost")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(group_consumers(&queue).await.contains(&"ghost".to_owned()));
+    celeriac_tests::harness::eventually(
+        Duration::from_secs(30),
+        "the ghost to be reaped",
+        || async {
+            let consumers = group_consumers(&queue).await;
+            !consumers.contains(&"ghost".to_owned()) && consumers.len() == 1
+        },
+    )
+    .await;
+    running.stop().await;
+    assert!(group_consumers(&queue).await.is_empty());
+}

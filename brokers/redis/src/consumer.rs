@@ -130,7 +130,42 @@ struct CloseOnDrop(Arc<ConsumerShared>);
 impl Drop for CloseOnDrop {
     fn drop(&mut self) {
         self.0.closed.store(true, Ordering::SeqCst);
+        self.0.broker.stopped().push(Stopped {
+            name: self.0.name.clone(),
+            keys: self.0.keys.clone(),
+        });
     }
+}
+
+/// A consumer whose stream was dropped: its entries in the consumer groups of its queues, removed
+/// when the worker says it stopped ([`Broker::consumers_stopped`](celeriac::Broker)).
+pub(crate) struct Stopped {
+    name: String,
+    keys: Vec<QueueKeys>,
+}
+
+impl Stopped {
+    /// Removes the consumer from each group where it owns no pending entry (one that does stays,
+    /// for its entries to be taken over when their leases lapse).
+    pub(crate) async fn retire(&self, broker: &Inner) -> Result<(), BrokerError> {
+        retire(broker, &self.name, &self.keys).await
+    }
+}
+
+async fn retire(broker: &Inner, name: &str, keys: &[QueueKeys]) -> Result<(), BrokerError> {
+    let settings = broker.settings();
+    let mut conn = broker.conn();
+    for keys in keys {
+        let mut invocation = SCRIPTS.retire.key(&keys.ready);
+        invocation.arg(&settings.group).arg(name);
+        bounded::<u64>(
+            "retire consumer",
+            settings.operation_timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 struct Consumer {
@@ -209,7 +244,8 @@ impl Consumer {
                     .arg(u64::try_from(settings.visibility_timeout.as_millis()).unwrap_or(u64::MAX))
                     .arg(slots.len())
                     .arg(settings.max_deliveries)
-                    .arg(epoch_millis(SystemTime::now()));
+                    .arg(epoch_millis(SystemTime::now()))
+                    .arg(reap_after_ms(settings.visibility_timeout));
                 let claimed: Vec<Vec<u8>> =
                     bounded("reclaim", timeout, invocation.invoke_async(&mut self.conn)).await?;
                 for pair in claimed.chunks_exact(2) {
@@ -307,6 +343,13 @@ impl Consumer {
     }
 }
 
+/// How long a consumer of a group may go without reading before another consumer deletes it, if it
+/// owns no pending entry: ten visibility timeouts. A live consumer reads at least every
+/// [`MAX_BLOCK`], and one deleted by mistake is harmless: its next read creates it again.
+fn reap_after_ms(visibility_timeout: Duration) -> u64 {
+    u64::try_from((visibility_timeout * 10).as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Extends the leases of held deliveries every third of the visibility timeout, until the stream is
 /// dropped and nothing is held any more; then retires the consumer from its group.
 async fn keep_leases(shared: Arc<ConsumerShared>) {
@@ -340,18 +383,8 @@ async fn keep_leases(shared: Arc<ConsumerShared>) {
             }
         }
     }
-    for keys in &shared.keys {
-        let mut invocation = SCRIPTS.retire.key(&keys.ready);
-        invocation.arg(&group).arg(&shared.name);
-        if let Err(error) = bounded::<u64>(
-            "retire consumer",
-            timeout,
-            invocation.invoke_async(&mut conn),
-        )
-        .await
-        {
-            tracing::debug!(%error, "cannot retire consumer");
-        }
+    if let Err(error) = retire(&shared.broker, &shared.name, &shared.keys).await {
+        tracing::debug!(%error, "cannot retire consumer");
     }
 }
 

@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     conn: ConnectionManager,
     url: RedactedUrl,
     settings: Settings,
+    /// Consumers whose stream was dropped, to remove from their groups once a worker stopped.
+    stopped: std::sync::Mutex<Vec<consumer::Stopped>>,
 }
 
 /// Configures a [`RedisBroker`].
@@ -186,6 +188,7 @@ impl RedisBrokerBuilder {
                 conn,
                 url: self.url,
                 settings: self.settings,
+                stopped: std::sync::Mutex::default(),
             }),
         })
     }
@@ -239,6 +242,12 @@ impl Inner {
 
     pub(crate) fn conn(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    pub(crate) fn stopped(&self) -> std::sync::MutexGuard<'_, Vec<consumer::Stopped>> {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -397,6 +406,14 @@ impl Broker for RedisBroker {
             invocation.invoke_async(&mut conn),
         )
         .await
+    }
+
+    async fn consumers_stopped(&self) -> Result<(), BrokerError> {
+        let stopped = std::mem::take(&mut *self.inner.stopped());
+        for consumer in stopped {
+            consumer.retire(&self.inner).await?;
+        }
+        Ok(())
     }
 }
 

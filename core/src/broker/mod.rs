@@ -213,6 +213,14 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
 
     /// Removes every waiting (ready or delayed) message of `queue`; returns how many.
     async fn purge(&self, queue: &str) -> Result<u64, BrokerError>;
+
+    /// A [`Worker`](crate::Worker) calls this when it stopped: the streams it got from
+    /// [`consume`](Self::consume) are dropped and its deliveries settled. A broker that registers
+    /// consumers on the server removes them here (the Redis broker deletes its consumer-group
+    /// entries), so clean restarts leave nothing behind. The default does nothing.
+    async fn consumers_stopped(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
 }
 
 /// Refuses an empty queue name — for broker implementations, so every broker answers alike.

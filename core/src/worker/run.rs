@@ -212,6 +212,9 @@ impl Worker {
             stop_now.cancel();
             lanes.wait().await;
         }
+        if let Err(error) = self.shared.app.broker().consumers_stopped().await {
+            tracing::warn!(%error, "cannot remove this worker's consumers from the broker");
+        }
         let report = self.shared.report.snapshot();
         tracing::info!(?report, "worker stopped");
         match failure {
