@@ -1,5 +1,6 @@
 //! The Redis broker under failure, against real servers: a worker killed with SIGKILL, a message that
-//! kills every worker that takes it, and a Redis restart while tasks are in flight.
+//! kills every worker that takes it, hostile entries written by a foreign client, and Redis restarts
+//! (with tasks in flight, and while it reloads a large dataset).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use celeriac_redis::RedisBroker;
 use celeriac_tests::harness::{
     self, BackgroundWorker, RunLog, eventually, redis_url, require_redis, skipped, unique_queue,
 };
+use celeriac_tests::hostile::{self, Hostile};
 use celeriac_tests::scenarios;
 use tokio::process::Child;
 
@@ -58,6 +60,51 @@ async fn a_message_that_kills_every_worker_is_dead_lettered_as_poison() {
         .unwrap();
     scenarios::poison_message_is_dead_lettered(&app, &queue, || worker_process(&queue, 500, 2, 1))
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_are_dead_lettered_and_the_worker_keeps_serving() {
+    let Some(broker) = require_redis(|b| b).await else {
+        return;
+    };
+    let queue = unique_queue("hostile");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .build()
+        .unwrap();
+    let mut cases = hostile::envelope_cases(&queue);
+    // An entry with other field names than celeriac's: handed over as empty bytes.
+    cases.push(Hostile {
+        name: "wrong field names",
+        payload: Vec::new(),
+        reason: "not a celeriac envelope",
+    });
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stream = format!("celeriac-test:{{{queue}}}:ready");
+    for case in &cases {
+        let field = if case.name == "wrong field names" {
+            "payload"
+        } else {
+            "p"
+        };
+        let _: String = redis::cmd("XADD")
+            .arg(&stream)
+            .arg("*")
+            .arg(field)
+            .arg(&case.payload)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    hostile::hostile_input_is_dead_lettered(&app, &queue, &cases, 64.0, || {
+        worker_process(&queue, 1000, 5, 2)
+    })
+    .await;
 }
 
 // ===== a private redis-server, stopped and restarted while tasks are in flight =====

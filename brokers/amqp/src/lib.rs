@@ -22,7 +22,12 @@
 //! - **Delays without plugins.** A delayed message waits in a wait queue `q.delay.<ms>` whose message
 //!   TTL is its delay and which dead-letters into `q`. Delays are rounded to bound the number of wait
 //!   queues (10 ms steps below 1 s, 100 ms below 10 s, 1 s below 100 s, then 0.5 %); idle wait queues
-//!   delete themselves after ten minutes.
+//!   delete themselves after ten minutes. A message waits at most 30 days at a time (RabbitMQ refuses
+//!   TTLs over 10 years): one due later comes back early and a worker sends it back to wait.
+//! - **Hostile headers.** lapin's parser recurses through nested header tables without a limit, so
+//!   the connection is read through a transport that checks each message's headers first, without
+//!   recursion: headers nested deeper than 64 levels or malformed are replaced by one header with
+//!   the reason, and the message is dead-lettered instead of crashing the worker.
 //! - **Dead letters with reasons.** `q.dead` holds dead-lettered messages with the headers
 //!   `x-celeriac-reason` and `x-celeriac-dead-lettered-at`.
 //! - **Poison messages.** RabbitMQ marks a message it delivers again as redelivered. The consumer

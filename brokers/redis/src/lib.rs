@@ -28,8 +28,11 @@
 //!   ones to the stream atomically, so any number of workers may run it at once without duplicates.
 //! - **Requeue and dead-letter** are Lua scripts too: they act only on entries still pending, so a
 //!   delivery whose lease was lost can never be duplicated by its late settlement.
-//! - **Outages**: every operation has a timeout; connection errors are transient `BrokerError`s, so
-//!   `delay` returns an error instead of hanging and workers reconnect with back-off.
+//! - **Outages**: every operation has a timeout; connection errors and passing server states (`LOADING`
+//!   after a restart, `MASTERDOWN`/`READONLY`/`TRYAGAIN` during a failover, …) are transient
+//!   `BrokerError`s, so `delay` returns an error instead of hanging and workers reconnect with back-off.
+//! - **Consumer hygiene**: a worker that stops cleanly removes its consumer from the group; consumers
+//!   left by killed workers are deleted once idle for ten visibility timeouts with nothing pending.
 //!
 //! Priorities are not supported by this broker (messages of one queue are FIFO); use separate queues.
 //! Passwords never appear in errors, logs or `Debug` output.
