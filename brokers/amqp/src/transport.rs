@@ -144,7 +144,8 @@ pub(crate) struct VettedStream<S> {
 }
 
 impl<S> VettedStream<S> {
-    const INITIAL_BUFFER: usize = 16 * 1024;
+    /// As large as the reads lapin itself makes, so vetting adds no system calls.
+    const INITIAL_BUFFER: usize = 128 * 1024;
 
     pub(crate) fn new(inner: S, max_frame: usize) -> Self {
         Self {
