@@ -123,13 +123,18 @@ pub fn worker_process(
         .expect("start celeriac-test-worker")
 }
 
-/// How many distinct `record_run` tasks of `queue` completed (a Redis set the helper worker fills).
-pub async fn done_count(queue: &str) -> u64 {
-    let mut conn = redis::Client::open(redis_url())
+/// A plain connection to the tests' Redis, for looking at or writing keys directly.
+pub async fn redis_connection() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis_url())
         .expect("a valid Redis URL")
         .get_multiplexed_async_connection()
         .await
-        .expect("Redis for the run records");
+        .expect("a connection to the tests' Redis")
+}
+
+/// How many distinct `record_run` tasks of `queue` completed (a Redis set the helper worker fills).
+pub async fn done_count(queue: &str) -> u64 {
+    let mut conn = redis_connection().await;
     redis::cmd("SCARD")
         .arg(format!("celeriac-test-done:{queue}"))
         .query_async(&mut conn)

@@ -112,11 +112,7 @@ async fn nothing() {}
 
 /// The consumers registered in the group of `queue`'s stream (none before the group exists).
 async fn group_consumers(queue: &str) -> Vec<String> {
-    let mut conn = redis::Client::open(celeriac_tests::harness::redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = celeriac_tests::harness::redis_connection().await;
     // No group yet (NOGROUP) reads as no consumer.
     let consumers: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
         .arg("CONSUMERS")
@@ -191,11 +187,7 @@ async fn consumers_left_behind_are_reaped() {
         !group_consumers(&queue).await.is_empty()
     })
     .await;
-    let mut conn = redis::Client::open(celeriac_tests::harness::redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = celeriac_tests::harness::redis_connection().await;
     let _: i64 = redis::cmd("XGROUP")
         .arg("CREATECONSUMER")
         .arg(format!("celeriac-test:{{{queue}}}:ready"))

@@ -80,11 +80,7 @@ async fn hostile_messages_are_dead_lettered_and_the_worker_keeps_serving() {
         payload: Vec::new(),
         reason: "not a celeriac envelope",
     });
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = harness::redis_connection().await;
     let stream = format!("celeriac-test:{{{queue}}}:ready");
     for case in &cases {
         let field = if case.name == "wrong field names" {
@@ -213,8 +209,13 @@ impl PrivateRedis {
         }
     }
 
-    async fn restart(&mut self) {
+    /// Starts the server again on its port and data, without waiting for it to serve.
+    fn start_again(&mut self) {
         self.child = Some(Self::start(&self.dir, self.port, self.persistence));
+    }
+
+    async fn restart(&mut self) {
+        self.start_again();
         self.wait_until_up().await;
     }
 }
@@ -366,11 +367,7 @@ async fn workers_and_producers_ride_out_a_redis_reloading_its_data() {
     if let Some(mut child) = server.child.take() {
         let _ = child.wait();
     }
-    server.child = Some(PrivateRedis::start(
-        &server.dir,
-        server.port,
-        Persistence::Snapshot,
-    ));
+    server.start_again();
     // A producer keeps sending through the restart; what it could not send it sends again.
     let mut saw_loading = false;
     let mut transient_errors = 0;

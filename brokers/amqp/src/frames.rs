@@ -19,7 +19,7 @@ pub(crate) const REFUSED_HEADERS_HEADER: &str = "x-celeriac-refused-headers";
 /// AMQP frame type of a content header.
 const CONTENT_HEADER: u8 = 2;
 /// Bytes before a frame's payload: type (1), channel (2), payload size (4).
-pub(crate) const FRAME_HEADER_LEN: usize = 7;
+const FRAME_HEADER_LEN: usize = 7;
 /// The octet that ends every frame.
 const FRAME_END: u8 = 0xCE;
 /// Property flag of the `headers` property in a basic content header; the two before it are the

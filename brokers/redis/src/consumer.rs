@@ -137,22 +137,20 @@ impl Drop for CloseOnDrop {
     }
 }
 
-/// A consumer whose stream was dropped: its entries in the consumer groups of its queues, removed
-/// when the worker says it stopped ([`Broker::consumers_stopped`](celeriac::Broker)).
+/// A consumer whose stream was dropped and that is not retired yet: removed from its groups when the
+/// worker says it stopped ([`Broker::consumers_stopped`](celeriac::Broker)), or by its lease task.
 pub(crate) struct Stopped {
-    name: String,
-    keys: Vec<QueueKeys>,
+    pub(crate) name: String,
+    pub(crate) keys: Vec<QueueKeys>,
 }
 
-impl Stopped {
-    /// Removes the consumer from each group where it owns no pending entry (one that does stays,
-    /// for its entries to be taken over when their leases lapse).
-    pub(crate) async fn retire(&self, broker: &Inner) -> Result<(), BrokerError> {
-        retire(broker, &self.name, &self.keys).await
-    }
-}
-
-async fn retire(broker: &Inner, name: &str, keys: &[QueueKeys]) -> Result<(), BrokerError> {
+/// Removes consumer `name` from the group of each of `keys` where it owns no pending entry (one
+/// that does stays, for its entries to be taken over when their leases lapse).
+pub(crate) async fn retire(
+    broker: &Inner,
+    name: &str,
+    keys: &[QueueKeys],
+) -> Result<(), BrokerError> {
     let settings = broker.settings();
     let mut conn = broker.conn();
     for keys in keys {
@@ -383,8 +381,13 @@ async fn keep_leases(shared: Arc<ConsumerShared>) {
             }
         }
     }
-    if let Err(error) = retire(&shared.broker, &shared.name, &shared.keys).await {
-        tracing::debug!(%error, "cannot retire consumer");
+    match retire(&shared.broker, &shared.name, &shared.keys).await {
+        // Retired: nothing left for `consumers_stopped` to do for this consumer.
+        Ok(()) => shared
+            .broker
+            .stopped()
+            .retain(|stopped| stopped.name != shared.name),
+        Err(error) => tracing::debug!(%error, "cannot retire consumer"),
     }
 }
 

@@ -413,10 +413,13 @@ impl Broker for RedisBroker {
 
     async fn consumers_stopped(&self) -> Result<(), BrokerError> {
         let stopped = std::mem::take(&mut *self.inner.stopped());
+        let mut outcome = Ok(());
         for consumer in stopped {
-            consumer.retire(&self.inner).await?;
+            // Every consumer is tried; the first failure is reported.
+            let retired = consumer::retire(&self.inner, &consumer.name, &consumer.keys).await;
+            outcome = outcome.and(retired);
         }
-        Ok(())
+        outcome
     }
 }
 
