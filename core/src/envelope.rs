@@ -24,9 +24,15 @@
 //! | `reply_to`           | property `reply_to`                         |
 //! | `created_at`         | (none; celeriac's own, for queue-wait time) |
 //! | `headers`            | any other application header                |
+//! | `args_schema`        | (none; celeriac's own, see below)           |
 //!
 //! On the wire an envelope is a 4-byte magic (`CLR` + format version) followed by its bincode encoding.
-//! [`Envelope::from_bytes`] enforces [`DecodeLimits`] and never panics on any input.
+//! [`Envelope::from_bytes`] enforces [`DecodeLimits`] and never panics on any input. Format 2 added
+//! `args_schema`, last; format 1 messages (celeriac 0.1) still decode, with no schema.
+//!
+//! `args_schema` is a fingerprint of the shape of the task's argument types as the sender knew them.
+//! A worker whose own differs dead-letters the message instead of decoding arguments written for
+//! another version of the task (a rolling deploy): see [`Envelope::args_schema`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -157,9 +163,15 @@ pub struct Envelope {
     pub reply_to: Option<String>,
     /// Free-form application headers.
     pub headers: BTreeMap<String, String>,
+    /// A fingerprint of the serde shape of the task's argument types in the sender's build; `None`
+    /// when sent by name ([`App::send_task`](crate::App::send_task)) or for a type that cannot be
+    /// traced. A worker refuses arguments whose fingerprint differs from its own.
+    pub args_schema: Option<u64>,
 }
 
-const MAGIC: [u8; 4] = *b"CLR\x01";
+const MAGIC: [u8; 4] = *b"CLR\x02";
+/// Format 1: format 2 without `args_schema`.
+const MAGIC_V1: [u8; 4] = *b"CLR\x01";
 
 impl Envelope {
     /// A new envelope with a fresh id, created now, with no retries, ETA, expiry or links.
@@ -189,6 +201,7 @@ impl Envelope {
             ignore_result: false,
             reply_to: None,
             headers: BTreeMap::new(),
+            args_schema: None,
         }
     }
 
@@ -204,13 +217,20 @@ impl Envelope {
     /// Decodes an envelope, enforcing `limits`. Any bytes that are not an envelope are an error.
     pub fn from_bytes(bytes: &[u8], limits: &DecodeLimits) -> Result<Self, CodecError> {
         limits.check(bytes)?;
-        let body = bytes
-            .strip_prefix(&MAGIC)
-            .ok_or_else(|| CodecError::Decode {
-                content_type: "celeriac envelope",
-                source: "not a celeriac envelope (bad magic bytes)".into(),
-            })?;
-        crate::codec::bincode::decode_typed(body, limits)
+        if let Some(body) = bytes.strip_prefix(&MAGIC) {
+            return crate::codec::bincode::decode_typed(body, limits);
+        }
+        if let Some(body) = bytes.strip_prefix(&MAGIC_V1) {
+            // Format 1 lacks only the last field: it reads as format 2 with `args_schema` absent
+            // (bincode's `None` is one zero byte).
+            let mut body = body.to_vec();
+            body.push(0);
+            return crate::codec::bincode::decode_typed(&body, limits);
+        }
+        Err(CodecError::Decode {
+            content_type: "celeriac envelope",
+            source: "not a celeriac envelope (bad magic bytes)".into(),
+        })
     }
 
     /// Whether the task has expired at `now`.
@@ -246,7 +266,22 @@ mod tests {
         envelope.ignore_result = true;
         envelope.reply_to = Some("replies".into());
         envelope.headers.insert("k".into(), "v".into());
+        envelope.args_schema = Some(0xfeed_f00d);
         envelope
+    }
+
+    #[test]
+    fn format_1_messages_still_decode() {
+        let mut envelope = full_envelope();
+        envelope.args_schema = None;
+        let bytes = envelope.to_bytes().unwrap();
+        // Format 1: the same fields but the last (`None`: one zero byte), under magic version 1.
+        let mut v1 = MAGIC_V1.to_vec();
+        v1.extend_from_slice(&bytes[MAGIC.len()..bytes.len() - 1]);
+        assert_eq!(
+            Envelope::from_bytes(&v1, &DecodeLimits::default()).unwrap(),
+            envelope
+        );
     }
 
     #[test]

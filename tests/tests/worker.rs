@@ -483,3 +483,58 @@ async fn shutdown_finishes_or_requeues_every_task() {
     let finished: HashSet<_> = finished.into_iter().collect();
     assert!(queued.iter().all(|id| !finished.contains(id)));
 }
+
+// ===== a rolling deploy: producer and worker built from different argument types =====
+
+static CHARGED: Mutex<Vec<(u32, u32)>> = Mutex::new(Vec::new());
+
+/// The task as the (old) producer was built: amounts in `u64`.
+#[celeriac::task(name = "charge")]
+async fn charge_v1(_account: u64, _cents: u64) {}
+
+/// The task as the (new) worker is built: the same name, `u32` arguments. bincode writes 7 and 8 the
+/// same way in both, so without a fingerprint the worker would run with values meant for another
+/// type.
+#[celeriac::task(name = "charge")]
+async fn charge_v2(account: u32, cents: u32) {
+    CHARGED.lock().unwrap().push((account, cents));
+}
+
+#[tokio::test(start_paused = true)]
+async fn arguments_encoded_for_another_version_of_a_task_are_dead_lettered_naming_both() {
+    let broker = MemoryBroker::new();
+    let producer = App::builder()
+        .broker(broker.clone())
+        .register::<charge_v1>()
+        .build()
+        .unwrap();
+    let worker_app = App::builder()
+        .broker(broker)
+        .register::<charge_v2>()
+        .build()
+        .unwrap();
+    charge_v1::delay(&producer, 7, 8).await.unwrap();
+    // A message sent by name has no fingerprint: it is decoded as before.
+    producer
+        .send_task("charge", &(1u32, 2u32), SendOptions::new())
+        .await
+        .unwrap();
+    let running = start_worker(&worker_app, 1);
+    eventually(LONG, "both messages to be settled", || async {
+        worker_app.broker().len("celery").await.unwrap() == 0
+    })
+    .await;
+    let report = running.stop().await;
+    assert_eq!((report.succeeded, report.dead_lettered), (1, 1));
+    assert_eq!(*CHARGED.lock().unwrap(), [(1, 2)]);
+    let reasons = dead_letter_reasons(&worker_app, "celery").await;
+    assert_eq!(reasons.len(), 1);
+    assert!(
+        reasons[0].contains("another version of the argument types")
+            && reasons[0].contains("sender's schema")
+            && reasons[0].contains("this worker's")
+            && reasons[0].contains("(u32, u32)"),
+        "{}",
+        reasons[0]
+    );
+}

@@ -16,6 +16,7 @@ pub use self::send::SendOptions;
 use crate::broker::{Broker, Outgoing};
 use crate::codec::{self, Codec, CodecError, CodecExt, DecodeLimits};
 use crate::task::registry::{RegisteredTask, Registry};
+use crate::task::schema;
 use crate::{EnqueueError, Envelope, Task, TaskError, TaskId, TaskOptions, WorkerBuilder, clock};
 
 /// A celeriac application: where tasks are sent and which tasks its workers run.
@@ -120,7 +121,8 @@ impl App {
         args: T::Args,
         options: SendOptions,
     ) -> Result<TaskId, EnqueueError> {
-        let envelope = self.envelope(T::NAME, &args, Some(&T::options()), options)?;
+        let mut envelope = self.envelope(T::NAME, &args, Some(&T::options()), options)?;
+        envelope.args_schema = schema::fingerprint::<T::Args>();
         self.publish(envelope).await
     }
 
@@ -130,11 +132,13 @@ impl App {
         args: impl IntoIterator<Item = T::Args>,
     ) -> Result<Vec<TaskId>, EnqueueError> {
         let task_options = T::options();
+        let args_schema = schema::fingerprint::<T::Args>();
         let mut ids = Vec::new();
         let mut messages = Vec::new();
         for args in args {
-            let envelope =
+            let mut envelope =
                 self.envelope(T::NAME, &args, Some(&task_options), SendOptions::new())?;
+            envelope.args_schema = args_schema;
             ids.push(envelope.id);
             messages.push(Self::outgoing(&envelope)?);
         }

@@ -29,6 +29,7 @@ mod context;
 mod error;
 mod options;
 pub(crate) mod registry;
+pub(crate) mod schema;
 
 use std::future::Future;
 

@@ -51,6 +51,26 @@ pub(crate) struct RegisteredTask {
     pub(crate) name: &'static str,
     pub(crate) options: TaskOptions,
     pub(crate) handler: Handler,
+    /// The fingerprint of the argument types' shape (see [`schema`](super::schema)).
+    pub(crate) args_schema: Option<u64>,
+    /// The argument types, as Rust names them, for messages about them.
+    pub(crate) args_type: &'static str,
+}
+
+impl RegisteredTask {
+    /// Why a message whose arguments were encoded for the shape `sent` cannot run here, if it
+    /// cannot: both sides have a fingerprint and they differ.
+    pub(crate) fn schema_mismatch(&self, sent: Option<u64>) -> Option<String> {
+        let (sent, ours) = (sent?, self.args_schema?);
+        (sent != ours).then(|| {
+            format!(
+                "task `{}`: its arguments were encoded for another version of the argument types \
+                 (sender's schema {sent:016x}, this worker's {ours:016x} for `{}`); the sender and \
+                 this worker run different builds of the task",
+                self.name, self.args_type
+            )
+        })
+    }
 }
 
 /// The tasks an app can run, by name.
@@ -82,6 +102,8 @@ impl Registry {
                 name: T::NAME,
                 options: T::options(),
                 handler: handle::<T>,
+                args_schema: super::schema::fingerprint::<T::Args>(),
+                args_type: std::any::type_name::<T::Args>(),
             },
         );
         Ok(())

@@ -80,6 +80,10 @@ pub(super) async fn process(
         Box::pin(dead_letter(shared, delivery, UNKNOWN_TASK, reason)).await;
         return None;
     };
+    if let Some(reason) = task.schema_mismatch(envelope.args_schema) {
+        Box::pin(dead_letter(shared, delivery, task.name, reason)).await;
+        return None;
+    }
     let queue = delivery.shared_queue();
     let metrics = lane_metrics.get(&shared.metrics, task.name, &queue);
 
