@@ -13,8 +13,8 @@ use celeriac::broker::{
     Acknowledger, BrokerError, ConsumeOptions, Delivery, DeliveryStream, PrefetchSlot,
     PrefetchWindow,
 };
-use redis::Value;
 use redis::aio::ConnectionManager;
+use redis::{RedisError, RedisResult, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -113,6 +113,7 @@ pub(crate) async fn start(
         shared: shared.clone(),
         conn,
         prefetch: PrefetchWindow::new(options.prefetch_count()),
+        max_message_bytes: options.max_message_len(),
         buffer: VecDeque::new(),
         next_reclaim: Instant::now(),
         next_promote: Instant::now(),
@@ -171,6 +172,8 @@ struct Consumer {
     /// A connection of its own: blocking reads must not stall other commands.
     conn: ConnectionManager,
     prefetch: Arc<PrefetchWindow>,
+    /// Entries larger than this are dead-lettered inside Redis, never read.
+    max_message_bytes: usize,
     buffer: VecDeque<Delivery>,
     next_reclaim: Instant,
     next_promote: Instant,
@@ -286,40 +289,21 @@ impl Consumer {
             .next_promote
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_millis(1), MAX_BLOCK);
-        let mut read = redis::cmd("XREADGROUP");
-        read.arg("GROUP")
-            .arg(&settings.group)
-            .arg(&self.shared.name)
-            .arg("COUNT")
-            .arg(slots.len())
-            .arg("BLOCK")
-            .arg(u64::try_from(block.as_millis()).unwrap_or(1))
-            .arg("STREAMS");
-        for keys in &self.shared.keys {
-            read.arg(&keys.ready);
-        }
-        for _ in &self.shared.keys {
-            read.arg(">");
-        }
-        let reply =
-            match tokio::time::timeout(block + timeout, read.query_async::<Value>(&mut self.conn))
-                .await
-            {
-                Err(_) => {
-                    return Err(BrokerError::Timeout {
-                        op: "read",
-                        after: block + timeout,
-                    });
-                }
-                Ok(Err(error)) if has_code(&error, "NOGROUP") => {
-                    // The server lost the group (restarted without persistence, or keys deleted).
-                    tracing::warn!("consumer group missing; creating it again");
-                    self.shared.ensure_groups(&mut self.conn).await?;
-                    return Ok(deliveries);
-                }
-                Ok(Err(error)) => return Err(from_redis("read", error)),
-                Ok(Ok(reply)) => reply,
-            };
+        let read = if settings.guard_entry_sizes {
+            self.read_guarded(slots.len(), block).await
+        } else {
+            self.read_blocking(slots.len(), block).await
+        };
+        let reply = match read {
+            Ok(Read::Entries(reply)) => reply,
+            Ok(Read::NoGroup) => {
+                // The server lost the group (restarted without persistence, or keys deleted).
+                tracing::warn!("consumer group missing; creating it again");
+                self.shared.ensure_groups(&mut self.conn).await?;
+                return Ok(deliveries);
+            }
+            Err(error) => return Err(from_redis("read", error)),
+        };
         for (stream, entries) in stream_entries(reply) {
             let Some(queue) = self
                 .shared
@@ -339,6 +323,84 @@ impl Consumer {
         }
         Ok(deliveries)
     }
+
+    /// Reads up to `count` new entries, waiting up to `block` for some: one `XREADGROUP`.
+    async fn read_blocking(&mut self, count: usize, block: Duration) -> RedisResult<Read> {
+        let timeout = self.shared.broker.settings().operation_timeout;
+        let mut read = redis::cmd("XREADGROUP");
+        read.arg("GROUP")
+            .arg(&self.shared.broker.settings().group)
+            .arg(&self.shared.name)
+            .arg("COUNT")
+            .arg(count)
+            .arg("BLOCK")
+            .arg(u64::try_from(block.as_millis()).unwrap_or(1))
+            .arg("STREAMS");
+        for keys in &self.shared.keys {
+            read.arg(&keys.ready);
+        }
+        for _ in &self.shared.keys {
+            read.arg(">");
+        }
+        match tokio::time::timeout(block + timeout, read.query_async(&mut self.conn)).await {
+            Ok(Ok(reply)) => Ok(Read::Entries(reply)),
+            Ok(Err(error)) if has_code(&error, "NOGROUP") => Ok(Read::NoGroup),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(elapsed(block + timeout)),
+        }
+    }
+
+    /// Reads up to `count` new entries through the size-checking script (see
+    /// `RedisBrokerBuilder::guard_entry_sizes`); finding none, waits [`GUARDED_POLL`] (at most
+    /// `block`) before the next read, since a blocking read would hand entries over unchecked.
+    async fn read_guarded(&mut self, count: usize, block: Duration) -> RedisResult<Read> {
+        let settings = self.shared.broker.settings();
+        let mut read = SCRIPTS.fetch.prepare_invoke();
+        for keys in &self.shared.keys {
+            read.key(&keys.ready);
+        }
+        for keys in &self.shared.keys {
+            read.key(&keys.dead);
+        }
+        read.arg(&settings.group)
+            .arg(&self.shared.name)
+            .arg(count)
+            .arg(self.max_message_bytes)
+            .arg(epoch_millis(SystemTime::now()));
+        let after = settings.operation_timeout;
+        let reply = match tokio::time::timeout(after, read.invoke_async(&mut self.conn)).await {
+            Ok(reply) => reply?,
+            Err(_) => return Err(elapsed(after)),
+        };
+        match reply {
+            Value::Int(-1) => Ok(Read::NoGroup),
+            Value::Array(streams) if streams.is_empty() => {
+                tokio::time::sleep(block.min(GUARDED_POLL)).await;
+                Ok(Read::Entries(Value::Array(streams)))
+            }
+            reply => Ok(Read::Entries(reply)),
+        }
+    }
+}
+
+/// What a read of new entries found.
+enum Read {
+    /// `XREADGROUP`'s reply (no entries, or some).
+    Entries(Value),
+    /// The consumer group does not exist (any more).
+    NoGroup,
+}
+
+/// How often an idle consumer with [`guard_entry_sizes`](crate::RedisBrokerBuilder::guard_entry_sizes)
+/// looks for new entries.
+const GUARDED_POLL: Duration = Duration::from_millis(50);
+
+/// A read that took longer than it may, as the client reports a timeout.
+fn elapsed(after: Duration) -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no answer within {after:?}"),
+    ))
 }
 
 /// How long a consumer of a group may go without reading before another consumer deletes it, if it

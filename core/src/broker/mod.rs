@@ -101,6 +101,7 @@ impl Outgoing {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConsumeOptions {
     prefetch: usize,
+    max_message_bytes: usize,
 }
 
 impl ConsumeOptions {
@@ -115,11 +116,38 @@ impl ConsumeOptions {
     pub fn prefetch_count(&self) -> usize {
         self.prefetch
     }
+
+    /// The largest message the consumer will decode (default: [`DecodeLimits`]'s 1 MiB). A broker
+    /// that can check sizes before handing a message over dead-letters larger ones unread, so that
+    /// a consumer's memory stays within `prefetch` × this bound whatever producers write; others
+    /// deliver them and the worker dead-letters them.
+    ///
+    /// [`DecodeLimits`]: crate::codec::DecodeLimits
+    ///
+    /// ```
+    /// use celeriac::broker::ConsumeOptions;
+    ///
+    /// let options = ConsumeOptions::default().max_message_bytes(64 * 1024);
+    /// assert_eq!(options.max_message_len(), 64 * 1024);
+    /// ```
+    #[must_use]
+    pub fn max_message_bytes(mut self, max: usize) -> Self {
+        self.max_message_bytes = max;
+        self
+    }
+
+    /// The largest message the consumer will decode.
+    pub fn max_message_len(&self) -> usize {
+        self.max_message_bytes
+    }
 }
 
 impl Default for ConsumeOptions {
     fn default() -> Self {
-        Self { prefetch: 16 }
+        Self {
+            prefetch: 16,
+            max_message_bytes: crate::codec::DecodeLimits::DEFAULT_MAX_MESSAGE_BYTES,
+        }
     }
 }
 

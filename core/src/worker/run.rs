@@ -100,7 +100,9 @@ impl Worker {
         self,
         stop_fetching: CancellationToken,
     ) -> Result<WorkerReport, WorkerError> {
-        let options = ConsumeOptions::default().prefetch(self.prefetch);
+        let options = ConsumeOptions::default()
+            .prefetch(self.prefetch)
+            .max_message_bytes(self.shared.app.decode_limits().max_bytes());
         let stop_now = CancellationToken::new();
         // `concurrency` lanes, each running one task at a time, take deliveries from this loop. A
         // capacity of one keeps at most one fetched delivery waiting for a free lane.
