@@ -170,3 +170,57 @@ pub async fn worker_drains_sent_tasks(builder: celeriac::AppBuilder, queue: &str
     assert_eq!(counted_on(queue), 501);
     assert_eq!(app.broker().len(queue).await.expect("len"), 0);
 }
+
+#[celeriac::task(name = "celeriac_tests_far_off")]
+async fn far_off() {}
+
+/// A task due in 1 000 years waits, whether sent with `delay` or written straight into the queue
+/// (where a worker finds it early and puts it back): nothing runs, nothing is dead-lettered, and
+/// both are counted as delayed until purged.
+pub async fn far_future_eta_waits(builder: celeriac::AppBuilder, queue: &str) {
+    let app = builder
+        .default_queue(queue)
+        .register::<far_off>()
+        .build()
+        .expect("app");
+    let millennium = std::time::SystemTime::now() + Duration::from_secs(1_000 * 365 * 24 * 3600);
+    far_off::apply_async(&app, (), SendOptions::new().eta(millennium))
+        .await
+        .expect("a far-off ETA is accepted");
+    let mut early = celeriac::Envelope::new(
+        "celeriac_tests_far_off",
+        queue,
+        celeriac::CodecExt::encode(app.codec(), &()).expect("encode"),
+        app.codec().content_type(),
+    );
+    early.eta = Some(millennium);
+    app.broker()
+        .publish(celeriac::broker::Outgoing::new(
+            queue,
+            early.to_bytes().expect("encode"),
+        ))
+        .await
+        .expect("publish");
+    let worker = app.worker().concurrency(1).build().expect("worker");
+    let running = BackgroundWorker::start(worker);
+    eventually(
+        Duration::from_secs(20),
+        "both tasks to wait as delayed",
+        || async {
+            let stats = app.broker().stats(queue).await.expect("stats");
+            stats.ready == 0 && stats.delayed == 2
+        },
+    )
+    .await;
+    let report = running.stop().await;
+    assert_eq!((report.succeeded, report.dead_lettered), (0, 0));
+    assert_eq!(
+        app.broker()
+            .stats(queue)
+            .await
+            .expect("stats")
+            .dead_lettered,
+        0
+    );
+    assert_eq!(app.broker().purge(queue).await.expect("purge"), 2);
+}

@@ -144,9 +144,6 @@ async fn a_worker_drains_tasks_sent_through_rabbitmq() {
     scenarios::worker_drains_sent_tasks(App::builder().broker(broker), &queue).await;
 }
 
-#[celeriac::task(name = "celeriac_tests_far_off")]
-async fn far_off() {}
-
 /// RabbitMQ refuses a queue TTL over 10 years, so a task due in 1 000 years used to fail at `delay`
 /// (its wait queue could not be declared) and, arriving early at a worker, was dead-lettered as
 /// "poison" after five tries. It now waits in the longest wait queue and is sent on from there.
@@ -155,42 +152,5 @@ async fn a_task_due_in_a_thousand_years_waits_instead_of_failing() {
     let Some(broker) = require_amqp(|builder| builder).await else {
         return;
     };
-    let queue = unique_queue("far-eta");
-    let app = App::builder()
-        .broker(broker)
-        .default_queue(queue.clone())
-        .register::<far_off>()
-        .build()
-        .unwrap();
-    let millennium = std::time::SystemTime::now() + Duration::from_secs(1_000 * 365 * 24 * 3600);
-    far_off::apply_async(&app, (), celeriac::SendOptions::new().eta(millennium))
-        .await
-        .expect("a far-off ETA is accepted");
-    // The same, written by a foreign producer straight into the queue: a worker puts it back to wait.
-    let mut early = celeriac::Envelope::new(
-        "celeriac_tests_far_off",
-        queue.as_str(),
-        celeriac::CodecExt::encode(app.codec(), &()).unwrap(),
-        app.codec().content_type(),
-    );
-    early.eta = Some(millennium);
-    app.broker()
-        .publish(Outgoing::new(&queue, early.to_bytes().unwrap()))
-        .await
-        .unwrap();
-    let worker = app.worker().concurrency(1).build().unwrap();
-    let running = celeriac_tests::harness::BackgroundWorker::start(worker);
-    celeriac_tests::harness::eventually(
-        Duration::from_secs(20),
-        "both tasks to wait in the wait queue",
-        || async {
-            let stats = app.broker().stats(&queue).await.unwrap();
-            stats.ready == 0 && stats.delayed == 2
-        },
-    )
-    .await;
-    let report = running.stop().await;
-    assert_eq!((report.succeeded, report.dead_lettered), (0, 0));
-    assert_eq!(app.broker().stats(&queue).await.unwrap().dead_lettered, 0);
-    assert_eq!(app.broker().purge(&queue).await.unwrap(), 2);
+    scenarios::far_future_eta_waits(App::builder().broker(broker), &unique_queue("far-eta")).await;
 }

@@ -222,3 +222,13 @@ async fn consumers_left_behind_are_reaped() {
     running.stop().await;
     assert!(group_consumers(&queue).await.is_empty());
 }
+
+/// A task due in 1 000 years, sent or written straight into the stream, waits; it is not run early
+/// or dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_due_in_a_thousand_years_waits() {
+    let Some(broker) = require_redis(|b| b).await else {
+        return;
+    };
+    scenarios::far_future_eta_waits(App::builder().broker(broker), &unique_queue("far-eta")).await;
+}
