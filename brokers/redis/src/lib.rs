@@ -139,10 +139,10 @@ impl RedisBrokerBuilder {
     /// decode limit (1 MiB by default) to the dead-letter stream inside Redis, unread, so a worker
     /// holds at most `prefetch` × that limit whatever producers write.
     ///
-    /// The price, measured on our 2-core machine: a drain about 30 % slower (the script copies
-    /// every entry once more inside Redis), and an idle worker polls every 50 ms instead of blocking,
-    /// so a task sent to an idle queue waits up to 50 ms. Turn it on for queues that producers
-    /// outside your control write to.
+    /// The price, measured on our 2-core machine (`celeriac-bench redis --redis-guard`): a drain
+    /// 20–25 % slower (the script copies every entry once more inside Redis), and an idle worker
+    /// polls every 50 ms instead of blocking, so a task sent to an idle queue waits up to 50 ms.
+    /// Turn it on for queues that producers outside your control write to.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), celeriac::BrokerError> {
