@@ -63,10 +63,6 @@ struct Cli {
     /// as many queues and 4 publishing channels.
     #[arg(long, default_value_t = 1)]
     amqp_shards: usize,
-    /// Redis workers read with `RedisBrokerBuilder::guard_entry_sizes` (entry sizes checked inside
-    /// Redis), for the latency phase and the drain worker.
-    #[arg(long)]
-    redis_guard: bool,
     /// Tasks sent one at a time for the latency phase.
     #[arg(long, default_value_t = 1_000)]
     latency_samples: usize,
@@ -134,8 +130,6 @@ enum Command {
         runtime: WorkerRuntime,
         #[arg(long)]
         shards: usize,
-        #[arg(long)]
-        redis_guard: bool,
     },
 }
 
@@ -168,7 +162,6 @@ struct Report {
     prefetch: usize,
     worker_runtime: WorkerRuntime,
     amqp_shards: usize,
-    redis_guard: bool,
     machine: String,
     publish_batched_per_sec: f64,
     publish_single_per_sec: f64,
@@ -245,7 +238,6 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         prefetch,
         runtime,
         shards,
-        redis_guard,
     }) = cli.command
     {
         let shape = measure::DrainShape {
@@ -254,7 +246,6 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             prefetch,
             runtime,
             shards,
-            redis_guard,
         };
         let drained = process::drain_worker(broker, &url, &queue, shape).await?;
         println!("{}", serde_json::to_string(&drained)?);
@@ -285,14 +276,13 @@ async fn run(cli: &Cli, tasks: u64, samples: usize) -> Result<Report, Box<dyn st
         BrokerKind::Redis => cli.redis_url.as_str(),
         BrokerKind::Amqp => cli.amqp_url.as_str(),
     };
-    let (app, queue) = measure::app(cli.broker, url, cli.amqp_shards, cli.redis_guard).await?;
+    let (app, queue) = measure::app(cli.broker, url, cli.amqp_shards).await?;
     let shape = measure::DrainShape {
         tasks,
         concurrency: cli.concurrency,
         prefetch: cli.prefetch.unwrap_or(cli.concurrency * 4),
         runtime: cli.worker_runtime,
         shards: cli.amqp_shards,
-        redis_guard: cli.redis_guard,
     };
     let publish_batched = measure::publish_batched(&app, tasks).await?;
     let drain = match cli.broker {
@@ -317,7 +307,6 @@ async fn run(cli: &Cli, tasks: u64, samples: usize) -> Result<Report, Box<dyn st
         prefetch: shape.prefetch,
         worker_runtime: shape.runtime,
         amqp_shards: shape.shards,
-        redis_guard: shape.redis_guard,
         machine,
         publish_batched_per_sec: publish_batched,
         publish_single_per_sec: publish_single,
@@ -333,18 +322,13 @@ fn print_table(report: &Report) {
     let rate = |per_sec: f64| format!("{per_sec:>12.0} tasks/s");
     println!();
     println!(
-        "broker {:?} · {} tasks · concurrency {} · prefetch {} · worker runtime {} · shards {}{}",
+        "broker {:?} · {} tasks · concurrency {} · prefetch {} · worker runtime {} · shards {}",
         report.broker,
         report.tasks,
         report.concurrency,
         report.prefetch,
         report.worker_runtime.name(),
-        report.amqp_shards,
-        if report.redis_guard {
-            " · redis guard on"
-        } else {
-            ""
-        }
+        report.amqp_shards
     );
     println!(
         "{:<34}{}",

@@ -35,7 +35,6 @@ pub(crate) async fn app(
     broker: BrokerKind,
     url: &str,
     shards: usize,
-    redis_guard: bool,
 ) -> Result<(App, String), Box<dyn std::error::Error>> {
     let queue = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let builder = App::builder()
@@ -44,19 +43,15 @@ pub(crate) async fn app(
         .register::<bench_probe>();
     let builder = match broker {
         BrokerKind::Memory => builder.broker(MemoryBroker::new()),
-        BrokerKind::Redis => builder.broker(redis_broker(url, redis_guard).await?),
+        BrokerKind::Redis => builder.broker(redis_broker(url).await?),
         BrokerKind::Amqp => builder.broker(amqp_broker(url, shards).await?),
     };
     Ok((builder.build()?, queue))
 }
 
-pub(crate) async fn redis_broker(
-    url: &str,
-    guard_entry_sizes: bool,
-) -> Result<RedisBroker, celeriac::BrokerError> {
+pub(crate) async fn redis_broker(url: &str) -> Result<RedisBroker, celeriac::BrokerError> {
     RedisBroker::builder(url)
         .key_prefix("celeriac-bench")
-        .guard_entry_sizes(guard_entry_sizes)
         .connect()
         .await
 }
@@ -130,8 +125,6 @@ pub(crate) struct DrainShape {
     pub(crate) runtime: crate::WorkerRuntime,
     /// RabbitMQ queues per celeriac queue.
     pub(crate) shards: usize,
-    /// Redis: read with `guard_entry_sizes`.
-    pub(crate) redis_guard: bool,
 }
 
 /// Runs a worker in this process until `shape.tasks` no-op runs completed.

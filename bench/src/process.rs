@@ -78,7 +78,6 @@ pub(crate) async fn drain_in_child(
             "--shards",
             &shape.shards.to_string(),
         ])
-        .args(shape.redis_guard.then_some("--redis-guard"))
         // mimalloc commits whole arenas up front by default; a worker that keeps its footprint small
         // turns that off (the setting docs/benchmarks.md recommends for worker binaries).
         .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
@@ -104,7 +103,7 @@ pub(crate) async fn drain_worker(
     let builder = celeriac::App::builder();
     let builder = match broker {
         crate::BrokerKind::Amqp => builder.broker(measure::amqp_broker(url, shape.shards).await?),
-        _ => builder.broker(measure::redis_broker(url, shape.redis_guard).await?),
+        _ => builder.broker(measure::redis_broker(url).await?),
     };
     let app = builder
         .default_queue(queue)

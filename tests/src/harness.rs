@@ -109,30 +109,7 @@ pub fn worker_process(
     max_deliveries: u32,
     concurrency: usize,
 ) -> tokio::process::Child {
-    worker_command(
-        bin,
-        broker_url,
-        queue,
-        visibility_ms,
-        max_deliveries,
-        concurrency,
-    )
-    .spawn()
-    .expect("start celeriac-test-worker")
-}
-
-/// The command [`worker_process`] runs, for a test that sets more (an environment variable that
-/// the helper reads, say) before spawning it.
-pub fn worker_command(
-    bin: &str,
-    broker_url: &str,
-    queue: &str,
-    visibility_ms: u64,
-    max_deliveries: u32,
-    concurrency: usize,
-) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(bin);
-    command
+    tokio::process::Command::new(bin)
         .args([
             broker_url.to_owned(),
             queue.to_owned(),
@@ -141,8 +118,9 @@ pub fn worker_command(
             concurrency.to_string(),
         ])
         .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    command
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start celeriac-test-worker")
 }
 
 /// A plain connection to the tests' Redis, for looking at or writing keys directly.

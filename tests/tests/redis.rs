@@ -17,19 +17,6 @@ async fn redis() -> Option<Arc<dyn Broker>> {
 
 celeriac_tests::broker_contract_tests!(redis);
 
-async fn redis_guarded() -> Option<Arc<dyn Broker>> {
-    Some(Arc::new(
-        require_redis(|builder| builder.guard_entry_sizes(true)).await?,
-    ))
-}
-
-/// The contract with reads through the size-checking script (`guard_entry_sizes`).
-mod guarded {
-    use super::*;
-
-    celeriac_tests::broker_contract_tests!(redis_guarded);
-}
-
 static LONG_RUNS: AtomicUsize = AtomicUsize::new(0);
 
 #[celeriac::task(name = "outlasts_its_lease")]

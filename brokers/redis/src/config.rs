@@ -10,8 +10,6 @@ pub(crate) struct Settings {
     pub(crate) group: String,
     /// Certificates (PEM) trusted for `rediss://` besides the system's roots. Public data.
     pub(crate) tls_roots_pem: Option<String>,
-    /// Read through the size-checking script (see `guard_entry_sizes`).
-    pub(crate) guard_entry_sizes: bool,
 }
 
 impl Default for Settings {
@@ -23,7 +21,6 @@ impl Default for Settings {
             key_prefix: "celeriac".to_owned(),
             group: "celeriac".to_owned(),
             tls_roots_pem: None,
-            guard_entry_sizes: false,
         }
     }
 }

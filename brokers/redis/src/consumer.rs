@@ -14,11 +14,12 @@ use celeriac::broker::{
     PrefetchWindow,
 };
 use redis::aio::ConnectionManager;
-use redis::{RedisError, RedisResult, Value};
+
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::acks::{self, AckRequest};
+use crate::bounded::{BoundedConnection, Reply};
 use crate::error::{bounded, from_redis, has_code};
 use crate::keys::QueueKeys;
 use crate::reply::stream_entries;
@@ -26,7 +27,7 @@ use crate::scripts::SCRIPTS;
 use crate::{Inner, epoch_millis};
 
 /// The longest a read blocks waiting for messages.
-pub(crate) const MAX_BLOCK: Duration = Duration::from_millis(500);
+const MAX_BLOCK: Duration = Duration::from_millis(500);
 /// How often delayed messages are checked for promotion while messages flow.
 const PROMOTE_EVERY: Duration = Duration::from_millis(100);
 /// At most this many delayed messages are promoted per script call.
@@ -112,6 +113,7 @@ pub(crate) async fn start(
     let consumer = Consumer {
         shared: shared.clone(),
         conn,
+        reader: None,
         prefetch: PrefetchWindow::new(options.prefetch_count()),
         max_message_bytes: options.max_message_len(),
         buffer: VecDeque::new(),
@@ -169,10 +171,13 @@ pub(crate) async fn retire(
 
 struct Consumer {
     shared: Arc<ConsumerShared>,
-    /// A connection of its own: blocking reads must not stall other commands.
+    /// A connection of its own for the consumer's scripts (reclaim, promote, dead letters), so a
+    /// busy app connection does not delay them.
     conn: ConnectionManager,
+    /// The connection blocking reads go through, opened on first use and after an error.
+    reader: Option<BoundedConnection>,
     prefetch: Arc<PrefetchWindow>,
-    /// Entries larger than this are dead-lettered inside Redis, never read.
+    /// Entries larger than this are not read: they are dead-lettered inside Redis.
     max_message_bytes: usize,
     buffer: VecDeque<Delivery>,
     next_reclaim: Instant,
@@ -289,20 +294,14 @@ impl Consumer {
             .next_promote
             .saturating_duration_since(Instant::now())
             .clamp(Duration::from_millis(1), MAX_BLOCK);
-        let read = if settings.guard_entry_sizes {
-            self.read_guarded(slots.len(), block).await
-        } else {
-            self.read_blocking(slots.len(), block).await
-        };
-        let reply = match read {
-            Ok(Read::Entries(reply)) => reply,
-            Ok(Read::NoGroup) => {
+        let reply = match self.read(slots.len(), block).await? {
+            Read::Entries(reply) => reply,
+            Read::NoGroup => {
                 // The server lost the group (restarted without persistence, or keys deleted).
                 tracing::warn!("consumer group missing; creating it again");
                 self.shared.ensure_groups(&mut self.conn).await?;
                 return Ok(deliveries);
             }
-            Err(error) => return Err(from_redis("read", error)),
         };
         for (stream, entries) in stream_entries(reply) {
             let Some(queue) = self
@@ -314,6 +313,10 @@ impl Consumer {
                 continue;
             };
             for entry in entries {
+                if let Some(size) = entry.oversized {
+                    self.dead_letter_unread(queue, &entry.id, size).await?;
+                    continue;
+                }
                 let Some(slot) = slots.pop() else { break };
                 // An entry not written by celeriac is handed over as empty bytes, so the worker
                 // dead-letters it with a reason rather than it sitting pending forever.
@@ -324,83 +327,104 @@ impl Consumer {
         Ok(deliveries)
     }
 
-    /// Reads up to `count` new entries, waiting up to `block` for some: one `XREADGROUP`.
-    async fn read_blocking(&mut self, count: usize, block: Duration) -> RedisResult<Read> {
-        let timeout = self.shared.broker.settings().operation_timeout;
-        let mut read = redis::cmd("XREADGROUP");
-        read.arg("GROUP")
-            .arg(&self.shared.broker.settings().group)
-            .arg(&self.shared.name)
-            .arg("COUNT")
-            .arg(count)
-            .arg("BLOCK")
-            .arg(u64::try_from(block.as_millis()).unwrap_or(1))
-            .arg("STREAMS");
-        for keys in &self.shared.keys {
-            read.arg(&keys.ready);
+    /// Reads up to `count` new entries, waiting up to `block` for some: one `XREADGROUP` on the
+    /// consumer's bounded connection (see [`crate::bounded`]), connecting it first if need be.
+    async fn read(&mut self, count: usize, block: Duration) -> Result<Read, BrokerError> {
+        let settings = self.shared.broker.settings();
+        let timeout = settings.operation_timeout;
+        if self.reader.is_none() {
+            let connect = BoundedConnection::connect(
+                self.shared.broker.connection_info(),
+                settings.tls_roots_pem.as_deref(),
+            );
+            let connected = tokio::time::timeout(timeout, connect)
+                .await
+                .map_err(|_| BrokerError::Timeout {
+                    op: "connect for reading",
+                    after: timeout,
+                })?
+                .map_err(|_| BrokerError::Disconnected {
+                    op: "connect for reading",
+                })?;
+            self.reader = Some(connected);
         }
-        for _ in &self.shared.keys {
-            read.arg(">");
-        }
-        match tokio::time::timeout(block + timeout, read.query_async(&mut self.conn)).await {
-            Ok(Ok(reply)) => Ok(Read::Entries(reply)),
-            Ok(Err(error)) if has_code(&error, "NOGROUP") => Ok(Read::NoGroup),
-            Ok(Err(error)) => Err(error),
-            Err(_) => Err(elapsed(block + timeout)),
+        let Some(reader) = self.reader.as_mut() else {
+            return Err(BrokerError::Disconnected { op: "read" });
+        };
+        let streams: Vec<&str> = self
+            .shared
+            .keys
+            .iter()
+            .map(|keys| keys.ready.as_str())
+            .collect();
+        let read = reader.read_group(
+            &settings.group,
+            &self.shared.name,
+            count,
+            block,
+            &streams,
+            self.max_message_bytes,
+        );
+        let reply = match tokio::time::timeout(block + timeout, read).await {
+            Ok(Ok(reply)) => reply,
+            // The connection is in an unknown state: the next read opens another.
+            Ok(Err(_)) => {
+                self.reader = None;
+                return Err(BrokerError::Disconnected { op: "read" });
+            }
+            Err(_) => {
+                self.reader = None;
+                return Err(BrokerError::Timeout {
+                    op: "read",
+                    after: block + timeout,
+                });
+            }
+        };
+        match reply {
+            Reply::Error(error) if error.starts_with("NOGROUP") => Ok(Read::NoGroup),
+            Reply::Error(error) => Err(crate::error::from_error_reply("read", &error)),
+            reply => Ok(Read::Entries(reply)),
         }
     }
 
-    /// Reads up to `count` new entries through the size-checking script (see
-    /// `RedisBrokerBuilder::guard_entry_sizes`); finding none, waits [`GUARDED_POLL`] (at most
-    /// `block`) before the next read, since a blocking read would hand entries over unchecked.
-    async fn read_guarded(&mut self, count: usize, block: Duration) -> RedisResult<Read> {
+    /// Dead-letters an entry that was over the size limit, inside Redis: the worker never had it.
+    async fn dead_letter_unread(
+        &mut self,
+        queue: usize,
+        id: &str,
+        size: usize,
+    ) -> Result<(), BrokerError> {
         let settings = self.shared.broker.settings();
-        let mut read = SCRIPTS.fetch.prepare_invoke();
-        for keys in &self.shared.keys {
-            read.key(&keys.ready);
-        }
-        for keys in &self.shared.keys {
-            read.key(&keys.dead);
-        }
-        read.arg(&settings.group)
-            .arg(&self.shared.name)
-            .arg(count)
-            .arg(self.max_message_bytes)
+        let keys = &self.shared.keys[queue];
+        let reason = format!(
+            "message of {size} bytes exceeds the limit of {} bytes (dead-lettered by the broker, \
+             unread by the worker)",
+            self.max_message_bytes
+        );
+        tracing::warn!(queue = %keys.queue, entry = %id, %reason, "dead-lettering message");
+        let mut invocation = SCRIPTS.dead_letter_unread.key(&keys.ready);
+        invocation
+            .key(&keys.dead)
+            .arg(&settings.group)
+            .arg(id)
+            .arg(reason)
             .arg(epoch_millis(SystemTime::now()));
-        let after = settings.operation_timeout;
-        let reply = match tokio::time::timeout(after, read.invoke_async(&mut self.conn)).await {
-            Ok(reply) => reply?,
-            Err(_) => return Err(elapsed(after)),
-        };
-        match reply {
-            Value::Int(-1) => Ok(Read::NoGroup),
-            Value::Array(streams) if streams.is_empty() => {
-                tokio::time::sleep(block.min(GUARDED_POLL)).await;
-                Ok(Read::Entries(Value::Array(streams)))
-            }
-            reply => Ok(Read::Entries(reply)),
-        }
+        bounded::<u64>(
+            "dead_letter",
+            settings.operation_timeout,
+            invocation.invoke_async(&mut self.conn),
+        )
+        .await
+        .map(|_| ())
     }
 }
 
 /// What a read of new entries found.
 enum Read {
     /// `XREADGROUP`'s reply (no entries, or some).
-    Entries(Value),
+    Entries(Reply),
     /// The consumer group does not exist (any more).
     NoGroup,
-}
-
-/// How often an idle consumer with [`guard_entry_sizes`](crate::RedisBrokerBuilder::guard_entry_sizes)
-/// looks for new entries.
-const GUARDED_POLL: Duration = Duration::from_millis(50);
-
-/// A read that took longer than it may, as the client reports a timeout.
-fn elapsed(after: Duration) -> RedisError {
-    RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        format!("no answer within {after:?}"),
-    ))
 }
 
 /// How long a consumer of a group may go without reading before another consumer deletes it, if it

@@ -34,6 +34,22 @@ pub(crate) fn from_redis(op: &'static str, error: RedisError) -> BrokerError {
     }
 }
 
+/// Maps an error reply read without the `redis` client (see [`crate::bounded`]) like [`from_redis`].
+pub(crate) fn from_error_reply(op: &'static str, reply: &str) -> BrokerError {
+    let code = reply.split_whitespace().next().unwrap_or_default();
+    if PASSING_CODES.contains(&code) {
+        BrokerError::Unavailable {
+            op,
+            reason: reply.to_owned(),
+        }
+    } else {
+        BrokerError::Backend {
+            context: format!("redis {op} failed"),
+            source: reply.to_owned().into(),
+        }
+    }
+}
+
 /// Runs one Redis operation with the broker's operation timeout.
 pub(crate) async fn bounded<T>(
     op: &'static str,
@@ -71,6 +87,8 @@ mod tests {
                 mapped.to_string().contains(&format!("{code} please wait")),
                 "{mapped}"
             );
+            let read = from_error_reply("read", &format!("{code} please wait"));
+            assert!(read.is_transient(), "{read}");
         }
     }
 }

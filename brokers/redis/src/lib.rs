@@ -18,9 +18,9 @@
 //!
 //! - **Delivery**: workers read with `XREADGROUP` in one consumer group, in batches up to their prefetch.
 //!   A read entry stays in the group's pending list until it is acknowledged (`XACK` + `XDEL`).
-//! - **Untrusted producers** ([`RedisBrokerBuilder::guard_entry_sizes`], opt-in): workers read
-//!   through a Lua script that dead-letters entries over their decode limit inside Redis, unread, so
-//!   a worker's memory is bounded whatever is written into the streams.
+//! - **Bounded memory**: reads go through a connection whose reply reader streams past any entry
+//!   larger than the worker's decode limit instead of holding it; such an entry is dead-lettered
+//!   inside Redis. A worker holds at most `prefetch` × that limit, whatever producers write.
 //! - **Leases instead of a blind visibility timeout**: while a delivery is held, its consumer extends
 //!   its lease every third of the visibility timeout. A task that runs far longer than the timeout is
 //!   therefore not run twice — unlike Celery's Redis transport. When a worker dies (even by SIGKILL),
@@ -44,6 +44,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod acks;
+mod bounded;
 mod config;
 mod consumer;
 mod error;
@@ -129,31 +130,6 @@ impl RedisBrokerBuilder {
     /// Prefix of every key (default `celeriac`).
     pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.settings.key_prefix = prefix.into();
-        self
-    }
-
-    /// Guards workers against entries of any size written into the streams by other producers
-    /// (default off). A blocking stream read hands a worker whole entries, and Redis takes entries
-    /// up to 512 MB: one of 50 MiB took a worker from 8 to 320 MiB before its size could be checked.
-    /// With the guard, workers read through a Lua script that moves an entry larger than their
-    /// decode limit (1 MiB by default) to the dead-letter stream inside Redis, unread, so a worker
-    /// holds at most `prefetch` × that limit whatever producers write.
-    ///
-    /// The price, measured on our 2-core machine (`celeriac-bench redis --redis-guard`): a drain
-    /// 20–25 % slower (the script copies every entry once more inside Redis), and an idle worker
-    /// polls every 50 ms instead of blocking, so a task sent to an idle queue waits up to 50 ms.
-    /// Turn it on for queues that producers outside your control write to.
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), celeriac::BrokerError> {
-    /// let broker = celeriac_redis::RedisBroker::builder("redis://127.0.0.1:6379/0")
-    ///     .guard_entry_sizes(true)
-    ///     .connect()
-    ///     .await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn guard_entry_sizes(mut self, guard: bool) -> Self {
-        self.settings.guard_entry_sizes = guard;
         self
     }
 
@@ -275,6 +251,11 @@ impl Inner {
         self.conn.clone()
     }
 
+    /// Where and as whom to connect (for the consumers' bounded connections).
+    pub(crate) fn connection_info(&self) -> &redis::ConnectionInfo {
+        self.client.get_connection_info()
+    }
+
     pub(crate) fn stopped(&self) -> std::sync::MutexGuard<'_, Vec<consumer::Stopped>> {
         self.stopped
             .lock()
@@ -351,13 +332,16 @@ impl Broker for RedisBroker {
             .iter()
             .map(|queue| self.keys(queue))
             .collect::<Result<Vec<_>, _>>()?;
-        let block_budget = consumer::MAX_BLOCK + self.inner.settings.operation_timeout;
-        let conn = manager(&self.inner.client, &self.inner.url, block_budget)
-            .await
-            .map_err(|source| BrokerError::Connect {
-                url: self.inner.url.redacted().to_owned(),
-                source,
-            })?;
+        let conn = manager(
+            &self.inner.client,
+            &self.inner.url,
+            self.inner.settings.operation_timeout,
+        )
+        .await
+        .map_err(|source| BrokerError::Connect {
+            url: self.inner.url.redacted().to_owned(),
+            source,
+        })?;
         consumer::start(self.inner.clone(), conn, keys, options).await
     }
 

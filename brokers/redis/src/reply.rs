@@ -1,6 +1,6 @@
-//! Parsing of `XREADGROUP` replies.
+//! Parsing of `XREADGROUP` replies, as the bounded reader returns them.
 
-use redis::Value;
+use crate::bounded::Reply;
 
 /// One entry of a celeriac stream: its id and the fields celeriac writes.
 #[derive(Debug, PartialEq, Eq)]
@@ -10,117 +10,131 @@ pub(crate) struct Entry {
     pub(crate) payload: Option<Vec<u8>>,
     /// Field `r` = `1`: put back after a delivery that was not acknowledged.
     pub(crate) redelivered: bool,
+    /// The size of the entry's field values when they were over the limit and not read.
+    pub(crate) oversized: Option<usize>,
 }
 
-fn bytes(value: Value) -> Option<Vec<u8>> {
+fn bytes(value: Reply) -> Option<Vec<u8>> {
     match value {
-        Value::BulkString(bytes) => Some(bytes),
-        Value::SimpleString(text) => Some(text.into_bytes()),
+        Reply::Bulk(bytes) | Reply::Status(bytes) => Some(bytes),
         _ => None,
     }
 }
 
 /// Reads one `[id, [field, value, …]]` entry, taking the reply's buffers over without copying.
-fn entry(value: Value) -> Option<Entry> {
-    let Value::Array(parts) = value else {
+fn entry(value: Reply) -> Option<Entry> {
+    let Reply::Array(parts) = value else {
         return None;
     };
-    let [id, fields] = <[Value; 2]>::try_from(parts).ok()?;
+    let [id, fields] = <[Reply; 2]>::try_from(parts).ok()?;
     let mut entry = Entry {
         id: String::from_utf8(bytes(id)?).ok()?,
         payload: None,
         redelivered: false,
+        oversized: None,
     };
-    let mut field = |name: Value, value: Value| {
-        let (Some(name), Some(value)) = (bytes(name), bytes(value)) else {
-            return;
+    let Reply::Array(items) = fields else {
+        return Some(entry);
+    };
+    let mut read = 0;
+    let mut skipped = false;
+    let mut items = items.into_iter();
+    while let (Some(name), Some(value)) = (items.next(), items.next()) {
+        let name = match name {
+            Reply::Skipped(len) => {
+                (read, skipped) = (read + len, true);
+                continue;
+            }
+            name => bytes(name),
         };
-        match name.as_slice() {
-            b"p" => entry.payload = Some(value),
-            b"r" => entry.redelivered = value == b"1",
+        let value = match value {
+            Reply::Skipped(len) => {
+                (read, skipped) = (read + len, true);
+                continue;
+            }
+            Reply::Bulk(value) => value,
+            _ => continue,
+        };
+        read += value.len();
+        match name.as_deref() {
+            Some(b"p") => entry.payload = Some(value),
+            Some(b"r") => entry.redelivered = value == b"1",
             _ => {}
         }
-    };
-    match fields {
-        Value::Array(items) => {
-            let mut items = items.into_iter();
-            while let (Some(name), Some(value)) = (items.next(), items.next()) {
-                field(name, value);
-            }
-        }
-        Value::Map(pairs) => pairs
-            .into_iter()
-            .for_each(|(name, value)| field(name, value)),
-        _ => {}
+    }
+    if skipped {
+        entry.payload = None;
+        entry.oversized = Some(read);
     }
     Some(entry)
 }
 
-/// Flattens an `XREADGROUP` reply (RESP2 arrays or RESP3 maps) into (stream, entries), skipping
-/// malformed parts.
-pub(crate) fn stream_entries(reply: Value) -> Vec<(Vec<u8>, Vec<Entry>)> {
-    let streams = match reply {
-        Value::Array(streams) => streams
-            .into_iter()
-            .filter_map(|stream| match stream {
-                Value::Array(parts) => <[Value; 2]>::try_from(parts)
-                    .ok()
-                    .map(|[name, entries]| (name, entries)),
-                _ => None,
-            })
-            .collect(),
-        Value::Map(streams) => streams,
-        _ => Vec::new(),
+/// Flattens an `XREADGROUP` reply into (stream, entries), skipping malformed parts.
+pub(crate) fn stream_entries(reply: Reply) -> Vec<(Vec<u8>, Vec<Entry>)> {
+    let Reply::Array(streams) = reply else {
+        return Vec::new();
     };
     streams
         .into_iter()
-        .filter_map(|(name, entries)| {
-            let name = bytes(name)?;
+        .filter_map(|stream| {
+            let Reply::Array(parts) = stream else {
+                return None;
+            };
+            let [name, entries] = <[Reply; 2]>::try_from(parts).ok()?;
             let entries = match entries {
-                Value::Array(entries) => entries.into_iter().filter_map(entry).collect(),
+                Reply::Array(entries) => entries.into_iter().filter_map(entry).collect(),
                 _ => Vec::new(),
             };
-            Some((name, entries))
+            Some((bytes(name)?, entries))
         })
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
-    use redis::Value;
+    use super::{Entry, Reply, stream_entries};
 
-    use super::stream_entries;
+    fn bulk(text: &str) -> Reply {
+        Reply::Bulk(text.as_bytes().to_vec())
+    }
 
-    fn bulk(text: &str) -> Value {
-        Value::BulkString(text.as_bytes().to_vec())
+    fn one(id: &str, fields: Vec<Reply>) -> Reply {
+        Reply::Array(vec![bulk(id), Reply::Array(fields)])
     }
 
     #[test]
-    fn parses_resp2_replies_and_skips_malformed_parts() {
-        let reply = Value::Array(vec![
-            Value::Array(vec![
+    fn parses_replies_and_skips_malformed_parts() {
+        let reply = Reply::Array(vec![
+            Reply::Array(vec![
                 bulk("s1"),
-                Value::Array(vec![
-                    Value::Array(vec![
-                        bulk("1-0"),
-                        Value::Array(vec![bulk("p"), bulk("x"), bulk("r"), bulk("1")]),
-                    ]),
-                    Value::Int(7),
+                Reply::Array(vec![
+                    one("1-0", vec![bulk("p"), bulk("x"), bulk("r"), bulk("1")]),
+                    Reply::Int(7),
+                    one("2-0", vec![bulk("p"), Reply::Skipped(50_000_000)]),
                 ]),
             ]),
-            Value::Nil,
+            Reply::Nil,
         ]);
         let parsed = stream_entries(reply);
         assert_eq!(parsed.len(), 1);
         assert_eq!(parsed[0].0, b"s1");
         assert_eq!(
             parsed[0].1,
-            vec![super::Entry {
-                id: "1-0".to_owned(),
-                payload: Some(b"x".to_vec()),
-                redelivered: true,
-            }]
+            vec![
+                Entry {
+                    id: "1-0".to_owned(),
+                    payload: Some(b"x".to_vec()),
+                    redelivered: true,
+                    oversized: None,
+                },
+                Entry {
+                    id: "2-0".to_owned(),
+                    payload: None,
+                    redelivered: false,
+                    oversized: Some(50_000_000),
+                },
+            ]
         );
-        assert!(stream_entries(Value::Nil).is_empty());
+        assert!(stream_entries(Reply::Nil).is_empty());
     }
 }

@@ -4,7 +4,7 @@ use redis::Script;
 
 /// The Lua scripts, loaded once per process (`EVALSHA`, falling back to `EVAL` after a restart).
 pub(crate) struct Scripts {
-    pub(crate) fetch: Script,
+    pub(crate) dead_letter_unread: Script,
     pub(crate) promote: Script,
     pub(crate) ack: Script,
     pub(crate) requeue: Script,
@@ -17,7 +17,7 @@ pub(crate) struct Scripts {
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    fetch: Script::new(include_str!("scripts/fetch.lua")),
+    dead_letter_unread: Script::new(include_str!("scripts/dead_letter_unread.lua")),
     promote: Script::new(include_str!("scripts/promote.lua")),
     ack: Script::new(include_str!("scripts/ack.lua")),
     requeue: Script::new(include_str!("scripts/requeue.lua")),

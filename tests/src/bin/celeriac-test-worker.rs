@@ -2,8 +2,7 @@
 //! aborts it, and check that no task is lost. Runs are recorded in Redis (`CELERIAC_REDIS_URL`).
 //!
 //! Usage: `celeriac-test-worker <broker-url> <queue> <visibility-ms> <max-deliveries> <concurrency>`
-//! where the broker URL is `redis://…` or `amqp://…`. With `CELERIAC_TEST_GUARD_ENTRY_SIZES` set, a Redis
-//! broker guards its reads against oversized entries.
+//! where the broker URL is `redis://…` or `amqp://…`.
 
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -15,9 +14,6 @@ use celeriac_redis::RedisBroker;
 use redis::aio::MultiplexedConnection;
 
 static RECORDER: OnceLock<MultiplexedConnection> = OnceLock::new();
-
-/// Set (to anything) to start a Redis worker with `guard_entry_sizes(true)`.
-const GUARD_ENTRY_SIZES: &str = "CELERIAC_TEST_GUARD_ENTRY_SIZES";
 
 /// Sleeps, then records `n` in the Redis set `celeriac-test-done:<queue>` and counts the run.
 #[celeriac::task(name = "record_run")]
@@ -98,7 +94,6 @@ async fn run(
                 .key_prefix("celeriac-test")
                 .visibility_timeout(Duration::from_millis(visibility_ms))
                 .max_deliveries(max_deliveries)
-                .guard_entry_sizes(std::env::var_os(GUARD_ENTRY_SIZES).is_some())
                 .connect()
                 .await?,
         )
