@@ -23,6 +23,42 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// No broker was chosen. There is no silent default: two processes that both forgot would each
+    /// talk to a private in-memory queue, and tasks would vanish without a word.
+    #[error(
+        "no broker chosen: call `broker_url(\"memory://\")` (this process only), \
+         `broker_url(\"redis://…\")`, `broker_url(\"amqp://…\")`, \
+         `broker_from_env(\"CELERIAC_BROKER_URL\")` or `broker(…)` on the app builder"
+    )]
+    NoBroker,
+    /// The broker URL cannot be used. The URL is shown without its password.
+    #[error("invalid broker URL `{url}`: {reason}")]
+    BrokerUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The broker URL's scheme needs a Cargo feature of `celeriac` that is off.
+    #[error(
+        "broker URL `{url}` needs the `{feature}` feature of celeriac: \
+         `cargo add celeriac --features {feature}`"
+    )]
+    BrokerFeatureDisabled {
+        /// The URL, password redacted.
+        url: String,
+        /// The feature to enable.
+        feature: &'static str,
+    },
+    /// The environment variable that should name the broker is not set (or not UTF-8).
+    #[error(
+        "environment variable `{var}` does not hold a broker URL: set it to e.g. `memory://`, \
+         `redis://127.0.0.1:6379/0` or `amqp://guest:guest@127.0.0.1:5672/%2f`"
+    )]
+    BrokerEnvMissing {
+        /// The variable's name.
+        var: String,
+    },
     /// A setting is out of range.
     #[error("invalid setting `{setting}`: {reason}")]
     InvalidSetting {

@@ -60,9 +60,11 @@ pub mod metrics;
 pub mod retry;
 pub mod service;
 pub mod task;
+#[cfg(feature = "test-util")]
+pub mod testing;
 pub mod worker;
 
-pub use crate::app::{App, AppBuilder, SendOptions};
+pub use crate::app::{App, AppBuilder, Delay, SendOptions};
 pub use crate::broker::{Broker, BrokerError, Delivery, MemoryBroker};
 pub use crate::codec::{Codec, CodecExt};
 pub use crate::envelope::{Envelope, TaskId};
@@ -77,6 +79,30 @@ pub use crate::worker::{Worker, WorkerBuilder, WorkerReport};
 #[cfg(feature = "macros")]
 #[doc(inline)]
 pub use celeriac_macros::task;
+
+/// The user guide: tasks, sending, brokers, workers, retries, testing, coming from Celery.
+///
+/// The same text is `docs/guide.md` in the repository.
+#[doc = include_str!("docs/guide.md")]
+pub mod guide {
+    /// A walkthrough of the SMS verification-code example (`examples/sms-verification`): the
+    /// Celery flow it replaces, and what changed.
+    #[doc = include_str!("docs/sms-example.md")]
+    pub mod sms_example {}
+}
+
+/// The Redis broker (`celeriac-redis`), for brokers configured beyond their URL.
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use celeriac_redis as redis;
+
+/// The RabbitMQ broker (`celeriac-amqp`), for brokers configured beyond their URL.
+#[cfg(feature = "amqp")]
+#[doc(inline)]
+pub use celeriac_amqp as amqp;
+
+/// Re-exported for [`Broker`] implementations, which are `#[async_trait]` impls.
+pub use celeriac_core::async_trait;
 
 /// The names most programs need: `use celeriac::prelude::*;`.
 pub mod prelude {

@@ -20,7 +20,7 @@ use proc_macro::TokenStream;
 /// }
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), celeriac::Error> {
-/// let app = App::builder().register::<ccp_send_sms_code>().build()?;
+/// let app = App::builder().broker(celeriac::MemoryBroker::new()).register::<ccp_send_sms_code>().build()?;
 /// let id = ccp_send_sms_code::delay(&app, "13800138000".into(), "424242".into()).await?;
 /// # let _ = id; Ok(()) }
 /// ```

@@ -152,13 +152,10 @@ pub async fn worker_drains_sent_tasks(builder: celeriac::AppBuilder, queue: &str
     app.delay_batch::<counted>((0..500).map(|n| (n,)))
         .await
         .expect("delay_batch");
-    counted::apply_async(
-        &app,
-        (7,),
-        SendOptions::new().countdown(Duration::from_millis(300)),
-    )
-    .await
-    .expect("apply_async");
+    counted::delay(&app, 7)
+        .countdown(Duration::from_millis(300))
+        .await
+        .expect("a delayed send");
     let worker = app.worker().concurrency(8).build().expect("worker");
     let running = BackgroundWorker::start(worker);
     eventually(Duration::from_secs(30), "501 runs", || async {
@@ -184,7 +181,8 @@ pub async fn far_future_eta_waits(builder: celeriac::AppBuilder, queue: &str) {
         .build()
         .expect("app");
     let millennium = std::time::SystemTime::now() + Duration::from_secs(1_000 * 365 * 24 * 3600);
-    far_off::apply_async(&app, (), SendOptions::new().eta(millennium))
+    far_off::delay(&app)
+        .eta(millennium)
         .await
         .expect("a far-off ETA is accepted");
     let mut early = celeriac::Envelope::new(

@@ -31,7 +31,11 @@ fn cpu_bound(n: u64) -> Result<u64, std::convert::Infallible> {
 
 #[tokio::test]
 async fn plain_fn_tasks_run_off_the_async_thread() {
-    let app = App::builder().register::<cpu_bound>().build().unwrap();
+    let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .register::<cpu_bound>()
+        .build()
+        .unwrap();
     cpu_bound::delay(&app, 1000).await.unwrap();
     let report = app
         .worker()
@@ -85,7 +89,11 @@ fn recording_layer(
 
 #[tokio::test(start_paused = true)]
 async fn layers_wrap_runs_with_the_first_added_outermost() {
-    let app = App::builder().register::<layered>().build().unwrap();
+    let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .register::<layered>()
+        .build()
+        .unwrap();
     layered::delay(&app).await.unwrap();
     let worker = app
         .worker()
@@ -120,6 +128,7 @@ async fn child(ctx: TaskContext) {
 #[tokio::test(start_paused = true)]
 async fn follow_up_tasks_carry_parent_and_root_ids() {
     let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
         .register::<parent>()
         .register::<child>()
         .build()
@@ -137,7 +146,10 @@ async fn follow_up_tasks_carry_parent_and_root_ids() {
 
 #[tokio::test]
 async fn invalid_send_options_are_errors() {
-    let app = App::builder().build().unwrap();
+    let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .build()
+        .unwrap();
     let error = app
         .send_task("t", &(), SendOptions::new().priority(12))
         .await
@@ -156,7 +168,10 @@ async fn invalid_send_options_are_errors() {
 #[test]
 fn enqueue_futures_are_send() {
     fn assert_send<T: Send>(_: &T) {}
-    let app = App::builder().build().unwrap();
+    let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .build()
+        .unwrap();
     assert_send(&cpu_bound::delay(&app, 1));
     assert_send(&app.delay::<cpu_bound>((1,)));
     assert_send(&app.send_task("cpu_bound", &(1,), SendOptions::new()));
@@ -169,6 +184,7 @@ fn duplicate_task_names_are_refused_at_build() {
     #[celeriac::task(name = "cpu_bound")]
     async fn impostor() {}
     let error = App::builder()
+        .broker(celeriac::MemoryBroker::new())
         .register::<cpu_bound>()
         .register::<impostor>()
         .build()
@@ -195,6 +211,7 @@ async fn uses_state(ctx: TaskContext, name: String) -> Result<(), TaskError> {
 #[tokio::test(start_paused = true)]
 async fn tasks_read_app_state_and_missing_state_is_a_dead_letter_not_a_retry_loop() {
     let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
         .state(Prefix("hello, "))
         .register::<uses_state>()
         .build()
@@ -204,7 +221,11 @@ async fn tasks_read_app_state_and_missing_state_is_a_dead_letter_not_a_retry_loo
     assert_eq!(report.succeeded, 1);
     assert_eq!(*STATED.lock().unwrap(), ["hello, ada"]);
 
-    let without = App::builder().register::<uses_state>().build().unwrap();
+    let without = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .register::<uses_state>()
+        .build()
+        .unwrap();
     uses_state::delay(&without, "bob".into()).await.unwrap();
     let report = run_for_a_second(&without).await;
     assert_eq!(
@@ -215,5 +236,47 @@ async fn tasks_read_app_state_and_missing_state_is_a_dead_letter_not_a_retry_loo
     assert!(
         reasons[0].contains("no state of type") && reasons[0].contains("Prefix"),
         "{reasons:?}"
+    );
+}
+
+// ===== sending reads like Celery: options chain on `delay` =====
+
+#[celeriac::task(name = "chained")]
+async fn chained(mobile: String, code: String) {
+    let _ = (mobile, code);
+}
+
+#[tokio::test]
+async fn delay_takes_chained_options_and_its_future_is_send() {
+    use std::future::IntoFuture;
+    fn assert_send<F: Future + Send>(future: F) -> F {
+        future
+    }
+    let broker = celeriac::MemoryBroker::new();
+    let app = App::builder()
+        .broker(broker.clone())
+        .register::<chained>()
+        .build()
+        .unwrap();
+    chained::delay(&app, "13800138000".into(), "1".into())
+        .await
+        .unwrap();
+    let sending = chained::delay(&app, "13800138000".into(), "2".into())
+        .countdown(Duration::from_secs(3))
+        .queue("sms")
+        .priority(5);
+    // axum handlers need `Send` futures.
+    assert_send(sending.into_future()).await.unwrap();
+    let celery = broker.stats("celery").await.unwrap();
+    let sms = broker.stats("sms").await.unwrap();
+    assert_eq!((celery.ready, celery.delayed), (1, 0));
+    assert_eq!((sms.ready, sms.delayed), (0, 1));
+    let empty_queue = chained::delay(&app, "1".into(), "3".into()).queue("").await;
+    assert!(
+        matches!(
+            empty_queue,
+            Err(celeriac::EnqueueError::InvalidOptions { .. })
+        ),
+        "{empty_queue:?}"
     );
 }

@@ -25,7 +25,11 @@ mod renamed {
 
 #[test]
 fn autodiscover_registers_every_linked_task() {
-    let app = App::builder().autodiscover().build().unwrap();
+    let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .autodiscover()
+        .build()
+        .unwrap();
     let mut names: Vec<_> = app.task_names().collect();
     names.sort_unstable();
     assert_eq!(names, ["ccp_send_sms_code", "report"]);
@@ -34,11 +38,15 @@ fn autodiscover_registers_every_linked_task() {
 #[test]
 fn without_autodiscover_only_explicit_registrations_count() {
     let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
         .register::<sms::ccp_send_sms_code>()
         .build()
         .unwrap();
     assert_eq!(app.task_names().collect::<Vec<_>>(), ["ccp_send_sms_code"]);
-    let app = App::builder().build().unwrap();
+    let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .build()
+        .unwrap();
     assert_eq!(app.task_names().count(), 0);
 }
 
@@ -49,6 +57,7 @@ fn the_task_function_stays_callable() {
     assert_eq!(options.retry.retry_limit(), Some(3));
     // Explicit registration of an autodiscovered task is harmless.
     let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
         .register::<sms::ccp_send_sms_code>()
         .autodiscover()
         .build()

@@ -11,7 +11,7 @@ async fn memory() -> Option<Arc<dyn Broker>> {
     Some(Arc::new(MemoryBroker::new()))
 }
 
-celeriac_tests::broker_contract_tests!(memory);
+celeriac::broker_contract_tests!(memory);
 
 #[tokio::test]
 async fn higher_priority_is_delivered_first() {

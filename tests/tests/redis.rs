@@ -15,7 +15,7 @@ async fn redis() -> Option<Arc<dyn Broker>> {
     Some(Arc::new(require_redis(|builder| builder).await?))
 }
 
-celeriac_tests::broker_contract_tests!(redis);
+celeriac::broker_contract_tests!(redis);
 
 static LONG_RUNS: AtomicUsize = AtomicUsize::new(0);
 

@@ -24,7 +24,11 @@ async fn sleeps_for(ctx: TaskContext, millis: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_or_requeues_every_task() {
-    let app = App::builder().register::<sleeps_for>().build().unwrap();
+    let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .register::<sleeps_for>()
+        .build()
+        .unwrap();
     let mut ids = Vec::new();
     // Three quick tasks and three that outlast the grace period run; four wait in the queue.
     for millis in [200, 200, 200, 60_000, 60_000, 60_000, 10, 10, 10, 10] {

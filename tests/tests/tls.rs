@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use celeriac::testing::contract::publish_then_consume_then_ack;
 use celeriac::{Broker, BrokerError};
 use celeriac_amqp::AmqpBroker;
 use celeriac_redis::RedisBroker;
-use celeriac_tests::contract::publish_then_consume_then_ack;
 use celeriac_tests::harness::{amqp_url, redis_url, require_amqp, require_redis, unique_queue};
 use celeriac_tests::tls::{TlsProxy, server_address};
 

@@ -82,7 +82,11 @@ async fn always_fails(ctx: TaskContext, mobile: String) -> Result<(), GatewayDow
 
 #[tokio::test(start_paused = true)]
 async fn failing_task_retries_at_0_3_9_21_seconds_then_dead_letters() {
-    let app = App::builder().register::<always_fails>().build().unwrap();
+    let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .register::<always_fails>()
+        .build()
+        .unwrap();
     always_fails::delay(&app, "13800138000".into())
         .await
         .unwrap();
@@ -139,7 +143,11 @@ async fn retries_once(ctx: TaskContext) -> Result<(), TaskError> {
 
 #[tokio::test(start_paused = true)]
 async fn explicit_retry_request_runs_again_after_its_delay() {
-    let app = App::builder().register::<retries_once>().build().unwrap();
+    let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .register::<retries_once>()
+        .build()
+        .unwrap();
     retries_once::delay(&app).await.unwrap();
     let worker = start_worker(&app, 1);
     eventually(LONG, "the second run", || async {
@@ -174,7 +182,11 @@ async fn panics(kind: String) {
 
 #[tokio::test(start_paused = true)]
 async fn panicking_task_is_dead_lettered_and_the_worker_keeps_serving() {
-    let app = App::builder().register::<panics>().build().unwrap();
+    let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .register::<panics>()
+        .build()
+        .unwrap();
     panics::delay(&app, "boom".into()).await.unwrap();
     panics::delay(&app, "fine".into()).await.unwrap();
     let worker = start_worker(&app, 1);
@@ -207,7 +219,11 @@ async fn too_slow() {
 
 #[tokio::test(start_paused = true)]
 async fn time_limit_cancels_the_run_and_dead_letters_it() {
-    let app = App::builder().register::<too_slow>().build().unwrap();
+    let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .register::<too_slow>()
+        .build()
+        .unwrap();
     too_slow::delay(&app).await.unwrap();
     let started = Instant::now();
     let worker = start_worker(&app, 1);
@@ -252,6 +268,7 @@ async fn occupies_a_slot(_n: u32) {
 #[tokio::test(start_paused = true)]
 async fn at_most_concurrency_tasks_run_at_once() {
     let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
         .register::<occupies_a_slot>()
         .build()
         .unwrap();
@@ -278,7 +295,11 @@ async fn rate_limited() {
 
 #[tokio::test(start_paused = true)]
 async fn rate_limit_spaces_runs() {
-    let app = App::builder().register::<rate_limited>().build().unwrap();
+    let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .register::<rate_limited>()
+        .build()
+        .unwrap();
     app.delay_batch::<rate_limited>(vec![(); 4]).await.unwrap();
     let worker = start_worker(&app, 4);
     eventually(LONG, "four runs", || async {
@@ -311,21 +332,19 @@ fn expired_tasks_are_discarded_and_counted() {
             .build()
             .unwrap();
         runtime.block_on(async {
-            let app = App::builder().register::<expiring>().build().unwrap();
-            expiring::apply_async(
-                &app,
-                (),
-                SendOptions::new().expires_in(Duration::from_secs(10)),
-            )
-            .await
-            .unwrap();
-            expiring::apply_async(
-                &app,
-                (),
-                SendOptions::new().expires_in(Duration::from_secs(600)),
-            )
-            .await
-            .unwrap();
+            let app = App::builder()
+                .broker(celeriac::MemoryBroker::new())
+                .register::<expiring>()
+                .build()
+                .unwrap();
+            expiring::delay(&app)
+                .expires_in(Duration::from_secs(10))
+                .await
+                .unwrap();
+            expiring::delay(&app)
+                .expires_in(Duration::from_secs(600))
+                .await
+                .unwrap();
             tokio::time::sleep(Duration::from_secs(60)).await;
             let worker = app.worker().concurrency(1).build().unwrap();
             let report = worker
@@ -374,7 +393,11 @@ async fn survivor(mobile: String, code: String) {
 
 #[tokio::test(start_paused = true)]
 async fn bad_messages_are_dead_lettered_with_a_reason_and_the_worker_keeps_serving() {
-    let app = App::builder().register::<survivor>().build().unwrap();
+    let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .register::<survivor>()
+        .build()
+        .unwrap();
     let broker = app.broker();
     broker
         .publish(Outgoing::new("celery", b"\x00\xffgarbage".to_vec()))
@@ -429,7 +452,11 @@ async fn sleepy(ctx: TaskContext, seconds: u64) {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_finishes_or_requeues_every_task() {
-    let app = App::builder().register::<sleepy>().build().unwrap();
+    let app = App::builder()
+        .broker(celeriac::MemoryBroker::new())
+        .register::<sleepy>()
+        .build()
+        .unwrap();
     // Four short tasks, four that outlast the grace period, four never started.
     let mut ids = Vec::new();
     for seconds in [1, 1, 1, 1, 600, 600, 600, 600, 1, 1, 1, 1] {

@@ -20,6 +20,22 @@ pub(crate) const DEFAULT_FRAME_MAX: u32 = 128 * 1024;
 /// AMQP 0-9-1's smallest allowed `frame_max` (`frame-min-size`).
 pub(crate) const MIN_FRAME_MAX: u32 = 4096;
 
+impl Settings {
+    pub(crate) fn capabilities(&self) -> celeriac_core::Capabilities {
+        let mut capabilities = celeriac_core::Capabilities::none()
+            .delays(None)
+            .dead_letters()
+            .stats();
+        if let Some(max) = self.max_priority {
+            capabilities = capabilities.priorities(max);
+        }
+        if self.shards == 1 {
+            capabilities = capabilities.fifo();
+        }
+        capabilities
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Self {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use celeriac::broker::{Acknowledger, BrokerError, ConsumeOptions, Delivery, DeliveryStream};
+use celeriac_core::{Acknowledger, BrokerError, ConsumeOptions, Delivery, DeliveryStream};
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
 use lapin::Channel;

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use celeriac::BrokerError;
+use celeriac_core::BrokerError;
 use lapin::ErrorKind;
 
 /// Maps a lapin error to a [`BrokerError`]: connection and channel problems become transient errors,

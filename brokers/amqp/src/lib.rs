@@ -1,4 +1,4 @@
-//! A RabbitMQ broker for [celeriac] on [lapin] (AMQP 0-9-1).
+//! A RabbitMQ broker for [celeriac](https://docs.rs/celeriac) on [lapin] (AMQP 0-9-1).
 //!
 //! ```no_run
 //! use celeriac::App;
@@ -65,14 +65,14 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use celeriac::broker::{
-    Broker, BrokerError, ConsumeOptions, DeadLetter, DeliveryStream, Outgoing, QueueStats,
-    validate_queue, validate_queues,
+use celeriac_core::{
+    Broker, BrokerError, Capabilities, ConsumeOptions, DeadLetter, DeliveryStream, Outgoing,
+    QueueStats,
 };
-use lapin::options::{BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 
-use celeriac::broker::RedactedUrl;
+use celeriac_core::RedactedUrl;
 
 use crate::config::Settings;
 use crate::error::bounded;
@@ -108,6 +108,14 @@ pub struct AmqpBrokerBuilder {
 }
 
 impl AmqpBrokerBuilder {
+    /// What a broker built with these settings supports: delays of any length, dead letters,
+    /// statistics; priorities up to [`max_priority`](Self::max_priority) when it is set (otherwise a
+    /// message with a priority is refused with [`BrokerError::Unsupported`]); FIFO order unless
+    /// [`shards`](Self::shards) spreads a queue over several.
+    pub fn capabilities(&self) -> Capabilities {
+        self.settings.capabilities()
+    }
+
     /// Timeout of each AMQP operation, publisher confirms included (default 5 s).
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
         self.settings.operation_timeout = timeout;
@@ -262,9 +270,18 @@ impl Broker for AmqpBroker {
         self.publish_batch(vec![message]).await
     }
 
+    fn capabilities(&self) -> Capabilities {
+        self.shared.settings.capabilities()
+    }
+
     async fn publish_batch(&self, messages: Vec<Outgoing>) -> Result<(), BrokerError> {
-        for message in &messages {
-            validate_queue(&message.queue)?;
+        if self.shared.settings.max_priority.is_none()
+            && messages.iter().any(|message| message.priority.is_some())
+        {
+            return Err(BrokerError::unsupported(
+                "rabbitmq",
+                "message priorities without `max_priority`",
+            ));
         }
         let link = self.shared.link().await?;
         let mut routes = Vec::with_capacity(messages.len());
@@ -293,12 +310,10 @@ impl Broker for AmqpBroker {
         queues: &[String],
         options: ConsumeOptions,
     ) -> Result<DeliveryStream, BrokerError> {
-        validate_queues(queues)?;
         consumer::start(self.shared.clone(), queues, options).await
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, BrokerError> {
-        validate_queue(queue)?;
         let mut stats = QueueStats::default();
         for shard in topology::shards(queue, self.shared.settings.shards) {
             stats.ready += self
@@ -328,7 +343,6 @@ impl Broker for AmqpBroker {
         queue: &str,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, BrokerError> {
-        validate_queue(queue)?;
         let link = self.shared.link().await?;
         let timeout = self.shared.timeout();
         // Read without acking, then close the channel: RabbitMQ puts every message back in order.
@@ -360,8 +374,42 @@ impl Broker for AmqpBroker {
         Ok(letters)
     }
 
+    async fn requeue_dead_letters(&self, queue: &str, limit: usize) -> Result<u64, BrokerError> {
+        let link = self.shared.link().await?;
+        let timeout = self.shared.timeout();
+        let channel = bounded("open channel", timeout, link.connection.create_channel()).await?;
+        let moved = async {
+            self.shared.declare(&link, &channel, queue).await?;
+            let dead = dead_queue(queue);
+            let mut moved = 0;
+            while moved < limit {
+                let got = bounded(
+                    "read dead letters",
+                    timeout,
+                    channel.basic_get(dead.as_str().into(), BasicGetOptions { no_ack: false }),
+                )
+                .await?;
+                let Some(message) = got else { break };
+                let delivery = message.delivery;
+                // Confirmed on the queue before the dead letter goes: a failure in between leaves
+                // it dead-lettered (the channel closes unacked), never lost.
+                self.publish(Outgoing::new(queue, delivery.data)).await?;
+                bounded(
+                    "remove requeued dead letter",
+                    timeout,
+                    delivery.acker.ack(BasicAckOptions::default()),
+                )
+                .await?;
+                moved += 1;
+            }
+            Ok::<_, BrokerError>(moved as u64)
+        }
+        .await;
+        let _ = channel.close(200, "done".into()).await;
+        moved
+    }
+
     async fn purge(&self, queue: &str) -> Result<u64, BrokerError> {
-        validate_queue(queue)?;
         let link = self.shared.link().await?;
         let timeout = self.shared.timeout();
         let channel = bounded("open channel", timeout, link.connection.create_channel()).await?;

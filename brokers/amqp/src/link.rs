@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use celeriac::{BoxError, BrokerError};
+use celeriac_core::{BoxError, BrokerError};
 use futures::future::try_join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::tcp::OwnedTLSConfig;
@@ -14,7 +14,7 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 
-use celeriac::broker::RedactedUrl;
+use celeriac_core::RedactedUrl;
 
 use crate::config::{DEFAULT_FRAME_MAX, MIN_FRAME_MAX, Settings};
 use crate::error::{bounded, from_lapin};

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use celeriac::broker::BrokerError;
+use celeriac_core::BrokerError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Inner;

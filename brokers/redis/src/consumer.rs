@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use celeriac::broker::{
+use celeriac_core::{
     Acknowledger, BrokerError, ConsumeOptions, Delivery, DeliveryStream, PrefetchSlot,
     PrefetchWindow,
 };

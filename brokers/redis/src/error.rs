@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use celeriac::BrokerError;
+use celeriac_core::BrokerError;
 use redis::RedisError;
 
 /// Server errors that a restart or failover in progress explains, and that go away by themselves:

@@ -1,4 +1,4 @@
-//! A Redis broker for [celeriac], built on Redis Streams with consumer groups.
+//! A Redis broker for [celeriac](https://docs.rs/celeriac), built on Redis Streams with consumer groups.
 //!
 //! ```no_run
 //! use celeriac::App;
@@ -57,9 +57,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use celeriac::broker::{
-    Broker, BrokerError, ConsumeOptions, DeadLetter, DeliveryStream, Outgoing, QueueStats,
-    RedactedUrl, validate_queue, validate_queues,
+use celeriac_core::{
+    Broker, BrokerError, Capabilities, ConsumeOptions, DeadLetter, DeliveryStream, Outgoing,
+    QueueStats, RedactedUrl,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -207,7 +207,7 @@ async fn manager(
     client: &redis::Client,
     url: &RedactedUrl,
     response_timeout: Duration,
-) -> Result<ConnectionManager, celeriac::BoxError> {
+) -> Result<ConnectionManager, celeriac_core::BoxError> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(response_timeout))
         .set_response_timeout(Some(response_timeout))
@@ -222,6 +222,15 @@ async fn manager(
 }
 
 impl RedisBroker {
+    /// What every Redis broker supports: delays of any length, dead letters, statistics, FIFO
+    /// order. Not priorities: a message that asks for one is refused with
+    /// [`BrokerError::Unsupported`] rather than sent without it (Redis streams have one order).
+    pub const CAPABILITIES: Capabilities = Capabilities::none()
+        .delays(None)
+        .dead_letters()
+        .stats()
+        .fifo();
+
     /// Connects with default settings. `url` is `redis://[user:password@]host[:port][/db]`, or
     /// `rediss://…` for TLS (feature `tls`, on by default).
     pub async fn connect(url: &str) -> Result<Self, BrokerError> {
@@ -236,9 +245,8 @@ impl RedisBroker {
         }
     }
 
-    fn keys(&self, queue: &str) -> Result<QueueKeys, BrokerError> {
-        validate_queue(queue)?;
-        Ok(QueueKeys::new(&self.inner.settings.key_prefix, queue))
+    fn keys(&self, queue: &str) -> QueueKeys {
+        QueueKeys::new(&self.inner.settings.key_prefix, queue)
     }
 }
 
@@ -284,14 +292,21 @@ impl Broker for RedisBroker {
         self.publish_batch(vec![message]).await
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Self::CAPABILITIES
+    }
+
     async fn publish_batch(&self, messages: Vec<Outgoing>) -> Result<(), BrokerError> {
         const CHUNK: usize = 2_000;
+        if messages.iter().any(|message| message.priority.is_some()) {
+            return Err(BrokerError::unsupported("redis", "message priorities"));
+        }
         let now = SystemTime::now();
         let mut conn = self.inner.conn();
         for chunk in messages.chunks(CHUNK) {
             let mut pipe = redis::pipe();
             for message in chunk {
-                let keys = self.keys(&message.queue)?;
+                let keys = self.keys(&message.queue);
                 match message.not_before.filter(|at| *at > now) {
                     Some(at) => {
                         let mut member = uuid::Uuid::new_v4().as_bytes().to_vec();
@@ -327,11 +342,10 @@ impl Broker for RedisBroker {
         queues: &[String],
         options: ConsumeOptions,
     ) -> Result<DeliveryStream, BrokerError> {
-        validate_queues(queues)?;
         let keys = queues
             .iter()
             .map(|queue| self.keys(queue))
-            .collect::<Result<Vec<_>, _>>()?;
+            .collect::<Vec<_>>();
         let conn = manager(
             &self.inner.client,
             &self.inner.url,
@@ -346,7 +360,7 @@ impl Broker for RedisBroker {
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, BrokerError> {
-        let keys = self.keys(queue)?;
+        let keys = self.keys(queue);
         let mut conn = self.inner.conn();
         let mut invocation = SCRIPTS.stats.key(&keys.ready);
         invocation
@@ -372,7 +386,7 @@ impl Broker for RedisBroker {
         queue: &str,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, BrokerError> {
-        let keys = self.keys(queue)?;
+        let keys = self.keys(queue);
         let mut conn = self.inner.conn();
         let entries: redis::streams::StreamRangeReply = bounded(
             "dead_letters",
@@ -408,8 +422,34 @@ impl Broker for RedisBroker {
             .collect())
     }
 
+    async fn requeue_dead_letters(&self, queue: &str, limit: usize) -> Result<u64, BrokerError> {
+        // Each script call moves a bounded batch, so Redis never blocks for long.
+        const BATCH: usize = 500;
+        let keys = self.keys(queue);
+        let mut conn = self.inner.conn();
+        let mut moved = 0_u64;
+        let mut left = limit;
+        while left > 0 {
+            let batch = left.min(BATCH);
+            let mut invocation = SCRIPTS.requeue_dead.key(&keys.dead);
+            invocation.key(&keys.ready).arg(batch);
+            let (this_batch, seen): (u64, u64) = bounded(
+                "requeue_dead_letters",
+                self.inner.settings.operation_timeout,
+                invocation.invoke_async(&mut conn),
+            )
+            .await?;
+            moved += this_batch;
+            left -= batch;
+            if seen < batch as u64 {
+                break;
+            }
+        }
+        Ok(moved)
+    }
+
     async fn purge(&self, queue: &str) -> Result<u64, BrokerError> {
-        let keys = self.keys(queue)?;
+        let keys = self.keys(queue);
         let mut conn = self.inner.conn();
         let mut invocation = SCRIPTS.purge.key(&keys.ready);
         invocation

@@ -14,6 +14,7 @@ pub(crate) struct Scripts {
     pub(crate) retire: Script,
     pub(crate) stats: Script,
     pub(crate) purge: Script,
+    pub(crate) requeue_dead: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -27,4 +28,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     retire: Script::new(include_str!("scripts/retire.lua")),
     stats: Script::new(include_str!("scripts/stats.lua")),
     purge: Script::new(include_str!("scripts/purge.lua")),
+    requeue_dead: Script::new(include_str!("scripts/requeue_dead.lua")),
 });

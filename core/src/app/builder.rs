@@ -3,8 +3,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::broker_url::BrokerChoice;
 use super::{App, AppInner, StateMap};
-use crate::broker::{Broker, MemoryBroker};
+use crate::broker::Broker;
 use crate::codec::{BincodeCodec, Codec, DecodeLimits};
 use crate::task::registry::{Registry, TaskRegistration, linked_registrations};
 use crate::{BuildError, DEFAULT_QUEUE, Task};
@@ -30,7 +31,7 @@ use crate::{BuildError, DEFAULT_QUEUE, Task};
 #[must_use]
 pub struct AppBuilder {
     state: StateMap,
-    broker: Option<Arc<dyn Broker>>,
+    broker: Option<BrokerChoice>,
     codec: Arc<dyn Codec>,
     registrations: Vec<TaskRegistration>,
     autodiscover: bool,
@@ -56,14 +57,62 @@ impl AppBuilder {
         }
     }
 
-    /// Uses `broker`. Switching from the in-memory broker to Redis or RabbitMQ is this one line.
+    /// Uses the broker at `url`. Switching between the embedded broker, Redis and RabbitMQ is a
+    /// change of URL:
+    ///
+    /// | URL | Broker | Feature |
+    /// |---|---|---|
+    /// | `memory://` | the in-process [`MemoryBroker`](crate::MemoryBroker); apps of one process built from the same URL share it (`memory://other` is another one) | always |
+    /// | `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS) | [`redis::RedisBroker`](https://docs.rs/celeriac-redis) | `redis` |
+    /// | `amqp://user:password@host[:port]/vhost`, `amqps://…` (TLS) | [`amqp::AmqpBroker`](https://docs.rs/celeriac-amqp) | `amqp` |
+    ///
+    /// Redis and RabbitMQ are connected on first use, so `build` stays synchronous; a broker that
+    /// cannot be reached then fails that operation with a [`BrokerError`](crate::BrokerError) (a
+    /// worker keeps retrying). [`build`](Self::build) refuses a URL it cannot parse, an unknown scheme,
+    /// or a scheme whose feature is off, naming the feature; no error shows the password.
+    ///
+    /// ```
+    /// use celeriac::{App, BuildError};
+    ///
+    /// let app = App::builder().broker_url("memory://").build()?;
+    /// assert_eq!(app.broker().system(), "memory");
+    ///
+    /// let error = App::builder().broker_url("kafka://user:hunter2@host").build().unwrap_err();
+    /// assert!(matches!(error, BuildError::BrokerUrl { .. }));
+    /// assert!(!error.to_string().contains("hunter2"));
+    /// # Ok::<(), celeriac::Error>(())
+    /// ```
+    pub fn broker_url(mut self, url: impl AsRef<str>) -> Self {
+        self.broker = Some(BrokerChoice::Url(url.as_ref().to_owned()));
+        self
+    }
+
+    /// Uses the broker whose URL is in the environment variable `var` (e.g. `CELERIAC_BROKER_URL`);
+    /// see [`broker_url`](Self::broker_url). [`build`](Self::build) fails if it is unset.
+    ///
+    /// ```
+    /// use celeriac::{App, BuildError};
+    ///
+    /// let error = App::builder().broker_from_env("CELERIAC_DOC_UNSET_VARIABLE").build().unwrap_err();
+    /// assert!(matches!(error, BuildError::BrokerEnvMissing { .. }));
+    /// ```
+    pub fn broker_from_env(mut self, var: &str) -> Self {
+        self.broker = Some(match std::env::var(var) {
+            Ok(url) => BrokerChoice::Url(url),
+            Err(_) => BrokerChoice::EnvMissing(var.to_owned()),
+        });
+        self
+    }
+
+    /// Uses `broker`, built by hand (a configured `RedisBroker`, a [`MemoryBroker`](crate::MemoryBroker)
+    /// to share with a test, or your own [`Broker`]).
     pub fn broker(self, broker: impl Broker) -> Self {
         self.shared_broker(Arc::new(broker))
     }
 
     /// Uses a broker that is already shared.
     pub fn shared_broker(mut self, broker: Arc<dyn Broker>) -> Self {
-        self.broker = Some(broker);
+        self.broker = Some(BrokerChoice::Given(broker));
         self
     }
 
@@ -89,7 +138,7 @@ impl AppBuilder {
     ///     Ok(())
     /// }
     ///
-    /// let app = App::builder().state(Greeting("hello")).register::<greet>().build()?;
+    /// let app = App::builder().broker(celeriac::MemoryBroker::new()).state(Greeting("hello")).register::<greet>().build()?;
     /// assert_eq!(app.state::<Greeting>().map(|g| g.0), Some("hello"));
     /// # Ok::<(), celeriac::Error>(())
     /// ```
@@ -131,7 +180,8 @@ impl AppBuilder {
         self
     }
 
-    /// Builds the app, checking the task registry.
+    /// Builds the app, checking the broker choice and the task registry. There is no default broker:
+    /// without one this is [`BuildError::NoBroker`].
     pub fn build(self) -> Result<App, BuildError> {
         if self.default_queue.is_empty() {
             return Err(BuildError::InvalidSetting {
@@ -148,7 +198,7 @@ impl AppBuilder {
                 registration.insert_into(&mut registry)?;
             }
         }
-        let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
+        let broker = self.broker.ok_or(BuildError::NoBroker)?.into_broker()?;
         Ok(App {
             inner: Arc::new(AppInner {
                 state: self.state,
@@ -166,7 +216,7 @@ impl AppBuilder {
 impl fmt::Debug for AppBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AppBuilder")
-            .field("broker", &self.broker.as_ref().map(|b| b.redacted_url()))
+            .field("broker", &self.broker.as_ref().map(BrokerChoice::describe))
             .field("codec", &self.codec.content_type())
             .field("registrations", &self.registrations.len())
             .field("autodiscover", &self.autodiscover)

@@ -1,6 +1,8 @@
 //! The [`App`]: broker, codec and task registry, and the way tasks are sent.
 
+mod broker_url;
 mod builder;
+mod delay;
 mod send;
 
 use std::any::{Any, TypeId};
@@ -12,6 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use self::builder::AppBuilder;
+pub use self::delay::Delay;
 pub use self::send::SendOptions;
 use crate::broker::{Broker, Outgoing};
 use crate::codec::{self, Codec, CodecError, CodecExt, DecodeLimits};
@@ -57,7 +60,8 @@ struct AppInner {
 }
 
 impl App {
-    /// Starts building an app. Without a broker, it uses a fresh [`MemoryBroker`](crate::MemoryBroker).
+    /// Starts building an app. Choose its broker with [`AppBuilder::broker_url`] (or
+    /// [`AppBuilder::broker`]); there is no default.
     pub fn builder() -> AppBuilder {
         AppBuilder::new()
     }
@@ -92,10 +96,11 @@ impl App {
         WorkerBuilder::new(self.clone())
     }
 
-    /// Sends task `T` to run as soon as a worker is free (Celery's `delay`). Returns the task's id once
-    /// the broker holds the message.
-    pub async fn delay<T: Task>(&self, args: T::Args) -> Result<TaskId, EnqueueError> {
-        self.apply_async::<T>(args, SendOptions::new()).await
+    /// Sends task `T` (Celery's `delay`): await the returned [`Delay`], with options chained on it if
+    /// any, to get the task's id once the broker holds the message. `my_task::delay(&app, …)` is the
+    /// same with the arguments spelled out.
+    pub fn delay<T: Task>(&self, args: T::Args) -> Delay<'_, T> {
+        Delay::new(self, args)
     }
 
     /// Sends task `T` with options: countdown, ETA, expiry, queue, priority (Celery's `apply_async`).
@@ -110,7 +115,7 @@ impl App {
     /// }
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), celeriac::Error> {
-    /// let app = App::builder().build()?;
+    /// let app = App::builder().broker(celeriac::MemoryBroker::new()).build()?;
     /// let options = SendOptions::new().countdown(Duration::from_secs(60)).queue("reminders");
     /// app.apply_async::<remind>((7,), options).await?;
     /// assert_eq!(app.broker().stats("reminders").await?.delayed, 1);

@@ -10,8 +10,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{
-    Acknowledger, Broker, BrokerError, ConsumeOptions, DeadLetter, Delivery, DeliveryStream,
-    Outgoing, PrefetchSlot, PrefetchWindow, QueueStats, validate_queue, validate_queues,
+    Acknowledger, Broker, BrokerError, Capabilities, ConsumeOptions, DeadLetter, Delivery,
+    DeliveryStream, Outgoing, PrefetchSlot, PrefetchWindow, QueueStats,
 };
 use crate::clock;
 
@@ -334,14 +334,20 @@ impl Broker for MemoryBroker {
         "memory://".to_owned()
     }
 
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::default()
+            .priorities(PRIORITY_LEVELS as u8 - 1)
+            .delays(None)
+            .dead_letters()
+            .stats()
+            .fifo()
+    }
+
     async fn publish(&self, message: Outgoing) -> Result<(), BrokerError> {
         self.publish_batch(vec![message]).await
     }
 
     async fn publish_batch(&self, messages: Vec<Outgoing>) -> Result<(), BrokerError> {
-        for message in &messages {
-            validate_queue(&message.queue)?;
-        }
         let now = Instant::now();
         let mut any = false;
         let mut cell: Option<Arc<QueueCell>> = None;
@@ -378,7 +384,6 @@ impl Broker for MemoryBroker {
         queues: &[String],
         options: ConsumeOptions,
     ) -> Result<DeliveryStream, BrokerError> {
-        validate_queues(queues)?;
         let consumer = Consumer {
             inner: self.inner.clone(),
             queues: queues.iter().map(|queue| self.inner.queue(queue)).collect(),
@@ -399,12 +404,11 @@ impl Broker for MemoryBroker {
         let (stats, promoted) = {
             let mut queue = cell.lock();
             let promoted = queue.promote_due();
-            let stats = QueueStats {
-                ready: queue.ready_len as u64,
-                delayed: queue.delayed.len() as u64,
-                unacked: cell.unacked.load(Ordering::Relaxed),
-                dead_lettered: queue.dead.len() as u64,
-            };
+            let mut stats = QueueStats::default();
+            stats.ready = queue.ready_len as u64;
+            stats.delayed = queue.delayed.len() as u64;
+            stats.unacked = cell.unacked.load(Ordering::Relaxed);
+            stats.dead_lettered = queue.dead.len() as u64;
             (stats, promoted)
         };
         if promoted {
@@ -423,6 +427,29 @@ impl Broker for MemoryBroker {
             .find(queue)
             .map(|cell| cell.lock().dead.iter().take(limit).cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn requeue_dead_letters(&self, queue: &str, limit: usize) -> Result<u64, BrokerError> {
+        let Some(cell) = self.inner.find(queue) else {
+            return Ok(0);
+        };
+        let moved = {
+            let mut queue = cell.lock();
+            let moved = limit.min(queue.dead.len());
+            for dead in queue.dead.drain(..moved).collect::<Vec<_>>() {
+                let message = Message {
+                    payload: dead.payload,
+                    priority: 0,
+                    redelivered: false,
+                };
+                queue.push_ready(message, false);
+            }
+            moved
+        };
+        if moved > 0 {
+            self.inner.ready.notify_waiters();
+        }
+        Ok(moved as u64)
     }
 
     async fn purge(&self, queue: &str) -> Result<u64, BrokerError> {

@@ -49,7 +49,7 @@ pub struct DecodeLimits {
 impl DecodeLimits {
     /// The default maximum message size: 1 MiB, the same order as Redis and RabbitMQ defaults for a
     /// task message with room to spare.
-    pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+    pub const DEFAULT_MAX_MESSAGE_BYTES: usize = crate::broker::DEFAULT_MAX_MESSAGE_BYTES;
 
     /// Sets the largest message (in bytes) a decode accepts.
     #[must_use]

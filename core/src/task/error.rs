@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::codec::CodecError;
 
 /// A boxed error, the type any task error converts into.
-pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+pub use celeriac_core::BoxError;
 
 /// Why a task run did not succeed. What the worker does next depends on the variant and the task's
 /// [`RetryPolicy`](crate::RetryPolicy):

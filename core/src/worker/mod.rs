@@ -44,7 +44,7 @@ type LayerFn = Box<dyn Fn(BoxTaskService) -> BoxTaskService + Send + Sync>;
 /// use celeriac::App;
 ///
 /// # fn main() -> Result<(), celeriac::Error> {
-/// let app = App::builder().build()?;
+/// let app = App::builder().broker(celeriac::MemoryBroker::new()).build()?;
 /// let worker = app
 ///     .worker()
 ///     .queues(["celery", "sms"])

@@ -54,7 +54,7 @@ impl Worker {
     /// }
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), celeriac::Error> {
-    /// let app = App::builder().register::<hello>().build()?;
+    /// let app = App::builder().broker(celeriac::MemoryBroker::new()).register::<hello>().build()?;
     /// hello::delay(&app, "world".into()).await?;
     /// let worker = app.worker().build()?;
     /// let report = worker.run_until(tokio::time::sleep(Duration::from_millis(100))).await?;

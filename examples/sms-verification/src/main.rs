@@ -12,51 +12,77 @@ use sms_verification::http::{AppState, Limits, router};
 use sms_verification::store::{CodeStore, MemoryStore, RedisStore};
 use sms_verification::tasks::{Gateway, ccp_send_sms_code};
 
+/// SMS verification codes: a web service that enqueues `ccp_send_sms_code`, and a celeriac worker
+/// that sends the SMS.
+///
+/// With no subcommand, the web server and a worker run in one process on the embedded broker
+/// (`memory://`). `web` and `worker` run them as separate processes sharing a Redis or RabbitMQ broker.
 #[derive(Debug, Parser)]
-#[command(about = "SMS verification codes: a web service and a celeriac worker")]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     mode: Option<Mode>,
-    /// Which SMS gateway the worker uses.
-    #[arg(long, value_enum, default_value = "console", global = true)]
-    gateway: GatewayKind,
-    /// For `--gateway flaky`: probability that a send fails.
-    #[arg(long, default_value_t = 0.5, global = true)]
-    failure_rate: f64,
-    /// For `--gateway flaky`: latency of each send, in milliseconds.
-    #[arg(long, default_value_t = 500, global = true)]
-    latency_ms: u64,
-    /// For `--gateway http`: the provider's webhook URL.
-    #[arg(long, global = true)]
-    gateway_url: Option<String>,
-    /// Also append every SMS the console gateway sends to this file.
-    #[arg(long, global = true)]
-    sms_log: Option<PathBuf>,
-    /// Keep codes and send flags in this Redis instead of memory.
-    #[arg(long, global = true)]
-    redis: Option<String>,
-    /// Where the web server listens.
-    #[arg(long, default_value = "127.0.0.1:8000", global = true)]
-    listen: SocketAddr,
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    work: WorkArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Mode {
-    /// Only the web server, sending tasks to `--broker`.
+    /// Only the web server, sending tasks to the broker.
     Web {
-        /// `redis://…` or `amqp://…`.
-        #[arg(long)]
-        broker: String,
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
+        serve: ServeArgs,
     },
-    /// Only a worker, running tasks from `--broker`.
+    /// Only a worker, running tasks from the broker.
     Worker {
-        /// `redis://…` or `amqp://…`.
-        #[arg(long)]
-        broker: String,
-        /// Tasks run at once.
-        #[arg(long, default_value_t = 16)]
-        concurrency: usize,
+        #[command(flatten)]
+        broker: BrokerArgs,
+        #[command(flatten)]
+        work: WorkArgs,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct BrokerArgs {
+    /// The broker: `redis://host:6379/0`, `amqp://user:password@host:5672/%2f`, or `memory://`.
+    #[arg(long, env = "CELERIAC_BROKER_URL", hide_env_values = true)]
+    broker: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Where the web server listens.
+    #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// Keep codes and send flags in this Redis instead of memory.
+    #[arg(long, env = "CODE_STORE_URL", hide_env_values = true)]
+    redis: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct WorkArgs {
+    /// Tasks run at once.
+    #[arg(long, env = "CELERIAC_CONCURRENCY", default_value_t = 16)]
+    concurrency: usize,
+    /// Which SMS gateway the worker uses.
+    #[arg(long, env = "SMS_GATEWAY", value_enum, default_value = "console")]
+    gateway: GatewayKind,
+    /// For `--gateway flaky`: probability that a send fails.
+    #[arg(long, env = "SMS_FAILURE_RATE", default_value_t = 0.5)]
+    failure_rate: f64,
+    /// For `--gateway flaky`: latency of each send, in milliseconds.
+    #[arg(long, env = "SMS_LATENCY_MS", default_value_t = 500)]
+    latency_ms: u64,
+    /// For `--gateway http`: the provider's webhook URL.
+    #[arg(long, env = "SMS_GATEWAY_URL", hide_env_values = true)]
+    gateway_url: Option<String>,
+    /// Also append every SMS the console gateway sends to this file.
+    #[arg(long, env = "SMS_LOG")]
+    sms_log: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -68,7 +94,11 @@ enum GatewayKind {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    use std::io::IsTerminal;
+    // Colour only on a terminal (and never with NO_COLOR), so redirected logs stay plain text.
+    let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
+        .with_ansi(colour)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,celeriac=info".into()),
@@ -84,20 +114,20 @@ async fn main() -> ExitCode {
     }
 }
 
-fn gateway(cli: &Cli) -> Result<Arc<dyn SmsGateway>, Box<dyn std::error::Error>> {
-    let console = match &cli.sms_log {
+fn gateway(work: &WorkArgs) -> Result<Arc<dyn SmsGateway>, Box<dyn std::error::Error>> {
+    let console = match &work.sms_log {
         Some(path) => ConsoleGateway::with_log_file(path),
         None => ConsoleGateway::default(),
     };
-    Ok(match cli.gateway {
+    Ok(match work.gateway {
         GatewayKind::Console => Arc::new(console),
         GatewayKind::Flaky => Arc::new(FlakyGateway::new(
             console,
-            cli.failure_rate,
-            Duration::from_millis(cli.latency_ms),
+            work.failure_rate,
+            Duration::from_millis(work.latency_ms),
         )),
         GatewayKind::Http => {
-            let url = cli
+            let url = work
                 .gateway_url
                 .clone()
                 .ok_or("--gateway http needs --gateway-url")?;
@@ -106,18 +136,23 @@ fn gateway(cli: &Cli) -> Result<Arc<dyn SmsGateway>, Box<dyn std::error::Error>>
     })
 }
 
-async fn app(cli: &Cli, broker: &str) -> Result<celeriac::App, Box<dyn std::error::Error>> {
-    let broker = sms_verification::broker_from_url(broker).await?;
-    Ok(celeriac::App::builder()
-        .shared_broker(broker)
-        .state(Gateway(gateway(cli)?))
+/// The app for `broker`; a process that runs tasks passes the gateway they need.
+fn app(
+    broker: &str,
+    gateway: Option<Arc<dyn SmsGateway>>,
+) -> Result<celeriac::App, Box<dyn std::error::Error>> {
+    let mut builder = celeriac::App::builder()
+        .broker_url(broker)
         .enqueue_timeout(Duration::from_secs(3))
-        .register::<ccp_send_sms_code>()
-        .build()?)
+        .register::<ccp_send_sms_code>();
+    if let Some(gateway) = gateway {
+        builder = builder.state(Gateway(gateway));
+    }
+    Ok(builder.build()?)
 }
 
-async fn serve(cli: &Cli, app: celeriac::App) -> Result<(), Box<dyn std::error::Error>> {
-    let store: Arc<dyn CodeStore> = match &cli.redis {
+async fn serve(serve: &ServeArgs, app: celeriac::App) -> Result<(), Box<dyn std::error::Error>> {
+    let store: Arc<dyn CodeStore> = match &serve.redis {
         Some(url) => Arc::new(RedisStore::connect(url).await?),
         None => Arc::new(MemoryStore::default()),
     };
@@ -129,7 +164,7 @@ async fn serve(cli: &Cli, app: celeriac::App) -> Result<(), Box<dyn std::error::
         limits: Limits::default(),
         metrics: Some(metrics),
     };
-    let listener = tokio::net::TcpListener::bind(cli.listen).await?;
+    let listener = tokio::net::TcpListener::bind(serve.listen).await?;
     let address = listener.local_addr()?;
     println!("SMS verification demo: open http://{address}/");
     axum::serve(listener, router(state))
@@ -139,27 +174,26 @@ async fn serve(cli: &Cli, app: celeriac::App) -> Result<(), Box<dyn std::error::
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
-    match &cli.mode {
+    match cli.mode {
         None => {
-            let app = app(&cli, "memory").await?;
-            let worker = app.worker().concurrency(16).build()?;
+            let app = app("memory://", Some(gateway(&cli.work)?))?;
+            let worker = app.worker().concurrency(cli.work.concurrency).build()?;
             let working = tokio::spawn(worker.run());
-            serve(&cli, app).await?;
+            serve(&cli.serve, app).await?;
             working.await??;
         }
-        Some(Mode::Web { broker }) => {
-            let app = app(&cli, broker).await?;
-            serve(&cli, app).await?;
-        }
-        Some(Mode::Worker {
+        Some(Mode::Web {
             broker,
-            concurrency,
+            serve: args,
         }) => {
-            let app = app(&cli, broker).await?;
+            serve(&args, app(&broker.broker, None)?).await?;
+        }
+        Some(Mode::Worker { broker, work }) => {
+            let app = app(&broker.broker, Some(gateway(&work)?))?;
             let _metrics =
                 metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
             app.worker()
-                .concurrency(*concurrency)
+                .concurrency(work.concurrency)
                 .build()?
                 .run()
                 .await?;

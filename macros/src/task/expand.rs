@@ -70,22 +70,13 @@ pub(crate) fn task(
 
         #[allow(clippy::too_many_arguments)]
         impl #ident {
-            /// Sends this task to run as soon as a worker is free. Returns its id once the broker
-            /// holds the message.
-            #vis async fn delay(
+            /// Sends this task: await the returned `Delay` (after chaining options such as
+            /// `.countdown(…)` or `.queue(…)` on it) to get the task's id once the broker holds it.
+            #vis fn delay(
                 #app: &#krate::App,
                 #(#arg_names: #arg_types),*
-            ) -> ::core::result::Result<#krate::TaskId, #krate::EnqueueError> {
-                #app.delay::<Self>((#(#arg_names,)*)).await
-            }
-
-            /// Sends this task with options (countdown, ETA, expiry, queue, priority).
-            #vis async fn apply_async(
-                #app: &#krate::App,
-                args: (#(#arg_types,)*),
-                options: #krate::SendOptions,
-            ) -> ::core::result::Result<#krate::TaskId, #krate::EnqueueError> {
-                #app.apply_async::<Self>(args, options).await
+            ) -> #krate::Delay<'_, Self> {
+                #app.delay::<Self>((#(#arg_names,)*))
             }
         }
 

@@ -50,7 +50,12 @@ async fn senders(app: &App) -> Result<(), celeriac::Error> {
     no_arguments_no_return::delay(app).await?;
     context_only::delay(app).await?;
     custom_argument::delay(app, Order { id: 1 }, 2).await?;
-    custom_argument::apply_async(app, (Order { id: 1 }, 2), celeriac::SendOptions::new()).await?;
+    custom_argument::delay(app, Order { id: 1 }, 2)
+        .countdown(std::time::Duration::from_secs(1))
+        .queue("orders")
+        .await?;
+    app.apply_async::<custom_argument>((Order { id: 1 }, 2), celeriac::SendOptions::new())
+        .await?;
     Ok(())
 }
 

@@ -45,6 +45,15 @@ pub enum BrokerError {
         /// The broker's reason.
         reason: String,
     },
+    /// The broker cannot do what was asked (see [`Broker::capabilities`](crate::Broker::capabilities)).
+    /// Repeating the request cannot help.
+    #[error("the {system} broker does not support {feature}")]
+    Unsupported {
+        /// The broker's messaging system (`redis`, `rabbitmq`, …).
+        system: &'static str,
+        /// What was asked for.
+        feature: &'static str,
+    },
     /// An invalid argument, such as an empty queue name.
     #[error("invalid broker request: {0}")]
     Invalid(String),
@@ -60,6 +69,19 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
+    /// The error for a request the `system` broker cannot serve.
+    ///
+    /// ```
+    /// use celeriac::BrokerError;
+    ///
+    /// let error = BrokerError::unsupported("redis", "priorities");
+    /// assert_eq!(error.to_string(), "the redis broker does not support priorities");
+    /// assert!(error.is_invalid_request());
+    /// ```
+    pub fn unsupported(system: &'static str, feature: &'static str) -> Self {
+        Self::Unsupported { system, feature }
+    }
+
     /// Whether retrying the operation later (after reconnecting) may succeed.
     ///
     /// ```
@@ -89,6 +111,6 @@ impl BrokerError {
     /// assert!(!BrokerError::Disconnected { op: "consume" }.is_invalid_request());
     /// ```
     pub fn is_invalid_request(&self) -> bool {
-        matches!(self, Self::Invalid(_))
+        matches!(self, Self::Invalid(_) | Self::Unsupported { .. })
     }
 }

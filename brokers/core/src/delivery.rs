@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-use super::BrokerError;
+use crate::BrokerError;
 
 /// How a broker settles one delivery. Implemented by broker adapters; users call [`Delivery`]'s methods.
 ///
@@ -70,7 +70,7 @@ impl Delivery {
         }
     }
 
-    /// The message bytes (an encoded [`Envelope`](crate::Envelope) when sent by celeriac).
+    /// The message bytes (an encoded celeriac envelope when sent by celeriac).
     pub fn payload(&self) -> &Bytes {
         &self.payload
     }
@@ -80,8 +80,8 @@ impl Delivery {
         &self.queue
     }
 
-    /// The queue name, shared.
-    pub(crate) fn shared_queue(&self) -> Arc<str> {
+    /// The queue name, shared (a reference count, no copy).
+    pub fn shared_queue(&self) -> Arc<str> {
         self.queue.clone()
     }
 
@@ -95,9 +95,9 @@ impl Delivery {
         self.acker.ack().await
     }
 
-    /// The acknowledger's own ack future, unwrapped: the worker polls it once to send the ack and
-    /// keeps it only when the confirmation is still pending.
-    pub(crate) fn into_ack(self) -> BoxFuture<'static, Result<(), BrokerError>> {
+    /// The acknowledger's own ack future, unboxed once: a worker polls it once to send the ack and
+    /// keeps it only while the broker's confirmation is pending. [`ack`](Self::ack) awaits it.
+    pub fn into_ack(self) -> BoxFuture<'static, Result<(), BrokerError>> {
         self.acker.ack()
     }
 

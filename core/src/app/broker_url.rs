@@ -1,0 +1,239 @@
+//! Choosing a broker by URL: `memory://`, `redis://`, `rediss://`, `amqp://`, `amqps://`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+
+use crate::BuildError;
+use crate::broker::{
+    Broker, BrokerError, Capabilities, ConsumeOptions, DeadLetter, DeliveryStream, MemoryBroker,
+    Outgoing, QueueStats, RedactedUrl,
+};
+
+/// Where the app's broker comes from, as given to the builder.
+pub(super) enum BrokerChoice {
+    Given(Arc<dyn Broker>),
+    Url(String),
+    EnvMissing(String),
+}
+
+impl BrokerChoice {
+    pub(super) fn describe(&self) -> String {
+        match self {
+            Self::Given(broker) => broker.redacted_url(),
+            Self::Url(url) => RedactedUrl::new(url).redacted().to_owned(),
+            Self::EnvMissing(var) => format!("${var} (unset)"),
+        }
+    }
+
+    pub(super) fn into_broker(self) -> Result<Arc<dyn Broker>, BuildError> {
+        match self {
+            Self::Given(broker) => Ok(broker),
+            Self::Url(url) => from_url(&url),
+            Self::EnvMissing(var) => Err(BuildError::BrokerEnvMissing { var }),
+        }
+    }
+}
+
+/// One process-wide in-memory broker per `memory://` URL, so every app of the process built from the
+/// same URL shares its queues (as a web handler and a worker in one process expect).
+fn memory_broker(name: &str) -> MemoryBroker {
+    static BROKERS: OnceLock<Mutex<HashMap<String, MemoryBroker>>> = OnceLock::new();
+    let brokers = BROKERS.get_or_init(Default::default);
+    let mut brokers = brokers
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    brokers.entry(name.to_owned()).or_default().clone()
+}
+
+fn from_url(url: &str) -> Result<Arc<dyn Broker>, BuildError> {
+    let redacted = RedactedUrl::new(url);
+    let invalid = |reason: String| BuildError::BrokerUrl {
+        url: redacted.redacted().to_owned(),
+        reason,
+    };
+    let parsed =
+        ::url::Url::parse(url).map_err(|error| invalid(redacted.scrub(&error.to_string())))?;
+    let feature_off = |feature: &'static str| BuildError::BrokerFeatureDisabled {
+        url: redacted.redacted().to_owned(),
+        feature,
+    };
+    match parsed.scheme() {
+        "memory" => {
+            let name = parsed.host_str().unwrap_or_default().to_owned() + parsed.path();
+            Ok(Arc::new(memory_broker(&name)))
+        }
+        "redis" | "rediss" => {
+            #[cfg(feature = "redis")]
+            {
+                Ok(Arc::new(LazyBroker::new(redacted, redis_connector())))
+            }
+            #[cfg(not(feature = "redis"))]
+            {
+                Err(feature_off("redis"))
+            }
+        }
+        "amqp" | "amqps" => {
+            #[cfg(feature = "amqp")]
+            {
+                Ok(Arc::new(LazyBroker::new(redacted, amqp_connector())))
+            }
+            #[cfg(not(feature = "amqp"))]
+            {
+                Err(feature_off("amqp"))
+            }
+        }
+        other => {
+            let _ = feature_off;
+            Err(invalid(format!(
+                "unknown scheme `{other}`: use memory://, redis://, rediss://, amqp:// or amqps://"
+            )))
+        }
+    }
+}
+
+#[cfg_attr(not(any(feature = "redis", feature = "amqp")), allow(dead_code))]
+type Connect = fn(String) -> BoxFuture<'static, Result<Arc<dyn Broker>, BrokerError>>;
+
+/// How to reach one kind of broker.
+#[derive(Clone, Copy)]
+#[cfg_attr(not(any(feature = "redis", feature = "amqp")), allow(dead_code))]
+struct Connector {
+    system: &'static str,
+    capabilities: Capabilities,
+    connect: Connect,
+}
+
+#[cfg(feature = "redis")]
+fn redis_connector() -> Connector {
+    Connector {
+        system: "redis",
+        capabilities: celeriac_redis::RedisBroker::CAPABILITIES,
+        connect: |url| {
+            Box::pin(async move {
+                let broker = celeriac_redis::RedisBroker::connect(&url).await?;
+                Ok(Arc::new(broker) as Arc<dyn Broker>)
+            })
+        },
+    }
+}
+
+#[cfg(feature = "amqp")]
+fn amqp_connector() -> Connector {
+    Connector {
+        system: "rabbitmq",
+        capabilities: celeriac_amqp::AmqpBroker::builder("amqp://").capabilities(),
+        connect: |url| {
+            Box::pin(async move {
+                let broker = celeriac_amqp::AmqpBroker::connect(&url).await?;
+                Ok(Arc::new(broker) as Arc<dyn Broker>)
+            })
+        },
+    }
+}
+
+/// A broker chosen by URL, connected on first use (so that `AppBuilder::build` stays synchronous).
+/// A failed connection is an error of the operation that tried it, and the next one tries again.
+// Without the `redis` and `amqp` features, nothing builds one.
+#[cfg_attr(not(any(feature = "redis", feature = "amqp")), allow(dead_code))]
+struct LazyBroker {
+    url: RedactedUrl,
+    connector: Connector,
+    broker: tokio::sync::OnceCell<Arc<dyn Broker>>,
+}
+
+#[cfg_attr(not(any(feature = "redis", feature = "amqp")), allow(dead_code))]
+impl LazyBroker {
+    fn new(url: RedactedUrl, connector: Connector) -> Self {
+        Self {
+            url,
+            connector,
+            broker: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    async fn connected(&self) -> Result<&Arc<dyn Broker>, BrokerError> {
+        self.broker
+            .get_or_try_init(|| (self.connector.connect)(self.url.secret().to_owned()))
+            .await
+    }
+}
+
+impl std::fmt::Debug for LazyBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyBroker")
+            .field("url", &self.url)
+            .field("connected", &self.broker.initialized())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Broker for LazyBroker {
+    fn system(&self) -> &'static str {
+        self.connector.system
+    }
+
+    fn redacted_url(&self) -> String {
+        self.url.redacted().to_owned()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        match self.broker.get() {
+            Some(broker) => broker.capabilities(),
+            None => self.connector.capabilities,
+        }
+    }
+
+    async fn publish(&self, message: Outgoing) -> Result<(), BrokerError> {
+        self.connected().await?.publish(message).await
+    }
+
+    async fn publish_batch(&self, messages: Vec<Outgoing>) -> Result<(), BrokerError> {
+        self.connected().await?.publish_batch(messages).await
+    }
+
+    async fn consume(
+        &self,
+        queues: &[String],
+        options: ConsumeOptions,
+    ) -> Result<DeliveryStream, BrokerError> {
+        self.connected().await?.consume(queues, options).await
+    }
+
+    async fn stats(&self, queue: &str) -> Result<QueueStats, BrokerError> {
+        self.connected().await?.stats(queue).await
+    }
+
+    async fn len(&self, queue: &str) -> Result<u64, BrokerError> {
+        self.connected().await?.len(queue).await
+    }
+
+    async fn dead_letters(
+        &self,
+        queue: &str,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, BrokerError> {
+        self.connected().await?.dead_letters(queue, limit).await
+    }
+
+    async fn requeue_dead_letters(&self, queue: &str, limit: usize) -> Result<u64, BrokerError> {
+        self.connected()
+            .await?
+            .requeue_dead_letters(queue, limit)
+            .await
+    }
+
+    async fn purge(&self, queue: &str) -> Result<u64, BrokerError> {
+        self.connected().await?.purge(queue).await
+    }
+
+    async fn consumers_stopped(&self) -> Result<(), BrokerError> {
+        match self.broker.get() {
+            Some(broker) => broker.consumers_stopped().await,
+            None => Ok(()),
+        }
+    }
+}
