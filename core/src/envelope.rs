@@ -337,6 +337,7 @@ mod tests {
     #[test]
     fn bad_magic_is_reported() {
         let err = Envelope::from_bytes(b"hello world", &DecodeLimits::default()).unwrap_err();
-        assert!(err.to_string().contains("not a celeriac envelope"), "{err}");
+        let shown = crate::error::Report(&err).to_string();
+        assert!(shown.contains("not a celeriac envelope"), "{shown}");
     }
 }

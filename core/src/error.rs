@@ -1,6 +1,11 @@
 //! Error types for building an app, enqueueing, and running workers, and the top-level [`Error`].
+//!
+//! Each error's `Display` is its own message; its causes are its `source()` chain, never repeated in
+//! the message. Print a whole chain with [`Report`] (or `anyhow`'s `{:#}`).
 
 use std::time::Duration;
+
+pub use celeriac_core::Report;
 
 use crate::BrokerError;
 use crate::codec::CodecError;
@@ -10,10 +15,25 @@ use crate::codec::CodecError;
 #[non_exhaustive]
 pub enum BuildError {
     /// Two different task types use the same name.
-    #[error("two different tasks are registered under the name `{name}`")]
+    #[error("two different tasks are registered under the name `{name}`: `{first}` and `{second}`")]
     DuplicateTaskName {
         /// The contested name.
         name: &'static str,
+        /// The task registered first (its function's path).
+        first: &'static str,
+        /// The task registered second.
+        second: &'static str,
+    },
+    /// A registered task takes `State<T>` and the app was given no `T`.
+    #[error(
+        "task `{task}` takes `State<{state}>`, and the app has no `{state}`: \
+         give it one with `App::builder().state(…)`"
+    )]
+    MissingState {
+        /// The task's name.
+        task: &'static str,
+        /// The missing state type, as Rust names it.
+        state: &'static str,
     },
     /// A task name is unusable.
     #[error("invalid task name `{name}`: {reason}")]
@@ -74,7 +94,7 @@ pub enum BuildError {
 #[non_exhaustive]
 pub enum EnqueueError {
     /// The arguments could not be encoded.
-    #[error("cannot encode the arguments of task `{task}`: {source}")]
+    #[error("cannot encode the arguments of task `{task}`")]
     Encode {
         /// The task name.
         task: String,
@@ -83,7 +103,7 @@ pub enum EnqueueError {
         source: CodecError,
     },
     /// The broker failed or refused.
-    #[error("cannot enqueue task `{task}`: {source}")]
+    #[error("cannot enqueue task `{task}`")]
     Broker {
         /// The task name.
         task: String,
@@ -115,7 +135,7 @@ pub enum EnqueueError {
 pub enum WorkerError {
     /// The broker refused to consume these queues because the request itself is invalid (see
     /// [`BrokerError::is_invalid_request`]); every other broker error the worker rides out.
-    #[error("cannot consume queues {queues:?}: {source}")]
+    #[error("cannot consume queues {queues:?}")]
     Consume {
         /// The queues.
         queues: Vec<String>,

@@ -71,7 +71,8 @@ pub use crate::envelope::{Envelope, TaskId};
 pub use crate::error::{BuildError, EnqueueError, Error, WorkerError};
 pub use crate::retry::{RetryDecision, RetryPolicy};
 pub use crate::task::{
-    BoxError, DEFAULT_QUEUE, IntoTaskResult, RateLimit, Task, TaskContext, TaskError, TaskOptions,
+    BoxError, DEFAULT_QUEUE, IntoTaskResult, RateLimit, State, Task, TaskContext, TaskError,
+    TaskOptions,
 };
 pub use crate::worker::{Worker, WorkerBuilder, WorkerReport};
 
@@ -107,7 +108,7 @@ pub use celeriac_core::async_trait;
 /// The names most programs need: `use celeriac::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        App, Broker, CodecExt, MemoryBroker, RetryPolicy, SendOptions, Task, TaskContext,
+        App, Broker, CodecExt, MemoryBroker, RetryPolicy, SendOptions, State, Task, TaskContext,
         TaskError, TaskId, TaskOptions,
     };
 }
@@ -117,8 +118,26 @@ pub mod prelude {
 pub mod __private {
     pub use inventory;
 
+    pub use crate::task::StateRequirement;
     pub use crate::task::registry::TaskRegistration;
     pub use crate::{IntoTaskResult, TaskError};
+
+    /// Implemented for every type a `State<T>` parameter may hold.
+    #[diagnostic::on_unimplemented(
+        message = "`{Self}` cannot be task state",
+        label = "`State<T>` needs `T: Clone + Send + Sync + 'static`",
+        note = "each run gets a clone of the app's value: wrap clients and pools in an `Arc` and derive `Clone`"
+    )]
+    pub trait TaskState: Clone + Send + Sync + 'static {}
+
+    impl<T> TaskState for T where T: Clone + Send + Sync + 'static {}
+
+    /// Takes the app's `T` for one run of a task with a `State<T>` parameter.
+    pub fn extract_state<T: TaskState>(
+        ctx: &crate::TaskContext,
+    ) -> Result<crate::State<T>, TaskError> {
+        crate::State::from_context(ctx)
+    }
 
     /// Runs a blocking (synchronous) task function on tokio's blocking pool.
     pub async fn run_blocking<F, R>(f: F) -> Result<R, TaskError>

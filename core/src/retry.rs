@@ -16,8 +16,7 @@
 //!
 //! let policy = RetryPolicy::exponential(Duration::from_secs(3)).max_retries(3).jitter(false);
 //! let error = TaskError::msg("gateway timeout");
-//! let mut rng = fastrand::Rng::new();
-//! let delays: Vec<RetryDecision> = (0..4).map(|n| policy.decide(n, &error, &mut rng)).collect();
+//! let delays: Vec<RetryDecision> = (0..4).map(|n| policy.decide(n, &error)).collect();
 //! assert_eq!(delays, [
 //!     RetryDecision::RetryIn(Duration::from_secs(3)),
 //!     RetryDecision::RetryIn(Duration::from_secs(6)),
@@ -139,9 +138,8 @@ impl RetryPolicy {
     ///
     /// let policy = RetryPolicy::fixed(Duration::from_secs(1))
     ///     .retry_on(|error| error.is::<Busy>());
-    /// let mut rng = fastrand::Rng::new();
-    /// assert_eq!(policy.decide(0, &TaskError::failed(Busy), &mut rng), RetryDecision::RetryIn(Duration::from_secs(1)));
-    /// assert_eq!(policy.decide(0, &TaskError::msg("bad number"), &mut rng), RetryDecision::GiveUp);
+    /// assert_eq!(policy.decide(0, &TaskError::failed(Busy)), RetryDecision::RetryIn(Duration::from_secs(1)));
+    /// assert_eq!(policy.decide(0, &TaskError::msg("bad number")), RetryDecision::GiveUp);
     /// ```
     #[must_use]
     pub fn retry_on(
@@ -159,12 +157,10 @@ impl RetryPolicy {
 
     /// Decides what happens after a run that failed with `error`, when the task had already been
     /// retried `retries_so_far` times.
-    pub fn decide(
-        &self,
-        retries_so_far: u32,
-        error: &TaskError,
-        rng: &mut fastrand::Rng,
-    ) -> RetryDecision {
+    ///
+    /// With jitter on, the delay is drawn at random (from a per-thread generator) between zero and the
+    /// back-off bound; with `jitter(false)` the decision is a pure function of its inputs.
+    pub fn decide(&self, retries_so_far: u32, error: &TaskError) -> RetryDecision {
         let exhausted = self.max_retries.is_some_and(|max| retries_so_far >= max);
         if exhausted {
             return RetryDecision::GiveUp;
@@ -175,7 +171,7 @@ impl RetryPolicy {
                 after: Some(after), ..
             } => RetryDecision::RetryIn(*after),
             TaskError::Retry { after: None, .. } => RetryDecision::RetryIn(
-                self.backoff_delay(retries_so_far, rng)
+                self.backoff_delay(retries_so_far)
                     .unwrap_or(DEFAULT_RETRY_DELAY),
             ),
             _ => {
@@ -183,7 +179,7 @@ impl RetryPolicy {
                     .retry_on
                     .as_ref()
                     .is_none_or(|predicate| predicate(error));
-                match self.backoff_delay(retries_so_far, rng) {
+                match self.backoff_delay(retries_so_far) {
                     Some(delay) if wanted => RetryDecision::RetryIn(delay),
                     _ => RetryDecision::GiveUp,
                 }
@@ -192,7 +188,7 @@ impl RetryPolicy {
     }
 
     /// The back-off delay before retry number `retries_so_far + 1`; `None` without back-off.
-    fn backoff_delay(&self, retries_so_far: u32, rng: &mut fastrand::Rng) -> Option<Duration> {
+    fn backoff_delay(&self, retries_so_far: u32) -> Option<Duration> {
         match self.backoff {
             Backoff::None => None,
             Backoff::Fixed(delay) => Some(delay),
@@ -203,7 +199,7 @@ impl RetryPolicy {
                     .map_or(self.max_delay, |delay| delay.min(self.max_delay));
                 if self.jitter {
                     let millis = u64::try_from(capped.as_millis()).unwrap_or(u64::MAX);
-                    Some(Duration::from_millis(rng.u64(0..=millis)))
+                    Some(Duration::from_millis(fastrand::u64(0..=millis)))
                 } else {
                     Some(capped)
                 }
@@ -239,8 +235,7 @@ mod tests {
     }
 
     fn schedule(policy: &RetryPolicy, error: &TaskError) -> Vec<RetryDecision> {
-        let mut rng = fastrand::Rng::with_seed(1);
-        (0..6).map(|n| policy.decide(n, error, &mut rng)).collect()
+        (0..6).map(|n| policy.decide(n, error)).collect()
     }
 
     #[test]
@@ -262,19 +257,18 @@ mod tests {
         let policy = RetryPolicy::exponential(secs(100))
             .jitter(false)
             .retry_forever();
-        let mut rng = fastrand::Rng::with_seed(1);
         assert_eq!(
-            policy.decide(3, &TaskError::msg("x"), &mut rng),
+            policy.decide(3, &TaskError::msg("x")),
             RetryDecision::RetryIn(secs(600))
         );
         // Far beyond u32 overflow of 2^n: still the cap, no panic.
         assert_eq!(
-            policy.decide(200, &TaskError::msg("x"), &mut rng),
+            policy.decide(200, &TaskError::msg("x")),
             RetryDecision::RetryIn(secs(600))
         );
         let policy = policy.max_delay(secs(30));
         assert_eq!(
-            policy.decide(1, &TaskError::msg("x"), &mut rng),
+            policy.decide(1, &TaskError::msg("x")),
             RetryDecision::RetryIn(secs(30))
         );
     }
@@ -282,12 +276,11 @@ mod tests {
     #[test]
     fn full_jitter_stays_within_bounds_and_varies() {
         let policy = RetryPolicy::exponential(secs(3)).retry_forever();
-        let mut rng = fastrand::Rng::with_seed(99);
         for retries in 0..8u32 {
             let ceiling = secs(3 * 2u64.pow(retries)).min(DEFAULT_MAX_DELAY);
             let mut seen = std::collections::HashSet::new();
             for _ in 0..200 {
-                match policy.decide(retries, &TaskError::msg("x"), &mut rng) {
+                match policy.decide(retries, &TaskError::msg("x")) {
                     RetryDecision::RetryIn(delay) => {
                         assert!(delay <= ceiling, "{delay:?} > {ceiling:?}");
                         seen.insert(delay);
@@ -320,23 +313,19 @@ mod tests {
     #[test]
     fn none_gives_up_on_failures_but_honours_explicit_retries() {
         let policy = RetryPolicy::none();
-        let mut rng = fastrand::Rng::with_seed(1);
         assert_eq!(
-            policy.decide(0, &TaskError::msg("x"), &mut rng),
+            policy.decide(0, &TaskError::msg("x")),
             RetryDecision::GiveUp
         );
         let explicit = TaskError::retry_after(secs(5));
-        assert_eq!(
-            policy.decide(0, &explicit, &mut rng),
-            RetryDecision::RetryIn(secs(5))
-        );
-        assert_eq!(policy.decide(3, &explicit, &mut rng), RetryDecision::GiveUp);
+        assert_eq!(policy.decide(0, &explicit), RetryDecision::RetryIn(secs(5)));
+        assert_eq!(policy.decide(3, &explicit), RetryDecision::GiveUp);
         let no_delay = TaskError::Retry {
             after: None,
             reason: None,
         };
         assert_eq!(
-            policy.decide(0, &no_delay, &mut rng),
+            policy.decide(0, &no_delay),
             RetryDecision::RetryIn(DEFAULT_RETRY_DELAY)
         );
     }
@@ -344,9 +333,8 @@ mod tests {
     #[test]
     fn rejections_and_bad_arguments_never_retry() {
         let policy = RetryPolicy::fixed(secs(1)).retry_forever();
-        let mut rng = fastrand::Rng::with_seed(1);
         assert_eq!(
-            policy.decide(0, &TaskError::reject("no"), &mut rng),
+            policy.decide(0, &TaskError::reject("no")),
             RetryDecision::GiveUp
         );
     }
@@ -354,15 +342,11 @@ mod tests {
     #[test]
     fn time_limits_and_panics_count_as_failures() {
         let policy = RetryPolicy::fixed(secs(1));
-        let mut rng = fastrand::Rng::with_seed(1);
         for error in [
             TaskError::TimeLimit(secs(1)),
             TaskError::Panicked("p".into()),
         ] {
-            assert_eq!(
-                policy.decide(0, &error, &mut rng),
-                RetryDecision::RetryIn(secs(1))
-            );
+            assert_eq!(policy.decide(0, &error), RetryDecision::RetryIn(secs(1)));
         }
     }
 }

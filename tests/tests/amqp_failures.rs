@@ -212,7 +212,8 @@ async fn a_publish_rabbitmq_refuses_is_an_error_for_the_caller() {
     let error = through_the_rabbitmq_outage::delay(&app, 2)
         .await
         .expect_err("RabbitMQ nacks a publish to a full reject-publish queue");
-    assert!(error.to_string().contains("nacked"), "{error}");
+    let shown = celeriac::error::Report(&error).to_string();
+    assert!(shown.contains("nacked"), "{shown}");
     assert_eq!(app.broker().len(&queue).await.unwrap(), 1);
 }
 

@@ -1,12 +1,12 @@
 //! What the app adds around a task's run, on the in-memory broker: plain fns on the blocking pool,
 //! tower layers, follow-up tasks linked to their parent, enqueue errors, and app state.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use celeriac::broker::{Broker, ConsumeOptions};
 use celeriac::service::TaskRequest;
-use celeriac::{App, MemoryBroker, SendOptions, TaskContext, TaskError, TaskId};
+use celeriac::{App, MemoryBroker, SendOptions, State, TaskContext, TaskError, TaskId};
 use celeriac_tests::harness::dead_letter_reasons;
 
 /// Runs a worker of `app` for a second of (paused) time.
@@ -191,7 +191,8 @@ fn duplicate_task_names_are_refused_at_build() {
         .unwrap_err();
     assert_eq!(
         error.to_string(),
-        "two different tasks are registered under the name `cpu_bound`"
+        "two different tasks are registered under the name `cpu_bound`: `app::cpu_bound` and \
+         `app::duplicate_task_names_are_refused_at_build::impostor`"
     );
 }
 
@@ -279,4 +280,107 @@ async fn delay_takes_chained_options_and_its_future_is_send() {
         ),
         "{empty_queue:?}"
     );
+}
+
+// ===== state declared by the task, checked when the app is built =====
+
+#[derive(Clone)]
+struct Greeting(Arc<str>);
+
+static GREETED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[celeriac::task(name = "greets")]
+async fn greets(ctx: TaskContext, State(greeting): State<Greeting>, name: String) {
+    GREETED.lock().unwrap().push(format!(
+        "{}, {name} (run {})",
+        greeting.0,
+        ctx.retries() + 1
+    ));
+}
+
+#[celeriac::task(name = "greets_blocking")]
+fn greets_blocking(name: String, State(greeting): State<Greeting>) -> Result<(), std::io::Error> {
+    GREETED
+        .lock()
+        .unwrap()
+        .push(format!("{} from a thread, {name}", greeting.0));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn state_parameters_are_checked_at_build_and_given_to_each_run() {
+    let forgot = App::builder()
+        .broker(MemoryBroker::new())
+        .register::<greets_blocking>()
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            forgot,
+            celeriac::BuildError::MissingState {
+                task: "greets_blocking",
+                state: "app::Greeting"
+            }
+        ),
+        "{forgot:?}"
+    );
+    assert_eq!(
+        forgot.to_string(),
+        "task `greets_blocking` takes `State<app::Greeting>`, and the app has no `app::Greeting`: \
+         give it one with `App::builder().state(…)`"
+    );
+
+    let app = App::builder()
+        .broker(MemoryBroker::new())
+        .state(Greeting("hello".into()))
+        .register::<greets>()
+        .register::<greets_blocking>()
+        .build()
+        .unwrap();
+    greets::delay(&app, "ada".into()).await.unwrap();
+    greets_blocking::delay(&app, "bob".into()).await.unwrap();
+    let report = run_for_a_second(&app).await;
+    assert_eq!(report.succeeded, 2);
+    let mut greeted = GREETED.lock().unwrap().clone();
+    greeted.sort();
+    assert_eq!(greeted, ["hello from a thread, bob", "hello, ada (run 1)"]);
+}
+
+// ===== errors print each cause once =====
+
+#[tokio::test]
+async fn an_error_chain_names_each_cause_once_and_never_the_password() {
+    let port = celeriac_tests::harness::free_port();
+    let app = App::builder()
+        .broker_url(format!("redis://:hunter2@127.0.0.1:{port}/0"))
+        .enqueue_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let error = chained::delay(&app, "1".into(), "2".into())
+        .await
+        .unwrap_err();
+    assert_eq!(error.to_string(), "cannot enqueue task `chained`");
+    let report = celeriac::error::Report(&error).to_string();
+    assert!(
+        report.starts_with(&format!(
+            "cannot enqueue task `chained`: cannot connect to broker at redis://:***@127.0.0.1:{port}/0: "
+        )),
+        "{report}"
+    );
+    assert_eq!(report.matches("cannot connect").count(), 1, "{report}");
+    let mut messages = Vec::new();
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(error) = cause {
+        let message = error.to_string();
+        assert!(
+            messages
+                .iter()
+                .all(|earlier: &String| !earlier.contains(&message)),
+            "`{message}` repeats an earlier message in {report}"
+        );
+        messages.push(message);
+        cause = error.source();
+    }
+    assert!(messages.len() >= 3, "{report}");
+    assert!(!report.contains("hunter2"), "{report}");
 }

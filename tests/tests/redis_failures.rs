@@ -386,7 +386,9 @@ async fn workers_and_producers_ride_out_a_redis_reloading_its_data() {
                 Ok(_) => break,
                 Err(celeriac::EnqueueError::Broker { source, .. }) => {
                     assert!(source.is_transient(), "a permanent error: {source}");
-                    saw_loading |= source.to_string().contains("LOADING");
+                    saw_loading |= celeriac::error::Report(&source)
+                        .to_string()
+                        .contains("LOADING");
                     transient_errors += 1;
                 }
                 Err(error) => eprintln!("delay during the reload: {error}"),

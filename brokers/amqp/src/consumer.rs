@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use celeriac_core::Report;
 use celeriac_core::{Acknowledger, BrokerError, ConsumeOptions, Delivery, DeliveryStream};
 use futures::StreamExt;
 use futures::stream::{BoxStream, SelectAll};
@@ -153,13 +154,13 @@ impl Consumer {
             if let Some(reason) = text_header(headers, REFUSED_HEADERS_HEADER) {
                 if let Err(error) = refuse(&self.shared, &self.acks, &queue, delivery, reason).await
                 {
-                    tracing::warn!(%error, queue = %queue, "cannot dead-letter a message with refused headers; it will come back");
+                    tracing::warn!(error = %Report(&error), queue = %queue, "cannot dead-letter a message with refused headers; it will come back");
                 }
                 continue;
             }
             if delivery.redelivered {
                 if let Err(error) = recount(&self.shared, &self.acks, &queue, delivery).await {
-                    tracing::warn!(%error, queue = %queue, "cannot count a redelivery; it will come back");
+                    tracing::warn!(error = %Report(&error), queue = %queue, "cannot count a redelivery; it will come back");
                 }
                 continue;
             }

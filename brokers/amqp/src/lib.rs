@@ -65,6 +65,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use celeriac_core::Report;
 use celeriac_core::{
     Broker, BrokerError, Capabilities, ConsumeOptions, DeadLetter, DeliveryStream, Outgoing,
     QueueStats,
@@ -434,7 +435,7 @@ impl Broker for AmqpBroker {
                 Ok(count) => purged += u64::from(count),
                 // A wait queue that expired is simply gone.
                 Err(error) if !shards.contains(&name) => {
-                    tracing::debug!(%error, queue = %name, "cannot purge wait queue")
+                    tracing::debug!(error = %Report(&error), queue = %name, "cannot purge wait queue")
                 }
                 Err(error) => return Err(error),
             }

@@ -8,7 +8,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum BrokerError {
     /// The broker could not be reached. `url` has its password redacted.
-    #[error("cannot connect to broker at {url}: {source}")]
+    #[error("cannot connect to broker at {url}")]
     Connect {
         /// The broker URL, password redacted.
         url: String,
@@ -58,7 +58,7 @@ pub enum BrokerError {
     #[error("invalid broker request: {0}")]
     Invalid(String),
     /// Any other failure of the broker's client library, with what was being done.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Backend {
         /// What was being done.
         context: String,
@@ -112,5 +112,43 @@ impl BrokerError {
     /// ```
     pub fn is_invalid_request(&self) -> bool {
         matches!(self, Self::Invalid(_) | Self::Unsupported { .. })
+    }
+}
+
+/// Shows an error with each of its causes once: `message: cause: cause…`.
+///
+/// celeriac's errors follow the Rust convention — `Display` is the error's own message, its causes are
+/// its [`source`](std::error::Error::source) chain — so that a reporter (this, `anyhow`'s `{:#}`, …)
+/// prints every cause exactly once. Log errors through it.
+///
+/// ```
+/// use celeriac::BrokerError;
+/// use celeriac::error::Report;
+///
+/// let error = BrokerError::Backend {
+///     context: "XADD to queue `sms`".into(),
+///     source: std::io::Error::other("connection reset").into(),
+/// };
+/// assert_eq!(error.to_string(), "XADD to queue `sms`");
+/// assert_eq!(Report(&error).to_string(), "XADD to queue `sms`: connection reset");
+/// ```
+#[derive(Clone, Copy)]
+pub struct Report<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Report<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
     }
 }

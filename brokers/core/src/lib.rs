@@ -47,7 +47,7 @@ use futures::Stream;
 
 pub use self::capabilities::Capabilities;
 pub use self::delivery::{Acknowledger, Delivery};
-pub use self::error::{BoxError, BrokerError};
+pub use self::error::{BoxError, BrokerError, Report};
 pub use self::prefetch::{PrefetchSlot, PrefetchWindow};
 pub use self::url::RedactedUrl;
 

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use celeriac_core::Report;
 use celeriac_core::{
     Acknowledger, BrokerError, ConsumeOptions, Delivery, DeliveryStream, PrefetchSlot,
     PrefetchWindow,
@@ -463,7 +464,7 @@ async fn keep_leases(shared: Arc<ConsumerShared>) {
             if let Err(error) =
                 bounded::<u64>("extend leases", timeout, invocation.invoke_async(&mut conn)).await
             {
-                tracing::warn!(%error, "cannot extend leases; other workers may take these tasks over");
+                tracing::warn!(error = %Report(&error), "cannot extend leases; other workers may take these tasks over");
             }
         }
     }
@@ -473,7 +474,7 @@ async fn keep_leases(shared: Arc<ConsumerShared>) {
             .broker
             .stopped()
             .retain(|stopped| stopped.name != shared.name),
-        Err(error) => tracing::debug!(%error, "cannot retire consumer"),
+        Err(error) => tracing::debug!(error = %Report(&error), "cannot retire consumer"),
     }
 }
 
@@ -584,7 +585,7 @@ impl Drop for RedisAcker {
             let mut invocation = SCRIPTS.requeue.key(&shared.keys[queue].ready);
             invocation.arg(&settings.group).arg(&id).arg(payload.as_ref());
             if let Err(error) = bounded::<u64>("requeue", settings.operation_timeout, invocation.invoke_async(&mut conn)).await {
-                tracing::warn!(%error, entry = %id, "cannot requeue a dropped delivery; its lease will lapse instead");
+                tracing::warn!(error = %Report(&error), entry = %id, "cannot requeue a dropped delivery; its lease will lapse instead");
             }
         });
     }

@@ -198,6 +198,18 @@ impl AppBuilder {
                 registration.insert_into(&mut registry)?;
             }
         }
+        for (_, task) in registry.tasks() {
+            if let Some(missing) = task
+                .required_state
+                .iter()
+                .find(|needed| !self.state.contains_key(&needed.type_id))
+            {
+                return Err(BuildError::MissingState {
+                    task: task.name,
+                    state: missing.type_name,
+                });
+            }
+        }
         let broker = self.broker.ok_or(BuildError::NoBroker)?.into_broker()?;
         Ok(App {
             inner: Arc::new(AppInner {

@@ -112,16 +112,10 @@ impl TaskError {
         }
     }
 
-    /// The whole error: this error's message followed by each source's, joined with `: `.
+    /// The whole error: this error's message followed by each cause's, once each, joined with `: `
+    /// (see [`Report`](crate::error::Report)).
     pub fn chain_message(&self) -> String {
-        let mut message = self.to_string();
-        let mut source = self.source();
-        while let Some(error) = source {
-            message.push_str(": ");
-            message.push_str(&error.to_string());
-            source = error.source();
-        }
-        message
+        crate::error::Report(self).to_string()
     }
 }
 

@@ -30,6 +30,7 @@ mod error;
 mod options;
 pub(crate) mod registry;
 pub(crate) mod schema;
+mod state;
 
 use std::future::Future;
 
@@ -40,6 +41,7 @@ pub use self::context::TaskContext;
 pub(crate) use self::error::panic_message;
 pub use self::error::{BoxError, TaskError};
 pub use self::options::{DEFAULT_QUEUE, ParseRateLimitError, RateLimit, TaskOptions};
+pub use self::state::{State, StateRequirement};
 
 /// A kind of task: a stable name, argument and output types, options, and the code that runs.
 ///
@@ -56,6 +58,12 @@ pub trait Task: Send + Sync + 'static {
     /// The task's options; defaults to [`TaskOptions::default`].
     fn options() -> TaskOptions {
         TaskOptions::default()
+    }
+
+    /// The state types the task takes as [`State`] parameters; [`AppBuilder::build`](crate::AppBuilder::build)
+    /// checks the app has each. `#[task]` fills it in; the default is none.
+    fn required_state() -> Vec<StateRequirement> {
+        Vec::new()
     }
 
     /// Runs the task once.

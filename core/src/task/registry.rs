@@ -55,6 +55,10 @@ pub(crate) struct RegisteredTask {
     pub(crate) args_schema: Option<u64>,
     /// The argument types, as Rust names them, for messages about them.
     pub(crate) args_type: &'static str,
+    /// The task type, as Rust names it (the function's path), for messages about it.
+    pub(crate) type_name: &'static str,
+    /// The state types its `State<T>` parameters need.
+    pub(crate) required_state: Vec<super::StateRequirement>,
 }
 
 impl RegisteredTask {
@@ -87,7 +91,11 @@ impl Registry {
             if existing.type_id == type_id {
                 return Ok(());
             }
-            return Err(BuildError::DuplicateTaskName { name: T::NAME });
+            return Err(BuildError::DuplicateTaskName {
+                name: T::NAME,
+                first: existing.type_name,
+                second: std::any::type_name::<T>(),
+            });
         }
         if T::NAME.is_empty() {
             return Err(BuildError::InvalidTaskName {
@@ -104,6 +112,8 @@ impl Registry {
                 handler: handle::<T>,
                 args_schema: super::schema::fingerprint::<T::Args>(),
                 args_type: std::any::type_name::<T::Args>(),
+                type_name: std::any::type_name::<T>(),
+                required_state: T::required_state(),
             },
         );
         Ok(())

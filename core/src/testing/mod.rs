@@ -1,4 +1,11 @@
-//! Testing tools (feature `test-util`): the broker contract kit.
+//! Testing tools (feature `test-util`): a harness that runs an app's tasks to completion, and the
+//! broker contract kit.
+//!
+//! # Testing tasks
+//!
+//! [`run_until_idle`] runs a worker until every queue is empty, retries included, and returns its
+//! report: with the in-memory broker and tokio's paused clock, a test sends tasks with `delay` and
+//! asserts what the worker decided (succeeded, retried, dead-lettered) in no real time.
 //!
 //! # The broker contract kit
 //!
@@ -31,6 +38,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a failed expectation is a failed test.
 
 pub mod contract;
+mod idle;
+
+pub use self::idle::run_until_idle;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,8 +1,9 @@
 //! One delivery, from decoding to settlement.
 //!
-//! The hot path (decode, run, ack) stays inline in the spawned future; every rare path (dead letter,
-//! early ETA, rate limit, retry, shutdown) is boxed so the future each run spawns stays small — it
-//! is moved a few times on spawn, and its size is per-task memory traffic.
+//! A lane (see [`lane`](super::lane)) awaits `process` for each delivery it takes. The hot path
+//! (decode, run, ack) stays inline in that future; every rare path (dead letter, early ETA, rate
+//! limit, retry, shutdown) is boxed, so the future stays small: it lives on the lane's stack frame
+//! once per run, and its size is per-task memory traffic.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use tower_service::Service;
 use super::lane::LaneMetrics;
 use super::{Counters, Shared};
 use crate::broker::{BrokerError, Delivery, Outgoing};
+use crate::error::Report;
 use crate::layers::instrumented;
 use crate::metrics::{TaskMetrics, UNKNOWN_TASK};
 use crate::service::{RunTask, TaskRequest};
@@ -43,7 +45,7 @@ pub(super) async fn settle(
 /// Logs a settlement that failed. The broker redelivers such a message later (at least once).
 fn report(operation: &'static str, queue: &str, settled: Result<(), BrokerError>) {
     if let Err(error) = settled {
-        tracing::error!(%error, queue, operation, "cannot settle message; the broker will redeliver it");
+        tracing::error!(error = %Report(&error), queue, operation, "cannot settle message; the broker will redeliver it");
     }
 }
 
@@ -67,7 +69,7 @@ pub(super) async fn process(
     let envelope = match Envelope::from_bytes(delivery.payload(), app.decode_limits()) {
         Ok(envelope) => envelope,
         Err(error) => {
-            let reason = format!("undecodable message: {error}");
+            let reason = format!("undecodable message: {}", Report(&error));
             Box::pin(dead_letter(shared, delivery, UNKNOWN_TASK, reason)).await;
             return None;
         }
@@ -226,7 +228,7 @@ async fn put_back_early(
     match shared.app.broker().publish(outgoing).await {
         Ok(()) => settle("ack", &queue, delivery.ack()).await,
         Err(error) => {
-            tracing::warn!(%error, "cannot put back an early message; requeueing it");
+            tracing::warn!(error = %Report(&error), "cannot put back an early message; requeueing it");
             settle("requeue", &queue, delivery.requeue()).await;
         }
     }
@@ -252,18 +254,14 @@ async fn after_failure(shared: &Shared, failed: Failed<'_>, delivery: Option<Del
     } = failed;
     let name = context.name();
     let retries = context.retries();
-    match task
-        .options
-        .retry
-        .decide(retries, &error, &mut fastrand::Rng::new())
-    {
+    match task.options.retry.decide(retries, &error) {
         RetryDecision::RetryIn(delay) => {
             let mut next = Envelope::clone(context.shared_envelope());
             next.retries += 1;
             next.eta = Some(clock::now() + delay);
             match shared.app.publish(next).await {
                 Ok(_) => {
-                    tracing::info!(task = %name, task.id = %context.id(), retry = retries + 1, ?delay, error = %error, "retry scheduled");
+                    tracing::info!(task = %name, task.id = %context.id(), retry = retries + 1, ?delay, error = %error.chain_message(), "retry scheduled");
                     metrics.retried.increment(1);
                     Counters::add(&shared.report.retried);
                     if let Some(delivery) = delivery {

@@ -9,6 +9,7 @@ use super::lane::lane;
 use super::{Worker, WorkerReport};
 use crate::WorkerError;
 use crate::broker::{ConsumeOptions, DeliveryStream};
+use crate::error::Report;
 
 /// Back-off between attempts to reach a broker that is down: 100 ms doubling to 30 s.
 struct Reconnect {
@@ -104,8 +105,10 @@ impl Worker {
             .prefetch(self.prefetch)
             .max_message_bytes(self.shared.app.decode_limits().max_bytes());
         let stop_now = CancellationToken::new();
-        // `concurrency` lanes, each running one task at a time, take deliveries from this loop. A
-        // capacity of one keeps at most one fetched delivery waiting for a free lane.
+        // `concurrency` lanes, each running one task at a time, take deliveries from this loop. The
+        // channel holds up to `concurrency` fetched deliveries waiting for a free lane (the broker's
+        // prefetch window bounds how many are unsettled in all), so a lane that finishes finds its
+        // next delivery without a round trip through the fetch loop.
         let (hand_out, handed) = async_channel::bounded(self.concurrency);
         let lanes = TaskTracker::new();
         for _ in 0..self.concurrency {
@@ -138,7 +141,7 @@ impl Worker {
                         continue;
                     }
                     Err(source) if source.is_invalid_request() => {
-                        tracing::error!(error = %source, queues = ?self.queues, "the broker refuses these queues; stopping");
+                        tracing::error!(error = %Report(&source), queues = ?self.queues, "the broker refuses these queues; stopping");
                         failure = Some(WorkerError::Consume {
                             queues: self.queues.clone(),
                             source,
@@ -148,11 +151,11 @@ impl Worker {
                     Err(error) => {
                         let delay = reconnect.delay();
                         if error.is_transient() {
-                            tracing::warn!(%error, retry_in = ?delay, "cannot consume, will retry");
+                            tracing::warn!(error = %Report(&error), retry_in = ?delay, "cannot consume, will retry");
                         } else {
                             // Not known to pass, but a restart or repair of the broker may cure
                             // it: say so loudly and keep trying rather than stop serving.
-                            tracing::error!(%error, retry_in = ?delay, "cannot consume; will retry until the broker accepts (check its configuration if this persists)");
+                            tracing::error!(error = %Report(&error), retry_in = ?delay, "cannot consume; will retry until the broker accepts (check its configuration if this persists)");
                         }
                         tokio::select! {
                             biased;
@@ -182,7 +185,7 @@ impl Worker {
                 }
                 Some(Err(error)) => {
                     let delay = reconnect.delay();
-                    tracing::warn!(%error, retry_in = ?delay, "error from the broker while consuming");
+                    tracing::warn!(error = %Report(&error), retry_in = ?delay, "error from the broker while consuming");
                     if !error.is_transient() {
                         stream = None;
                     }
@@ -215,7 +218,7 @@ impl Worker {
             lanes.wait().await;
         }
         if let Err(error) = self.shared.app.broker().consumers_stopped().await {
-            tracing::warn!(%error, "cannot remove this worker's consumers from the broker");
+            tracing::warn!(error = %Report(&error), "cannot remove this worker's consumers from the broker");
         }
         let report = self.shared.report.snapshot();
         tracing::info!(?report, "worker stopped");

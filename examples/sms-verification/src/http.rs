@@ -145,7 +145,7 @@ async fn send_code(State(state): State<AppState>, Path(mobile): Path<String>) ->
         ccp_send_sms_code::delay(&state.app, mobile.to_string(), code.clone())
             .await
             .map_err(|error| {
-                tracing::error!(%error, "cannot enqueue the SMS task");
+                tracing::error!(error = %celeriac::error::Report(&error), "cannot enqueue the SMS task");
                 "the task queue is unavailable; please try again shortly".to_owned()
             })
     };

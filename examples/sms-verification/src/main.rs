@@ -108,7 +108,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("sms-verification: {error}");
+            eprintln!("sms-verification: {}", celeriac::error::Report(&*error));
             ExitCode::FAILURE
         }
     }
@@ -136,17 +136,19 @@ fn gateway(work: &WorkArgs) -> Result<Arc<dyn SmsGateway>, Box<dyn std::error::E
     })
 }
 
-/// The app for `broker`; a process that runs tasks passes the gateway they need.
+/// The app for `broker`. A process that runs tasks registers them, with the gateway they need; a
+/// web process only sends them.
 fn app(
     broker: &str,
     gateway: Option<Arc<dyn SmsGateway>>,
 ) -> Result<celeriac::App, Box<dyn std::error::Error>> {
     let mut builder = celeriac::App::builder()
         .broker_url(broker)
-        .enqueue_timeout(Duration::from_secs(3))
-        .register::<ccp_send_sms_code>();
+        .enqueue_timeout(Duration::from_secs(3));
     if let Some(gateway) = gateway {
-        builder = builder.state(Gateway(gateway));
+        builder = builder
+            .state(Gateway(gateway))
+            .register::<ccp_send_sms_code>();
     }
     Ok(builder.build()?)
 }

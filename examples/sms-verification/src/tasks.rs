@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use celeriac::{TaskContext, TaskError};
+use celeriac::State;
 
-use crate::gateway::SmsGateway;
+use crate::gateway::{GatewayError, SmsGateway};
 
 /// How long a code stays valid, in minutes (the text tells the user).
 pub const CODE_VALID_MINUTES: u64 = 5;
@@ -19,19 +19,16 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-/// Sends a verification code by SMS. Any gateway error retries after 3 s, 6 s, 12 s (with jitter),
-/// then the task is dead-lettered with the error.
+/// Sends a verification code by SMS. Any gateway error retries after at most 3 s, 6 s, 12 s (full
+/// jitter), then the task is dead-lettered with the error. An app that registers this task without a
+/// `Gateway` fails to build.
 #[celeriac::task(name = "ccp_send_sms_code", max_retries = 3, retry_backoff = 3)]
 pub async fn ccp_send_sms_code(
-    ctx: TaskContext,
+    State(Gateway(gateway)): State<Gateway>,
     mobile: String,
     code: String,
-) -> Result<(), TaskError> {
-    let Gateway(gateway) = ctx.state::<Gateway>()?;
+) -> Result<(), GatewayError> {
     let text =
         format!("Your verification code is {code}. It expires in {CODE_VALID_MINUTES} minutes.");
-    gateway
-        .send(&mobile, &text)
-        .await
-        .map_err(TaskError::failed)
+    gateway.send(&mobile, &text).await
 }

@@ -70,7 +70,8 @@ pub(crate) fn parse(attr: TokenStream, errors: &mut Errors) -> TaskAttrs {
             return attrs;
         }
     };
-    let mut seen: Vec<String> = Vec::new();
+    // Each option given, with its key's span, so errors about combinations point at an option.
+    let mut seen: Vec<(String, Span)> = Vec::new();
     for meta in metas {
         let Some(key) = meta.path().get_ident().map(ToString::to_string) else {
             errors.spanned(
@@ -83,11 +84,11 @@ pub(crate) fn parse(attr: TokenStream, errors: &mut Errors) -> TaskAttrs {
             errors.spanned(meta.path(), unknown_option_message(&key));
             continue;
         }
-        if seen.contains(&key) {
+        if seen.iter().any(|(earlier, _)| *earlier == key) {
             errors.spanned(meta.path(), format!("duplicate task option `{key}`"));
             continue;
         }
-        seen.push(key.clone());
+        seen.push((key.clone(), meta.path().span()));
         let value = match &meta {
             Meta::NameValue(name_value) => &name_value.value,
             _ => {
@@ -178,18 +179,29 @@ fn apply(attrs: &mut TaskAttrs, key: &str, value: &Expr) -> syn::Result<()> {
     Ok(())
 }
 
-fn check_combinations(attrs: &TaskAttrs, seen: &[String], errors: &mut Errors) {
-    let has = |key: &str| seen.iter().any(|k| k == key);
-    if has("retry_backoff") && has("retry_delay") {
+fn check_combinations(attrs: &TaskAttrs, seen: &[(String, Span)], errors: &mut Errors) {
+    let find = |key: &str| seen.iter().position(|(k, _)| k == key);
+    if let (Some(backoff), Some(delay)) = (find("retry_backoff"), find("retry_delay")) {
+        // At whichever of the two was written second: that one conflicts with the first.
+        let (first, second) = if backoff < delay {
+            ("retry_backoff", delay)
+        } else {
+            ("retry_delay", backoff)
+        };
         errors.push(syn::Error::new(
-            Span::call_site(),
-            "`retry_backoff` and `retry_delay` exclude each other: choose exponential or fixed delays",
+            seen[second].1,
+            format!(
+                "`{}` conflicts with `{first}`: choose exponential (`retry_backoff`) or fixed (`retry_delay`) delays",
+                seen[second].0
+            ),
         ));
     }
     for dependent in ["retry_backoff_max", "retry_jitter"] {
-        if has(dependent) && attrs.retry_backoff.is_none() {
+        if let Some(index) = find(dependent)
+            && attrs.retry_backoff.is_none()
+        {
             errors.push(syn::Error::new(
-                Span::call_site(),
+                seen[index].1,
                 format!("`{dependent}` only applies together with `retry_backoff`"),
             ));
         }

@@ -3,7 +3,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use super::attrs::{MaxRetries, TaskAttrs};
-use super::signature::TaskSignature;
+use super::signature::{Param, TaskSignature};
 
 pub(crate) fn task(
     function: &syn::ItemFn,
@@ -23,15 +23,44 @@ pub(crate) fn task(
     let options = options(&krate, attrs);
     let ctx = format_ident!("__celeriac_ctx");
     let app = format_ident!("__celeriac_app");
-    let call_args = if signature.takes_context {
-        quote!(#ctx, #(#arg_names),*)
-    } else {
-        quote!(#(#arg_names),*)
-    };
+    let state_types: Vec<&syn::Type> = signature
+        .params
+        .iter()
+        .filter_map(|param| match param {
+            Param::State(ty) => Some(ty),
+            _ => None,
+        })
+        .collect();
+    let state_idents: Vec<_> = (0..state_types.len())
+        .map(|index| format_ident!("__celeriac_state_{index}"))
+        .collect();
+    let mut states = state_idents.iter();
+    let call_args: Vec<TokenStream> = signature
+        .params
+        .iter()
+        .map(|param| match param {
+            Param::Context => quote!(#ctx),
+            Param::State(_) => {
+                let ident = states.next();
+                quote!(#ident)
+            }
+            Param::Arg(name) => quote!(#name),
+        })
+        .collect();
+    let call_args = quote!(#(#call_args),*);
     let ignore_ctx = if signature.takes_context {
         quote!()
     } else {
         quote!(let _ = #ctx;)
+    };
+    let required_state = if state_types.is_empty() {
+        quote!()
+    } else {
+        quote! {
+            fn required_state() -> ::std::vec::Vec<#krate::__private::StateRequirement> {
+                ::std::vec![#(#krate::__private::StateRequirement::of::<#state_types>()),*]
+            }
+        }
     };
     let run_body = if function.sig.asyncness.is_some() {
         quote! {
@@ -90,15 +119,22 @@ pub(crate) fn task(
                     #options
                 }
 
+                #required_state
+
                 fn run(
                     #ctx: #krate::TaskContext,
                     args: Self::Args,
                 ) -> impl ::core::future::Future<
                     Output = ::core::result::Result<Self::Output, #krate::TaskError>,
                 > + ::core::marker::Send {
-                    #ignore_ctx
                     let (#(#arg_names,)*) = args;
-                    async move { #run_body }
+                    // Spanned at each `State<T>`'s `T`: a `T` that cannot be state is one error there.
+                    #(let #state_idents = #krate::__private::extract_state::<#state_types>(&#ctx);)*
+                    #ignore_ctx
+                    async move {
+                        #(let #state_idents = #state_idents?;)*
+                        #run_body
+                    }
                 }
             }
 

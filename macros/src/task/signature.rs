@@ -2,14 +2,49 @@ use syn::{FnArg, Pat, ReturnType, Type};
 
 use super::Errors;
 
+/// One parameter of the task function, in order.
+pub(crate) enum Param {
+    /// The `TaskContext` (first, if present).
+    Context,
+    /// A `State<T>` parameter: `T` is the state type.
+    State(Type),
+    /// A task argument, decoded from the message.
+    Arg(syn::Ident),
+}
+
 /// What the expansion needs to know about the task function.
 pub(crate) struct TaskSignature {
     /// The first parameter is a `TaskContext`.
     pub(crate) takes_context: bool,
-    /// The task arguments (after the context), with plain names.
+    /// Every parameter, in order.
+    pub(crate) params: Vec<Param>,
+    /// The task arguments (neither context nor state), with plain names.
     pub(crate) args: Vec<(syn::Ident, Type)>,
     /// The return type (`()` when none is written).
     pub(crate) output: Type,
+}
+
+/// `T` of a `State<T>` parameter type.
+fn state_type(ty: &Type) -> Option<&Type> {
+    match ty {
+        Type::Path(path) if path.qself.is_none() => {
+            let segment = path.path.segments.last()?;
+            if segment.ident != "State" {
+                return None;
+            }
+            match &segment.arguments {
+                syn::PathArguments::AngleBracketed(generic) if generic.args.len() == 1 => {
+                    match generic.args.first()? {
+                        syn::GenericArgument::Type(inner) => Some(inner),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            }
+        }
+        Type::Group(group) => state_type(&group.elem),
+        _ => None,
+    }
 }
 
 fn is_context(ty: &Type) -> bool {
@@ -49,6 +84,7 @@ pub(crate) fn check(function: &syn::ItemFn, errors: &mut Errors) -> TaskSignatur
     }
 
     let mut takes_context = false;
+    let mut params = Vec::new();
     let mut args = Vec::new();
     for (index, input) in sig.inputs.iter().enumerate() {
         let typed = match input {
@@ -61,9 +97,14 @@ pub(crate) fn check(function: &syn::ItemFn, errors: &mut Errors) -> TaskSignatur
             }
             FnArg::Typed(typed) => typed,
         };
+        if let Some(state) = state_type(&typed.ty) {
+            params.push(Param::State(state.clone()));
+            continue;
+        }
         if is_context(&typed.ty) {
             if index == 0 {
                 takes_context = true;
+                params.push(Param::Context);
             } else {
                 errors.spanned(
                     &typed.ty,
@@ -85,6 +126,7 @@ pub(crate) fn check(function: &syn::ItemFn, errors: &mut Errors) -> TaskSignatur
         }
         match &*typed.pat {
             Pat::Ident(pat) if pat.by_ref.is_none() && pat.subpat.is_none() => {
+                params.push(Param::Arg(pat.ident.clone()));
                 args.push((pat.ident.clone(), (*typed.ty).clone()));
             }
             other => errors.spanned(
@@ -109,6 +151,7 @@ pub(crate) fn check(function: &syn::ItemFn, errors: &mut Errors) -> TaskSignatur
 
     TaskSignature {
         takes_context,
+        params,
         args,
         output,
     }
