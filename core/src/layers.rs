@@ -25,7 +25,7 @@ where
     let ctx = request.context();
     let span = tracing::info_span!(
         "celeriac.task",
-        task.name = %ctx.envelope().display_name(),
+        task.name = %ctx.envelope().task,
         task.id = %ctx.id(),
         task.retries = ctx.retries(),
         messaging.system = ctx.app().broker().system(),

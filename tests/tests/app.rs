@@ -384,3 +384,40 @@ async fn an_error_chain_names_each_cause_once_and_never_the_password() {
     assert!(messages.len() >= 3, "{report}");
     assert!(!report.contains("hunter2"), "{report}");
 }
+
+// ===== per-send options reach the run =====
+
+static SEEN_HEADERS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[celeriac::task(name = "slow_with_headers")]
+async fn slow_with_headers(ctx: TaskContext, seconds: u64) {
+    if let Some(request) = ctx.envelope().headers.get("request-id") {
+        SEEN_HEADERS.lock().unwrap().push(request.clone());
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_send_carries_its_own_time_limit_and_headers_to_the_run() {
+    let app = App::builder()
+        .broker(MemoryBroker::new())
+        .register::<slow_with_headers>()
+        .build()
+        .unwrap();
+    slow_with_headers::delay(&app, 1)
+        .header("request-id", "first")
+        .await
+        .unwrap();
+    slow_with_headers::delay(&app, 30)
+        .header("request-id", "second")
+        .time_limit(Duration::from_secs(2))
+        .await
+        .unwrap();
+    let report = celeriac::testing::run_until_idle(&app).await.unwrap();
+    assert_eq!((report.succeeded, report.dead_lettered), (1, 1));
+    let reasons = dead_letter_reasons(&app, "celery").await;
+    assert!(reasons[0].contains("time limit of 2s"), "{reasons:?}");
+    let mut seen = SEEN_HEADERS.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(seen, ["first", "second"]);
+}

@@ -208,7 +208,7 @@ impl App {
             .or(options.countdown.map(|countdown| now + countdown));
         let expires_in = options.expires_in.or(task_options.and_then(|o| o.expires));
         envelope.expires = options.expires_at.or(expires_in.map(|after| now + after));
-        envelope.time_limit.hard = options.time_limit;
+        envelope.time_limit = options.time_limit;
         envelope.parent_id = options.parent_id;
         envelope.root_id = options.root_id;
         envelope.headers = options.headers;

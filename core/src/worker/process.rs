@@ -134,7 +134,7 @@ pub(super) async fn process(
         settle("ack", &queue, early.ack()).await;
     }
 
-    let time_limit = envelope.time_limit.hard.or(task.options.time_limit);
+    let time_limit = envelope.time_limit.or(task.options.time_limit);
     let context = TaskContext::new(app.clone(), envelope);
     let request = TaskRequest::new(context.clone(), task.handler, time_limit, metrics.clone());
     let run = instrumented(request, |request| match &shared.layered {

@@ -14,21 +14,21 @@
 //! | `eta`                | header `eta` (ISO 8601 there)               |
 //! | `expires`            | header `expires`                            |
 //! | `priority`           | property `priority`                         |
-//! | `time_limit`         | header `timelimit` (`[soft, hard]`)         |
+//! | `time_limit`         | header `timelimit` (`[soft, hard]`: hard)   |
 //! | `parent_id`          | header `parent_id`                          |
 //! | `root_id`            | header `root_id`                            |
-//! | `group_id`           | header `group`                              |
-//! | `origin`             | header `origin`                             |
-//! | `shadow`             | header `shadow`                             |
-//! | `ignore_result`      | header `ignore_result`                      |
-//! | `reply_to`           | property `reply_to`                         |
 //! | `created_at`         | (none; celeriac's own, for queue-wait time) |
 //! | `headers`            | any other application header                |
 //! | `args_schema`        | (none; celeriac's own, see below)           |
 //!
+//! Every field has a meaning today, and a test. Celery's `group`, `origin`, `shadow`, `ignore_result`,
+//! `reply_to` and soft time limit are not carried until the features that give them a meaning
+//! (results, workflows, Celery interop) land; the format version lets them return.
+//!
 //! On the wire an envelope is a 4-byte magic (`CLR` + format version) followed by its bincode encoding.
-//! [`Envelope::from_bytes`] enforces [`DecodeLimits`] and never panics on any input. Format 2 added
-//! `args_schema`, last; format 1 messages (celeriac 0.1) still decode, with no schema.
+//! [`Envelope::from_bytes`] enforces [`DecodeLimits`] and never panics on any input. Format 3 dropped
+//! the fields no feature set or read; format 2 added `args_schema`. Messages of formats 1 and 2
+//! (celeriac 0.1, and before this change) still decode: see `legacy`.
 //!
 //! `args_schema` is a fingerprint of the shape of the task's argument types as the sender knew them.
 //! A worker whose own differs dead-letters the message instead of decoding arguments written for
@@ -42,6 +42,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::{CodecError, DecodeLimits};
+
+mod legacy;
 
 /// A task's unique id (a random UUID v4), assigned when the task is enqueued and kept across retries.
 ///
@@ -101,15 +103,6 @@ impl FromStr for TaskId {
     }
 }
 
-/// Soft and hard time limits (Celery's `timelimit` header). The hard limit cancels the run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TimeLimits {
-    /// A limit after which the task is warned (reserved; not enforced yet).
-    pub soft: Option<Duration>,
-    /// A limit after which the run is cancelled and counted as a failure.
-    pub hard: Option<Duration>,
-}
-
 /// One task message. See the [module documentation](self) for its mapping to Celery's protocol.
 ///
 /// ```
@@ -143,24 +136,15 @@ pub struct Envelope {
     pub expires: Option<SystemTime>,
     /// Message priority, 0 (lowest) to 9 (highest).
     pub priority: Option<u8>,
-    /// Time limits carried with the message (overriding the task's own).
-    pub time_limit: TimeLimits,
+    /// A time limit for this run, overriding the task's own: past it the run is cancelled and counts
+    /// as a failure.
+    pub time_limit: Option<Duration>,
     /// When the task was first enqueued.
     pub created_at: SystemTime,
     /// The task that enqueued this one, if any.
     pub parent_id: Option<TaskId>,
     /// The first task of the workflow this one belongs to.
     pub root_id: Option<TaskId>,
-    /// The group this task is part of.
-    pub group_id: Option<TaskId>,
-    /// Where the message was produced (host and process), for diagnostics.
-    pub origin: Option<String>,
-    /// A display name used in logs instead of `task`.
-    pub shadow: Option<String>,
-    /// The result of this task is not wanted.
-    pub ignore_result: bool,
-    /// Where replies go (result backends).
-    pub reply_to: Option<String>,
     /// Free-form application headers.
     pub headers: BTreeMap<String, String>,
     /// A fingerprint of the serde shape of the task's argument types in the sender's build; `None`
@@ -169,9 +153,7 @@ pub struct Envelope {
     pub args_schema: Option<u64>,
 }
 
-const MAGIC: [u8; 4] = *b"CLR\x02";
-/// Format 1: format 2 without `args_schema`.
-const MAGIC_V1: [u8; 4] = *b"CLR\x01";
+const MAGIC: [u8; 4] = *b"CLR\x03";
 
 impl Envelope {
     /// A new envelope with a fresh id, created now, with no retries, ETA, expiry or links.
@@ -191,15 +173,10 @@ impl Envelope {
             eta: None,
             expires: None,
             priority: None,
-            time_limit: TimeLimits::default(),
+            time_limit: None,
             created_at: crate::clock::now(),
             parent_id: None,
             root_id: None,
-            group_id: None,
-            origin: None,
-            shadow: None,
-            ignore_result: false,
-            reply_to: None,
             headers: BTreeMap::new(),
             args_schema: None,
         }
@@ -220,12 +197,8 @@ impl Envelope {
         if let Some(body) = bytes.strip_prefix(&MAGIC) {
             return crate::codec::bincode::decode_typed(body, limits);
         }
-        if let Some(body) = bytes.strip_prefix(&MAGIC_V1) {
-            // Format 1 lacks only the last field: it reads as format 2 with `args_schema` absent
-            // (bincode's `None` is one zero byte).
-            let mut body = body.to_vec();
-            body.push(0);
-            return crate::codec::bincode::decode_typed(&body, limits);
+        if let Some(envelope) = legacy::decode(bytes, limits) {
+            return envelope;
         }
         Err(CodecError::Decode {
             content_type: "celeriac envelope",
@@ -236,11 +209,6 @@ impl Envelope {
     /// Whether the task has expired at `now`.
     pub fn is_expired_at(&self, now: SystemTime) -> bool {
         self.expires.is_some_and(|expires| expires <= now)
-    }
-
-    /// The name to show in logs: `shadow` when set, else `task`.
-    pub fn display_name(&self) -> &str {
-        self.shadow.as_deref().unwrap_or(&self.task)
     }
 }
 
@@ -254,34 +222,12 @@ mod tests {
         envelope.eta = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
         envelope.expires = Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000));
         envelope.priority = Some(7);
-        envelope.time_limit = TimeLimits {
-            soft: Some(Duration::from_secs(5)),
-            hard: Some(Duration::from_millis(7500)),
-        };
+        envelope.time_limit = Some(Duration::from_millis(7500));
         envelope.parent_id = Some(TaskId::new());
         envelope.root_id = Some(TaskId::new());
-        envelope.group_id = Some(TaskId::new());
-        envelope.origin = Some("host@1".into());
-        envelope.shadow = Some("shadow".into());
-        envelope.ignore_result = true;
-        envelope.reply_to = Some("replies".into());
         envelope.headers.insert("k".into(), "v".into());
         envelope.args_schema = Some(0xfeed_f00d);
         envelope
-    }
-
-    #[test]
-    fn format_1_messages_still_decode() {
-        let mut envelope = full_envelope();
-        envelope.args_schema = None;
-        let bytes = envelope.to_bytes().unwrap();
-        // Format 1: the same fields but the last (`None`: one zero byte), under magic version 1.
-        let mut v1 = MAGIC_V1.to_vec();
-        v1.extend_from_slice(&bytes[MAGIC.len()..bytes.len() - 1]);
-        assert_eq!(
-            Envelope::from_bytes(&v1, &DecodeLimits::default()).unwrap(),
-            envelope
-        );
     }
 
     #[test]
