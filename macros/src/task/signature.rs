@@ -114,6 +114,15 @@ pub(crate) fn check(function: &syn::ItemFn, errors: &mut Errors) -> TaskSignatur
             continue;
         }
         match &*typed.ty {
+            Type::Reference(reference) if is_context(&reference.elem) => errors.spanned(
+                reference,
+                "take the context by value, `ctx: TaskContext`, not by reference: each run owns its \
+                 context (it is cheap to clone)",
+            ),
+            Type::Reference(reference) if state_type(&reference.elem).is_some() => errors.spanned(
+                reference,
+                "take state by value, `State(x): State<T>`, not by reference: each run gets a clone",
+            ),
             Type::Reference(reference) => errors.spanned(
                 reference,
                 "task arguments must be owned values (e.g. `String`, not `&str`): they are decoded from a message",

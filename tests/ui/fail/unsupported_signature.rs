@@ -15,4 +15,7 @@ async fn pattern((_a, _b): (u8, u8)) {}
 #[celeriac::task]
 const fn constant() {}
 
+#[celeriac::task]
+async fn context_by_reference(_ctx: &TaskContext, _code: String) {}
+
 fn main() {}

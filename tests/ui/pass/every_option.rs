@@ -44,12 +44,23 @@ async fn custom_argument(order: Order, mut count: u32) -> Result<(), std::fmt::E
     Ok(())
 }
 
+/// A plain (blocking) function may take the context and state too: it runs on tokio's blocking pool.
+#[celeriac::task]
+fn blocking_with_context(
+    ctx: TaskContext,
+    celeriac::State(limit): celeriac::State<u64>,
+    n: u64,
+) -> Result<u64, celeriac::BoxError> {
+    Ok(n.min(limit) + u64::from(ctx.retries()))
+}
+
 async fn senders(app: &App) -> Result<(), celeriac::Error> {
     ccp_send_sms_code::delay(app, "13800138000".into(), "1".into()).await?;
     blocking_forever::delay(app, 1).await?;
     no_arguments_no_return::delay(app).await?;
     context_only::delay(app).await?;
     custom_argument::delay(app, Order { id: 1 }, 2).await?;
+    blocking_with_context::delay(app, 7).await?;
     custom_argument::delay(app, Order { id: 1 }, 2)
         .countdown(std::time::Duration::from_secs(1))
         .queue("orders")
