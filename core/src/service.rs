@@ -7,8 +7,11 @@
 //!
 //! 1. metrics (started / succeeded / failed counters, run time) and tracing (one `celeriac.task`
 //!    span per run) — built in;
-//! 2. your layers, the first added outermost (tower's `ServiceBuilder` rule);
-//! 3. the task itself, with its time limit and panic catching.
+//! 2. panic catching — built in: a panic in your layers or in the task is a
+//!    [`TaskError::Panicked`], and the worker lives on;
+//! 3. your layers, the first added outermost (tower's `ServiceBuilder` rule);
+//! 4. the time limit — built in: [`TaskRequest::time_limit`];
+//! 5. the task itself: decode the arguments, run, encode the output.
 //!
 //! ```
 //! use std::time::Duration;
@@ -32,7 +35,6 @@
 //! ```
 
 use std::fmt;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -40,40 +42,32 @@ use futures::future::BoxFuture;
 use tower::util::BoxCloneSyncService;
 use tower_service::Service;
 
-use crate::metrics::TaskMetrics;
-use crate::task::registry::Handler;
 use crate::{TaskContext, TaskError};
 
-/// One task run, as a tower request.
+/// One task run, as a tower request: the task's input — its context (id, name, queue, retries, the
+/// app) with the message's encoded arguments — and the time limit it is held to.
 pub struct TaskRequest {
     context: TaskContext,
-    handler: Handler,
     time_limit: Option<Duration>,
-    metrics: Arc<TaskMetrics>,
 }
 
 impl TaskRequest {
-    pub(crate) fn new(
-        context: TaskContext,
-        handler: Handler,
-        time_limit: Option<Duration>,
-        metrics: Arc<TaskMetrics>,
-    ) -> Self {
+    /// A request to run the task `context` describes, under `time_limit`.
+    pub fn new(context: TaskContext, time_limit: Option<Duration>) -> Self {
         Self {
             context,
-            handler,
             time_limit,
-            metrics,
         }
-    }
-
-    pub(crate) fn metrics(&self) -> &Arc<TaskMetrics> {
-        &self.metrics
     }
 
     /// The task's context: id, name, queue, retries, app.
     pub fn context(&self) -> &TaskContext {
         &self.context
+    }
+
+    /// The message's encoded arguments (decoded by the innermost service).
+    pub fn args(&self) -> &[u8] {
+        &self.context.envelope().args
     }
 
     /// The time limit this run is held to, if any.
@@ -111,8 +105,8 @@ impl TaskOutput {
 /// The type-erased service a worker calls for each run.
 pub type BoxTaskService = BoxCloneSyncService<TaskRequest, TaskOutput, TaskError>;
 
-/// The innermost service: runs the task's code under its time limit and turns a panic into
-/// [`TaskError::Panicked`].
+/// The innermost service: finds the registered task the request names, decodes its arguments,
+/// runs it and encodes its output. Always ready.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct RunTask;
 
@@ -126,6 +120,13 @@ impl Service<TaskRequest> for RunTask {
     }
 
     fn call(&mut self, request: TaskRequest) -> Self::Future {
-        (request.handler)(request.context, request.time_limit)
+        let context = request.context;
+        match context.app().registered(context.name()) {
+            Some(task) => (task.handler)(context),
+            None => {
+                let error = TaskError::reject(format!("unknown task `{}`", context.name()));
+                Box::pin(std::future::ready(Err(error)))
+            }
+        }
     }
 }

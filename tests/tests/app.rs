@@ -421,3 +421,44 @@ async fn a_send_carries_its_own_time_limit_and_headers_to_the_run() {
     seen.sort();
     assert_eq!(seen, ["first", "second"]);
 }
+
+// ===== the run path: one place catches panics, in user layers too =====
+
+#[celeriac::task(name = "guarded")]
+async fn guarded() {}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_layer_fails_the_run_and_the_worker_lives_on() {
+    let app = App::builder()
+        .broker(MemoryBroker::new())
+        .register::<guarded>()
+        .build()
+        .unwrap();
+    guarded::delay(&app).await.unwrap();
+    guarded::delay(&app).await.unwrap();
+    let worker = app
+        .worker()
+        .concurrency(1)
+        .layer(tower::layer::layer_fn(
+            |inner: celeriac::service::BoxTaskService| {
+                let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+                tower::service_fn(move |request: TaskRequest| {
+                    let first = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+                    assert!(!first, "a bug in a layer");
+                    tower::ServiceExt::oneshot(inner.clone(), request)
+                })
+            },
+        ))
+        .build()
+        .unwrap();
+    let report = worker
+        .run_until(tokio::time::sleep(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    assert_eq!((report.succeeded, report.dead_lettered), (1, 1));
+    let reasons = dead_letter_reasons(&app, "celery").await;
+    assert!(
+        reasons[0].contains("panicked: a bug in a layer"),
+        "{reasons:?}"
+    );
+}

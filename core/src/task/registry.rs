@@ -1,45 +1,28 @@
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt;
-use std::panic::AssertUnwindSafe;
-use std::time::Duration;
 
-use futures::FutureExt;
 use futures::future::BoxFuture;
 
-use super::{Task, TaskContext, TaskError, TaskOptions, panic_message};
+use super::{Task, TaskContext, TaskError, TaskOptions};
 use crate::BuildError;
 use crate::codec::CodecExt;
 use crate::service::TaskOutput;
 
-/// Runs one task type's code under a time limit: decodes the arguments, runs, encodes the output;
-/// a panic becomes [`TaskError::Panicked`], an exceeded limit [`TaskError::TimeLimit`].
-pub(crate) type Handler =
-    fn(TaskContext, Option<Duration>) -> BoxFuture<'static, Result<TaskOutput, TaskError>>;
+/// Runs one task type's code: decodes the arguments, runs, encodes the output. Time limits and
+/// panics are the run path's layers (see `layers`).
+pub(crate) type Handler = fn(TaskContext) -> BoxFuture<'static, Result<TaskOutput, TaskError>>;
 
-fn handle<T: Task>(
-    ctx: TaskContext,
-    time_limit: Option<Duration>,
-) -> BoxFuture<'static, Result<TaskOutput, TaskError>> {
+fn handle<T: Task>(ctx: TaskContext) -> BoxFuture<'static, Result<TaskOutput, TaskError>> {
     Box::pin(async move {
-        let run = AssertUnwindSafe(async move {
-            let app = ctx.app().clone();
-            let args: T::Args = app.decode_args(ctx.envelope())?;
-            let output = T::run(ctx, args).await?;
-            let bytes = app
-                .codec()
-                .encode(&output)
-                .map_err(|error| TaskError::failed(Box::new(error)))?;
-            Ok(TaskOutput::new(bytes))
-        })
-        .catch_unwind();
-        let outcome = match time_limit {
-            Some(limit) => tokio::time::timeout(limit, run)
-                .await
-                .map_err(|_| TaskError::TimeLimit(limit))?,
-            None => run.await,
-        };
-        outcome.unwrap_or_else(|payload| Err(TaskError::Panicked(panic_message(&*payload))))
+        let app = ctx.app().clone();
+        let args: T::Args = app.decode_args(ctx.envelope())?;
+        let output = T::run(ctx, args).await?;
+        let bytes = app
+            .codec()
+            .encode(&output)
+            .map_err(|error| TaskError::failed(Box::new(error)))?;
+        Ok(TaskOutput::new(bytes))
     })
 }
 

@@ -5,18 +5,16 @@
 //! run. A lane keeps the acks it sent but the broker has not confirmed yet and awaits them while it
 //! runs its next tasks, so a broker round trip never holds a lane.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
 use super::process::{process, settle};
 use crate::broker::Delivery;
 use crate::metrics::{MetricsCache, TaskMetrics};
-use crate::task::panic_message;
 
 /// Runs deliveries from `handed` until the fetch loop closes it, then waits for its pending acks.
 pub(super) async fn lane(
@@ -42,18 +40,10 @@ pub(super) async fn lane(
             settle("requeue", &queue, delivery.requeue()).await;
             continue;
         }
-        // Task code's panics are caught around the run itself; this guard keeps the lane alive
-        // should handling a delivery ever panic elsewhere (the delivery is then redelivered).
-        let handled = AssertUnwindSafe(process(&shared, &mut metrics, delivery, &stop_now))
-            .catch_unwind()
-            .await;
-        match handled {
-            Ok(Some(pending)) => confirming.push(pending),
-            Ok(None) => {}
-            Err(payload) => tracing::error!(
-                panic = %panic_message(&*payload),
-                "internal error while handling a delivery; it will be redelivered"
-            ),
+        // Panics in task code and in the user's layers are caught in the run path (`CatchPanic`),
+        // the one place; handling a delivery runs no other user code.
+        if let Some(pending) = process(&shared, &mut metrics, delivery, &stop_now).await {
+            confirming.push(pending);
         }
     }
     while confirming.next().await.is_some() {}

@@ -30,6 +30,7 @@ use tower_service::Service;
 
 use self::rate_limit::RateLimiter;
 pub use self::shutdown::shutdown_signal;
+use crate::layers::time_limit::TimeLimit;
 use crate::metrics::MetricsCache;
 use crate::service::{BoxTaskService, RunTask, TaskOutput, TaskRequest};
 use crate::task::BoxError;
@@ -157,9 +158,10 @@ impl WorkerBuilder {
                 reason: "a worker needs at least one non-empty queue name".into(),
             });
         }
-        // Without user layers the worker calls the task directly (see `layers::instrumented`).
+        // The user's layers wrap the time-limited task; without any, the worker calls
+        // `CatchPanic<TimeLimit<RunTask>>` with no box between (see `layers`).
         let layered = (!self.layers.is_empty()).then(|| {
-            let mut service = BoxTaskService::new(RunTask);
+            let mut service = BoxTaskService::new(TimeLimit::new(RunTask));
             for layer in self.layers.iter().rev() {
                 service = layer(service);
             }

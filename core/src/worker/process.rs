@@ -5,14 +5,12 @@
 //! limit, retry, shutdown) is boxed, so the future stays small: it lives on the lane's stack frame
 //! once per run, and its size is per-task memory traffic.
 
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
-use futures::FutureExt;
 use futures::future::{BoxFuture, Either};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -22,10 +20,11 @@ use super::lane::LaneMetrics;
 use super::{Counters, Shared};
 use crate::broker::{BrokerError, Delivery, Outgoing};
 use crate::error::Report;
+use crate::layers::catch_panic::CatchPanic;
 use crate::layers::instrumented;
+use crate::layers::time_limit::TimeLimit;
 use crate::metrics::{TaskMetrics, UNKNOWN_TASK};
 use crate::service::{RunTask, TaskRequest};
-use crate::task::panic_message;
 use crate::task::registry::RegisteredTask;
 use crate::{Envelope, RetryDecision, TaskContext, TaskError, clock};
 
@@ -136,12 +135,14 @@ pub(super) async fn process(
 
     let time_limit = envelope.time_limit.or(task.options.time_limit);
     let context = TaskContext::new(app.clone(), envelope);
-    let request = TaskRequest::new(context.clone(), task.handler, time_limit, metrics.clone());
-    let run = instrumented(request, |request| match &shared.layered {
-        Some(service) => Either::Left(service.clone().oneshot(request)),
-        None => Either::Right(RunTask.call(request)),
+    let request = TaskRequest::new(context.clone(), time_limit);
+    // The run path (see `layers`): panics caught, the user's layers if any, the time limit, the task.
+    let run = instrumented(request, metrics.clone(), |request| match &shared.layered {
+        Some(service) => Either::Left(CatchPanic::new(service.clone()).oneshot(request)),
+        // Every service of the unlayered stack is always ready: call it directly.
+        None => Either::Right(CatchPanic::new(TimeLimit::new(RunTask)).call(request)),
     });
-    let mut run = std::pin::pin!(AssertUnwindSafe(run).catch_unwind());
+    let mut run = std::pin::pin!(run);
     // Most runs finish on their first poll; only a run that waits needs the shutdown watch.
     let outcome = match futures::poll!(run.as_mut()) {
         Poll::Ready(outcome) => outcome,
@@ -157,10 +158,7 @@ pub(super) async fn process(
             }
         },
     };
-    let result =
-        outcome.unwrap_or_else(|payload| Err(TaskError::Panicked(panic_message(&*payload))));
-
-    match result {
+    match outcome {
         Ok(_) => {
             Counters::add(&shared.report.succeeded);
             // The run is over: its ack (a broker round trip, maybe) does not hold the lane. The

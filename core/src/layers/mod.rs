@@ -1,8 +1,20 @@
-//! The built-in instrumentation every run goes through: one `celeriac.task` tracing span and the run
-//! metrics (started / succeeded / failed, run time), outside the user's tower layers.
+//! The built-in parts of the run path. Outermost first:
 //!
-//! It wraps the run's future instead of being a tower layer of its own, so a worker without user
-//! layers calls the task directly: no boxed service, no extra boxed future per run.
+//! 1. [`instrumented`]: one `celeriac.task` tracing span and the run metrics (started / succeeded /
+//!    failed, run time). It wraps the run's future rather than being a service, so it adds no boxed
+//!    future per run;
+//! 2. [`CatchPanic`](catch_panic::CatchPanic): the one place panics are caught;
+//! 3. the user's layers, if any (boxed once, as [`BoxTaskService`](crate::service::BoxTaskService));
+//! 4. [`TimeLimit`](time_limit::TimeLimit): cancels a run past its limit;
+//! 5. [`RunTask`](crate::service::RunTask): decodes the arguments, runs the task, encodes its output.
+//!
+//! Without user layers, 3 is absent and the worker calls `CatchPanic<TimeLimit<RunTask>>` directly:
+//! the same services, with no box between them.
+
+pub(crate) mod catch_panic;
+pub(crate) mod time_limit;
+
+use std::sync::Arc;
 
 use std::future::Future;
 
@@ -10,18 +22,19 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::TaskError;
+use crate::metrics::TaskMetrics;
 use crate::service::{TaskOutput, TaskRequest};
 
 /// Runs `call(request)` inside the run's span and records its metrics. Arguments are never recorded.
 pub(crate) fn instrumented<C, F>(
     request: TaskRequest,
+    metrics: Arc<TaskMetrics>,
     call: C,
 ) -> impl Future<Output = Result<TaskOutput, TaskError>> + Send
 where
     C: FnOnce(TaskRequest) -> F,
     F: Future<Output = Result<TaskOutput, TaskError>> + Send,
 {
-    let metrics = request.metrics().clone();
     let ctx = request.context();
     let span = tracing::info_span!(
         "celeriac.task",
