@@ -71,8 +71,8 @@ pub use crate::envelope::{Envelope, TaskId};
 pub use crate::error::{BuildError, EnqueueError, Error, WorkerError};
 pub use crate::retry::{RetryDecision, RetryPolicy};
 pub use crate::task::{
-    BoxError, DEFAULT_QUEUE, IntoTaskResult, RateLimit, State, Task, TaskContext, TaskError,
-    TaskOptions,
+    BoxError, DEFAULT_QUEUE, IntoTaskResult, RateLimit, State, Task, TaskArgs, TaskContext,
+    TaskError, TaskOptions,
 };
 pub use crate::worker::{Worker, WorkerBuilder, WorkerReport};
 
@@ -130,6 +130,7 @@ pub mod __private {
     )]
     pub trait TaskState: Clone + Send + Sync + 'static {}
 
+    #[diagnostic::do_not_recommend]
     impl<T> TaskState for T where T: Clone + Send + Sync + 'static {}
 
     /// Takes the app's `T` for one run of a task with a `State<T>` parameter.
@@ -160,16 +161,11 @@ pub mod __private {
         label = "task arguments must be `Serialize + DeserializeOwned + Send + 'static`",
         note = "arguments travel through the broker: derive `serde::Serialize` and `serde::Deserialize` for your type, and use owned types (`String`, not `&str`)"
     )]
-    pub trait TaskArgument {}
+    pub trait TaskArgument:
+        serde::Serialize + serde::de::DeserializeOwned + Send + 'static
+    {
+    }
 
+    #[diagnostic::do_not_recommend]
     impl<T> TaskArgument for T where T: serde::Serialize + serde::de::DeserializeOwned + Send + 'static {}
-
-    /// Compile-time check that `T` can be a task argument.
-    pub const fn assert_argument<T: TaskArgument>() {}
-
-    /// Compile-time check of a task function's return type.
-    pub const fn assert_return<T: IntoTaskResult>() {}
-
-    /// Compile-time check that a task's first parameter is a [`TaskContext`](crate::TaskContext).
-    pub const fn assert_context(_: fn(crate::TaskContext)) {}
 }

@@ -17,9 +17,9 @@ pub use self::builder::AppBuilder;
 pub use self::delay::Delay;
 pub use self::send::SendOptions;
 use crate::broker::{Broker, Outgoing};
-use crate::codec::{self, Codec, CodecError, CodecExt, DecodeLimits};
+use crate::codec::{self, Codec, CodecError, DecodeLimits};
+use crate::task::TaskArgs;
 use crate::task::registry::{RegisteredTask, Registry};
-use crate::task::schema;
 use crate::{EnqueueError, Envelope, Task, TaskError, TaskId, TaskOptions, WorkerBuilder, clock};
 
 /// A celeriac application: where tasks are sent and which tasks its workers run.
@@ -126,8 +126,9 @@ impl App {
         args: T::Args,
         options: SendOptions,
     ) -> Result<TaskId, EnqueueError> {
-        let mut envelope = self.envelope(T::NAME, &args, Some(&T::options()), options)?;
-        envelope.args_schema = schema::fingerprint::<T::Args>();
+        let mut envelope =
+            self.envelope(T::NAME, args.as_serialize(), Some(&T::options()), options)?;
+        envelope.args_schema = T::Args::schema_fingerprint();
         self.publish(envelope).await
     }
 
@@ -137,12 +138,16 @@ impl App {
         args: impl IntoIterator<Item = T::Args>,
     ) -> Result<Vec<TaskId>, EnqueueError> {
         let task_options = T::options();
-        let args_schema = schema::fingerprint::<T::Args>();
+        let args_schema = T::Args::schema_fingerprint();
         let mut ids = Vec::new();
         let mut messages = Vec::new();
         for args in args {
-            let mut envelope =
-                self.envelope(T::NAME, &args, Some(&task_options), SendOptions::new())?;
+            let mut envelope = self.envelope(
+                T::NAME,
+                args.as_serialize(),
+                Some(&task_options),
+                SendOptions::new(),
+            )?;
             envelope.args_schema = args_schema;
             ids.push(envelope.id);
             messages.push(Self::outgoing(&envelope)?);
@@ -257,10 +262,7 @@ impl App {
     }
 
     /// Decodes a message's arguments with the codec its content type names.
-    pub(crate) fn decode_args<A: serde::de::DeserializeOwned>(
-        &self,
-        envelope: &Envelope,
-    ) -> Result<A, TaskError> {
+    pub(crate) fn decode_args<A: TaskArgs>(&self, envelope: &Envelope) -> Result<A, TaskError> {
         let codec: &dyn Codec = if envelope.content_type == self.inner.codec.content_type() {
             &*self.inner.codec
         } else {
@@ -270,9 +272,7 @@ impl App {
                 ))
             })?
         };
-        codec
-            .decode(&envelope.args, &self.inner.limits)
-            .map_err(TaskError::InvalidArgs)
+        A::decode_from(codec, &envelope.args, &self.inner.limits).map_err(TaskError::InvalidArgs)
     }
 
     /// The shared value of type `S` given to [`AppBuilder::state`], if any.

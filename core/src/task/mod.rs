@@ -35,7 +35,6 @@ mod state;
 use std::future::Future;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 pub use self::context::TaskContext;
 pub(crate) use self::error::panic_message;
@@ -51,7 +50,7 @@ pub trait Task: Send + Sync + 'static {
     /// The task's name in messages, e.g. `ccp_send_sms_code`.
     const NAME: &'static str;
     /// The arguments, encoded by the app's codec.
-    type Args: Serialize + DeserializeOwned + Send + 'static;
+    type Args: TaskArgs;
     /// What a successful run returns.
     type Output: Serialize + Send + 'static;
 
@@ -72,6 +71,76 @@ pub trait Task: Send + Sync + 'static {
         args: Self::Args,
     ) -> impl Future<Output = Result<Self::Output, TaskError>> + Send;
 }
+
+/// A task's argument tuple: `()`, `(A,)`, `(A, B)`, … up to 16 arguments, each
+/// `Serialize + DeserializeOwned + Send + 'static`. A task with one struct argument takes
+/// `(MyStruct,)`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a task's arguments",
+    label = "task arguments are a tuple of owned, serializable values",
+    note = "write `type Args = (A, B, …);` with each type `Serialize + DeserializeOwned + Send + 'static`"
+)]
+///
+/// Its only supertraits are `Send + 'static`, and its impls ask each element for one bound: so an
+/// argument type that cannot travel through the broker is one compile error naming it, not one per
+/// missing serde trait. Encoding and decoding go through its (hidden) methods.
+pub trait TaskArgs: Send + 'static {
+    #[doc(hidden)]
+    fn as_serialize(&self) -> &dyn erased_serde::Serialize;
+
+    #[doc(hidden)]
+    fn decode_from(
+        codec: &dyn crate::Codec,
+        bytes: &[u8],
+        limits: &crate::codec::DecodeLimits,
+    ) -> Result<Self, crate::codec::CodecError>
+    where
+        Self: Sized;
+
+    #[doc(hidden)]
+    fn schema_fingerprint() -> Option<u64>
+    where
+        Self: Sized;
+}
+
+macro_rules! task_args_tuples {
+    ($($name:ident)*) => {
+        impl<$($name: crate::__private::TaskArgument),*> TaskArgs for ($($name,)*) {
+            fn as_serialize(&self) -> &dyn erased_serde::Serialize {
+                self
+            }
+
+            fn decode_from(
+                codec: &dyn crate::Codec,
+                bytes: &[u8],
+                limits: &crate::codec::DecodeLimits,
+            ) -> Result<Self, crate::codec::CodecError> {
+                crate::CodecExt::decode(codec, bytes, limits)
+            }
+
+            fn schema_fingerprint() -> Option<u64> {
+                schema::fingerprint::<Self>()
+            }
+        }
+    };
+}
+task_args_tuples!();
+task_args_tuples!(A);
+task_args_tuples!(A B);
+task_args_tuples!(A B C);
+task_args_tuples!(A B C D);
+task_args_tuples!(A B C D E);
+task_args_tuples!(A B C D E F);
+task_args_tuples!(A B C D E F G);
+task_args_tuples!(A B C D E F G H);
+task_args_tuples!(A B C D E F G H I);
+task_args_tuples!(A B C D E F G H I J);
+task_args_tuples!(A B C D E F G H I J K);
+task_args_tuples!(A B C D E F G H I J K L);
+task_args_tuples!(A B C D E F G H I J K L M);
+task_args_tuples!(A B C D E F G H I J K L M N);
+task_args_tuples!(A B C D E F G H I J K L M N O);
+task_args_tuples!(A B C D E F G H I J K L M N O P);
 
 /// What a `#[task]` function may return: `Result<T, E>` with a serializable `T` and any error `E`,
 /// or `()`.

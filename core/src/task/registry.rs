@@ -93,7 +93,7 @@ impl Registry {
                 name: T::NAME,
                 options: T::options(),
                 handler: handle::<T>,
-                args_schema: super::schema::fingerprint::<T::Args>(),
+                args_schema: <T::Args as super::TaskArgs>::schema_fingerprint(),
                 args_type: std::any::type_name::<T::Args>(),
                 type_name: std::any::type_name::<T>(),
                 required_state: T::required_state(),
