@@ -6,7 +6,7 @@
 //!
 //! ```standalone_crate
 //! use std::time::Duration;
-//! use celeriac::{App, MemoryBroker};
+//! use celeriac::App;
 //!
 //! #[celeriac::task(name = "ccp_send_sms_code", max_retries = 3, retry_backoff = 3)]
 //! async fn ccp_send_sms_code(mobile: String, code: String) -> Result<(), std::io::Error> {
@@ -15,8 +15,8 @@
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), celeriac::Error> {
-//! // The broker is the one line to change for Redis or RabbitMQ.
-//! let app = App::builder().broker(MemoryBroker::new()).autodiscover().build()?;
+//! // The broker is a URL: `redis://…` or `amqp://…` (features `redis`, `amqp`) instead of `memory://`.
+//! let app = App::builder().broker_url("memory://").autodiscover().build()?;
 //!
 //! // In a web handler: enqueue and answer at once.
 //! ccp_send_sms_code::delay(&app, "13800138000".into(), "424242".into()).await?;
@@ -32,18 +32,26 @@
 //! - [`Task`]: a named kind of work with typed arguments ([`task`](mod@task) module). Its
 //!   [`TaskOptions`] set the queue, [`RetryPolicy`], time limit, rate limit, expiry, priority and
 //!   acknowledgement mode.
-//! - [`App`]: a broker, a [`Codec`] and the registered tasks; [`App::delay`] and
-//!   [`App::apply_async`] send tasks and return their [`TaskId`].
+//! - [`App`]: a broker (chosen by URL with [`AppBuilder::broker_url`]), a [`Codec`], shared
+//!   [`State`] and the registered tasks. `my_task::delay(&app, …)` returns a [`Delay`] to await, with
+//!   options chained on it; it answers the task's [`TaskId`].
 //! - [`Broker`]: where messages wait; the [`broker`] module states the at-least-once contract.
-//!   [`MemoryBroker`] is the embedded one; `celeriac-redis` and `celeriac-amqp` are the others.
+//!   [`MemoryBroker`] is the embedded one; `celeriac::redis` and `celeriac::amqp` (features)
+//!   are the others.
 //! - [`Worker`]: consumes queues and settles every message exactly one way (see [`worker`]). Each run
-//!   goes through a tower service, so tower layers apply ([`service`]).
+//!   goes through a tower stack, so tower layers apply ([`service`]).
+//! - [`guide`]: the user guide, from a first task to testing and coming from Celery.
 //! - Observability: one `tracing` span per run and [`metrics`] counters; the library never installs a
 //!   subscriber or recorder.
 //!
 //! ## Feature flags
 //!
 //! - `macros` (default): the [`#[task]`](macro@task) attribute.
+//! - `redis`: the Redis broker (`redis://`, `rediss://`), re-exported as `celeriac::redis`.
+//! - `amqp`: the RabbitMQ broker (`amqp://`, `amqps://`), re-exported as `celeriac::amqp`.
+//! - `full`: all of the above.
+//! - `test-util`: `celeriac::testing` — a harness that runs an app's tasks to completion in tests,
+//!   and the broker contract kit for broker authors.
 
 #![deny(missing_docs)]
 #![warn(clippy::unwrap_used, clippy::expect_used)]

@@ -26,8 +26,8 @@ use proc_macro::TokenStream;
 /// ```
 ///
 /// The function stays callable as it is. Beside it, the macro defines a type of the same name that
-/// implements `celeriac::Task`, with `delay(&app, args…)` and `apply_async(&app, (args…), options)`,
-/// and submits it for `App::builder().autodiscover()`.
+/// implements `celeriac::Task`, with `delay(&app, args…)` (an awaitable `celeriac::Delay`, with send
+/// options chained on it), and submits it for `App::builder().autodiscover()`.
 ///
 /// - An `async fn` runs on the worker's runtime; a plain `fn` runs on tokio's blocking pool (for
 ///   CPU-bound or blocking work).

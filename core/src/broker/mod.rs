@@ -2,8 +2,8 @@
 //!
 //! The [`Broker`] trait and its types come from the `celeriac-core` crate, re-exported here; its
 //! documentation states the at-least-once delivery contract every broker keeps. [`MemoryBroker`] is
-//! the embedded broker; with the features `redis` and `amqp`, [`redis`](crate::redis) and
-//! [`amqp`](crate::amqp) hold the others, and [`AppBuilder::broker_url`](crate::AppBuilder::broker_url)
+//! the embedded broker; with the features `redis` and `amqp`, `celeriac::redis` and
+//! `celeriac::amqp` hold the others, and [`AppBuilder::broker_url`](crate::AppBuilder::broker_url)
 //! picks one by URL.
 //!
 //! Writing a broker? Implement [`Broker`] and [`Acknowledger`], and run the contract kit of
