@@ -24,6 +24,36 @@ pub(crate) struct TaskSignature {
     pub(crate) output: Type,
 }
 
+/// Whether a return type is written as `()` or as a path ending in `Result` (`Result<T, E>`,
+/// `io::Result<T>`, `anyhow::Result<T>`, an alias such as `SendResult`). Anything else cannot carry a
+/// failure; it is refused here, with one error at the type, instead of by trait bounds later.
+fn returns_result_or_unit(ty: &Type) -> bool {
+    match ty {
+        Type::Tuple(tuple) => tuple.elems.is_empty(),
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .is_some_and(|segment| segment.ident.to_string().ends_with("Result")),
+        Type::Group(group) => returns_result_or_unit(&group.elem),
+        Type::Paren(paren) => returns_result_or_unit(&paren.elem),
+        _ => false,
+    }
+}
+
+/// A `State` written without its type.
+fn is_bare_state(ty: &Type) -> bool {
+    match ty {
+        Type::Path(path) if path.qself.is_none() => {
+            path.path.segments.last().is_some_and(|segment| {
+                segment.ident == "State" && matches!(segment.arguments, syn::PathArguments::None)
+            })
+        }
+        Type::Group(group) => is_bare_state(&group.elem),
+        _ => false,
+    }
+}
+
 /// `T` of a `State<T>` parameter type.
 fn state_type(ty: &Type) -> Option<&Type> {
     match ty {
@@ -101,6 +131,14 @@ pub(crate) fn check(function: &syn::ItemFn, errors: &mut Errors) -> TaskSignatur
             params.push(Param::State(state.clone()));
             continue;
         }
+        if is_bare_state(&typed.ty) {
+            errors.spanned(
+                &typed.ty,
+                "`State` needs the type of the state it takes: `State<Gateway>` (the app is given \
+                 one with `App::builder().state(…)`)",
+            );
+            continue;
+        }
         if is_context(&typed.ty) {
             if index == 0 {
                 takes_context = true;
@@ -152,6 +190,15 @@ pub(crate) fn check(function: &syn::ItemFn, errors: &mut Errors) -> TaskSignatur
                 errors.spanned(
                     impl_trait,
                     "a task function cannot return `impl Trait`: return `Result<T, E>` or nothing",
+                );
+            } else if !returns_result_or_unit(ty) {
+                errors.spanned(
+                    ty,
+                    format!(
+                        "a task returns `Result<T, E>` (any error type) or nothing, so that it can \
+                         fail and be retried: return `Result<{}, E>`",
+                        quote::quote!(#ty)
+                    ),
                 );
             }
             (**ty).clone()

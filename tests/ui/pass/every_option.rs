@@ -54,6 +54,12 @@ fn blocking_with_context(
     Ok(n.min(limit) + u64::from(ctx.retries()))
 }
 
+/// A `Result` alias is a result too.
+#[celeriac::task]
+async fn aliased_result(path: String) -> std::io::Result<u64> {
+    Ok(path.len() as u64)
+}
+
 async fn senders(app: &App) -> Result<(), celeriac::Error> {
     ccp_send_sms_code::delay(app, "13800138000".into(), "1".into()).await?;
     blocking_forever::delay(app, 1).await?;
@@ -61,6 +67,7 @@ async fn senders(app: &App) -> Result<(), celeriac::Error> {
     context_only::delay(app).await?;
     custom_argument::delay(app, Order { id: 1 }, 2).await?;
     blocking_with_context::delay(app, 7).await?;
+    aliased_result::delay(app, "/tmp".into()).await?;
     custom_argument::delay(app, Order { id: 1 }, 2)
         .countdown(std::time::Duration::from_secs(1))
         .queue("orders")
