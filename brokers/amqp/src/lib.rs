@@ -53,6 +53,7 @@
 mod acks;
 mod config;
 mod consumer;
+mod dead;
 mod error;
 mod frames;
 mod link;
@@ -62,7 +63,7 @@ mod window;
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use celeriac_core::Report;
@@ -70,14 +71,15 @@ use celeriac_core::{
     Broker, BrokerError, Capabilities, ConsumeOptions, DeadLetter, DeliveryStream, Outgoing,
     QueueStats,
 };
-use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions, QueuePurgeOptions};
+use lapin::options::{BasicAckOptions, QueueDeclareOptions, QueuePurgeOptions};
 use lapin::types::FieldTable;
 
 use celeriac_core::RedactedUrl;
 
 use crate::config::Settings;
+use crate::dead::DeadLetterReader;
 use crate::error::bounded;
-use crate::link::{DEAD_AT_HEADER, Publication, REASON_HEADER, Shared, int_header, text_header};
+use crate::link::{Publication, Shared};
 use crate::topology::{dead_queue, wait_queue};
 
 /// A [`Broker`] on RabbitMQ. Cheap to clone.
@@ -344,60 +346,37 @@ impl Broker for AmqpBroker {
         queue: &str,
         limit: usize,
     ) -> Result<Vec<DeadLetter>, BrokerError> {
-        let link = self.shared.link().await?;
-        let timeout = self.shared.timeout();
         // Read without acking, then close the channel: RabbitMQ puts every message back in order.
-        let channel = bounded("open channel", timeout, link.connection.create_channel()).await?;
-        self.shared.declare(&link, &channel, queue).await?;
-        let dead = dead_queue(queue);
-        let mut letters = Vec::new();
-        while letters.len() < limit {
-            let got = bounded(
-                "read dead letters",
-                timeout,
-                channel.basic_get(dead.as_str().into(), BasicGetOptions { no_ack: false }),
-            )
-            .await?;
-            let Some(message) = got else { break };
-            let delivery = message.delivery;
-            let headers = delivery.properties.headers().as_ref();
-            let at = int_header(headers, DEAD_AT_HEADER)
-                .and_then(|ms| u64::try_from(ms).ok())
-                .unwrap_or(0);
-            letters.push(DeadLetter::new(
-                queue,
-                delivery.data.into(),
-                text_header(headers, REASON_HEADER).unwrap_or_default(),
-                UNIX_EPOCH + Duration::from_millis(at),
-            ));
+        let reader = DeadLetterReader::open(&self.shared, queue).await?;
+        let read = async {
+            let mut letters = Vec::new();
+            while letters.len() < limit {
+                let Some(delivery) = reader.next().await? else {
+                    break;
+                };
+                letters.push(dead::record(queue, delivery));
+            }
+            Ok(letters)
         }
-        let _ = channel.close(200, "done".into()).await;
-        Ok(letters)
+        .await;
+        reader.close().await;
+        read
     }
 
     async fn requeue_dead_letters(&self, queue: &str, limit: usize) -> Result<u64, BrokerError> {
-        let link = self.shared.link().await?;
-        let timeout = self.shared.timeout();
-        let channel = bounded("open channel", timeout, link.connection.create_channel()).await?;
+        let reader = DeadLetterReader::open(&self.shared, queue).await?;
         let moved = async {
-            self.shared.declare(&link, &channel, queue).await?;
-            let dead = dead_queue(queue);
             let mut moved = 0;
             while moved < limit {
-                let got = bounded(
-                    "read dead letters",
-                    timeout,
-                    channel.basic_get(dead.as_str().into(), BasicGetOptions { no_ack: false }),
-                )
-                .await?;
-                let Some(message) = got else { break };
-                let delivery = message.delivery;
+                let Some(delivery) = reader.next().await? else {
+                    break;
+                };
                 // Confirmed on the queue before the dead letter goes: a failure in between leaves
                 // it dead-lettered (the channel closes unacked), never lost.
                 self.publish(Outgoing::new(queue, delivery.data)).await?;
                 bounded(
                     "remove requeued dead letter",
-                    timeout,
+                    reader.timeout(),
                     delivery.acker.ack(BasicAckOptions::default()),
                 )
                 .await?;
@@ -406,7 +385,7 @@ impl Broker for AmqpBroker {
             Ok::<_, BrokerError>(moved as u64)
         }
         .await;
-        let _ = channel.close(200, "done".into()).await;
+        reader.close().await;
         moved
     }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 /// assert!(caps.supports_delay(Duration::from_secs(60)));
 /// assert!(!caps.supports_delay(Duration::from_secs(7200)));
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
     /// The highest priority the broker orders by (`Outgoing::priority` up to it is honoured, higher
@@ -32,6 +32,13 @@ pub struct Capabilities {
     pub stats: bool,
     /// Whether one consumer gets one queue's ready messages in publish order.
     pub fifo: bool,
+}
+
+impl Default for Capabilities {
+    /// [`Capabilities::none`].
+    fn default() -> Self {
+        Self::none()
+    }
 }
 
 impl Capabilities {

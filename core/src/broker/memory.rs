@@ -435,14 +435,17 @@ impl Broker for MemoryBroker {
         };
         let moved = {
             let mut queue = cell.lock();
-            let moved = limit.min(queue.dead.len());
-            for dead in queue.dead.drain(..moved).collect::<Vec<_>>() {
+            let mut moved = 0;
+            while moved < limit
+                && let Some(dead) = queue.dead.pop_front()
+            {
                 let message = Message {
                     payload: dead.payload,
                     priority: 0,
                     redelivered: false,
                 };
                 queue.push_ready(message, false);
+                moved += 1;
             }
             moved
         };

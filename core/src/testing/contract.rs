@@ -71,6 +71,19 @@ fn assert_unsupported<T: std::fmt::Debug>(result: Result<T, BrokerError>, what: 
     }
 }
 
+/// Messages `1` and `2`, ready, and `3`, delayed by ten minutes.
+async fn publish_two_ready_one_delayed(broker: &Arc<dyn Broker>, queue: &str) {
+    publish(broker, queue, "1").await;
+    publish(broker, queue, "2").await;
+    broker
+        .publish(
+            Outgoing::new(queue, Bytes::from_static(b"3"))
+                .not_before(SystemTime::now() + Duration::from_secs(600)),
+        )
+        .await
+        .expect("publish");
+}
+
 fn text(delivery: &Delivery) -> String {
     String::from_utf8_lossy(delivery.payload()).into_owned()
 }
@@ -243,15 +256,7 @@ pub async fn len_counts_ready_and_delayed_not_unacked(broker: Arc<dyn Broker>, q
         assert_unsupported(broker.stats(queue).await, "statistics");
         return;
     }
-    publish(&broker, queue, "1").await;
-    publish(&broker, queue, "2").await;
-    broker
-        .publish(
-            Outgoing::new(queue, Bytes::from_static(b"3"))
-                .not_before(SystemTime::now() + Duration::from_secs(600)),
-        )
-        .await
-        .expect("publish");
+    publish_two_ready_one_delayed(&broker, queue).await;
     assert_eq!(broker.len(queue).await.expect("len"), 3);
     let mut stream = consume(&broker, queue, 1).await;
     let delivery = next(&mut stream).await;
@@ -497,15 +502,7 @@ pub async fn purge_removes_waiting_messages(broker: Arc<dyn Broker>, queue: &str
         assert_unsupported(broker.purge(queue).await, "purge");
         return;
     }
-    publish(&broker, queue, "1").await;
-    publish(&broker, queue, "2").await;
-    broker
-        .publish(
-            Outgoing::new(queue, Bytes::from_static(b"3"))
-                .not_before(SystemTime::now() + Duration::from_secs(600)),
-        )
-        .await
-        .expect("publish");
+    publish_two_ready_one_delayed(&broker, queue).await;
     assert_eq!(broker.purge(queue).await.expect("purge"), 3);
     assert_eq!(broker.len(queue).await.expect("len"), 0);
     let mut stream = consume(&broker, queue, 1).await;
