@@ -167,7 +167,8 @@ pub mod __private {
     #[diagnostic::on_unimplemented(
         message = "`{Self}` cannot be a task argument",
         label = "task arguments must be `Serialize + DeserializeOwned + Send + 'static`",
-        note = "arguments travel through the broker: derive `serde::Serialize` and `serde::Deserialize` for your type, and use owned types (`String`, not `&str`)"
+        note = "arguments travel through the broker: derive `serde::Serialize` and `serde::Deserialize` for your type, and use owned types (`String`, not `&str`)",
+        note = "a client, pool or configuration shared by every run is state, not an argument: take it as `State(x): State<{Self}>` and provide it with `AppBuilder::state`"
     )]
     pub trait TaskArgument:
         serde::Serialize + serde::de::DeserializeOwned + Send + 'static
