@@ -79,6 +79,14 @@ pub enum BuildError {
         /// The variable's name.
         var: String,
     },
+    /// The result backend URL cannot be used. The URL is shown without its password.
+    #[error("invalid result backend URL `{url}`: {reason}")]
+    ResultBackendUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A setting is out of range.
     #[error("invalid setting `{setting}`: {reason}")]
     InvalidSetting {

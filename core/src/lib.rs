@@ -65,6 +65,7 @@ pub mod envelope;
 pub mod error;
 mod layers;
 pub mod metrics;
+pub mod result;
 pub mod retry;
 pub mod service;
 pub mod task;
@@ -77,6 +78,7 @@ pub use crate::broker::{Broker, BrokerError, Delivery, MemoryBroker};
 pub use crate::codec::{Codec, CodecExt};
 pub use crate::envelope::{Envelope, TaskId};
 pub use crate::error::{BuildError, EnqueueError, Error, WorkerError};
+pub use crate::result::{AsyncResult, ResultError, ResultState, StoredResult};
 pub use crate::retry::{RetryDecision, RetryPolicy};
 pub use crate::task::{
     BoxError, DEFAULT_QUEUE, IntoTaskResult, RateLimit, State, Task, TaskArgs, TaskContext,
@@ -98,6 +100,11 @@ pub mod guide {
     /// Celery flow it replaces, and what changed.
     #[doc = include_str!("docs/sms-example.md")]
     pub mod sms_example {}
+
+    /// Results: `AsyncResult`, what `get` answers, choosing a result backend, which tasks keep
+    /// results, and why a task that ran twice still has one outcome.
+    #[doc = include_str!("docs/results.md")]
+    pub mod results {}
 }
 
 /// The Redis broker (`celeriac-redis`), for brokers configured beyond their URL.
@@ -116,8 +123,8 @@ pub use celeriac_core::async_trait;
 /// The names most programs need: `use celeriac::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        App, Broker, CodecExt, MemoryBroker, RetryPolicy, SendOptions, State, Task, TaskContext,
-        TaskError, TaskId, TaskOptions,
+        App, AsyncResult, Broker, CodecExt, MemoryBroker, RetryPolicy, SendOptions, State, Task,
+        TaskContext, TaskError, TaskId, TaskOptions,
     };
 }
 

@@ -100,6 +100,11 @@ impl TaskOutput {
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
+
+    /// The encoded output, owned.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
 }
 
 /// The type-erased service a worker calls for each run.

@@ -51,6 +51,8 @@ use proc_macro::TokenStream;
 /// | `expires` | seconds | discard the task if not started this long after it was sent |
 /// | `priority` | 0–9 | default message priority |
 /// | `acks_late` | bool | acknowledge after the run (default `true`) or before it |
+/// | `ignore_result` | bool | do not store the outcome for `AsyncResult::get` (default: `true` for tasks returning `()`, `false` otherwise) |
+/// | `track_started` | bool | record a `Started` state when a run starts (default `false`) |
 /// | `crate` | string path | where the `celeriac` crate is, if renamed (default `::celeriac`) |
 ///
 /// Seconds may be integers or decimals (`time_limit = 2.5`).

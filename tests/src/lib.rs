@@ -5,5 +5,6 @@
 pub mod harness;
 pub mod hostile;
 pub mod raw_amqp;
+pub mod results;
 pub mod scenarios;
 pub mod tls;

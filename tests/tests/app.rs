@@ -133,7 +133,7 @@ async fn follow_up_tasks_carry_parent_and_root_ids() {
         .register::<child>()
         .build()
         .unwrap();
-    let parent_id = parent::delay(&app).await.unwrap();
+    let parent_id = parent::delay(&app).await.unwrap().id();
     let report = run_for_a_second(&app).await;
     assert_eq!(report.succeeded, 2);
     assert_eq!(

@@ -87,7 +87,7 @@ async fn sigterm_finishes_or_requeues_every_task() {
     let all: HashSet<_> = finished_set.union(&queued_set).copied().collect();
     assert_eq!(
         all,
-        ids.into_iter().collect::<HashSet<_>>(),
+        ids.iter().map(|result| result.id()).collect::<HashSet<_>>(),
         "every task ran once or is back in its queue"
     );
     assert_eq!(finished.len() + queued.len(), 10);

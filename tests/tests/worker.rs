@@ -44,7 +44,7 @@ async fn delayed_task_runs_on_a_worker() {
         .register::<greet>()
         .build()
         .unwrap();
-    let id: TaskId = greet::delay(&app, "ab".into(), 2).await.unwrap();
+    let id: TaskId = greet::delay(&app, "ab".into(), 2).await.unwrap().id();
     assert_eq!(app.broker().len("celery").await.unwrap(), 1);
     let worker = start_worker(&app, 2);
     eventually(LONG, "the task to run", || async {
@@ -504,7 +504,7 @@ async fn shutdown_finishes_or_requeues_every_task() {
         "every task ran exactly once or is back in its queue"
     );
     all.sort();
-    let mut expected = ids.clone();
+    let mut expected: Vec<TaskId> = ids.iter().map(|result| result.id()).collect();
     expected.sort();
     assert_eq!(all, expected);
     let finished: HashSet<_> = finished.into_iter().collect();

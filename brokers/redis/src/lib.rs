@@ -38,6 +38,8 @@
 //!   left by killed workers are deleted once idle for ten visibility timeouts with nothing pending.
 //!
 //! Priorities are not supported by this broker (messages of one queue are FIFO); use separate queues.
+//!
+//! The crate also holds [`RedisResultBackend`], a result backend for any broker.
 //! Passwords never appear in errors, logs or `Debug` output.
 
 #![deny(missing_docs)]
@@ -50,6 +52,7 @@ mod consumer;
 mod error;
 mod keys;
 mod reply;
+mod results;
 mod scripts;
 
 use std::fmt;
@@ -66,6 +69,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::config::Settings;
 use crate::error::bounded;
 use crate::keys::QueueKeys;
+pub use crate::results::{RedisResultBackend, RedisResultBackendBuilder};
 use crate::scripts::SCRIPTS;
 
 /// A [`Broker`] on Redis (5.0+; 6.2+ for lease takeover). Cheap to clone.
@@ -151,37 +155,10 @@ impl RedisBrokerBuilder {
         self
     }
 
-    /// The client for the URL, trusting the configured roots when there are some.
-    fn client(&self) -> Result<redis::Client, BrokerError> {
-        let invalid = |error: redis::RedisError| {
-            BrokerError::Invalid(format!(
-                "invalid redis URL {}: {}",
-                self.url.redacted(),
-                self.url.scrub(&error.to_string())
-            ))
-        };
-        match &self.settings.tls_roots_pem {
-            None => redis::Client::open(self.url.secret()).map_err(invalid),
-            #[cfg(feature = "tls")]
-            Some(pem) => redis::Client::build_with_tls(
-                self.url.secret(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone().into_bytes()),
-                },
-            )
-            .map_err(invalid),
-            #[cfg(not(feature = "tls"))]
-            Some(_) => Err(BrokerError::Invalid(
-                "tls_root_certificates needs celeriac-redis's `tls` feature".to_owned(),
-            )),
-        }
-    }
-
     /// Connects. Fails if the URL is invalid or the server cannot be reached within the operation
     /// timeout.
     pub async fn connect(self) -> Result<RedisBroker, BrokerError> {
-        let client = self.client()?;
+        let client = client_for(&self.url, self.settings.tls_roots_pem.as_deref())?;
         let conn = manager(&client, &self.url, self.settings.operation_timeout)
             .await
             .map_err(|source| BrokerError::Connect {
@@ -201,9 +178,39 @@ impl RedisBrokerBuilder {
     }
 }
 
+/// The client for `url`, trusting the roots in `tls_roots_pem` (PEM) besides the system's.
+pub(crate) fn client_for(
+    url: &RedactedUrl,
+    tls_roots_pem: Option<&str>,
+) -> Result<redis::Client, BrokerError> {
+    let invalid = |error: redis::RedisError| {
+        BrokerError::Invalid(format!(
+            "invalid redis URL {}: {}",
+            url.redacted(),
+            url.scrub(&error.to_string())
+        ))
+    };
+    match tls_roots_pem {
+        None => redis::Client::open(url.secret()).map_err(invalid),
+        #[cfg(feature = "tls")]
+        Some(pem) => redis::Client::build_with_tls(
+            url.secret(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.as_bytes().to_vec()),
+            },
+        )
+        .map_err(invalid),
+        #[cfg(not(feature = "tls"))]
+        Some(_) => Err(BrokerError::Invalid(
+            "tls_root_certificates needs celeriac-redis's `tls` feature".to_owned(),
+        )),
+    }
+}
+
 /// A connection manager that reconnects on its own, with every response bounded by `response_timeout`.
 /// Errors name `url` redacted, whatever the client's own message quotes.
-async fn manager(
+pub(crate) async fn manager(
     client: &redis::Client,
     url: &RedactedUrl,
     response_timeout: Duration,

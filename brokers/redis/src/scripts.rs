@@ -15,6 +15,7 @@ pub(crate) struct Scripts {
     pub(crate) stats: Script,
     pub(crate) purge: Script,
     pub(crate) requeue_dead: Script,
+    pub(crate) store_result: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -29,4 +30,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     stats: Script::new(include_str!("scripts/stats.lua")),
     purge: Script::new(include_str!("scripts/purge.lua")),
     requeue_dead: Script::new(include_str!("scripts/requeue_dead.lua")),
+    store_result: Script::new(include_str!("scripts/store_result.lua")),
 });

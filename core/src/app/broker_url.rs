@@ -11,6 +11,7 @@ use crate::broker::{
     Broker, BrokerError, Capabilities, ConsumeOptions, DeadLetter, DeliveryStream, MemoryBroker,
     Outgoing, QueueStats, RedactedUrl,
 };
+use crate::result::MemoryResultBackend;
 
 /// Where the app's broker comes from, as given to the builder.
 pub(super) enum BrokerChoice {
@@ -35,17 +36,30 @@ impl BrokerChoice {
             Self::EnvMissing(var) => Err(BuildError::BrokerEnvMissing { var }),
         }
     }
+
+    /// The result backend that goes with this broker when the app names none: the embedded
+    /// broker's own, for `memory://` URLs. (A [`MemoryBroker`] given by value is seen by the builder.)
+    pub(super) fn default_result_backend(&self) -> Option<MemoryResultBackend> {
+        let Self::Url(url) = self else { return None };
+        let parsed = ::url::Url::parse(url).ok()?;
+        (parsed.scheme() == "memory").then(|| memory_broker(&memory_name(&parsed)).result_backend())
+    }
 }
 
 /// One process-wide in-memory broker per `memory://` URL, so every app of the process built from the
 /// same URL shares its queues (as a web handler and a worker in one process expect).
-fn memory_broker(name: &str) -> MemoryBroker {
+pub(crate) fn memory_broker(name: &str) -> MemoryBroker {
     static BROKERS: OnceLock<Mutex<HashMap<String, MemoryBroker>>> = OnceLock::new();
     let brokers = BROKERS.get_or_init(Default::default);
     let mut brokers = brokers
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     brokers.entry(name.to_owned()).or_default().clone()
+}
+
+/// The name of the embedded broker a `memory://name` URL stands for.
+pub(crate) fn memory_name(url: &::url::Url) -> String {
+    url.host_str().unwrap_or_default().to_owned() + url.path()
 }
 
 fn from_url(url: &str) -> Result<Arc<dyn Broker>, BuildError> {
@@ -61,10 +75,7 @@ fn from_url(url: &str) -> Result<Arc<dyn Broker>, BuildError> {
         feature,
     };
     match parsed.scheme() {
-        "memory" => {
-            let name = parsed.host_str().unwrap_or_default().to_owned() + parsed.path();
-            Ok(Arc::new(memory_broker(&name)))
-        }
+        "memory" => Ok(Arc::new(memory_broker(&memory_name(&parsed)))),
         "redis" | "rediss" => {
             #[cfg(feature = "redis")]
             {

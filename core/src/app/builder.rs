@@ -1,4 +1,4 @@
-use std::any::TypeId;
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,8 +7,9 @@ use super::broker_url::BrokerChoice;
 use super::{App, AppInner, StateMap};
 use crate::broker::Broker;
 use crate::codec::{BincodeCodec, Codec, DecodeLimits};
+use crate::result::{MemoryResultBackend, ResultBackend, ResultBackendChoice};
 use crate::task::registry::{Registry, TaskRegistration, linked_registrations};
-use crate::{BuildError, DEFAULT_QUEUE, Task};
+use crate::{BuildError, DEFAULT_QUEUE, MemoryBroker, Task};
 
 /// Builds an [`App`].
 ///
@@ -38,9 +39,16 @@ pub struct AppBuilder {
     default_queue: String,
     limits: DecodeLimits,
     enqueue_timeout: Duration,
+    result_backend: Option<ResultBackendChoice>,
+    /// The results of a `MemoryBroker` given by value, used when no backend is chosen.
+    broker_results: Option<MemoryResultBackend>,
+    result_expires: Duration,
 }
 
 impl AppBuilder {
+    /// How long results are kept by default: one day (Celery's `result_expires`).
+    pub const DEFAULT_RESULT_EXPIRES: Duration = Duration::from_secs(24 * 60 * 60);
+
     /// The default time `delay` waits for the broker before returning [`EnqueueError::Timeout`](crate::EnqueueError::Timeout).
     pub const DEFAULT_ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -54,6 +62,9 @@ impl AppBuilder {
             default_queue: DEFAULT_QUEUE.to_owned(),
             limits: DecodeLimits::default(),
             enqueue_timeout: Self::DEFAULT_ENQUEUE_TIMEOUT,
+            result_backend: None,
+            broker_results: None,
+            result_expires: Self::DEFAULT_RESULT_EXPIRES,
         }
     }
 
@@ -106,13 +117,58 @@ impl AppBuilder {
 
     /// Uses `broker`, built by hand (a configured `RedisBroker`, a [`MemoryBroker`](crate::MemoryBroker)
     /// to share with a test, or your own [`Broker`]).
-    pub fn broker(self, broker: impl Broker) -> Self {
-        self.shared_broker(Arc::new(broker))
+    pub fn broker(mut self, broker: impl Broker) -> Self {
+        self.broker_results = (&broker as &dyn Any)
+            .downcast_ref::<MemoryBroker>()
+            .map(MemoryBroker::result_backend);
+        self.broker = Some(BrokerChoice::Given(Arc::new(broker)));
+        self
     }
 
     /// Uses a broker that is already shared.
     pub fn shared_broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker_results = None;
         self.broker = Some(BrokerChoice::Given(broker));
+        self
+    }
+
+    /// Keeps task results in the backend at `url`, for [`AsyncResult`](crate::AsyncResult)s to read:
+    ///
+    /// | URL | Backend | Feature |
+    /// |---|---|---|
+    /// | `memory://` | the in-process [`MemoryResultBackend`] of the embedded broker of that URL | always |
+    /// | `redis://[user:password@]host[:port][/db]`, `rediss://…` | Redis, with any broker | `redis` |
+    ///
+    /// Without this, an app on the embedded broker keeps results in memory, and an app on another
+    /// broker keeps none ([`AsyncResult::get`](crate::AsyncResult::get) then says so). Redis is
+    /// connected on first use. [`build`](Self::build) refuses a URL it cannot use, without showing
+    /// the password.
+    ///
+    /// ```
+    /// use celeriac::{App, BuildError};
+    ///
+    /// let error = App::builder()
+    ///     .broker_url("memory://")
+    ///     .result_backend_url("mongodb://user:hunter2@host")
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(error, BuildError::ResultBackendUrl { .. }));
+    /// assert!(!error.to_string().contains("hunter2"));
+    /// ```
+    pub fn result_backend_url(mut self, url: impl AsRef<str>) -> Self {
+        self.result_backend = Some(ResultBackendChoice::Url(url.as_ref().to_owned()));
+        self
+    }
+
+    /// Keeps task results in `backend`, built by hand (or your own [`ResultBackend`]).
+    pub fn result_backend(mut self, backend: impl ResultBackend) -> Self {
+        self.result_backend = Some(ResultBackendChoice::Given(Arc::new(backend)));
+        self
+    }
+
+    /// How long a stored result is kept (default one day, [`DEFAULT_RESULT_EXPIRES`](Self::DEFAULT_RESULT_EXPIRES)).
+    pub fn result_expires(mut self, after: Duration) -> Self {
+        self.result_expires = after;
         self
     }
 
@@ -210,7 +266,21 @@ impl AppBuilder {
                 });
             }
         }
-        let broker = self.broker.ok_or(BuildError::NoBroker)?.into_broker()?;
+        if self.result_expires.is_zero() {
+            return Err(BuildError::InvalidSetting {
+                setting: "result_expires",
+                reason: "must be longer than zero".into(),
+            });
+        }
+        let broker = self.broker.ok_or(BuildError::NoBroker)?;
+        let result_backend = match self.result_backend {
+            Some(choice) => Some(choice.into_backend()?),
+            None => self
+                .broker_results
+                .or_else(|| broker.default_result_backend())
+                .map(|backend| Arc::new(backend) as Arc<dyn ResultBackend>),
+        };
+        let broker = broker.into_broker()?;
         Ok(App {
             inner: Arc::new(AppInner {
                 state: self.state,
@@ -220,6 +290,8 @@ impl AppBuilder {
                 default_queue: self.default_queue,
                 limits: self.limits,
                 enqueue_timeout: self.enqueue_timeout,
+                result_backend,
+                result_expires: self.result_expires,
             }),
         })
     }
@@ -233,6 +305,13 @@ impl fmt::Debug for AppBuilder {
             .field("registrations", &self.registrations.len())
             .field("autodiscover", &self.autodiscover)
             .field("default_queue", &self.default_queue)
+            .field(
+                "result_backend",
+                &self
+                    .result_backend
+                    .as_ref()
+                    .map(ResultBackendChoice::describe),
+            )
             .finish_non_exhaustive()
     }
 }

@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 use super::App;
-use crate::{EnqueueError, SendOptions, Task, TaskId};
+use crate::{AsyncResult, EnqueueError, SendOptions, Task, TaskId};
 
 /// A send of task `T`, with options chained on: await it to enqueue (Celery's `delay` and
 /// `apply_async` in one). Made by `my_task::delay(&app, …)` or [`App::delay`]; it does nothing until
@@ -111,7 +111,7 @@ impl<'a, T: Task> Delay<'a, T> {
 }
 
 impl<'a, T: Task> IntoFuture for Delay<'a, T> {
-    type Output = Result<TaskId, EnqueueError>;
+    type Output = Result<AsyncResult<T::Output>, EnqueueError>;
     type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {

@@ -13,11 +13,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub(crate) use self::broker_url::{memory_broker, memory_name};
 pub use self::builder::AppBuilder;
 pub use self::delay::Delay;
 pub use self::send::SendOptions;
 use crate::broker::{Broker, Outgoing};
 use crate::codec::{self, Codec, CodecError, DecodeLimits};
+use crate::result::{AsyncResult, ResultBackend};
 use crate::task::TaskArgs;
 use crate::task::registry::{RegisteredTask, Registry};
 use crate::{EnqueueError, Envelope, Task, TaskError, TaskId, TaskOptions, WorkerBuilder, clock};
@@ -57,6 +59,8 @@ struct AppInner {
     default_queue: String,
     limits: DecodeLimits,
     enqueue_timeout: Duration,
+    result_backend: Option<Arc<dyn ResultBackend>>,
+    result_expires: Duration,
 }
 
 impl App {
@@ -79,6 +83,16 @@ impl App {
     /// The queue tasks go to unless their options or the send options name another.
     pub fn default_queue(&self) -> &str {
         &self.inner.default_queue
+    }
+
+    /// Where task results are kept, if anywhere (see [`AppBuilder::result_backend_url`]).
+    pub fn result_backend(&self) -> Option<&Arc<dyn ResultBackend>> {
+        self.inner.result_backend.as_ref()
+    }
+
+    /// How long a stored result is kept.
+    pub fn result_expires(&self) -> Duration {
+        self.inner.result_expires
     }
 
     /// The limits applied to every message a worker of this app decodes.
@@ -125,11 +139,15 @@ impl App {
         &self,
         args: T::Args,
         options: SendOptions,
-    ) -> Result<TaskId, EnqueueError> {
+    ) -> Result<AsyncResult<T::Output>, EnqueueError> {
+        let task_options = T::options();
         let mut envelope =
-            self.envelope(T::NAME, args.as_serialize(), Some(&T::options()), options)?;
+            self.envelope(T::NAME, args.as_serialize(), Some(&task_options), options)?;
         envelope.args_schema = T::Args::schema_fingerprint();
-        self.publish(envelope).await
+        envelope.store_result = stores_result::<T>(&task_options);
+        let id = self.publish(envelope).await?;
+        let ignored_by = (!stores_result::<T>(&task_options)).then_some(T::NAME);
+        Ok(AsyncResult::new(self.clone(), id, ignored_by))
     }
 
     /// Sends many runs of task `T` in one batch (pipelined by brokers that can). Returns their ids in order.
@@ -139,6 +157,7 @@ impl App {
     ) -> Result<Vec<TaskId>, EnqueueError> {
         let task_options = T::options();
         let args_schema = T::Args::schema_fingerprint();
+        let store_result = stores_result::<T>(&task_options);
         let mut ids = Vec::new();
         let mut messages = Vec::new();
         for args in args {
@@ -149,6 +168,7 @@ impl App {
                 SendOptions::new(),
             )?;
             envelope.args_schema = args_schema;
+            envelope.store_result = store_result;
             ids.push(envelope.id);
             messages.push(Self::outgoing(&envelope)?);
         }
@@ -168,8 +188,11 @@ impl App {
     where
         A: Serialize + Sync + ?Sized,
     {
-        let task_options = self.inner.registry.get(name).map(|task| &task.options);
-        let envelope = self.envelope(name, &args, task_options, options)?;
+        let registered = self.inner.registry.get(name);
+        let mut envelope =
+            self.envelope(name, &args, registered.map(|task| &task.options), options)?;
+        // A task this process does not link stores its result (read it with `AsyncResult::from_id`).
+        envelope.store_result = registered.is_none_or(|task| task.store_result);
         self.publish(envelope).await
     }
 
@@ -261,17 +284,22 @@ impl App {
         }
     }
 
+    /// The codec for `content_type`: the app's own, or a built-in one.
+    pub(crate) fn codec_for(&self, content_type: &str) -> Option<&dyn Codec> {
+        if content_type == self.inner.codec.content_type() {
+            Some(&*self.inner.codec)
+        } else {
+            codec::builtin_for(content_type)
+        }
+    }
+
     /// Decodes a message's arguments with the codec its content type names.
     pub(crate) fn decode_args<A: TaskArgs>(&self, envelope: &Envelope) -> Result<A, TaskError> {
-        let codec: &dyn Codec = if envelope.content_type == self.inner.codec.content_type() {
-            &*self.inner.codec
-        } else {
-            codec::builtin_for(&envelope.content_type).ok_or_else(|| {
-                TaskError::InvalidArgs(CodecError::UnsupportedContentType(
-                    envelope.content_type.clone(),
-                ))
-            })?
-        };
+        let codec = self.codec_for(&envelope.content_type).ok_or_else(|| {
+            TaskError::InvalidArgs(CodecError::UnsupportedContentType(
+                envelope.content_type.clone(),
+            ))
+        })?;
         A::decode_from(codec, &envelope.args, &self.inner.limits).map_err(TaskError::InvalidArgs)
     }
 
@@ -290,6 +318,14 @@ impl App {
     pub(crate) fn registry(&self) -> &Registry {
         &self.inner.registry
     }
+}
+
+/// Whether task `T` with `options` stores its outcome: as its `ignore_result` option says, and by
+/// default unless it returns `()`.
+pub(crate) fn stores_result<T: Task>(options: &TaskOptions) -> bool {
+    !options
+        .ignore_result
+        .unwrap_or(TypeId::of::<T::Output>() == TypeId::of::<()>())
 }
 
 impl fmt::Debug for App {

@@ -50,6 +50,8 @@ struct Inner {
     queues: RwLock<HashMap<String, Arc<QueueCell>>>,
     /// Woken whenever a message becomes ready.
     ready: Notify,
+    /// The result backend apps of this broker use unless given another.
+    results: std::sync::OnceLock<crate::result::MemoryResultBackend>,
 }
 
 /// One queue: its messages behind a lock, and the unacked count outside it (an ack is one atomic
@@ -158,6 +160,12 @@ impl MemoryBroker {
     /// An empty broker.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The in-memory result backend that goes with this broker: an app built on the broker uses it
+    /// unless given another, so every app sharing the broker shares results too.
+    pub fn result_backend(&self) -> crate::result::MemoryResultBackend {
+        self.inner.results.get_or_init(Default::default).clone()
     }
 }
 

@@ -20,14 +20,15 @@
 //! | `created_at`         | (none; celeriac's own, for queue-wait time) |
 //! | `headers`            | any other application header                |
 //! | `args_schema`        | (none; celeriac's own, see below)           |
+//! | `store_result`       | header `ignore_result`, inverted            |
 //!
-//! Every field has a meaning today, and a test. Celery's `group`, `origin`, `shadow`, `ignore_result`,
-//! `reply_to` and soft time limit are not carried until the features that give them a meaning
-//! (results, workflows, Celery interop) land; the format version lets them return.
+//! Every field has a meaning today, and a test. Celery's `group`, `origin`, `shadow`, `reply_to` and
+//! soft time limit are not carried until the features that give them a meaning (workflows, Celery
+//! interop) land; the format version lets them return.
 //!
 //! On the wire an envelope is a 4-byte magic (`CLR` + format version) followed by its bincode encoding.
 //! [`Envelope::from_bytes`] enforces [`DecodeLimits`] and never panics on any input. Format 3 dropped
-//! the fields no feature set or read; format 2 added `args_schema`. Messages of formats 1 and 2
+//! the fields no feature set or read; format 4 added `store_result`; format 2 added `args_schema`. Messages of formats 1 and 2
 //! (celeriac 0.1, and before this change) still decode: see `legacy`.
 //!
 //! `args_schema` is a fingerprint of the shape of the task's argument types as the sender knew them.
@@ -151,9 +152,13 @@ pub struct Envelope {
     /// when sent by name ([`App::send_task`](crate::App::send_task)) or for a type that cannot be
     /// traced. A worker refuses arguments whose fingerprint differs from its own.
     pub args_schema: Option<u64>,
+    /// Whether the worker stores the task's outcome in the app's result backend, for
+    /// [`AsyncResult`](crate::AsyncResult)s to read (Celery's `ignore_result`, inverted). The sender
+    /// sets it from the task's options.
+    pub store_result: bool,
 }
 
-const MAGIC: [u8; 4] = *b"CLR\x03";
+const MAGIC: [u8; 4] = *b"CLR\x04";
 
 impl Envelope {
     /// A new envelope with a fresh id, created now, with no retries, ETA, expiry or links.
@@ -179,6 +184,7 @@ impl Envelope {
             root_id: None,
             headers: BTreeMap::new(),
             args_schema: None,
+            store_result: false,
         }
     }
 
@@ -227,6 +233,7 @@ mod tests {
         envelope.root_id = Some(TaskId::new());
         envelope.headers.insert("k".into(), "v".into());
         envelope.args_schema = Some(0xfeed_f00d);
+        envelope.store_result = true;
         envelope
     }
 

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{Task, TaskError};
-use crate::{App, EnqueueError, Envelope, SendOptions, TaskId};
+use crate::{App, AsyncResult, EnqueueError, Envelope, SendOptions, TaskId};
 
 /// What a running task knows about itself (Celery's `bind=True`): its id, retries so far, the app to
 /// enqueue follow-up tasks with, and a way to ask for a retry.
@@ -102,7 +102,10 @@ impl TaskContext {
     }
 
     /// Enqueues a follow-up task whose parent is this task and whose root is this task's root.
-    pub async fn delay<T: Task>(&self, args: T::Args) -> Result<TaskId, EnqueueError> {
+    pub async fn delay<T: Task>(
+        &self,
+        args: T::Args,
+    ) -> Result<AsyncResult<T::Output>, EnqueueError> {
         self.apply_async::<T>(args, SendOptions::new()).await
     }
 
@@ -111,7 +114,7 @@ impl TaskContext {
         &self,
         args: T::Args,
         options: SendOptions,
-    ) -> Result<TaskId, EnqueueError> {
+    ) -> Result<AsyncResult<T::Output>, EnqueueError> {
         let root = self.envelope.root_id.unwrap_or(self.envelope.id);
         let options = options.linked(self.envelope.id, root);
         self.app.apply_async::<T>(args, options).await

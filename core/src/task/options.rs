@@ -42,6 +42,14 @@ pub struct TaskOptions {
     pub priority: Option<u8>,
     /// Acknowledge after the run (the default: at least once) rather than before it (at most once).
     pub acks_late: bool,
+    /// Whether to store the task's outcome in the app's result backend: `Some(false)` stores it,
+    /// `Some(true)` does not (Celery's `ignore_result`), `None` (the default) stores it unless the
+    /// task returns `()`. An `AsyncResult` of a task that ignores its result answers
+    /// [`ResultError::Ignored`](crate::result::ResultError::Ignored) at once.
+    pub ignore_result: Option<bool>,
+    /// Record a [`Started`](crate::ResultState::Started) state when a worker starts the task
+    /// (Celery's `track_started`; off by default: one more write per run).
+    pub track_started: bool,
 }
 
 impl TaskOptions {
@@ -55,6 +63,8 @@ impl TaskOptions {
             expires: None,
             priority: None,
             acks_late: true,
+            ignore_result: None,
+            track_started: false,
         }
     }
 
@@ -109,6 +119,22 @@ impl TaskOptions {
     #[must_use]
     pub fn acks_late(mut self, acks_late: bool) -> Self {
         self.acks_late = acks_late;
+        self
+    }
+}
+
+impl TaskOptions {
+    /// Stores the task's outcome (`false`) or not (`true`); see the field of this name.
+    #[must_use]
+    pub fn ignore_result(mut self, ignore: bool) -> Self {
+        self.ignore_result = Some(ignore);
+        self
+    }
+
+    /// Records a `Started` state when a run starts.
+    #[must_use]
+    pub fn track_started(mut self, track: bool) -> Self {
+        self.track_started = track;
         self
     }
 }

@@ -42,6 +42,8 @@ pub(crate) struct RegisteredTask {
     pub(crate) type_name: &'static str,
     /// The state types its `State<T>` parameters need.
     pub(crate) required_state: Vec<super::StateRequirement>,
+    /// Whether its outcome is stored (see `TaskOptions::ignore_result`).
+    pub(crate) store_result: bool,
 }
 
 impl RegisteredTask {
@@ -86,12 +88,14 @@ impl Registry {
                 reason: "a task name must not be empty",
             });
         }
+        let options = T::options();
         self.tasks.insert(
             T::NAME,
             RegisteredTask {
                 type_id,
                 name: T::NAME,
-                options: T::options(),
+                store_result: crate::app::stores_result::<T>(&options),
+                options,
                 handler: handle::<T>,
                 args_schema: <T::Args as super::TaskArgs>::schema_fingerprint(),
                 args_type: std::any::type_name::<T::Args>(),

@@ -24,6 +24,8 @@ use crate::layers::catch_panic::CatchPanic;
 use crate::layers::instrumented;
 use crate::layers::time_limit::TimeLimit;
 use crate::metrics::{TaskMetrics, UNKNOWN_TASK};
+use crate::result::record::Cause;
+use crate::result::{ResultState, store};
 use crate::service::{RunTask, TaskRequest};
 use crate::task::registry::RegisteredTask;
 use crate::{Envelope, RetryDecision, TaskContext, TaskError, clock};
@@ -56,6 +58,19 @@ async fn dead_letter(shared: &Shared, delivery: Delivery, task: &str, reason: St
     settle("dead_letter", &queue, delivery.dead_letter(reason)).await;
 }
 
+/// Records why a task that will not run has no result, then dead-letters its message.
+async fn refuse(
+    shared: &Shared,
+    delivery: Delivery,
+    envelope: &Envelope,
+    task: &str,
+    reason: String,
+) {
+    let (failure, cause) = (ResultState::Failure, Cause::DeadLettered);
+    store::without_output(&shared.app, envelope, failure, cause, reason.clone()).await;
+    dead_letter(shared, delivery, task, reason).await;
+}
+
 /// Handles one delivery from decoding to settlement. A successful run's ack that the broker has not
 /// confirmed yet is returned, to be awaited while the lane runs its next task.
 pub(super) async fn process(
@@ -78,11 +93,11 @@ pub(super) async fn process(
             "unknown task `{}`: no task of that name is registered in this worker",
             envelope.task
         );
-        Box::pin(dead_letter(shared, delivery, UNKNOWN_TASK, reason)).await;
+        Box::pin(refuse(shared, delivery, &envelope, UNKNOWN_TASK, reason)).await;
         return None;
     };
     if let Some(reason) = task.schema_mismatch(envelope.args_schema) {
-        Box::pin(dead_letter(shared, delivery, task.name, reason)).await;
+        Box::pin(refuse(shared, delivery, &envelope, task.name, reason)).await;
         return None;
     }
     let queue = delivery.shared_queue();
@@ -93,6 +108,12 @@ pub(super) async fn process(
         tracing::info!(task = %envelope.task, task.id = %envelope.id, "task expired before it started; discarding");
         metrics.expired.increment(1);
         Counters::add(&shared.report.expired);
+        let (revoked, expired) = (ResultState::Revoked, Cause::Expired);
+        let reason = "expired before it started".to_owned();
+        Box::pin(store::without_output(
+            app, &envelope, revoked, expired, reason,
+        ))
+        .await;
         settle("ack", &queue, delivery.ack()).await;
         return None;
     }
@@ -133,6 +154,10 @@ pub(super) async fn process(
         settle("ack", &queue, early.ack()).await;
     }
 
+    if task.options.track_started && store::wanted(app, &envelope) {
+        let started = crate::result::record::ResultRecord::new(&envelope.task, envelope.retries);
+        Box::pin(store::record(app, &envelope, ResultState::Started, started)).await;
+    }
     let time_limit = envelope.time_limit.or(task.options.time_limit);
     let context = TaskContext::new(app.clone(), envelope);
     let request = TaskRequest::new(context.clone(), time_limit);
@@ -159,8 +184,13 @@ pub(super) async fn process(
         },
     };
     match outcome {
-        Ok(_) => {
+        Ok(output) => {
             Counters::add(&shared.report.succeeded);
+            // Stored before the ack: a worker that dies in between runs the task again, and the
+            // backend keeps the first success.
+            if store::wanted(app, context.envelope()) {
+                Box::pin(store::success(app, context.envelope(), output.into_bytes())).await;
+            }
             // The run is over: its ack (a broker round trip, maybe) does not hold the lane. The
             // broker's prefetch still bounds how many deliveries are unsettled at once.
             PendingAck::start(queue, delivery?).await
@@ -260,6 +290,10 @@ async fn after_failure(shared: &Shared, failed: Failed<'_>, delivery: Option<Del
             match shared.app.publish(next).await {
                 Ok(_) => {
                     tracing::info!(task = %name, task.id = %context.id(), retry = retries + 1, ?delay, error = %error.chain_message(), "retry scheduled");
+                    let (retry, failed) = (ResultState::Retry, Cause::Failed);
+                    let message = error.chain_message();
+                    store::without_output(&shared.app, context.envelope(), retry, failed, message)
+                        .await;
                     metrics.retried.increment(1);
                     Counters::add(&shared.report.retried);
                     if let Some(delivery) = delivery {
@@ -282,6 +316,9 @@ async fn after_failure(shared: &Shared, failed: Failed<'_>, delivery: Option<Del
                     error.chain_message()
                 ),
             };
+            let (failure, failed) = (ResultState::Failure, Cause::Failed);
+            let message = error.chain_message();
+            store::without_output(&shared.app, context.envelope(), failure, failed, message).await;
             match delivery {
                 Some(delivery) => dead_letter(shared, delivery, name, reason).await,
                 None => {

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Request, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -12,6 +12,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
+
+use celeriac::{AsyncResult, ResultError, ResultState, TaskId};
 
 use crate::mobile::{Mobile, new_code};
 use crate::store::{CodeStore, Verification};
@@ -70,7 +72,18 @@ pub struct Answer {
     /// Seconds until a new code may be requested (429 only).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub retry_after: Option<u64>,
+    /// The id of the task sending the SMS (a sent code only): its delivery status is
+    /// `GET /sms_tasks/{task_id}`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub task_id: Option<String>,
+    /// The SMS task's state, as Celery spells it (`PENDING`, `RETRY`, `SUCCESS`, `FAILURE`; the
+    /// status endpoint only).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub state: Option<String>,
 }
+
+/// The longest a status request may wait for the SMS task to finish.
+pub const MAX_STATUS_WAIT: Duration = Duration::from_secs(25);
 
 fn answer(status: StatusCode, message: impl Into<String>) -> Response {
     let code = if status.is_success() {
@@ -82,6 +95,8 @@ fn answer(status: StatusCode, message: impl Into<String>) -> Response {
         code,
         errmsg: message.into(),
         retry_after: None,
+        task_id: None,
+        state: None,
     };
     (status, Json(body)).into_response()
 }
@@ -96,6 +111,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(index))
         .route("/sms_codes/{mobile}", post(send_code))
         .route("/sms_codes/{mobile}/verify", post(verify_code))
+        .route("/sms_tasks/{task_id}", get(delivery_status))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn(count_requests))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -126,6 +142,8 @@ async fn send_code(State(state): State<AppState>, Path(mobile): Path<String>) ->
                     "a code was sent to this number recently; try again in {seconds} s"
                 ),
                 retry_after: Some(seconds),
+                task_id: None,
+                state: None,
             };
             let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
@@ -150,7 +168,16 @@ async fn send_code(State(state): State<AppState>, Path(mobile): Path<String>) ->
             })
     };
     match sent.await {
-        Ok(_) => ok(),
+        Ok(sending) => {
+            let body = Answer {
+                code: "0".into(),
+                errmsg: "OK".into(),
+                retry_after: None,
+                task_id: Some(sending.id().to_string()),
+                state: None,
+            };
+            Json(body).into_response()
+        }
         Err(message) => {
             // Let the user retry at once: the SMS was not queued.
             let _ = state.store.release_send(mobile.as_str()).await;
@@ -202,6 +229,76 @@ async fn verify_code(
             "no valid code for this number: it expired, was already used, or was never sent",
         ),
         Err(error) => answer(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+    }
+}
+
+/// The query of a status request.
+#[derive(Debug, Deserialize)]
+pub struct StatusQuery {
+    /// Seconds to wait for the task to finish before answering (0 by default, at most 25).
+    #[serde(default)]
+    pub wait: u64,
+}
+
+/// `GET /sms_tasks/{task_id}?wait=20`: whether the SMS went out, read from the task's
+/// `AsyncResult`. With `wait`, the answer comes the moment the task finishes (the result backend
+/// pushes it), or after `wait` seconds with the state then. Gateway errors are not shown: they stay
+/// in the worker's log.
+async fn delivery_status(
+    State(state): State<AppState>,
+    Path(task_id): Path<String>,
+    query: Result<Query<StatusQuery>, QueryRejection>,
+) -> Response {
+    let Ok(id) = task_id.parse::<TaskId>() else {
+        return answer(StatusCode::BAD_REQUEST, "not a task id");
+    };
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejection) => return answer(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let wait = Duration::from_secs(query.wait).min(MAX_STATUS_WAIT);
+    let sending = AsyncResult::<()>::from_id(&state.app, id);
+    let (task_state, message) = match sending.get_timeout(wait).await {
+        Ok(()) => (
+            ResultState::Success,
+            "the SMS was handed to the gateway".to_owned(),
+        ),
+        Err(ResultError::Timeout { .. }) => match sending.state().await {
+            Ok(ResultState::Retry) => (ResultState::Retry, "the gateway failed; retrying".into()),
+            Ok(other) => (other, "the SMS is queued".into()),
+            Err(error) => return status_unavailable(&error),
+        },
+        Err(ResultError::Failed { retries, .. }) => (
+            ResultState::Failure,
+            format!("the SMS could not be sent ({retries} retries); ask for a new code"),
+        ),
+        Err(ResultError::Expired { .. } | ResultError::DeadLettered { .. }) => (
+            ResultState::Failure,
+            "the SMS was not sent; ask for a new code".into(),
+        ),
+        Err(error) => return status_unavailable(&error),
+    };
+    let body = Answer {
+        code: "0".into(),
+        errmsg: message,
+        retry_after: None,
+        task_id: Some(id.to_string()),
+        state: Some(task_state.to_string()),
+    };
+    Json(body).into_response()
+}
+
+fn status_unavailable(error: &ResultError) -> Response {
+    tracing::warn!(error = %celeriac::error::Report(error), "cannot read an SMS task's status");
+    match error {
+        ResultError::NoBackend { .. } => answer(
+            StatusCode::NOT_IMPLEMENTED,
+            "this server keeps no task results (start it with --result-backend)",
+        ),
+        _ => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the delivery status is unavailable for now",
+        ),
     }
 }
 

@@ -51,6 +51,22 @@ struct BrokerArgs {
     /// The broker: `redis://host:6379/0`, `amqp://user:password@host:5672/%2f`, or `memory://`.
     #[arg(long, env = "CELERIAC_BROKER_URL", hide_env_values = true)]
     broker: String,
+    /// Where task results are kept, for the page's delivery status: `redis://…`. Defaults to the
+    /// broker's URL for a Redis broker and to memory for `memory://`; a RabbitMQ broker keeps none
+    /// unless given one.
+    #[arg(long, env = "CELERIAC_RESULT_BACKEND", hide_env_values = true)]
+    result_backend: Option<String>,
+}
+
+impl BrokerArgs {
+    /// The result backend: as given, or the Redis broker itself.
+    fn result_backend(&self) -> Option<&str> {
+        self.result_backend.as_deref().or_else(|| {
+            self.broker
+                .starts_with("redis")
+                .then_some(self.broker.as_str())
+        })
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -140,11 +156,15 @@ fn gateway(work: &WorkArgs) -> Result<Arc<dyn SmsGateway>, Box<dyn std::error::E
 /// web process only sends them.
 fn app(
     broker: &str,
+    result_backend: Option<&str>,
     gateway: Option<Arc<dyn SmsGateway>>,
 ) -> Result<celeriac::App, Box<dyn std::error::Error>> {
     let mut builder = celeriac::App::builder()
         .broker_url(broker)
         .enqueue_timeout(Duration::from_secs(3));
+    if let Some(url) = result_backend {
+        builder = builder.result_backend_url(url);
+    }
     if let Some(gateway) = gateway {
         builder = builder
             .state(Gateway(gateway))
@@ -178,7 +198,7 @@ async fn serve(serve: &ServeArgs, app: celeriac::App) -> Result<(), Box<dyn std:
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.mode {
         None => {
-            let app = app("memory://", Some(gateway(&cli.work)?))?;
+            let app = app("memory://", None, Some(gateway(&cli.work)?))?;
             let worker = app.worker().concurrency(cli.work.concurrency).build()?;
             let working = tokio::spawn(worker.run());
             serve(&cli.serve, app).await?;
@@ -188,10 +208,15 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             broker,
             serve: args,
         }) => {
-            serve(&args, app(&broker.broker, None)?).await?;
+            let app = app(&broker.broker, broker.result_backend(), None)?;
+            serve(&args, app).await?;
         }
         Some(Mode::Worker { broker, work }) => {
-            let app = app(&broker.broker, Some(gateway(&work)?))?;
+            let app = app(
+                &broker.broker,
+                broker.result_backend(),
+                Some(gateway(&work)?),
+            )?;
             let _metrics =
                 metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
             app.worker()

@@ -21,8 +21,14 @@ impl std::fmt::Debug for Gateway {
 
 /// Sends a verification code by SMS. Any gateway error retries after at most 3 s, 6 s, 12 s (full
 /// jitter), then the task is dead-lettered with the error. An app that registers this task without a
-/// `Gateway` fails to build.
-#[celeriac::task(name = "ccp_send_sms_code", max_retries = 3, retry_backoff = 3)]
+/// `Gateway` fails to build. Its outcome is kept (`ignore_result = false`: tasks returning `()` keep
+/// none by default) so the page can show whether the SMS went out.
+#[celeriac::task(
+    name = "ccp_send_sms_code",
+    max_retries = 3,
+    retry_backoff = 3,
+    ignore_result = false
+)]
 pub async fn ccp_send_sms_code(
     State(Gateway(gateway)): State<Gateway>,
     mobile: String,

@@ -27,10 +27,14 @@ fn skipped() -> bool {
 }
 
 async fn status_text(client: &fantoccini::Client, wanted: &str) -> String {
+    element_text(client, "status", wanted).await
+}
+
+async fn element_text(client: &fantoccini::Client, id: &str, wanted: &str) -> String {
     let mut text = String::new();
     for _ in 0..100 {
         text = client
-            .find(Locator::Id("status"))
+            .find(Locator::Id(id))
             .await
             .unwrap()
             .text()
@@ -119,6 +123,8 @@ async fn a_person_sends_and_verifies_a_code_in_chromium() {
         .await
         .unwrap();
     status_text(&client, "Code sent").await;
+    // The page follows the SMS task's AsyncResult until the worker reports it sent.
+    element_text(&client, "delivery", "Delivery: sent").await;
     let button = client
         .find(Locator::Id("send"))
         .await

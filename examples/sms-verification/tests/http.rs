@@ -10,6 +10,7 @@ use axum::http::{Request, StatusCode};
 use celeriac::broker::{
     Broker, BrokerError, ConsumeOptions, DeadLetter, DeliveryStream, Outgoing, QueueStats,
 };
+use celeriac::result::MemoryResultBackend;
 use celeriac::{App, MemoryBroker};
 use sms_verification::gateway::{ConsoleGateway, FlakyGateway, SmsGateway};
 use sms_verification::http::{Answer, AppState, Limits, router};
@@ -30,6 +31,7 @@ fn demo_with(
 ) -> Demo {
     let app = App::builder()
         .shared_broker(broker)
+        .result_backend(MemoryResultBackend::new())
         .state(Gateway(gateway))
         .enqueue_timeout(Duration::from_secs(2))
         .register::<ccp_send_sms_code>()
@@ -75,6 +77,26 @@ async fn post(router: &axum::Router, path: &str, body: Option<&str>) -> (StatusC
     (status, answer)
 }
 
+async fn get(router: &axum::Router, path: &str) -> (StatusCode, Answer) {
+    let request = Request::get(path).body(Body::empty()).unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let answer: Answer =
+        serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {bytes:?}"));
+    (status, answer)
+}
+
+/// The delivery status of the SMS task `answer` names, waiting up to `wait` seconds.
+async fn delivery(router: &axum::Router, sent: &Answer, wait: u64) -> (String, String) {
+    let id = sent.task_id.as_deref().expect("a sent code names its task");
+    let (status, answer) = get(router, &format!("/sms_tasks/{id}?wait={wait}")).await;
+    assert_eq!(status, StatusCode::OK, "{}", answer.errmsg);
+    (answer.state.expect("a state"), answer.errmsg)
+}
+
 /// Runs the app's worker until every queued task ran (or was dead-lettered).
 async fn run_worker(app: &App, for_at_least: Duration) {
     let worker = app.worker().concurrency(4).build().unwrap();
@@ -102,8 +124,10 @@ async fn request_a_code_receive_it_and_verify_it_once() {
     // The request answered before any SMS was sent: the task waits in the queue.
     assert!(demo.console.sent().is_empty());
     assert_eq!(demo.app.broker().len("celery").await.unwrap(), 1);
+    assert_eq!(delivery(&demo.router, &answer, 0).await.0, "PENDING");
 
     run_worker(&demo.app, Duration::from_secs(1)).await;
+    assert_eq!(delivery(&demo.router, &answer, 5).await.0, "SUCCESS");
     let sent = demo.console.sent();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].mobile, "13800138000");
@@ -220,10 +244,8 @@ async fn a_gateway_failing_twice_delivers_exactly_one_sms_after_two_retries() {
     let console = ConsoleGateway::default();
     let flaky = FlakyGateway::new(console.clone(), 0.0, Duration::from_millis(200)).fail_first(2);
     let demo = demo_with(Arc::new(flaky), console, Arc::new(MemoryBroker::new()));
-    assert_eq!(
-        post(&demo.router, "/sms_codes/13600136000", None).await.0,
-        StatusCode::OK
-    );
+    let (status, sent) = post(&demo.router, "/sms_codes/13600136000", None).await;
+    assert_eq!(status, StatusCode::OK);
     // Retries after at most 3 s and 6 s (jitter can only shorten them).
     let worker = demo.app.worker().concurrency(2).build().unwrap();
     let report = worker
@@ -235,6 +257,71 @@ async fn a_gateway_failing_twice_delivers_exactly_one_sms_after_two_retries() {
         (2, 1, 0)
     );
     assert_eq!(demo.console.sent().len(), 1);
+    assert_eq!(delivery(&demo.router, &sent, 0).await.0, "SUCCESS");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gateway_that_keeps_failing_shows_a_failed_delivery_after_three_retries() {
+    let console = ConsoleGateway::default();
+    let broken = FlakyGateway::new(console.clone(), 0.0, Duration::from_millis(10)).fail_first(100);
+    let demo = demo_with(Arc::new(broken), console, Arc::new(MemoryBroker::new()));
+    let (status, sent) = post(&demo.router, "/sms_codes/13600136000", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let waiting = {
+        let (router, sent) = (demo.router.clone(), sent.task_id.clone());
+        tokio::spawn(async move {
+            let sent = Answer {
+                code: "0".into(),
+                errmsg: String::new(),
+                retry_after: None,
+                task_id: sent,
+                state: None,
+            };
+            delivery(&router, &sent, 25).await
+        })
+    };
+    let worker = demo.app.worker().concurrency(2).build().unwrap();
+    let report = worker
+        .run_until(tokio::time::sleep(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert_eq!((report.retried, report.dead_lettered), (3, 1));
+    let (state, message) = waiting.await.unwrap();
+    assert_eq!(state, "FAILURE", "{message}");
+    assert!(message.contains("3 retries"), "{message}");
+    assert!(demo.console.sent().is_empty());
+}
+
+#[tokio::test]
+async fn a_status_request_gets_clear_errors() {
+    let demo = demo();
+    let (status, answer) = get(&demo.router, "/sms_tasks/not-a-task").await;
+    assert_eq!(
+        (status, answer.errmsg.as_str()),
+        (StatusCode::BAD_REQUEST, "not a task id")
+    );
+    let id = celeriac::TaskId::new();
+    let (status, _) = get(&demo.router, &format!("/sms_tasks/{id}?wait=soon")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // An unknown id is a task not finished yet, as Celery says.
+    let (status, answer) = get(&demo.router, &format!("/sms_tasks/{id}")).await;
+    assert_eq!(
+        (status, answer.state.as_deref()),
+        (StatusCode::OK, Some("PENDING"))
+    );
+
+    let no_results = App::builder()
+        .broker_url("redis://127.0.0.1:1/0")
+        .build()
+        .unwrap();
+    let state = AppState {
+        app: no_results,
+        store: Arc::new(MemoryStore::default()),
+        limits: Limits::default(),
+        metrics: None,
+    };
+    let (status, answer) = get(&router(state), &format!("/sms_tasks/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_IMPLEMENTED, "{}", answer.errmsg);
 }
 
 /// A broker that is down.

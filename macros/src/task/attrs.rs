@@ -19,6 +19,8 @@ const OPTIONS: &[&str] = &[
     "expires",
     "priority",
     "acks_late",
+    "ignore_result",
+    "track_started",
     "crate",
 ];
 
@@ -47,6 +49,8 @@ pub(crate) struct TaskAttrs {
     pub(crate) expires: Option<Millis>,
     pub(crate) priority: Option<u8>,
     pub(crate) acks_late: Option<bool>,
+    pub(crate) ignore_result: Option<bool>,
+    pub(crate) track_started: Option<bool>,
     pub(crate) krate: Option<syn::Path>,
 }
 
@@ -167,6 +171,8 @@ fn apply(attrs: &mut TaskAttrs, key: &str, value: &Expr) -> syn::Result<()> {
             attrs.priority = Some(priority);
         }
         "acks_late" => attrs.acks_late = Some(boolean(value, key)?),
+        "ignore_result" => attrs.ignore_result = Some(boolean(value, key)?),
+        "track_started" => attrs.track_started = Some(boolean(value, key)?),
         "crate" => {
             let path = string(value, key)?;
             let path = syn::parse_str::<syn::Path>(&path).map_err(|_| {

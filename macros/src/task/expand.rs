@@ -218,5 +218,11 @@ fn options(krate: &syn::Path, attrs: &TaskAttrs) -> TokenStream {
     if let Some(acks_late) = attrs.acks_late {
         steps.push(quote!(.acks_late(#acks_late)));
     }
+    if let Some(ignore_result) = attrs.ignore_result {
+        steps.push(quote!(.ignore_result(#ignore_result)));
+    }
+    if let Some(track_started) = attrs.track_started {
+        steps.push(quote!(.track_started(#track_started)));
+    }
     quote!(#krate::TaskOptions::new() #(#steps)*)
 }

@@ -12,6 +12,8 @@ use celeriac::{App, Task, TaskContext};
     expires = 300,
     priority = 9,
     acks_late = true,
+    ignore_result = true,
+    track_started = true,
     crate = "::celeriac"
 )]
 async fn ccp_send_sms_code(ctx: TaskContext, mobile: String, code: String) -> Result<u8, std::io::Error> {
@@ -83,6 +85,7 @@ fn main() {
     let options = <ccp_send_sms_code as Task>::options();
     assert_eq!(options.queue_name(), Some("sms"));
     assert_eq!(options.time_limit, Some(std::time::Duration::from_millis(2500)));
+    assert_eq!((options.ignore_result, options.track_started), (Some(true), true));
     assert_eq!(<blocking_forever as Task>::options().retry.retry_limit(), None);
     assert_eq!(blocking_forever(2).unwrap(), 4);
     let _ = senders;

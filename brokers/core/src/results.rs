@@ -1,0 +1,191 @@
+//! The contract between celeriac and its result backends: where task outcomes are kept until a
+//! caller's `AsyncResult::get` reads them.
+//!
+//! A backend stores opaque records (celeriac encodes them) under a task id, each tagged with the
+//! [`ResultState`] it records. It enforces one rule itself, because tasks run at least once and two
+//! runs of one task may both write: **a stored outcome is never made worse** — see
+//! [`ResultState::replaces`]. A backend also wakes the callers waiting on a task when its outcome is
+//! stored ([`ResultBackend::wait_ready`]), without polling.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::BrokerError;
+
+/// A task's state as its result backend knows it (Celery's task states).
+///
+/// ```
+/// use celeriac::ResultState;
+///
+/// assert!(ResultState::Success.is_ready());
+/// assert!(!ResultState::Retry.is_ready());
+/// // A second run's failure never replaces the first run's success:
+/// assert!(!ResultState::Failure.replaces(ResultState::Success));
+/// assert!(ResultState::Success.replaces(ResultState::Failure));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResultState {
+    /// Nothing is known of the task: it is queued, its result expired or was forgotten, its task
+    /// ignores results, or there is no such task.
+    Pending,
+    /// A worker started it (recorded only for tasks with `track_started`).
+    Started,
+    /// It failed and a retry is scheduled.
+    Retry,
+    /// It succeeded; its output is stored.
+    Success,
+    /// It failed for good (after its retries) or was dead-lettered.
+    Failure,
+    /// It was discarded before it ran: expired, or revoked.
+    Revoked,
+}
+
+impl ResultState {
+    /// Whether the task is over: success, failure or revoked.
+    pub const fn is_ready(self) -> bool {
+        matches!(self, Self::Success | Self::Failure | Self::Revoked)
+    }
+
+    /// The byte that stands for the state in stored records.
+    pub const fn code(self) -> u8 {
+        match self {
+            Self::Pending => 0,
+            Self::Started => 1,
+            Self::Retry => 2,
+            Self::Success => 3,
+            Self::Failure => 4,
+            Self::Revoked => 5,
+        }
+    }
+
+    /// The state a stored byte stands for.
+    pub const fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0 => Self::Pending,
+            1 => Self::Started,
+            2 => Self::Retry,
+            3 => Self::Success,
+            4 => Self::Failure,
+            5 => Self::Revoked,
+            _ => return None,
+        })
+    }
+
+    /// How far along a task in this state is: in progress, over without success, succeeded.
+    const fn rank(self) -> u8 {
+        match self {
+            Self::Pending => 0,
+            Self::Started | Self::Retry => 1,
+            Self::Failure | Self::Revoked => 2,
+            Self::Success => 3,
+        }
+    }
+
+    /// Whether a record in this state may replace a stored record in state `current`.
+    ///
+    /// A task may run twice (at-least-once delivery); the rule keeps its outcome from getting worse:
+    /// nothing replaces a success (the first success wins), a failure replaces anything but a
+    /// success, and progress (started, retry) replaces only progress. A later success replaces a
+    /// failure: a dead letter that was replayed and then succeeded did succeed.
+    pub const fn replaces(self, current: ResultState) -> bool {
+        let (new, old) = (self.rank(), current.rank());
+        new > old || (new == old && new < Self::Success.rank())
+    }
+}
+
+impl fmt::Display for ResultState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Celery's spelling, which operators know.
+        f.write_str(match self {
+            Self::Pending => "PENDING",
+            Self::Started => "STARTED",
+            Self::Retry => "RETRY",
+            Self::Success => "SUCCESS",
+            Self::Failure => "FAILURE",
+            Self::Revoked => "REVOKED",
+        })
+    }
+}
+
+/// One stored record: its state and its body (encoded by celeriac; opaque to the backend).
+///
+/// ```
+/// use celeriac::{ResultState, StoredResult};
+///
+/// let stored = StoredResult::new(ResultState::Success, b"output".to_vec());
+/// let bytes = stored.to_bytes();
+/// assert_eq!(StoredResult::from_bytes(&bytes)?, stored);
+/// # Ok::<(), celeriac::BrokerError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredResult {
+    /// The state the record is in.
+    pub state: ResultState,
+    /// The record, as celeriac encoded it.
+    pub body: Bytes,
+}
+
+impl StoredResult {
+    /// A record in `state`.
+    pub fn new(state: ResultState, body: impl Into<Bytes>) -> Self {
+        Self {
+            state,
+            body: body.into(),
+        }
+    }
+
+    /// The record as one byte string: the state's [code](ResultState::code), then the body. Backends
+    /// that keep bytes (Redis) store this, so a script can read the state from the first byte.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(1 + self.body.len());
+        bytes.push(self.state.code());
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+
+    /// Reads what [`to_bytes`](Self::to_bytes) wrote. Anything else is an error, never a panic.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, BrokerError> {
+        let invalid = || BrokerError::Invalid("a stored result that celeriac did not write".into());
+        let (&code, body) = bytes.split_first().ok_or_else(invalid)?;
+        let state = ResultState::from_code(code).ok_or_else(invalid)?;
+        Ok(Self::new(state, Bytes::copy_from_slice(body)))
+    }
+}
+
+/// Where task outcomes are kept: the memory backend in `celeriac`, Redis in `celeriac-redis`,
+/// RabbitMQ's reply queues in `celeriac-amqp`, or yours.
+///
+/// Object safe; an app holds one as `Arc<dyn ResultBackend>`. Ids are task ids as text.
+#[async_trait]
+pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
+    /// The backend's system, for logs: `memory`, `redis`, `rabbitmq`, ….
+    fn system(&self) -> &'static str;
+
+    /// Where the backend is, with any password replaced by `***`.
+    fn redacted_url(&self) -> String;
+
+    /// Stores `result` for task `id`, kept for `ttl`, unless the stored record's state wins
+    /// ([`ResultState::replaces`]); wakes the callers waiting on `id` when the new state is ready.
+    /// Returns whether it was stored. Checking and writing are one atomic step.
+    async fn store(
+        &self,
+        id: &str,
+        result: StoredResult,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError>;
+
+    /// The stored record of task `id`, if any.
+    async fn fetch(&self, id: &str) -> Result<Option<StoredResult>, BrokerError>;
+
+    /// Waits until task `id` has a ready record ([`ResultState::is_ready`]) and returns it. Waiting
+    /// is push (pub/sub, a reply consumer, a channel), never a polling loop; dropping the future
+    /// stops waiting. Callers bound the wait with a timeout.
+    async fn wait_ready(&self, id: &str) -> Result<StoredResult, BrokerError>;
+
+    /// Deletes the record of task `id`. A later run of the task may store a new one.
+    async fn forget(&self, id: &str) -> Result<(), BrokerError>;
+}

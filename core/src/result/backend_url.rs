@@ -1,0 +1,131 @@
+//! Choosing a result backend by URL: `memory://`, `redis://`, `rediss://`.
+
+use std::sync::Arc;
+#[cfg(feature = "redis")]
+use std::time::Duration;
+
+#[cfg(feature = "redis")]
+use async_trait::async_trait;
+
+use super::ResultBackend;
+#[cfg(feature = "redis")]
+use super::StoredResult;
+use crate::BuildError;
+#[cfg(feature = "redis")]
+use crate::broker::BrokerError;
+use crate::broker::RedactedUrl;
+
+/// Where the app's result backend comes from, as given to the builder.
+pub(crate) enum ResultBackendChoice {
+    Given(Arc<dyn ResultBackend>),
+    Url(String),
+}
+
+impl ResultBackendChoice {
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::Given(backend) => backend.redacted_url(),
+            Self::Url(url) => RedactedUrl::new(url).redacted().to_owned(),
+        }
+    }
+
+    pub(crate) fn into_backend(self) -> Result<Arc<dyn ResultBackend>, BuildError> {
+        match self {
+            Self::Given(backend) => Ok(backend),
+            Self::Url(url) => from_url(&url),
+        }
+    }
+}
+
+fn from_url(url: &str) -> Result<Arc<dyn ResultBackend>, BuildError> {
+    let redacted = RedactedUrl::new(url);
+    let invalid = |reason: String| BuildError::ResultBackendUrl {
+        url: redacted.redacted().to_owned(),
+        reason,
+    };
+    let parsed =
+        ::url::Url::parse(url).map_err(|error| invalid(redacted.scrub(&error.to_string())))?;
+    match parsed.scheme() {
+        "memory" => Ok(Arc::new(
+            crate::app::memory_broker(&crate::app::memory_name(&parsed)).result_backend(),
+        )),
+        "redis" | "rediss" => {
+            #[cfg(feature = "redis")]
+            {
+                Ok(Arc::new(LazyRedis {
+                    url: redacted,
+                    backend: tokio::sync::OnceCell::new(),
+                }))
+            }
+            #[cfg(not(feature = "redis"))]
+            {
+                Err(invalid(
+                    "needs the `redis` feature of celeriac: `cargo add celeriac --features redis`"
+                        .to_owned(),
+                ))
+            }
+        }
+        other => Err(invalid(format!(
+            "unknown scheme `{other}`: use memory://, redis:// or rediss://"
+        ))),
+    }
+}
+
+/// The Redis result backend, connected on first use (so that `AppBuilder::build` stays synchronous).
+#[cfg(feature = "redis")]
+struct LazyRedis {
+    url: RedactedUrl,
+    backend: tokio::sync::OnceCell<celeriac_redis::RedisResultBackend>,
+}
+
+#[cfg(feature = "redis")]
+impl LazyRedis {
+    async fn connected(&self) -> Result<&celeriac_redis::RedisResultBackend, BrokerError> {
+        self.backend
+            .get_or_try_init(|| celeriac_redis::RedisResultBackend::connect(self.url.secret()))
+            .await
+    }
+}
+
+#[cfg(feature = "redis")]
+impl std::fmt::Debug for LazyRedis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyRedis")
+            .field("url", &self.url)
+            .field("connected", &self.backend.initialized())
+            .finish()
+    }
+}
+
+#[cfg(feature = "redis")]
+#[async_trait]
+impl ResultBackend for LazyRedis {
+    fn system(&self) -> &'static str {
+        "redis"
+    }
+
+    fn redacted_url(&self) -> String {
+        self.url.redacted().to_owned()
+    }
+
+    async fn store(
+        &self,
+        id: &str,
+        result: StoredResult,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        self.connected().await?.store(id, result, ttl).await
+    }
+
+    async fn fetch(&self, id: &str) -> Result<Option<StoredResult>, BrokerError> {
+        self.connected().await?.fetch(id).await
+    }
+
+    async fn wait_ready(&self, id: &str) -> Result<StoredResult, BrokerError> {
+        self.connected().await?.wait_ready(id).await
+    }
+
+    async fn forget(&self, id: &str) -> Result<(), BrokerError> {
+        self.connected().await?.forget(id).await
+    }
+}

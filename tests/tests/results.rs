@@ -1,0 +1,199 @@
+//! Task results end to end: every outcome reaches its caller through each result backend — in
+//! memory, and Redis (127.0.0.1:6379 or `CELERIAC_REDIS_URL`) with the Redis and RabbitMQ brokers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use celeriac::redis::RedisResultBackend;
+use celeriac::result::{MemoryResultBackend, ResultBackend};
+use celeriac::{App, AppBuilder, MemoryBroker};
+use celeriac_tests::harness::{amqp_url, redis_connection, redis_url, skipped, unique_queue};
+use celeriac_tests::results::{self, PATIENCE};
+
+fn memory(name: &str) -> impl Fn() -> AppBuilder {
+    let url = format!("memory://{name}");
+    move || App::builder().broker_url(&url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_every_outcome_reaches_its_caller() {
+    results::every_outcome_reaches_its_caller(memory(&unique_queue("results"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_many_callers_wait_at_once() {
+    let app = results::with_tasks(App::builder().broker(MemoryBroker::new()))
+        .build()
+        .unwrap();
+    results::many_callers_wait_at_once(&app, 1_000).await;
+}
+
+#[tokio::test]
+async fn memory_backend_keeps_the_rules() {
+    results::backend_keeps_the_rules(Arc::new(MemoryResultBackend::new())).await;
+}
+
+#[tokio::test]
+async fn apps_on_one_embedded_broker_share_its_results() {
+    let broker = MemoryBroker::new();
+    let web = App::builder().broker(broker.clone()).build().unwrap();
+    let worker = App::builder().broker(broker).build().unwrap();
+    let (web, worker) = (
+        web.result_backend().unwrap(),
+        worker.result_backend().unwrap(),
+    );
+    let stored = celeriac::StoredResult::new(celeriac::ResultState::Success, b"x".to_vec());
+    worker
+        .store("shared", stored.clone(), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(web.fetch("shared").await.unwrap(), Some(stored));
+}
+
+#[tokio::test]
+async fn an_app_on_another_broker_has_no_backend_unless_given_one() {
+    let app = App::builder()
+        .broker_url("redis://127.0.0.1:1/0")
+        .build()
+        .unwrap();
+    assert!(app.result_backend().is_none());
+    let result = celeriac::AsyncResult::<i64>::from_id(&app, celeriac::TaskId::new());
+    let error = result.get().await.unwrap_err();
+    assert!(error.to_string().contains("result_backend_url"), "{error}");
+}
+
+fn redis_results_url() -> Option<String> {
+    (!skipped("redis")).then(redis_url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_broker_and_backend_every_outcome_reaches_its_caller() {
+    let Some(url) = redis_results_url() else {
+        return;
+    };
+    let queue = unique_queue("results");
+    results::every_outcome_reaches_its_caller(|| {
+        App::builder()
+            .broker_url(&url)
+            .result_backend_url(&url)
+            .default_queue(&queue)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_broker_and_redis_backend_every_outcome_reaches_its_caller() {
+    let Some(url) = redis_results_url() else {
+        return;
+    };
+    if skipped("amqp") {
+        return;
+    }
+    let queue = unique_queue("results");
+    results::every_outcome_reaches_its_caller(|| {
+        App::builder()
+            .broker_url(amqp_url())
+            .result_backend_url(&url)
+            .default_queue(&queue)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_many_callers_wait_at_once_on_one_connection() {
+    let Some(url) = redis_results_url() else {
+        return;
+    };
+    let app = results::with_tasks(
+        App::builder()
+            .broker_url(&url)
+            .result_backend_url(&url)
+            .default_queue(unique_queue("results")),
+    )
+    .build()
+    .unwrap();
+    results::many_callers_wait_at_once(&app, 1_000).await;
+}
+
+async fn redis_backend() -> Option<RedisResultBackend> {
+    let url = redis_results_url()?;
+    Some(
+        RedisResultBackend::builder(&url)
+            .key_prefix("celeriac-test")
+            .connect()
+            .await
+            .expect("Redis is required by this test: run scripts/test.sh, which starts it"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_backend_keeps_the_rules() {
+    let Some(backend) = redis_backend().await else {
+        return;
+    };
+    results::backend_keeps_the_rules(Arc::new(backend)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_results_expire_with_their_ttl() {
+    let Some(backend) = redis_backend().await else {
+        return;
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let stored = celeriac::StoredResult::new(celeriac::ResultState::Success, b"x".to_vec());
+    backend
+        .store(&id, stored, Duration::from_secs(90))
+        .await
+        .unwrap();
+    let mut conn = redis_connection().await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("celeriac-test:result:{id}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!((80_000..=90_000).contains(&ttl), "PTTL {ttl}");
+}
+
+/// A waiter whose pub/sub connection is killed still gets the result stored afterwards: the
+/// backend reconnects, subscribes again and re-reads the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_survives_its_pubsub_connection_being_killed() {
+    let Some(backend) = redis_backend().await else {
+        return;
+    };
+    let id = uuid::Uuid::new_v4().to_string();
+    let waiter = {
+        let (backend, id) = (backend.clone(), id.clone());
+        tokio::spawn(async move { backend.wait_ready(&id).await })
+    };
+    let mut conn = redis_connection().await;
+    // Wait until the subscription exists, then kill every pub/sub connection.
+    let channel = format!("celeriac-test:result:{id}");
+    celeriac_tests::harness::eventually(PATIENCE, "the waiter to subscribe", || {
+        let (mut conn, channel) = (conn.clone(), channel.clone());
+        async move {
+            let counts: Vec<(String, u64)> = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            counts.first().is_some_and(|(_, n)| *n > 0)
+        }
+    })
+    .await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let stored = celeriac::StoredResult::new(celeriac::ResultState::Success, b"after".to_vec());
+    backend.store(&id, stored, PATIENCE).await.unwrap();
+    let woken = celeriac_tests::harness::within(PATIENCE, "the waiter", waiter)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(woken.body.as_ref(), b"after");
+}
