@@ -15,6 +15,7 @@ mod ceiling;
 mod measure;
 mod process;
 mod raw_amqp;
+mod results;
 mod sms;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -111,6 +112,31 @@ enum Command {
         #[command(flatten)]
         shape: raw_amqp::RawShape,
     },
+    /// What results cost: `delay` → `get` round trip p50/p99 at low load, and drain throughput with
+    /// results stored vs `ignore_result` (memory: memory backend; redis and amqp: Redis backend).
+    Results {
+        /// Broker to benchmark.
+        #[arg(value_enum)]
+        broker: BrokerKind,
+        /// Tasks per drain round.
+        #[arg(long, default_value_t = 50_000)]
+        tasks: u64,
+        /// Drain rounds of each kind (alternating); medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Round trips measured.
+        #[arg(long, default_value_t = 1_000)]
+        samples: usize,
+        /// Worker concurrency for the drain rounds.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Also measure Python Celery's round trip on Redis (bench/celery/results.sh).
+        #[arg(long)]
+        with_celery: bool,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Internal: the worker process of the drain phase.
     #[command(hide = true)]
     DrainWorker {
@@ -204,6 +230,35 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         let think = std::time::Duration::from_millis(*think_ms);
         let report = sms::run(*clients, *requests, think).await?;
         print_sms(&report);
+        if let Some(path) = json {
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        }
+        return Ok(());
+    }
+    if let Some(Command::Results {
+        broker,
+        tasks,
+        rounds,
+        samples,
+        concurrency,
+        with_celery,
+        json,
+    }) = &cli.command
+    {
+        let url = match broker {
+            BrokerKind::Memory => "",
+            BrokerKind::Redis => cli.redis_url.as_str(),
+            BrokerKind::Amqp => cli.amqp_url.as_str(),
+        };
+        let shape = results::ResultsShape {
+            tasks: *tasks,
+            samples: *samples,
+            rounds: (*rounds).max(1),
+            concurrency: *concurrency,
+            with_celery: *with_celery,
+        };
+        let report = results::run(*broker, url, &cli.redis_url, &shape).await?;
+        results::print(&report);
         if let Some(path) = json {
             std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         }

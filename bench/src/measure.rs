@@ -167,8 +167,8 @@ pub(crate) async fn drain_in_process(
     })
 }
 
-/// Enqueue-to-start latency percentiles, in milliseconds.
-#[derive(Debug, Default, Serialize)]
+/// Latency percentiles, in milliseconds.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
 pub(crate) struct Percentiles {
     pub(crate) p50: f64,
     pub(crate) p90: f64,

@@ -158,9 +158,15 @@ async fn redis_results_expire_with_their_ttl() {
 /// backend reconnects, subscribes again and re-reads the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_survives_its_pubsub_connection_being_killed() {
-    let Some(backend) = redis_backend().await else {
+    let Some(url) = redis_results_url() else {
         return;
     };
+    let prefix = unique_queue("celeriac-test-kill");
+    let backend = RedisResultBackend::builder(&url)
+        .key_prefix(&prefix)
+        .connect()
+        .await
+        .expect("Redis is required by this test: run scripts/test.sh, which starts it");
     let id = uuid::Uuid::new_v4().to_string();
     let waiter = {
         let (backend, id) = (backend.clone(), id.clone());
@@ -168,7 +174,7 @@ async fn a_waiter_survives_its_pubsub_connection_being_killed() {
     };
     let mut conn = redis_connection().await;
     // Wait until the subscription exists, then kill every pub/sub connection.
-    let channel = format!("celeriac-test:result:{id}");
+    let channel = format!("{prefix}:results");
     celeriac_tests::harness::eventually(PATIENCE, "the waiter to subscribe", || {
         let (mut conn, channel) = (conn.clone(), channel.clone());
         async move {

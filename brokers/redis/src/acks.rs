@@ -57,7 +57,7 @@ async fn run(
             for request in requests {
                 let outcome = match &result {
                     Ok(_) => Ok(()),
-                    Err(error) => Err(copy(error)),
+                    Err(error) => Err(copy(error, "redis ack failed")),
                 };
                 let _ = request.done.send(outcome);
             }
@@ -65,14 +65,19 @@ async fn run(
     }
 }
 
-/// A copy of a batch's error for each of its callers (broker errors are not `Clone`).
-fn copy(error: &BrokerError) -> BrokerError {
+/// A copy of a batch's error for each of its callers (broker errors are not `Clone`); errors that
+/// are not transient become `context` with the error's text as the cause.
+pub(crate) fn copy(error: &BrokerError, context: &str) -> BrokerError {
     match error {
         BrokerError::Disconnected { op } => BrokerError::Disconnected { op },
         BrokerError::Timeout { op, after } => BrokerError::Timeout { op, after: *after },
+        BrokerError::Unavailable { op, reason } => BrokerError::Unavailable {
+            op,
+            reason: reason.clone(),
+        },
         other => BrokerError::Backend {
-            context: "redis ack failed".to_owned(),
-            source: other.to_string().into(),
+            context: context.to_owned(),
+            source: celeriac_core::Report(other).to_string().into(),
         },
     }
 }

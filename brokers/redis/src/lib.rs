@@ -52,6 +52,8 @@ mod consumer;
 mod error;
 mod keys;
 mod reply;
+mod result_listener;
+mod result_writes;
 mod results;
 mod scripts;
 

@@ -186,10 +186,13 @@ pub(super) async fn process(
     match outcome {
         Ok(output) => {
             Counters::add(&shared.report.succeeded);
-            // Stored before the ack: a worker that dies in between runs the task again, and the
-            // backend keeps the first success.
+            // The result is stored before the ack (a worker that dies in between runs the task
+            // again, and the backend keeps the first success); neither holds the lane.
             if store::wanted(app, context.envelope()) {
-                Box::pin(store::success(app, context.envelope(), output.into_bytes())).await;
+                let (app, envelope) = (app.clone(), context.shared_envelope().clone());
+                let output = output.into_bytes();
+                let stored = async move { store::success(&app, &envelope, output).await };
+                return Some(PendingAck::after(queue, stored, delivery));
             }
             // The run is over: its ack (a broker round trip, maybe) does not hold the lane. The
             // broker's prefetch still bounds how many deliveries are unsettled at once.
@@ -216,6 +219,26 @@ pub(super) struct PendingAck {
 }
 
 impl PendingAck {
+    /// Runs `first` (storing the result), then sends the ack of `delivery` if the task has one
+    /// left to send (an early-acked task has none).
+    fn after(
+        queue: Arc<str>,
+        first: impl Future<Output = ()> + Send + 'static,
+        delivery: Option<Delivery>,
+    ) -> Self {
+        let confirmation = Box::pin(async move {
+            first.await;
+            match delivery {
+                Some(delivery) => delivery.into_ack().await,
+                None => Ok(()),
+            }
+        });
+        Self {
+            queue,
+            confirmation,
+        }
+    }
+
     /// Sends the ack. Returns `None` when the broker settled it at once (the common case for the
     /// embedded broker), the pending confirmation otherwise.
     async fn start(queue: Arc<str>, delivery: Delivery) -> Option<Self> {

@@ -1,7 +1,9 @@
--- Stores a task's result unless the stored one wins, and wakes its waiters.
--- KEYS[1]: the result key (also its pub/sub channel)
+-- Stores a task's result unless the stored one wins, and wakes its waiters. (A success with no
+-- record before it is written without this script: `SET NX` and a publish, see result_writes.rs.)
+-- KEYS[1]: the result key
 -- ARGV[1]: the record; its first byte is the state's code
 -- ARGV[2]: how long to keep it, in milliseconds
+-- ARGV[3]: the results channel, ARGV[4]: the task's id (announced there once a final state is stored)
 -- Returns 1 if stored, 0 if the stored record won.
 --
 -- The rule is `ResultState::replaces` of celeriac-core: codes 0 pending, 1 started, 2 retry,
@@ -22,6 +24,7 @@ if current then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 if new >= 3 then
-  redis.call('PUBLISH', KEYS[1], ARGV[1])
+  -- A hint: waiters on this id read the key again.
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
 end
 return 1
