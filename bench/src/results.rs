@@ -251,7 +251,7 @@ pub(crate) fn print(report: &ResultsReport) {
         let c = &celery.round_trip_ms;
         println!(
             "{:<34}p50 {:.3} · p90 {:.3} · p99 {:.3} · max {:.3} ms",
-            format!("delay → get ({})", celery.system),
+            format!("delay → get ({}) ", celery.system),
             c.p50,
             c.p90,
             c.p99,
