@@ -7,7 +7,9 @@ use std::time::Duration;
 use celeriac::redis::RedisResultBackend;
 use celeriac::result::{MemoryResultBackend, ResultBackend};
 use celeriac::{App, AppBuilder, MemoryBroker};
-use celeriac_tests::harness::{amqp_url, redis_connection, redis_url, skipped, unique_queue};
+use celeriac_tests::harness::{
+    BackgroundWorker, amqp_url, redis_connection, redis_url, skipped, unique_queue,
+};
 use celeriac_tests::results::{self, PATIENCE};
 
 fn memory(name: &str) -> impl Fn() -> AppBuilder {
@@ -76,6 +78,7 @@ async fn redis_broker_and_backend_every_outcome_reaches_its_caller() {
         App::builder()
             .broker_url(&url)
             .result_backend_url(&url)
+            .result_expires(Duration::from_secs(300))
             .default_queue(&queue)
     })
     .await;
@@ -94,6 +97,7 @@ async fn rabbitmq_broker_and_redis_backend_every_outcome_reaches_its_caller() {
         App::builder()
             .broker_url(amqp_url())
             .result_backend_url(&url)
+            .result_expires(Duration::from_secs(300))
             .default_queue(&queue)
     })
     .await;
@@ -108,6 +112,7 @@ async fn redis_many_callers_wait_at_once_on_one_connection() {
         App::builder()
             .broker_url(&url)
             .result_backend_url(&url)
+            .result_expires(Duration::from_secs(300))
             .default_queue(unique_queue("results")),
     )
     .build()
@@ -202,4 +207,74 @@ async fn a_waiter_survives_its_pubsub_connection_being_killed() {
         .unwrap()
         .unwrap();
     assert_eq!(woken.body.as_ref(), b"after");
+}
+
+/// Another process waits on a task's result by id — before any worker ran it — and gets it the
+/// moment the worker here stores it; a failure reaches it the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_process_waits_on_a_result_by_id() {
+    let Some(url) = redis_results_url() else {
+        return;
+    };
+    let app = results::with_tasks(
+        App::builder()
+            .broker_url(&url)
+            .result_backend_url(&url)
+            .result_expires(Duration::from_secs(300))
+            .default_queue(unique_queue("results")),
+    )
+    .build()
+    .unwrap();
+    let sum = results::add::delay(&app, 20, 22).await.unwrap();
+    let failing = results::always_fails::delay(&app, 3).await.unwrap();
+    let reader = |id: celeriac::TaskId| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_celeriac-test-result"))
+            .args([url.clone(), id.to_string(), "20000".to_owned()])
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output()
+    };
+    let (sum_read, failure_read) = (reader(sum.id()), reader(failing.id()));
+    let readers = tokio::spawn(async move { (sum_read.await, failure_read.await) });
+    // The readers are waiting (or about to): only now does a worker run the tasks.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let worker = BackgroundWorker::start(app.worker().build().unwrap());
+    let (sum_read, failure_read) =
+        celeriac_tests::harness::within(PATIENCE * 2, "the readers", readers)
+            .await
+            .unwrap();
+    worker.stop().await;
+    let sum_read = String::from_utf8(sum_read.unwrap().stdout).unwrap();
+    assert_eq!(sum_read.trim(), "ok 42");
+    let failure_read = String::from_utf8(failure_read.unwrap().stdout).unwrap();
+    assert!(
+        failure_read.contains("failed after 2 retries")
+            && failure_read.contains("gateway said no to 3"),
+        "{failure_read}"
+    );
+}
+
+/// A caller whose future started the Redis connection and is then left unpolled (a worker lane's
+/// pending store while the lane runs its next task) must not hold up other callers: the connection
+/// is made by a task of its own. (It once was made in the first caller's future, and a lane storing a
+/// retry then waited forever for its own unpolled success store.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_left_unpolled_does_not_hold_up_the_connection() {
+    let Some(url) = redis_results_url() else {
+        return;
+    };
+    let app = App::builder()
+        .broker_url("memory://")
+        .result_backend_url(&url)
+        .build()
+        .unwrap();
+    let backend = app.result_backend().unwrap().clone();
+    let mut first = Box::pin(backend.fetch("celeriac-test-first"));
+    assert!(
+        futures::poll!(first.as_mut()).is_pending(),
+        "connecting takes a round trip"
+    );
+    let second = tokio::time::timeout(PATIENCE, backend.fetch("celeriac-test-second")).await;
+    assert!(matches!(second, Ok(Ok(None))), "{second:?}");
+    drop(first);
 }
