@@ -129,8 +129,18 @@ pub(crate) struct DrainShape {
 
 /// Runs a worker in this process until `shape.tasks` no-op runs completed.
 pub(crate) async fn drain(app: &App, shape: DrainShape) -> Result<f64, celeriac::Error> {
+    drain_counted(app, shape, &DONE).await
+}
+
+/// Runs a worker in this process until `counter` rose by `shape.tasks`; returns the seconds taken,
+/// the worker's graceful stop included.
+pub(crate) async fn drain_counted(
+    app: &App,
+    shape: DrainShape,
+    counter: &AtomicU64,
+) -> Result<f64, celeriac::Error> {
     let tasks = shape.tasks;
-    let target = DONE.load(Ordering::Relaxed) + tasks;
+    let target = counter.load(Ordering::Relaxed) + tasks;
     let worker = app
         .worker()
         .concurrency(shape.concurrency)
@@ -139,7 +149,7 @@ pub(crate) async fn drain(app: &App, shape: DrainShape) -> Result<f64, celeriac:
     let started = Instant::now();
     let report = worker
         .run_until(async {
-            while DONE.load(Ordering::Relaxed) < target {
+            while counter.load(Ordering::Relaxed) < target {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         })

@@ -179,21 +179,7 @@ async fn drain(
         sent += batch;
     }
     let counter = if store { &ECHOED } else { &DONE };
-    let target = counter.load(Ordering::Relaxed) + tasks;
-    let worker = app
-        .worker()
-        .concurrency(shape.concurrency)
-        .prefetch(shape.prefetch)
-        .build()?;
-    let started = Instant::now();
-    worker
-        .run_until(async {
-            while counter.load(Ordering::Relaxed) < target {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        })
-        .await?;
-    let rate = tasks as f64 / started.elapsed().as_secs_f64();
+    let rate = tasks as f64 / measure::drain_counted(app, shape, counter).await?;
     // Each round starts from the same keyspace: this round's results go (outside the timing).
     for ids in stored_ids.chunks(1_000) {
         let forgotten = ids

@@ -64,6 +64,16 @@ async fn an_app_on_another_broker_has_no_backend_unless_given_one() {
     assert!(error.to_string().contains("result_backend_url"), "{error}");
 }
 
+/// An app on `broker` keeping its results in Redis at `results` (for five minutes: tests leave no
+/// day-long keys behind), sending to `queue`.
+fn with_redis_results(broker: &str, results: &str, queue: &str) -> AppBuilder {
+    App::builder()
+        .broker_url(broker)
+        .result_backend_url(results)
+        .result_expires(Duration::from_secs(300))
+        .default_queue(queue)
+}
+
 fn redis_results_url() -> Option<String> {
     (!skipped("redis")).then(redis_url)
 }
@@ -74,14 +84,7 @@ async fn redis_broker_and_backend_every_outcome_reaches_its_caller() {
         return;
     };
     let queue = unique_queue("results");
-    results::every_outcome_reaches_its_caller(|| {
-        App::builder()
-            .broker_url(&url)
-            .result_backend_url(&url)
-            .result_expires(Duration::from_secs(300))
-            .default_queue(&queue)
-    })
-    .await;
+    results::every_outcome_reaches_its_caller(|| with_redis_results(&url, &url, &queue)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,14 +96,8 @@ async fn rabbitmq_broker_and_redis_backend_every_outcome_reaches_its_caller() {
         return;
     }
     let queue = unique_queue("results");
-    results::every_outcome_reaches_its_caller(|| {
-        App::builder()
-            .broker_url(amqp_url())
-            .result_backend_url(&url)
-            .result_expires(Duration::from_secs(300))
-            .default_queue(&queue)
-    })
-    .await;
+    let broker = amqp_url();
+    results::every_outcome_reaches_its_caller(|| with_redis_results(&broker, &url, &queue)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,27 +105,26 @@ async fn redis_many_callers_wait_at_once_on_one_connection() {
     let Some(url) = redis_results_url() else {
         return;
     };
-    let app = results::with_tasks(
-        App::builder()
-            .broker_url(&url)
-            .result_backend_url(&url)
-            .result_expires(Duration::from_secs(300))
-            .default_queue(unique_queue("results")),
-    )
-    .build()
-    .unwrap();
+    let app = results::with_tasks(with_redis_results(&url, &url, &unique_queue("results")))
+        .build()
+        .unwrap();
     results::many_callers_wait_at_once(&app, 1_000).await;
 }
 
-async fn redis_backend() -> Option<RedisResultBackend> {
+/// The Redis result backend with its keys under `prefix`; `None` only when Redis tests are skipped.
+async fn redis_backend_under(prefix: &str) -> Option<RedisResultBackend> {
     let url = redis_results_url()?;
     Some(
         RedisResultBackend::builder(&url)
-            .key_prefix("celeriac-test")
+            .key_prefix(prefix)
             .connect()
             .await
             .expect("Redis is required by this test: run scripts/test.sh, which starts it"),
     )
+}
+
+async fn redis_backend() -> Option<RedisResultBackend> {
+    redis_backend_under("celeriac-test").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -163,15 +159,10 @@ async fn redis_results_expire_with_their_ttl() {
 /// backend reconnects, subscribes again and re-reads the key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_survives_its_pubsub_connection_being_killed() {
-    let Some(url) = redis_results_url() else {
+    let prefix = unique_queue("celeriac-test-kill");
+    let Some(backend) = redis_backend_under(&prefix).await else {
         return;
     };
-    let prefix = unique_queue("celeriac-test-kill");
-    let backend = RedisResultBackend::builder(&url)
-        .key_prefix(&prefix)
-        .connect()
-        .await
-        .expect("Redis is required by this test: run scripts/test.sh, which starts it");
     let id = uuid::Uuid::new_v4().to_string();
     let waiter = {
         let (backend, id) = (backend.clone(), id.clone());
@@ -216,15 +207,9 @@ async fn another_process_waits_on_a_result_by_id() {
     let Some(url) = redis_results_url() else {
         return;
     };
-    let app = results::with_tasks(
-        App::builder()
-            .broker_url(&url)
-            .result_backend_url(&url)
-            .result_expires(Duration::from_secs(300))
-            .default_queue(unique_queue("results")),
-    )
-    .build()
-    .unwrap();
+    let app = results::with_tasks(with_redis_results(&url, &url, &unique_queue("results")))
+        .build()
+        .unwrap();
     let sum = results::add::delay(&app, 20, 22).await.unwrap();
     let failing = results::always_fails::delay(&app, 3).await.unwrap();
     let reader = |id: celeriac::TaskId| {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use celeriac_core::BrokerError;
+use celeriac_core::{BrokerError, ResultState};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use redis::aio::ConnectionManager;
@@ -28,10 +28,15 @@ pub(crate) struct Write {
     pub(crate) id: String,
     /// The record, its first byte the state's code.
     pub(crate) bytes: Vec<u8>,
-    /// Whether the record is a success, written with `SET NX` when no record exists yet.
-    pub(crate) success: bool,
     pub(crate) ttl_ms: u64,
     pub(crate) done: oneshot::Sender<Result<bool, BrokerError>>,
+}
+
+impl Write {
+    /// Whether the record is a success, written with `SET NX` when no record exists yet.
+    fn is_success(&self) -> bool {
+        self.bytes.first() == Some(&ResultState::Success.code())
+    }
 }
 
 /// Starts the batching task; it ends when every sender is gone.
@@ -81,7 +86,7 @@ async fn run(target: Target, mut writes: mpsc::UnboundedReceiver<Write>) {
 /// Stores one batch and answers its callers.
 async fn write_batch(target: Target, batch: Vec<Write>) {
     let (successes, others): (Vec<Write>, Vec<Write>) =
-        batch.into_iter().partition(|write| write.success);
+        batch.into_iter().partition(Write::is_success);
     let mut scripted = others;
     if !successes.is_empty() {
         scripted.extend(first_successes(&target, successes).await);

@@ -5,7 +5,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use celeriac_core::{BrokerError, RedactedUrl, ResultBackend, ResultState, StoredResult};
+use celeriac_core::{BrokerError, RedactedUrl, ResultBackend, StoredResult};
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -190,7 +190,6 @@ impl ResultBackend for RedisResultBackend {
             key: self.key(id),
             id: id.to_owned(),
             bytes: result.to_bytes(),
-            success: result.state == ResultState::Success,
             ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
             done,
         };

@@ -42,13 +42,13 @@ impl BrokerChoice {
     pub(super) fn default_result_backend(&self) -> Option<MemoryResultBackend> {
         let Self::Url(url) = self else { return None };
         let parsed = ::url::Url::parse(url).ok()?;
-        (parsed.scheme() == "memory").then(|| memory_broker(&memory_name(&parsed)).result_backend())
+        (parsed.scheme() == "memory").then(|| memory_results(&parsed))
     }
 }
 
 /// One process-wide in-memory broker per `memory://` URL, so every app of the process built from the
 /// same URL shares its queues (as a web handler and a worker in one process expect).
-pub(crate) fn memory_broker(name: &str) -> MemoryBroker {
+fn memory_broker(name: &str) -> MemoryBroker {
     static BROKERS: OnceLock<Mutex<HashMap<String, MemoryBroker>>> = OnceLock::new();
     let brokers = BROKERS.get_or_init(Default::default);
     let mut brokers = brokers
@@ -58,8 +58,13 @@ pub(crate) fn memory_broker(name: &str) -> MemoryBroker {
 }
 
 /// The name of the embedded broker a `memory://name` URL stands for.
-pub(crate) fn memory_name(url: &::url::Url) -> String {
+fn memory_name(url: &::url::Url) -> String {
     url.host_str().unwrap_or_default().to_owned() + url.path()
+}
+
+/// The results of the embedded broker a `memory://name` URL stands for.
+pub(crate) fn memory_results(url: &::url::Url) -> MemoryResultBackend {
+    memory_broker(&memory_name(url)).result_backend()
 }
 
 fn from_url(url: &str) -> Result<Arc<dyn Broker>, BuildError> {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub(crate) use self::broker_url::{memory_broker, memory_name};
+pub(crate) use self::broker_url::memory_results;
 pub use self::builder::AppBuilder;
 pub use self::delay::Delay;
 pub use self::send::SendOptions;
@@ -145,8 +145,8 @@ impl App {
             self.envelope(T::NAME, args.as_serialize(), Some(&task_options), options)?;
         envelope.args_schema = T::Args::schema_fingerprint();
         envelope.store_result = stores_result::<T>(&task_options);
+        let ignored_by = (!envelope.store_result).then_some(T::NAME);
         let id = self.publish(envelope).await?;
-        let ignored_by = (!stores_result::<T>(&task_options)).then_some(T::NAME);
         Ok(AsyncResult::new(self.clone(), id, ignored_by))
     }
 

@@ -46,9 +46,7 @@ fn from_url(url: &str) -> Result<Arc<dyn ResultBackend>, BuildError> {
     let parsed =
         ::url::Url::parse(url).map_err(|error| invalid(redacted.scrub(&error.to_string())))?;
     match parsed.scheme() {
-        "memory" => Ok(Arc::new(
-            crate::app::memory_broker(&crate::app::memory_name(&parsed)).result_backend(),
-        )),
+        "memory" => Ok(Arc::new(crate::app::memory_results(&parsed))),
         "redis" | "rediss" => {
             #[cfg(feature = "redis")]
             {

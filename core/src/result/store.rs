@@ -18,16 +18,8 @@ pub(crate) fn wanted(app: &App, envelope: &Envelope) -> bool {
 
 /// Stores `record` in `state` for the task `envelope` carries, if it keeps its result. A failure to
 /// store is logged, not returned: the task's own outcome (ack, retry, dead letter) goes ahead.
-pub(crate) async fn record(
-    app: &App,
-    envelope: &Envelope,
-    state: ResultState,
-    record: ResultRecord,
-) {
-    if !envelope.store_result {
-        return;
-    }
-    let Some(backend) = app.result_backend() else {
+async fn record(app: &App, envelope: &Envelope, state: ResultState, record: ResultRecord) {
+    let Some(backend) = app.result_backend().filter(|_| envelope.store_result) else {
         return;
     };
     let stored = match record.to_stored(state) {
@@ -65,8 +57,42 @@ pub(crate) async fn success(app: &App, envelope: &Envelope, output: Vec<u8>) {
     record(app, envelope, ResultState::Success, done).await;
 }
 
-/// Records an outcome without output: a failure, a dead letter, an expiry, a scheduled retry.
-pub(crate) async fn without_output(
+/// Records that a worker started the task (`track_started`).
+pub(crate) async fn started(app: &App, envelope: &Envelope) {
+    let started = ResultRecord::new(&envelope.task, envelope.retries);
+    record(app, envelope, ResultState::Started, started).await;
+}
+
+/// Records a failed run whose retry is scheduled.
+pub(crate) async fn retrying(app: &App, envelope: &Envelope, error: String) {
+    without_output(app, envelope, ResultState::Retry, Cause::Failed, error).await;
+}
+
+/// Records a task that failed for good.
+pub(crate) async fn failed(app: &App, envelope: &Envelope, error: String) {
+    without_output(app, envelope, ResultState::Failure, Cause::Failed, error).await;
+}
+
+/// Records a task dead-lettered without a run, and why.
+pub(crate) async fn dead_lettered(app: &App, envelope: &Envelope, reason: String) {
+    without_output(
+        app,
+        envelope,
+        ResultState::Failure,
+        Cause::DeadLettered,
+        reason,
+    )
+    .await;
+}
+
+/// Records a task that expired before it started.
+pub(crate) async fn expired(app: &App, envelope: &Envelope) {
+    let reason = "expired before it started".to_owned();
+    without_output(app, envelope, ResultState::Revoked, Cause::Expired, reason).await;
+}
+
+/// Records an outcome without output.
+async fn without_output(
     app: &App,
     envelope: &Envelope,
     state: ResultState,

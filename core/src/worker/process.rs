@@ -24,8 +24,7 @@ use crate::layers::catch_panic::CatchPanic;
 use crate::layers::instrumented;
 use crate::layers::time_limit::TimeLimit;
 use crate::metrics::{TaskMetrics, UNKNOWN_TASK};
-use crate::result::record::Cause;
-use crate::result::{ResultState, store};
+use crate::result::store;
 use crate::service::{RunTask, TaskRequest};
 use crate::task::registry::RegisteredTask;
 use crate::{Envelope, RetryDecision, TaskContext, TaskError, clock};
@@ -66,8 +65,7 @@ async fn refuse(
     task: &str,
     reason: String,
 ) {
-    let (failure, cause) = (ResultState::Failure, Cause::DeadLettered);
-    store::without_output(&shared.app, envelope, failure, cause, reason.clone()).await;
+    store::dead_lettered(&shared.app, envelope, reason.clone()).await;
     dead_letter(shared, delivery, task, reason).await;
 }
 
@@ -108,12 +106,7 @@ pub(super) async fn process(
         tracing::info!(task = %envelope.task, task.id = %envelope.id, "task expired before it started; discarding");
         metrics.expired.increment(1);
         Counters::add(&shared.report.expired);
-        let (revoked, expired) = (ResultState::Revoked, Cause::Expired);
-        let reason = "expired before it started".to_owned();
-        Box::pin(store::without_output(
-            app, &envelope, revoked, expired, reason,
-        ))
-        .await;
+        Box::pin(store::expired(app, &envelope)).await;
         settle("ack", &queue, delivery.ack()).await;
         return None;
     }
@@ -154,9 +147,8 @@ pub(super) async fn process(
         settle("ack", &queue, early.ack()).await;
     }
 
-    if task.options.track_started && store::wanted(app, &envelope) {
-        let started = crate::result::record::ResultRecord::new(&envelope.task, envelope.retries);
-        Box::pin(store::record(app, &envelope, ResultState::Started, started)).await;
+    if task.options.track_started {
+        Box::pin(store::started(app, &envelope)).await;
     }
     let time_limit = envelope.time_limit.or(task.options.time_limit);
     let context = TaskContext::new(app.clone(), envelope);
@@ -312,11 +304,9 @@ async fn after_failure(shared: &Shared, failed: Failed<'_>, delivery: Option<Del
             next.eta = Some(clock::now() + delay);
             match shared.app.publish(next).await {
                 Ok(_) => {
-                    tracing::info!(task = %name, task.id = %context.id(), retry = retries + 1, ?delay, error = %error.chain_message(), "retry scheduled");
-                    let (retry, failed) = (ResultState::Retry, Cause::Failed);
                     let message = error.chain_message();
-                    store::without_output(&shared.app, context.envelope(), retry, failed, message)
-                        .await;
+                    tracing::info!(task = %name, task.id = %context.id(), retry = retries + 1, ?delay, error = %message, "retry scheduled");
+                    store::retrying(&shared.app, context.envelope(), message).await;
                     metrics.retried.increment(1);
                     Counters::add(&shared.report.retried);
                     if let Some(delivery) = delivery {
@@ -332,16 +322,12 @@ async fn after_failure(shared: &Shared, failed: Failed<'_>, delivery: Option<Del
             }
         }
         RetryDecision::GiveUp => {
-            let reason = match retries {
-                0 => format!("task `{name}` failed: {}", error.chain_message()),
-                n => format!(
-                    "task `{name}` failed after {n} retries: {}",
-                    error.chain_message()
-                ),
-            };
-            let (failure, failed) = (ResultState::Failure, Cause::Failed);
             let message = error.chain_message();
-            store::without_output(&shared.app, context.envelope(), failure, failed, message).await;
+            let reason = match retries {
+                0 => format!("task `{name}` failed: {message}"),
+                n => format!("task `{name}` failed after {n} retries: {message}"),
+            };
+            store::failed(&shared.app, context.envelope(), message).await;
             match delivery {
                 Some(delivery) => dead_letter(shared, delivery, name, reason).await,
                 None => {

@@ -82,23 +82,29 @@ pub struct Answer {
     pub state: Option<String>,
 }
 
+impl Answer {
+    /// The answer for `status` with `message`; the other fields empty.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        let code = if status.is_success() {
+            "0".to_owned()
+        } else {
+            status.as_u16().to_string()
+        };
+        Self {
+            code,
+            errmsg: message.into(),
+            retry_after: None,
+            task_id: None,
+            state: None,
+        }
+    }
+}
+
 /// The longest a status request may wait for the SMS task to finish.
 pub const MAX_STATUS_WAIT: Duration = Duration::from_secs(25);
 
 fn answer(status: StatusCode, message: impl Into<String>) -> Response {
-    let code = if status.is_success() {
-        "0".to_owned()
-    } else {
-        status.as_u16().to_string()
-    };
-    let body = Answer {
-        code,
-        errmsg: message.into(),
-        retry_after: None,
-        task_id: None,
-        state: None,
-    };
-    (status, Json(body)).into_response()
+    (status, Json(Answer::new(status, message))).into_response()
 }
 
 fn ok() -> Response {
@@ -136,14 +142,11 @@ async fn send_code(State(state): State<AppState>, Path(mobile): Path<String>) ->
         Ok(None) => {}
         Ok(Some(left)) => {
             let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+            let message =
+                format!("a code was sent to this number recently; try again in {seconds} s");
             let body = Answer {
-                code: "429".into(),
-                errmsg: format!(
-                    "a code was sent to this number recently; try again in {seconds} s"
-                ),
                 retry_after: Some(seconds),
-                task_id: None,
-                state: None,
+                ..Answer::new(StatusCode::TOO_MANY_REQUESTS, message)
             };
             let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
             if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
@@ -170,11 +173,8 @@ async fn send_code(State(state): State<AppState>, Path(mobile): Path<String>) ->
     match sent.await {
         Ok(sending) => {
             let body = Answer {
-                code: "0".into(),
-                errmsg: "OK".into(),
-                retry_after: None,
                 task_id: Some(sending.id().to_string()),
-                state: None,
+                ..Answer::new(StatusCode::OK, "OK")
             };
             Json(body).into_response()
         }
@@ -279,11 +279,9 @@ async fn delivery_status(
         Err(error) => return status_unavailable(&error),
     };
     let body = Answer {
-        code: "0".into(),
-        errmsg: message,
-        retry_after: None,
         task_id: Some(id.to_string()),
         state: Some(task_state.to_string()),
+        ..Answer::new(StatusCode::OK, message)
     };
     Json(body).into_response()
 }

@@ -67,18 +67,15 @@ async fn post(router: &axum::Router, path: &str, body: Option<&str>) -> (StatusC
     let request = request
         .body(Body::from(body.unwrap_or("").to_owned()))
         .unwrap();
-    let response = router.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
-        .await
-        .unwrap();
-    let answer: Answer =
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| panic!("not JSON: {bytes:?}"));
-    (status, answer)
+    send(router, request).await
 }
 
 async fn get(router: &axum::Router, path: &str) -> (StatusCode, Answer) {
-    let request = Request::get(path).body(Body::empty()).unwrap();
+    send(router, Request::get(path).body(Body::empty()).unwrap()).await
+}
+
+/// Sends `request` to the router and reads its JSON answer.
+async fn send(router: &axum::Router, request: Request<Body>) -> (StatusCode, Answer) {
     let response = router.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
@@ -89,7 +86,8 @@ async fn get(router: &axum::Router, path: &str) -> (StatusCode, Answer) {
     (status, answer)
 }
 
-/// The delivery status of the SMS task `answer` names, waiting up to `wait` seconds.
+/// The delivery status (state, message) of the SMS task a sent code named, waiting up to `wait`
+/// seconds.
 async fn delivery(router: &axum::Router, sent: &Answer, wait: u64) -> (String, String) {
     let id = sent.task_id.as_deref().expect("a sent code names its task");
     let (status, answer) = get(router, &format!("/sms_tasks/{id}?wait={wait}")).await;
@@ -268,17 +266,8 @@ async fn a_gateway_that_keeps_failing_shows_a_failed_delivery_after_three_retrie
     let (status, sent) = post(&demo.router, "/sms_codes/13600136000", None).await;
     assert_eq!(status, StatusCode::OK);
     let waiting = {
-        let (router, sent) = (demo.router.clone(), sent.task_id.clone());
-        tokio::spawn(async move {
-            let sent = Answer {
-                code: "0".into(),
-                errmsg: String::new(),
-                retry_after: None,
-                task_id: sent,
-                state: None,
-            };
-            delivery(&router, &sent, 25).await
-        })
+        let router = demo.router.clone();
+        tokio::spawn(async move { delivery(&router, &sent, 25).await })
     };
     let worker = demo.app.worker().concurrency(2).build().unwrap();
     let report = worker
