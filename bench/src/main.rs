@@ -12,6 +12,7 @@
 //! Results print as a table and, with `--json FILE`, as JSON.
 
 mod ceiling;
+mod chord;
 mod measure;
 mod process;
 mod raw_amqp;
@@ -89,6 +90,17 @@ struct Cli {
     json: Option<std::path::PathBuf>,
 }
 
+impl Cli {
+    /// The URL of `broker` (none for the embedded one).
+    fn broker_url(&self, broker: BrokerKind) -> &str {
+        match broker {
+            BrokerKind::Memory => "",
+            BrokerKind::Redis => &self.redis_url,
+            BrokerKind::Amqp => &self.amqp_url,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// The SMS demo under load: 200 clients, a gateway taking 2 s per SMS; queued vs inline.
@@ -131,6 +143,28 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
         /// Also measure Python Celery's round trip on Redis (bench/celery/results.sh).
+        #[arg(long)]
+        with_celery: bool,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// The wall time of `chord(group of N no-ops, callback)` with one in-process worker (memory:
+    /// memory backend; redis and amqp: Redis backend), beside Python Celery's same chord.
+    Chord {
+        /// Broker to benchmark.
+        #[arg(value_enum)]
+        broker: BrokerKind,
+        /// Members of the chord.
+        #[arg(long, default_value_t = 10_000)]
+        members: u64,
+        /// Chords run; the median is reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Worker concurrency.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Also run Python Celery's same chord on the same broker (bench/celery/chord.sh).
         #[arg(long)]
         with_celery: bool,
         /// Also write the results as JSON to this file.
@@ -245,11 +279,7 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         json,
     }) = &cli.command
     {
-        let url = match broker {
-            BrokerKind::Memory => "",
-            BrokerKind::Redis => cli.redis_url.as_str(),
-            BrokerKind::Amqp => cli.amqp_url.as_str(),
-        };
+        let url = cli.broker_url(*broker);
         let shape = results::ResultsShape {
             tasks: *tasks,
             samples: *samples,
@@ -259,6 +289,28 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         };
         let report = results::run(*broker, url, &cli.redis_url, &shape).await?;
         results::print(&report);
+        if let Some(path) = json {
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        }
+        return Ok(());
+    }
+    if let Some(Command::Chord {
+        broker,
+        members,
+        rounds,
+        concurrency,
+        with_celery,
+        json,
+    }) = &cli.command
+    {
+        let shape = chord::ChordShape {
+            members: *members,
+            rounds: (*rounds).max(1),
+            concurrency: *concurrency,
+            with_celery: *with_celery,
+        };
+        let report = chord::run(*broker, cli.broker_url(*broker), &cli.redis_url, &shape).await?;
+        chord::print(&report);
         if let Some(path) = json {
             std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         }
@@ -326,11 +378,7 @@ async fn run(cli: &Cli, tasks: u64, samples: usize) -> Result<Report, Box<dyn st
         "celeriac-bench: {:?}, {tasks} tasks, concurrency {} on {machine}",
         cli.broker, cli.concurrency
     );
-    let url = match cli.broker {
-        BrokerKind::Memory => "",
-        BrokerKind::Redis => cli.redis_url.as_str(),
-        BrokerKind::Amqp => cli.amqp_url.as_str(),
-    };
+    let url = cli.broker_url(cli.broker);
     let (app, queue) = measure::app(cli.broker, url, cli.amqp_shards).await?;
     let shape = measure::DrainShape {
         tasks,

@@ -70,27 +70,9 @@ pub(crate) async fn run(
 ) -> Result<ResultsReport, Box<dyn std::error::Error>> {
     let queue = format!("bench-results-{}", uuid::Uuid::new_v4().simple());
     let builder = App::builder()
-        .default_queue(queue.clone())
         .register::<bench_noop>()
         .register::<bench_echo>();
-    let (builder, backend) = match broker {
-        BrokerKind::Memory => (builder.broker(MemoryBroker::new()), "memory"),
-        BrokerKind::Redis => (
-            builder
-                .broker(measure::redis_broker(broker_url).await?)
-                .result_backend(results_backend(redis_url).await?),
-            "redis",
-        ),
-        BrokerKind::Amqp => (
-            builder
-                .broker(measure::amqp_broker(broker_url, 1).await?)
-                .result_backend(results_backend(redis_url).await?),
-            "redis",
-        ),
-    };
-    // The bench's results are not worth a day of Redis memory.
-    let builder = builder.result_expires(Duration::from_secs(600));
-    let app = builder.build()?;
+    let (app, backend) = app_with_results(builder, broker, broker_url, redis_url, &queue).await?;
     eprintln!(
         "celeriac-bench results: {broker:?} broker, {backend} backend, {} tasks × {} rounds, {} samples",
         shape.tasks, shape.rounds, shape.samples
@@ -127,6 +109,37 @@ pub(crate) async fn run(
         storing_cost: 1.0 - stored / ignored,
         celery,
     })
+}
+
+/// The app of a results bench on `broker` sending to `queue`: the memory backend with the memory
+/// broker; otherwise the Redis backend at `redis_url`, under the bench's own key prefix. Results
+/// are kept ten minutes: the bench's are not worth a day of Redis memory. Answers the backend's name.
+pub(crate) async fn app_with_results(
+    builder: celeriac::AppBuilder,
+    broker: BrokerKind,
+    broker_url: &str,
+    redis_url: &str,
+    queue: &str,
+) -> Result<(App, &'static str), Box<dyn std::error::Error>> {
+    let builder = builder
+        .default_queue(queue)
+        .result_expires(Duration::from_secs(600));
+    let (builder, backend) = match broker {
+        BrokerKind::Memory => (builder.broker(MemoryBroker::new()), "memory"),
+        BrokerKind::Redis => (
+            builder
+                .broker(measure::redis_broker(broker_url).await?)
+                .result_backend(results_backend(redis_url).await?),
+            "redis",
+        ),
+        BrokerKind::Amqp => (
+            builder
+                .broker(measure::amqp_broker(broker_url, 1).await?)
+                .result_backend(results_backend(redis_url).await?),
+            "redis",
+        ),
+    };
+    Ok((builder.build()?, backend))
 }
 
 /// `delay` → `get` one at a time against an idle worker.
@@ -198,7 +211,7 @@ async fn results_backend(url: &str) -> Result<RedisResultBackend, celeriac::Brok
         .await
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }

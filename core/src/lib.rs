@@ -59,6 +59,7 @@
 
 pub mod app;
 pub mod broker;
+pub mod canvas;
 mod clock;
 pub mod codec;
 pub mod envelope;
@@ -105,6 +106,11 @@ pub mod guide {
     /// results, and why a task that ran twice still has one outcome.
     #[doc = include_str!("docs/results.md")]
     pub mod results {}
+
+    /// Workflows: signatures, chains, groups and chords, type-checked; how a chord joins without a
+    /// coordinator and survives a worker's crash; the limits; coming from Celery's canvas.
+    #[doc = include_str!("docs/workflows.md")]
+    pub mod workflows {}
 }
 
 /// The Redis broker (`celeriac-redis`), for brokers configured beyond their URL.

@@ -8,3 +8,4 @@ pub mod raw_amqp;
 pub mod results;
 pub mod scenarios;
 pub mod tls;
+pub mod workflows;

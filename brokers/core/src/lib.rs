@@ -50,7 +50,7 @@ pub use self::capabilities::Capabilities;
 pub use self::delivery::{Acknowledger, Delivery};
 pub use self::error::{BoxError, BrokerError, Report};
 pub use self::prefetch::{PrefetchSlot, PrefetchWindow};
-pub use self::results::{ResultBackend, ResultState, StoredResult};
+pub use self::results::{ChordJoin, ResultBackend, ResultState, StoredResult};
 pub use self::url::RedactedUrl;
 
 /// Re-exported for broker implementations: [`Broker`] and [`Acknowledger`] are `#[async_trait]` traits.

@@ -188,4 +188,67 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
 
     /// Deletes the record of task `id`. A later run of the task may store a new one.
     async fn forget(&self, id: &str) -> Result<(), BrokerError>;
+
+    /// Whether this backend joins chords ([`join_chord`](Self::join_chord) and
+    /// [`chord_fired`](Self::chord_fired)). The default is no.
+    fn joins_chords(&self) -> bool {
+        false
+    }
+
+    /// Records the output of member `member` (of `size`) of chord `chord`, kept for `ttl`, in one
+    /// atomic step, and says whether the caller is to send the chord's callback.
+    ///
+    /// The join is idempotent: a member recorded twice (a run repeated after a crash) keeps its first
+    /// output and counts once. It answers [`ChordJoin::Complete`] to the write that records the last
+    /// member, and again to a repeated member's write while the chord is complete but not yet
+    /// [fired](Self::chord_fired) (the first sender may have died before sending): the callback is sent
+    /// exactly once in normal runs and at least once across a crash.
+    async fn join_chord(
+        &self,
+        chord: &str,
+        member: u32,
+        size: u32,
+        output: Bytes,
+        ttl: Duration,
+    ) -> Result<ChordJoin, BrokerError> {
+        let _ = (chord, member, size, output, ttl);
+        Err(BrokerError::Unsupported {
+            system: self.system(),
+            feature: "chords",
+        })
+    }
+
+    /// Records that chord `chord`'s callback was sent: later joins answer [`ChordJoin::Waiting`].
+    async fn chord_fired(&self, chord: &str, ttl: Duration) -> Result<(), BrokerError> {
+        let _ = (chord, ttl);
+        Err(BrokerError::Unsupported {
+            system: self.system(),
+            feature: "chords",
+        })
+    }
+
+    /// Records that member `member` of chord `chord` failed for good. Returns whether it is the
+    /// chord's first failure (or the same member's again), so its error callback is sent once per
+    /// chord, and again only by a repeat of the run that sent it.
+    async fn fail_chord(
+        &self,
+        chord: &str,
+        member: u32,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let _ = (chord, member, ttl);
+        Err(BrokerError::Unsupported {
+            system: self.system(),
+            feature: "chords",
+        })
+    }
+}
+
+/// What a chord member's [`join`](ResultBackend::join_chord) found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChordJoin {
+    /// Members are still missing, or the callback was sent already.
+    Waiting,
+    /// Every member is in: their outputs, in member order. The caller sends the callback.
+    Complete(Vec<Bytes>),
 }

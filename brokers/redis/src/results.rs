@@ -5,7 +5,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use celeriac_core::{BrokerError, RedactedUrl, ResultBackend, StoredResult};
+use bytes::Bytes;
+use celeriac_core::{BrokerError, ChordJoin, RedactedUrl, ResultBackend, StoredResult};
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -13,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::bounded;
 use crate::result_listener::{self, Command, Listener, Watch};
 use crate::result_writes;
+use crate::scripts::SCRIPTS;
 
 /// Task results in Redis, for any broker (Celery's `redis://` result backend).
 ///
@@ -144,6 +146,12 @@ impl RedisResultBackend {
         format!("{}:result:{id}", self.inner.key_prefix)
     }
 
+    /// The key of one part of chord `id`'s join: `members`, `sent` or `failed`. The id is a hash
+    /// tag, so a chord's keys share a Redis Cluster slot.
+    fn chord_key(&self, id: &str, part: &str) -> String {
+        format!("{}:chord:{{{id}}}:{part}", self.inner.key_prefix)
+    }
+
     /// The channel on which writers announce the ids of the results they stored.
     fn channel(&self) -> String {
         format!("{}:results", self.inner.key_prefix)
@@ -190,7 +198,7 @@ impl ResultBackend for RedisResultBackend {
             key: self.key(id),
             id: id.to_owned(),
             bytes: result.to_bytes(),
-            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1),
+            ttl_ms: ttl_ms(ttl),
             done,
         };
         let writer = self.inner.writer.get_or_init(|| {
@@ -226,6 +234,87 @@ impl ResultBackend for RedisResultBackend {
         }
     }
 
+    fn joins_chords(&self) -> bool {
+        true
+    }
+
+    async fn join_chord(
+        &self,
+        chord: &str,
+        member: u32,
+        size: u32,
+        output: Bytes,
+        ttl: Duration,
+    ) -> Result<ChordJoin, BrokerError> {
+        let mut invocation = SCRIPTS.chord_join.key(self.chord_key(chord, "members"));
+        invocation
+            .key(self.chord_key(chord, "sent"))
+            .arg(member)
+            .arg(output.as_ref())
+            .arg(size)
+            .arg(ttl_ms(ttl));
+        let mut conn = self.inner.conn.clone();
+        let joined: Option<Vec<Vec<u8>>> = bounded(
+            "join_chord",
+            self.inner.timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        let Some(flat) = joined else {
+            return Ok(ChordJoin::Waiting);
+        };
+        let mut members = Vec::with_capacity(flat.len() / 2);
+        let mut pairs = flat.into_iter();
+        while let (Some(index), Some(output)) = (pairs.next(), pairs.next()) {
+            let index = std::str::from_utf8(&index)
+                .ok()
+                .and_then(|index| index.parse::<u32>().ok())
+                .ok_or_else(|| {
+                    BrokerError::Invalid(format!(
+                        "chord {chord}'s join holds a member that is not an index"
+                    ))
+                })?;
+            members.push((index, Bytes::from(output)));
+        }
+        members.sort_unstable_by_key(|(index, _)| *index);
+        Ok(ChordJoin::Complete(
+            members.into_iter().map(|(_, output)| output).collect(),
+        ))
+    }
+
+    async fn chord_fired(&self, chord: &str, ttl: Duration) -> Result<(), BrokerError> {
+        let mut conn = self.inner.conn.clone();
+        bounded(
+            "chord_fired",
+            self.inner.timeout,
+            redis::cmd("SET")
+                .arg(self.chord_key(chord, "sent"))
+                .arg(1)
+                .arg("PX")
+                .arg(ttl_ms(ttl))
+                .query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
+    async fn fail_chord(
+        &self,
+        chord: &str,
+        member: u32,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let mut invocation = SCRIPTS.chord_fail.key(self.chord_key(chord, "failed"));
+        invocation.arg(member).arg(ttl_ms(ttl));
+        let mut conn = self.inner.conn.clone();
+        let first: i64 = bounded(
+            "fail_chord",
+            self.inner.timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(first == 1)
+    }
+
     async fn forget(&self, id: &str) -> Result<(), BrokerError> {
         let mut conn = self.inner.conn.clone();
         bounded(
@@ -246,4 +335,9 @@ impl fmt::Debug for RedisResultBackend {
             .field("key_prefix", &self.inner.key_prefix)
             .finish_non_exhaustive()
     }
+}
+
+/// A time to live in whole milliseconds, at least one (Redis refuses `PX 0`).
+fn ttl_ms(ttl: Duration) -> u64 {
+    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
 }

@@ -16,6 +16,8 @@ pub(crate) struct Scripts {
     pub(crate) purge: Script,
     pub(crate) requeue_dead: Script,
     pub(crate) store_result: Script,
+    pub(crate) chord_join: Script,
+    pub(crate) chord_fail: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -31,4 +33,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     purge: Script::new(include_str!("scripts/purge.lua")),
     requeue_dead: Script::new(include_str!("scripts/requeue_dead.lua")),
     store_result: Script::new(include_str!("scripts/store_result.lua")),
+    chord_join: Script::new(include_str!("scripts/chord_join.lua")),
+    chord_fail: Script::new(include_str!("scripts/chord_fail.lua")),
 });

@@ -1,10 +1,9 @@
 use std::fmt;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::time::{Duration, SystemTime};
 
 use super::App;
-use crate::{AsyncResult, EnqueueError, SendOptions, Task, TaskId};
+use crate::{AsyncResult, EnqueueError, SendOptions, Task};
 
 /// A send of task `T`, with options chained on: await it to enqueue (Celery's `delay` and
 /// `apply_async` in one). Made by `my_task::delay(&app, …)` or [`App::delay`]; it does nothing until
@@ -49,65 +48,7 @@ impl<'a, T: Task> Delay<'a, T> {
         }
     }
 
-    /// Run no earlier than `delay` from now.
-    pub fn countdown(mut self, delay: Duration) -> Self {
-        self.options = self.options.countdown(delay);
-        self
-    }
-
-    /// Run no earlier than `at` (takes precedence over a countdown).
-    pub fn eta(mut self, at: SystemTime) -> Self {
-        self.options = self.options.eta(at);
-        self
-    }
-
-    /// Discard the task if it has not started within `after` from now.
-    pub fn expires_in(mut self, after: Duration) -> Self {
-        self.options = self.options.expires_in(after);
-        self
-    }
-
-    /// Discard the task if it has not started by `at`.
-    pub fn expires_at(mut self, at: SystemTime) -> Self {
-        self.options = self.options.expires_at(at);
-        self
-    }
-
-    /// Send to `queue` instead of the task's queue.
-    pub fn queue(mut self, queue: impl Into<String>) -> Self {
-        self.options = self.options.queue(queue);
-        self
-    }
-
-    /// Message priority, 0 (lowest) to 9 (highest), on brokers that support priorities.
-    pub fn priority(mut self, priority: u8) -> Self {
-        self.options = self.options.priority(priority);
-        self
-    }
-
-    /// A time limit for this run, instead of the task's.
-    pub fn time_limit(mut self, limit: Duration) -> Self {
-        self.options = self.options.time_limit(limit);
-        self
-    }
-
-    /// Sends with this id instead of a fresh one.
-    pub fn task_id(mut self, id: TaskId) -> Self {
-        self.options = self.options.task_id(id);
-        self
-    }
-
-    /// Adds a message header (kept with the message, readable by the task).
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        self.options = self.options.header(name, value);
-        self
-    }
-
-    /// Replaces every option with `options`.
-    pub fn options(mut self, options: SendOptions) -> Self {
-        self.options = options;
-        self
-    }
+    super::send::send_option_setters!();
 }
 
 impl<'a, T: Task> IntoFuture for Delay<'a, T> {

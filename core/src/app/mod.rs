@@ -3,7 +3,7 @@
 mod broker_url;
 mod builder;
 mod delay;
-mod send;
+pub(crate) mod send;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -19,6 +19,7 @@ pub use self::delay::Delay;
 pub use self::send::SendOptions;
 use crate::broker::{Broker, Outgoing};
 use crate::codec::{self, Codec, CodecError, DecodeLimits};
+use crate::envelope::Step;
 use crate::result::{AsyncResult, ResultBackend};
 use crate::task::TaskArgs;
 use crate::task::registry::{RegisteredTask, Registry};
@@ -158,8 +159,7 @@ impl App {
         let task_options = T::options();
         let args_schema = T::Args::schema_fingerprint();
         let store_result = stores_result::<T>(&task_options);
-        let mut ids = Vec::new();
-        let mut messages = Vec::new();
+        let mut envelopes = Vec::new();
         for args in args {
             let mut envelope = self.envelope(
                 T::NAME,
@@ -169,11 +169,10 @@ impl App {
             )?;
             envelope.args_schema = args_schema;
             envelope.store_result = store_result;
-            ids.push(envelope.id);
-            messages.push(Self::outgoing(&envelope)?);
+            envelopes.push(envelope);
         }
-        self.with_timeout(T::NAME, self.inner.broker.publish_batch(messages))
-            .await?;
+        let ids = envelopes.iter().map(|envelope| envelope.id).collect();
+        self.publish_all(envelopes).await?;
         Ok(ids)
     }
 
@@ -203,13 +202,31 @@ impl App {
         task_options: Option<&TaskOptions>,
         options: SendOptions,
     ) -> Result<Envelope, EnqueueError> {
+        let (parent_id, root_id) = (options.parent_id, options.root_id);
+        let mut step = self.step(name, args, task_options, options)?;
+        let args = std::mem::take(&mut step.args);
+        let mut envelope = step.into_envelope(clock::now(), args);
+        envelope.parent_id = parent_id;
+        envelope.root_id = root_id;
+        Ok(envelope)
+    }
+
+    /// A message template for task `name`: options resolved against the task's and the app's,
+    /// arguments encoded. [`envelope`](Self::envelope) sends one at once; a workflow keeps the
+    /// later ones in its first message.
+    pub(crate) fn step(
+        &self,
+        name: &str,
+        args: &dyn erased_serde::Serialize,
+        task_options: Option<&TaskOptions>,
+        options: SendOptions,
+    ) -> Result<Step, EnqueueError> {
         let invalid = |reason: String| EnqueueError::InvalidOptions {
             task: name.to_owned(),
             reason,
         };
         let queue = options
             .queue
-            .clone()
             .or_else(|| task_options.and_then(|o| o.queue.clone()))
             .unwrap_or_else(|| self.inner.default_queue.clone());
         if queue.is_empty() {
@@ -227,23 +244,23 @@ impl App {
                     task: name.to_owned(),
                     source,
                 })?;
-        let now = clock::now();
-        let mut envelope = Envelope::new(name, queue, encoded, self.inner.codec.content_type());
-        envelope.created_at = now;
-        envelope.priority = priority;
-        envelope.eta = options
-            .eta
-            .or(options.countdown.map(|countdown| now + countdown));
-        let expires_in = options.expires_in.or(task_options.and_then(|o| o.expires));
-        envelope.expires = options.expires_at.or(expires_in.map(|after| now + after));
-        envelope.time_limit = options.time_limit;
-        envelope.parent_id = options.parent_id;
-        envelope.root_id = options.root_id;
-        envelope.headers = options.headers;
-        if let Some(id) = options.task_id {
-            envelope.id = id;
-        }
-        Ok(envelope)
+        Ok(Step {
+            id: options.task_id.unwrap_or_default(),
+            task: name.to_owned(),
+            queue,
+            args: encoded,
+            content_type: self.inner.codec.content_type().to_owned(),
+            takes_previous: false,
+            args_schema: None,
+            store_result: false,
+            priority,
+            time_limit: options.time_limit,
+            countdown: options.countdown,
+            eta: options.eta,
+            expires_in: options.expires_in.or(task_options.and_then(|o| o.expires)),
+            expires_at: options.expires_at,
+            headers: options.headers,
+        })
     }
 
     fn outgoing(envelope: &Envelope) -> Result<Outgoing, EnqueueError> {
@@ -255,6 +272,20 @@ impl App {
         outgoing.not_before = envelope.eta;
         outgoing.priority = envelope.priority;
         Ok(outgoing)
+    }
+
+    /// Publishes envelopes in one batch, within the enqueue timeout.
+    pub(crate) async fn publish_all(&self, envelopes: Vec<Envelope>) -> Result<(), EnqueueError> {
+        let Some(first) = envelopes.first() else {
+            return Ok(());
+        };
+        let task = first.task.clone();
+        let messages = envelopes
+            .iter()
+            .map(Self::outgoing)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.with_timeout(&task, self.inner.broker.publish_batch(messages))
+            .await
     }
 
     /// Publishes an envelope, within the enqueue timeout.

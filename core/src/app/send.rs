@@ -99,3 +99,70 @@ impl SendOptions {
         self
     }
 }
+
+/// The option setters of a send, for a type that keeps its [`SendOptions`] in a field `options`:
+/// [`Delay`](crate::Delay) and the workflow signatures share them.
+macro_rules! send_option_setters {
+    () => {
+        /// Run no earlier than `delay` from when the task is sent.
+        pub fn countdown(mut self, delay: std::time::Duration) -> Self {
+            self.options = self.options.countdown(delay);
+            self
+        }
+
+        /// Run no earlier than `at` (takes precedence over a countdown).
+        pub fn eta(mut self, at: std::time::SystemTime) -> Self {
+            self.options = self.options.eta(at);
+            self
+        }
+
+        /// Discard the task if it has not started within `after` from when it is sent.
+        pub fn expires_in(mut self, after: std::time::Duration) -> Self {
+            self.options = self.options.expires_in(after);
+            self
+        }
+
+        /// Discard the task if it has not started by `at`.
+        pub fn expires_at(mut self, at: std::time::SystemTime) -> Self {
+            self.options = self.options.expires_at(at);
+            self
+        }
+
+        /// Send to `queue` instead of the task's queue.
+        pub fn queue(mut self, queue: impl Into<String>) -> Self {
+            self.options = self.options.queue(queue);
+            self
+        }
+
+        /// Message priority, 0 (lowest) to 9 (highest), on brokers that support priorities.
+        pub fn priority(mut self, priority: u8) -> Self {
+            self.options = self.options.priority(priority);
+            self
+        }
+
+        /// A time limit for this run, instead of the task's.
+        pub fn time_limit(mut self, limit: std::time::Duration) -> Self {
+            self.options = self.options.time_limit(limit);
+            self
+        }
+
+        /// Sends with this id instead of a fresh one.
+        pub fn task_id(mut self, id: $crate::TaskId) -> Self {
+            self.options = self.options.task_id(id);
+            self
+        }
+
+        /// Adds a message header (kept with the message, readable by the task).
+        pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+            self.options = self.options.header(name, value);
+            self
+        }
+
+        /// Replaces every option with `options`.
+        pub fn options(mut self, options: $crate::SendOptions) -> Self {
+            self.options = options;
+            self
+        }
+    };
+}
+pub(crate) use send_option_setters;

@@ -117,4 +117,20 @@ impl Codec for BincodeCodec {
             .map_err(|e| decode_error(Box::new(e)))?;
         reject_trailing(bytes.len(), read)
     }
+
+    /// A tuple is its elements' encodings one after another, so `(first, rest…)` is `first`'s
+    /// bytes, then `rest`'s.
+    fn prepend_arg(&self, first: &[u8], rest: &[u8]) -> Result<Vec<u8>, CodecError> {
+        Ok([first, rest].concat())
+    }
+
+    /// A sequence is its length (as a `u64`, in the configured integer encoding), then its items.
+    fn join_seq(&self, items: &[&[u8]]) -> Result<Vec<u8>, CodecError> {
+        let mut bytes = encode_typed(&(items.len() as u64))?;
+        bytes.reserve(items.iter().map(|item| item.len()).sum());
+        for item in items {
+            bytes.extend_from_slice(item);
+        }
+        Ok(bytes)
+    }
 }

@@ -57,4 +57,44 @@ impl Codec for JsonCodec {
         // Trailing garbage after a valid value is an error, as in `serde_json::from_slice`.
         deserializer.end().map_err(|e| decode_error(Box::new(e)))
     }
+
+    /// A tuple is a JSON array (the empty one is `null`): `first` goes in after its `[`.
+    fn prepend_arg(&self, first: &[u8], rest: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let not_a_tuple = || CodecError::Decode {
+            content_type: Self::CONTENT_TYPE,
+            source: "the remaining arguments are not a JSON array".into(),
+        };
+        let rest = rest.trim_ascii();
+        // serde_json writes the empty tuple `()` as `null`.
+        let inner = match rest {
+            b"null" => &[][..],
+            _ => rest
+                .strip_prefix(b"[")
+                .and_then(|rest| rest.strip_suffix(b"]"))
+                .ok_or_else(not_a_tuple)?,
+        };
+        let mut bytes = Vec::with_capacity(first.len() + rest.len() + 1);
+        bytes.push(b'[');
+        bytes.extend_from_slice(first);
+        if !inner.trim_ascii().is_empty() {
+            bytes.push(b',');
+            bytes.extend_from_slice(inner);
+        }
+        bytes.push(b']');
+        Ok(bytes)
+    }
+
+    fn join_seq(&self, items: &[&[u8]]) -> Result<Vec<u8>, CodecError> {
+        let mut bytes =
+            Vec::with_capacity(items.iter().map(|item| item.len() + 1).sum::<usize>() + 2);
+        bytes.push(b'[');
+        for (index, item) in items.iter().enumerate() {
+            if index > 0 {
+                bytes.push(b',');
+            }
+            bytes.extend_from_slice(item);
+        }
+        bytes.push(b']');
+        Ok(bytes)
+    }
 }

@@ -116,6 +116,14 @@ pub enum CodecError {
     /// No codec is known for the message's content type.
     #[error("unsupported content type `{0}`")]
     UnsupportedContentType(String),
+    /// The codec cannot do what a workflow asked of it (see [`Codec::prepend_arg`]).
+    #[error("the {content_type} codec cannot {operation}")]
+    Unsupported {
+        /// The codec's content type.
+        content_type: &'static str,
+        /// What was asked.
+        operation: &'static str,
+    },
 }
 
 /// The callback a codec hands its type-erased deserializer to; see [`Codec::decode_erased`].
@@ -140,6 +148,50 @@ pub trait Codec: Send + Sync + fmt::Debug + 'static {
         limits: &DecodeLimits,
         visit: &mut DecodeVisitor<'_>,
     ) -> Result<(), CodecError>;
+
+    /// From the encoding of a value `first` and the encoding of a tuple `rest`, the encoding of the
+    /// tuple `(first, rest…)`: how a workflow hands one task's output to the next as its first
+    /// argument without knowing either type. The default refuses; the built-in codecs splice.
+    ///
+    /// ```
+    /// use celeriac::codec::{BincodeCodec, Codec, CodecExt, DecodeLimits};
+    ///
+    /// let codec = BincodeCodec::new();
+    /// let first = codec.encode(&7u32)?;
+    /// let rest = codec.encode(&("seven".to_owned(), true))?;
+    /// let whole = codec.prepend_arg(&first, &rest)?;
+    /// let decoded: (u32, String, bool) = codec.decode(&whole, &DecodeLimits::default())?;
+    /// assert_eq!(decoded, (7, "seven".to_owned(), true));
+    /// # Ok::<(), celeriac::codec::CodecError>(())
+    /// ```
+    fn prepend_arg(&self, first: &[u8], rest: &[u8]) -> Result<Vec<u8>, CodecError> {
+        let _ = (first, rest);
+        Err(CodecError::Unsupported {
+            content_type: self.content_type(),
+            operation: "prepend an argument",
+        })
+    }
+
+    /// From the encodings of values, the encoding of the sequence of them (a `Vec`): how a chord
+    /// hands its members' outputs to its callback. The default refuses; the built-in codecs splice.
+    ///
+    /// ```
+    /// use celeriac::codec::{Codec, CodecExt, DecodeLimits, JsonCodec};
+    ///
+    /// let codec = JsonCodec::new();
+    /// let items = [codec.encode(&1)?, codec.encode(&2)?];
+    /// let seq = codec.join_seq(&[&items[0], &items[1]])?;
+    /// let decoded: Vec<i32> = codec.decode(&seq, &DecodeLimits::default())?;
+    /// assert_eq!(decoded, [1, 2]);
+    /// # Ok::<(), celeriac::codec::CodecError>(())
+    /// ```
+    fn join_seq(&self, items: &[&[u8]]) -> Result<Vec<u8>, CodecError> {
+        let _ = items;
+        Err(CodecError::Unsupported {
+            content_type: self.content_type(),
+            operation: "join a sequence",
+        })
+    }
 }
 
 /// Typed encode and decode on every [`Codec`], including `dyn Codec`.
@@ -186,7 +238,7 @@ pub(crate) fn builtin_for(content_type: &str) -> Option<&'static dyn Codec> {
 mod tests {
     use super::*;
 
-    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     struct Sms {
         mobile: String,
         code: u32,
@@ -214,6 +266,39 @@ mod tests {
             let bytes = codec.encode(&()).unwrap();
             codec.decode::<()>(&bytes, &limits).unwrap();
         }
+    }
+
+    #[test]
+    fn splices_tuples_and_sequences_for_workflows() {
+        let limits = DecodeLimits::default();
+        let sms = Sms {
+            mobile: "13800138000".into(),
+            code: 7,
+            tags: vec!["t".into()],
+        };
+        for codec in codecs() {
+            let first = codec.encode(&sms).unwrap();
+            let only = codec
+                .prepend_arg(&first, &codec.encode(&()).unwrap())
+                .unwrap();
+            let (decoded,): (Sms,) = codec.decode(&only, &limits).unwrap();
+            assert_eq!(decoded, sms);
+            let rest = codec.encode(&("key".to_owned(), 3u8)).unwrap();
+            let whole = codec.prepend_arg(&first, &rest).unwrap();
+            let decoded: (Sms, String, u8) = codec.decode(&whole, &limits).unwrap();
+            assert_eq!(decoded, (sms.clone(), "key".to_owned(), 3));
+
+            for n in [0usize, 1, 300] {
+                let items: Vec<Vec<u8>> =
+                    (0..n as u32).map(|i| codec.encode(&i).unwrap()).collect();
+                let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+                let seq = codec.join_seq(&refs).unwrap();
+                let decoded: Vec<u32> = codec.decode(&seq, &limits).unwrap();
+                assert_eq!(decoded, (0..n as u32).collect::<Vec<_>>());
+            }
+        }
+        let json = builtin_for("application/json").unwrap();
+        assert!(json.prepend_arg(b"1", b"{\"a\":1}").is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Envelopes of earlier formats, still decoded so messages queued by an older build run after an
-//! upgrade: format 3 (format 4 without `store_result`: nothing was stored then, and nothing is
-//! now), format 2 (fields that had no meaning yet: group, origin, shadow, ignore_result, reply_to,
+//! upgrade: format 4 (format 5 without `workflow`: no workflows then), format 3 (format 4 without
+//! `store_result`: nothing was stored then, and nothing is now), format 2 (fields that had no meaning yet: group, origin, shadow, ignore_result, reply_to,
 //! a soft time limit) and format 1 (format 2 without `args_schema`). The dropped fields were never
 //! set by any celeriac build, so nothing of meaning is lost in the conversion.
 
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{Envelope, TaskId};
 use crate::codec::{CodecError, DecodeLimits};
 
+const MAGIC_V4: [u8; 4] = *b"CLR\x04";
 const MAGIC_V3: [u8; 4] = *b"CLR\x03";
 const MAGIC_V2: [u8; 4] = *b"CLR\x02";
 const MAGIC_V1: [u8; 4] = *b"CLR\x01";
@@ -66,20 +67,30 @@ impl From<EnvelopeV2> for Envelope {
             headers: old.headers,
             args_schema: old.args_schema,
             store_result: false,
+            workflow: None,
         }
     }
 }
 
-/// Decodes a format-1, 2 or 3 envelope; `None` when `bytes` is none of them.
+/// Decodes a format-1, 2, 3 or 4 envelope; `None` when `bytes` is none of them.
 pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Option<Result<Envelope, CodecError>> {
-    let decoded = if let Some(body) = bytes.strip_prefix(&MAGIC_V3) {
-        // Format 3 lacks only the last field, `store_result`: `false` is one zero byte.
-        let mut body = body.to_vec();
-        body.push(0);
+    // Formats 3 and 4 lack only the last fields: `store_result` (`false`, one zero byte) and
+    // `workflow` (`None`, one zero byte).
+    let missing = if bytes.starts_with(&MAGIC_V4) {
+        Some(1)
+    } else if bytes.starts_with(&MAGIC_V3) {
+        Some(2)
+    } else {
+        None
+    };
+    if let Some(missing) = missing {
+        let mut body = bytes[MAGIC_V4.len()..].to_vec();
+        body.resize(body.len() + missing, 0);
         return Some(crate::codec::bincode::decode_typed::<Envelope>(
             &body, limits,
         ));
-    } else if let Some(body) = bytes.strip_prefix(&MAGIC_V2) {
+    }
+    let decoded = if let Some(body) = bytes.strip_prefix(&MAGIC_V2) {
         crate::codec::bincode::decode_typed::<EnvelopeV2>(body, limits)
     } else if let Some(body) = bytes.strip_prefix(&MAGIC_V1) {
         // Format 1 lacks only the last field: it reads as format 2 with `args_schema` absent
@@ -170,12 +181,24 @@ mod tests {
         let mut envelope: Envelope = v2().into();
         envelope.store_result = true;
         let body = crate::codec::bincode::encode_typed(&envelope).unwrap();
-        // Format 3: format 4 without its last field (`store_result`, one byte).
+        // Format 3: format 5 without its last two fields (`store_result`, `workflow`: a byte each).
         let mut bytes = MAGIC_V3.to_vec();
-        bytes.extend_from_slice(&body[..body.len() - 1]);
+        bytes.extend_from_slice(&body[..body.len() - 2]);
         let decoded = Envelope::from_bytes(&bytes, &DecodeLimits::default()).unwrap();
         assert!(!decoded.store_result);
         envelope.store_result = false;
+        assert_eq!(decoded, envelope);
+    }
+
+    #[test]
+    fn format_4_messages_still_decode() {
+        let mut envelope: Envelope = v2().into();
+        envelope.store_result = true;
+        let body = crate::codec::bincode::encode_typed(&envelope).unwrap();
+        // Format 4: format 5 without its last field (`workflow`, one byte).
+        let mut bytes = MAGIC_V4.to_vec();
+        bytes.extend_from_slice(&body[..body.len() - 1]);
+        let decoded = Envelope::from_bytes(&bytes, &DecodeLimits::default()).unwrap();
         assert_eq!(decoded, envelope);
     }
 

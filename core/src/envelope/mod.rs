@@ -21,14 +21,15 @@
 //! | `headers`            | any other application header                |
 //! | `args_schema`        | (none; celeriac's own, see below)           |
 //! | `store_result`       | header `ignore_result`, inverted            |
+//! | `workflow`           | body's `embed` (`chain`, `callbacks`, `errbacks`, `chord`) |
 //!
 //! Every field has a meaning today, and a test. Celery's `group`, `origin`, `shadow`, `reply_to` and
-//! soft time limit are not carried until the features that give them a meaning (workflows, Celery
-//! interop) land; the format version lets them return.
+//! soft time limit are not carried until the features that give them a meaning (Celery interop, the
+//! RPC result backend) land; the format version lets them return.
 //!
 //! On the wire an envelope is a 4-byte magic (`CLR` + format version) followed by its bincode encoding.
 //! [`Envelope::from_bytes`] enforces [`DecodeLimits`] and never panics on any input. Format 3 dropped
-//! the fields no feature set or read; format 4 added `store_result`; format 2 added `args_schema`. Messages of formats 1 and 2
+//! the fields no feature set or read; format 4 added `store_result`; format 5 added `workflow`; format 2 added `args_schema`. Messages of formats 1 and 2
 //! (celeriac 0.1, and before this change) still decode: see `legacy`.
 //!
 //! `args_schema` is a fingerprint of the shape of the task's argument types as the sender knew them.
@@ -45,6 +46,9 @@ use serde::{Deserialize, Serialize};
 use crate::codec::{CodecError, DecodeLimits};
 
 mod legacy;
+mod workflow;
+
+pub use self::workflow::{ChainLink, ChordMember, Step, Workflow};
 
 /// A task's unique id (a random UUID v4), assigned when the task is enqueued and kept across retries.
 ///
@@ -156,9 +160,12 @@ pub struct Envelope {
     /// [`AsyncResult`](crate::AsyncResult)s to read (Celery's `ignore_result`, inverted). The sender
     /// sets it from the task's options.
     pub store_result: bool,
+    /// What follows this task in its workflow, if it is part of one: the rest of its chain, its
+    /// callbacks, its chord. Travels with the message, so a workflow needs no coordinator.
+    pub workflow: Option<Box<Workflow>>,
 }
 
-const MAGIC: [u8; 4] = *b"CLR\x04";
+const MAGIC: [u8; 4] = *b"CLR\x05";
 
 impl Envelope {
     /// A new envelope with a fresh id, created now, with no retries, ETA, expiry or links.
@@ -185,6 +192,7 @@ impl Envelope {
             headers: BTreeMap::new(),
             args_schema: None,
             store_result: false,
+            workflow: None,
         }
     }
 
@@ -234,6 +242,38 @@ mod tests {
         envelope.headers.insert("k".into(), "v".into());
         envelope.args_schema = Some(0xfeed_f00d);
         envelope.store_result = true;
+        let step = Step {
+            id: TaskId::new(),
+            task: "next".into(),
+            queue: "q2".into(),
+            args: vec![4, 5],
+            content_type: "application/x-bincode".into(),
+            takes_previous: true,
+            args_schema: Some(9),
+            store_result: true,
+            priority: Some(1),
+            time_limit: Some(Duration::from_secs(3)),
+            countdown: Some(Duration::from_millis(10)),
+            eta: None,
+            expires_in: Some(Duration::from_secs(60)),
+            expires_at: None,
+            headers: BTreeMap::from([("h".to_owned(), "v".to_owned())]),
+        };
+        let mut link = ChainLink::new(step.clone());
+        link.link_error.push(step.clone());
+        envelope.workflow = Some(Box::new(Workflow {
+            chain: vec![link.clone()],
+            link: vec![step.clone()],
+            link_error: vec![step],
+            chord: Some(ChordMember {
+                chord: TaskId::new(),
+                index: 3,
+                size: 10,
+                callback: link,
+                link_error: Vec::new(),
+            }),
+            chord_callback: false,
+        }));
         envelope
     }
 

@@ -192,6 +192,8 @@ impl<T: DeserializeOwned> AsyncResult<T> {
                 source,
             });
         }
+        // A chain's or chord's result names the link or member that failed it.
+        let id = record.origin.unwrap_or(id);
         let (cause, message) = record
             .failure
             .unwrap_or((Cause::Failed, "no reason recorded".to_owned()));

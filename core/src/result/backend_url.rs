@@ -184,4 +184,33 @@ impl ResultBackend for LazyRedis {
     async fn forget(&self, id: &str) -> Result<(), BrokerError> {
         self.connected().await?.forget(id).await
     }
+
+    fn joins_chords(&self) -> bool {
+        true
+    }
+
+    async fn join_chord(
+        &self,
+        chord: &str,
+        member: u32,
+        size: u32,
+        output: bytes::Bytes,
+        ttl: Duration,
+    ) -> Result<super::ChordJoin, BrokerError> {
+        let backend = self.connected().await?;
+        backend.join_chord(chord, member, size, output, ttl).await
+    }
+
+    async fn chord_fired(&self, chord: &str, ttl: Duration) -> Result<(), BrokerError> {
+        self.connected().await?.chord_fired(chord, ttl).await
+    }
+
+    async fn fail_chord(
+        &self,
+        chord: &str,
+        member: u32,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        self.connected().await?.fail_chord(chord, member, ttl).await
+    }
 }

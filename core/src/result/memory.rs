@@ -6,10 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{ResultBackend, StoredResult};
+use super::memory_chords::Chords;
+use super::{ChordJoin, ResultBackend, StoredResult};
 use crate::BrokerError;
 
 /// Results kept in this process's memory: the result backend of the embedded broker.
@@ -37,6 +39,7 @@ use crate::BrokerError;
 #[derive(Clone)]
 pub struct MemoryResultBackend {
     inner: Arc<Mutex<Inner>>,
+    chords: Arc<Mutex<Chords>>,
 }
 
 #[derive(Default)]
@@ -75,6 +78,7 @@ impl MemoryResultBackend {
         };
         Self {
             inner: Arc::new(Mutex::new(inner)),
+            chords: Arc::default(),
         }
     }
 
@@ -90,6 +94,10 @@ impl MemoryResultBackend {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn chords(&self) -> MutexGuard<'_, Chords> {
+        self.chords.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -207,6 +215,35 @@ impl ResultBackend for MemoryResultBackend {
     async fn forget(&self, id: &str) -> Result<(), BrokerError> {
         self.lock().records.remove(id);
         Ok(())
+    }
+
+    fn joins_chords(&self) -> bool {
+        true
+    }
+
+    async fn join_chord(
+        &self,
+        chord: &str,
+        member: u32,
+        size: u32,
+        output: Bytes,
+        ttl: Duration,
+    ) -> Result<ChordJoin, BrokerError> {
+        Ok(self.chords().join(chord, member, size, output, ttl))
+    }
+
+    async fn chord_fired(&self, chord: &str, ttl: Duration) -> Result<(), BrokerError> {
+        self.chords().fired(chord, ttl);
+        Ok(())
+    }
+
+    async fn fail_chord(
+        &self,
+        chord: &str,
+        member: u32,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        Ok(self.chords().fail(chord, member, ttl))
     }
 }
 

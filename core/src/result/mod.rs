@@ -22,11 +22,12 @@ mod async_result;
 mod backend_url;
 mod error;
 mod memory;
+mod memory_chords;
 pub(crate) mod record;
 pub(crate) mod store;
 
 #[doc(inline)]
-pub use celeriac_core::{ResultBackend, ResultState, StoredResult};
+pub use celeriac_core::{ChordJoin, ResultBackend, ResultState, StoredResult};
 
 pub use self::async_result::AsyncResult;
 pub(crate) use self::backend_url::ResultBackendChoice;

@@ -7,9 +7,12 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{ResultState, StoredResult};
+use crate::TaskId;
 use crate::codec::{CodecError, DecodeLimits};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+/// Version 1 lacked `origin` (`None`: one zero byte).
+const VERSION_1: u8 = 1;
 
 /// Why a task has no output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +42,10 @@ pub(crate) struct ResultRecord {
     pub(crate) failure: Option<(Cause, String)>,
     /// When it was written.
     pub(crate) at: SystemTime,
+    /// The task whose failure this records when it is another one's: the link that stopped a
+    /// chain (recorded as the chain's result), the member that failed a chord. `task` is then
+    /// that task's name.
+    pub(crate) origin: Option<TaskId>,
 }
 
 impl ResultRecord {
@@ -50,6 +57,7 @@ impl ResultRecord {
             output: Vec::new(),
             failure: None,
             at: crate::clock::now(),
+            origin: None,
         }
     }
 
@@ -75,6 +83,11 @@ impl ResultRecord {
     pub(crate) fn from_body(body: &[u8], limits: &DecodeLimits) -> Result<Self, CodecError> {
         match body.split_first() {
             Some((&VERSION, record)) => crate::codec::bincode::decode_typed(record, limits),
+            Some((&VERSION_1, record)) => {
+                let mut record = record.to_vec();
+                record.push(0);
+                crate::codec::bincode::decode_typed(&record, limits)
+            }
             _ => Err(CodecError::Decode {
                 content_type: "celeriac result record",
                 source: "unknown record version".into(),
@@ -102,5 +115,9 @@ mod tests {
             assert!(ResultRecord::from_body(&stored.body[..cut], &limits).is_err());
         }
         assert!(ResultRecord::from_body(b"\x09junk", &limits).is_err());
+        // Version 1: the same record without `origin`.
+        let mut v1 = vec![VERSION_1];
+        v1.extend_from_slice(&stored.body[1..stored.body.len() - 1]);
+        assert_eq!(ResultRecord::from_body(&v1, &limits).unwrap(), record);
     }
 }

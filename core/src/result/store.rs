@@ -5,7 +5,7 @@ use std::time::Duration;
 use super::ResultState;
 use super::record::{Cause, ResultRecord};
 use crate::error::Report;
-use crate::{App, Envelope};
+use crate::{App, Envelope, TaskId};
 
 /// Attempts at one write before it is given up (and logged): a backend that blinks does not lose
 /// the outcome, one that is down does not hold the worker for long.
@@ -19,31 +19,40 @@ pub(crate) fn wanted(app: &App, envelope: &Envelope) -> bool {
 /// Stores `record` in `state` for the task `envelope` carries, if it keeps its result. A failure to
 /// store is logged, not returned: the task's own outcome (ack, retry, dead letter) goes ahead.
 async fn record(app: &App, envelope: &Envelope, state: ResultState, record: ResultRecord) {
-    let Some(backend) = app.result_backend().filter(|_| envelope.store_result) else {
+    if envelope.store_result {
+        write(app, envelope.id, state, record).await;
+    }
+}
+
+/// Stores `record` in `state` as task `id`'s result, trying again on transient errors; logs what
+/// it cannot store.
+async fn write(app: &App, id: TaskId, state: ResultState, record: ResultRecord) {
+    let Some(backend) = app.result_backend() else {
         return;
     };
+    let task = &record.task;
     let stored = match record.to_stored(state) {
         Ok(stored) => stored,
         Err(error) => {
-            tracing::error!(task = %envelope.task, task.id = %envelope.id, error = %Report(&error), "cannot encode the task's result");
+            tracing::error!(%task, task.id = %id, error = %Report(&error), "cannot encode the task's result");
             return;
         }
     };
-    let id = envelope.id.to_string();
+    let key = id.to_string();
     let mut pause = Duration::from_millis(100);
     for attempt in 1..=ATTEMPTS {
         match backend
-            .store(&id, stored.clone(), app.result_expires())
+            .store(&key, stored.clone(), app.result_expires())
             .await
         {
             Ok(_) => return,
             Err(error) if error.is_transient() && attempt < ATTEMPTS => {
-                tracing::warn!(task = %envelope.task, task.id = %envelope.id, error = %Report(&error), "cannot store the task's result; trying again");
+                tracing::warn!(%task, task.id = %id, error = %Report(&error), "cannot store the task's result; trying again");
                 tokio::time::sleep(pause).await;
                 pause *= 4;
             }
             Err(error) => {
-                tracing::error!(task = %envelope.task, task.id = %envelope.id, %state, error = %Report(&error), "cannot store the task's result; callers waiting on it will time out");
+                tracing::error!(%task, task.id = %id, %state, error = %Report(&error), "cannot store the task's result; callers waiting on it will time out");
                 return;
             }
         }
@@ -89,6 +98,24 @@ pub(crate) async fn dead_lettered(app: &App, envelope: &Envelope, reason: String
 pub(crate) async fn expired(app: &App, envelope: &Envelope) {
     let reason = "expired before it started".to_owned();
     without_output(app, envelope, ResultState::Revoked, Cause::Expired, reason).await;
+}
+
+/// Records, as the result of `result` (a chain's last task, a chord's callback), that the task of
+/// `origin` stopped its workflow: it failed for good, was dead-lettered or expired.
+pub(crate) async fn stopped(
+    app: &App,
+    result: TaskId,
+    origin: &Envelope,
+    cause: Cause,
+    message: String,
+) {
+    let state = match cause {
+        Cause::Expired | Cause::Revoked => ResultState::Revoked,
+        Cause::Failed | Cause::DeadLettered => ResultState::Failure,
+    };
+    let mut record = ResultRecord::new(&origin.task, origin.retries).with_failure(cause, message);
+    record.origin = Some(origin.id);
+    write(app, result, state, record).await;
 }
 
 /// Records an outcome without output.

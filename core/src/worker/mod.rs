@@ -16,6 +16,7 @@ mod process;
 mod rate_limit;
 mod run;
 mod shutdown;
+mod workflow;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -17,6 +17,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use super::lane::LaneMetrics;
+use super::workflow;
 use super::{Counters, Shared};
 use crate::broker::{BrokerError, Delivery, Outgoing};
 use crate::error::Report;
@@ -24,6 +25,7 @@ use crate::layers::catch_panic::CatchPanic;
 use crate::layers::instrumented;
 use crate::layers::time_limit::TimeLimit;
 use crate::metrics::{TaskMetrics, UNKNOWN_TASK};
+use crate::result::record::Cause;
 use crate::result::store;
 use crate::service::{RunTask, TaskRequest};
 use crate::task::registry::RegisteredTask;
@@ -66,6 +68,7 @@ async fn refuse(
     reason: String,
 ) {
     store::dead_lettered(&shared.app, envelope, reason.clone()).await;
+    workflow::failed(&shared.app, envelope, Cause::DeadLettered, &reason).await;
     dead_letter(shared, delivery, task, reason).await;
 }
 
@@ -106,12 +109,27 @@ pub(super) async fn process(
         tracing::info!(task = %envelope.task, task.id = %envelope.id, "task expired before it started; discarding");
         metrics.expired.increment(1);
         Counters::add(&shared.report.expired);
-        Box::pin(store::expired(app, &envelope)).await;
+        Box::pin(async {
+            store::expired(app, &envelope).await;
+            let reason = "expired before it started";
+            workflow::failed(app, &envelope, Cause::Expired, reason).await;
+        })
+        .await;
         settle("ack", &queue, delivery.ack()).await;
         return None;
     }
     if let Some(eta) = envelope.eta.filter(|eta| *eta > now + EARLY_TOLERANCE) {
         Box::pin(put_back_early(shared, delivery, &envelope, eta)).await;
+        return None;
+    }
+    if envelope
+        .workflow
+        .as_ref()
+        .is_some_and(|workflow| workflow.chord_callback)
+        && Box::pin(already_succeeded(app, &envelope)).await
+    {
+        tracing::info!(task = %envelope.task, task.id = %envelope.id, "dropping a copy of a chord's callback that already succeeded");
+        settle("ack", &queue, delivery.ack()).await;
         return None;
     }
     let mut starts_at = now;
@@ -180,10 +198,19 @@ pub(super) async fn process(
             Counters::add(&shared.report.succeeded);
             // The result is stored before the ack (a worker that dies in between runs the task
             // again, and the backend keeps the first success); neither holds the lane.
-            if store::wanted(app, context.envelope()) {
+            // What follows in its workflow is sent before the ack too.
+            let envelope = context.envelope();
+            if store::wanted(app, envelope) || envelope.workflow.is_some() {
                 let (app, envelope) = (app.clone(), context.shared_envelope().clone());
                 let output = output.into_bytes();
-                let stored = async move { store::success(&app, &envelope, output).await };
+                let stored = async move {
+                    if envelope.workflow.is_none() {
+                        store::success(&app, &envelope, output).await;
+                        return true;
+                    }
+                    store::success(&app, &envelope, output.clone()).await;
+                    workflow::succeeded(&app, &envelope, &output).await
+                };
                 return Some(PendingAck::after(queue, stored, delivery));
             }
             // The run is over: its ack (a broker round trip, maybe) does not hold the lane. The
@@ -204,6 +231,20 @@ pub(super) async fn process(
     }
 }
 
+/// Whether the task of `envelope` has a stored success (a chord's callback sent twice).
+async fn already_succeeded(app: &crate::App, envelope: &Envelope) -> bool {
+    let Some(backend) = app.result_backend() else {
+        return false;
+    };
+    match backend.fetch(&envelope.id.to_string()).await {
+        Ok(stored) => stored.is_some_and(|stored| stored.state == crate::ResultState::Success),
+        Err(error) => {
+            tracing::warn!(task = %envelope.task, task.id = %envelope.id, error = %Report(&error), "cannot check whether the chord's callback ran already; running it");
+            false
+        }
+    }
+}
+
 /// A successful run's ack, sent but not confirmed yet.
 pub(super) struct PendingAck {
     queue: Arc<str>,
@@ -211,17 +252,19 @@ pub(super) struct PendingAck {
 }
 
 impl PendingAck {
-    /// Runs `first` (storing the result), then sends the ack of `delivery` if the task has one
-    /// left to send (an early-acked task has none).
+    /// Runs `first` (storing the result, sending what follows in the workflow), then sends the
+    /// ack of `delivery` if the task has one left to send (an early-acked task has none) — or
+    /// requeues it when `first` says it could not do its part.
     fn after(
         queue: Arc<str>,
-        first: impl Future<Output = ()> + Send + 'static,
+        first: impl Future<Output = bool> + Send + 'static,
         delivery: Option<Delivery>,
     ) -> Self {
         let confirmation = Box::pin(async move {
-            first.await;
+            let done = first.await;
             match delivery {
-                Some(delivery) => delivery.into_ack().await,
+                Some(delivery) if done => delivery.into_ack().await,
+                Some(delivery) => delivery.requeue().await,
                 None => Ok(()),
             }
         });
@@ -327,7 +370,8 @@ async fn after_failure(shared: &Shared, failed: Failed<'_>, delivery: Option<Del
                 0 => format!("task `{name}` failed: {message}"),
                 n => format!("task `{name}` failed after {n} retries: {message}"),
             };
-            store::failed(&shared.app, context.envelope(), message).await;
+            store::failed(&shared.app, context.envelope(), message.clone()).await;
+            workflow::failed(&shared.app, context.envelope(), Cause::Failed, &message).await;
             match delivery {
                 Some(delivery) => dead_letter(shared, delivery, name, reason).await,
                 None => {

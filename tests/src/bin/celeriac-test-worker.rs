@@ -1,5 +1,6 @@
 //! A worker process for the broker failure tests: they kill it with SIGKILL, or feed it a task that
-//! aborts it, and check that no task is lost. Runs are recorded in Redis (`CELERIAC_REDIS_URL`).
+//! aborts it, and check that no task is lost; the chord crash test's members and callback run here
+//! too. Runs are recorded, and results kept, in Redis (`CELERIAC_REDIS_URL`).
 //!
 //! Usage: `celeriac-test-worker <broker-url> <queue> <visibility-ms> <max-deliveries> <concurrency>`
 //! where the broker URL is `redis://…` or `amqp://…`.
@@ -80,7 +81,8 @@ async fn run(
     let recorder = redis::Client::open(celeriac_tests::harness::redis_url())?
         .get_multiplexed_async_connection()
         .await?;
-    let _ = RECORDER.set(recorder);
+    let _ = RECORDER.set(recorder.clone());
+    let _ = celeriac_tests::workflows::RECORDER.set(recorder);
     let broker: std::sync::Arc<dyn Broker> = if url.starts_with("amqp") {
         std::sync::Arc::new(
             AmqpBroker::builder(url)
@@ -101,9 +103,11 @@ async fn run(
     let app = App::builder()
         .shared_broker(broker)
         .default_queue(queue)
+        .result_backend_url(celeriac_tests::harness::redis_url())
+        .result_expires(Duration::from_secs(300))
         .register::<record_run>()
-        .register::<crash_worker>()
-        .build()?;
+        .register::<crash_worker>();
+    let app = celeriac_tests::workflows::with_crash_tasks(app).build()?;
     app.worker().concurrency(concurrency).build()?.run().await?;
     Ok(())
 }
