@@ -7,10 +7,6 @@
 #   bench/celery/chord.sh [--members 10000] [--rounds 3] [--broker URL] [--concurrency 2]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-venv="${CELERY_BENCH_VENV:-$here/../../target/celery-venv}"
-if [[ ! -x "$venv/bin/python" ]]; then
-  python3 -m venv "$venv" >&2
-  "$venv/bin/pip" install --quiet "celery[redis]==5.*" "redis>=5" psutil gevent >&2
-fi
-export BENCH_RUN="run$$"
+# shellcheck source=venv.sh
+source "$here/venv.sh"
 cd "$here" && exec "$venv/bin/python" bench_celery_chord.py "$@"

@@ -6,12 +6,8 @@
 #   bench/celery/run.sh [--tasks 20000] [--pool prefork|gevent] [--concurrency 2]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-venv="${CELERY_BENCH_VENV:-$here/../../target/celery-venv}"
-if [[ ! -x "$venv/bin/python" ]]; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet "celery[redis]==5.*" "redis>=5" psutil gevent
-fi
-export BENCH_RUN="run$$"
+# shellcheck source=venv.sh
+source "$here/venv.sh"
 for broker in redis amqp; do
   if [[ $broker == redis ]]; then
     export BENCH_BROKER="${CELERIAC_REDIS_URL:-redis://127.0.0.1:6379/0}"

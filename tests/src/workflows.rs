@@ -74,6 +74,12 @@ pub async fn alert(failure: TaskFailure, key: String) -> Result<String, std::con
     Ok(format!("{} failed: {}", failure.task, failure.error))
 }
 
+/// A task no worker of the scenarios registers (a step deployed nowhere yet).
+#[celeriac::task(name = "wf_not_deployed")]
+pub async fn not_deployed(n: i64) -> Result<i64, std::convert::Infallible> {
+    Ok(n)
+}
+
 /// Run counts of the in-process tasks, by key (each test uses its own keys).
 fn counts() -> &'static Mutex<HashMap<String, u32>> {
     static COUNTS: OnceLock<Mutex<HashMap<String, u32>>> = OnceLock::new();
@@ -162,6 +168,20 @@ pub async fn chains_and_callbacks(builder: AppBuilder) {
             assert!(message.contains("-4 is negative"), "{message}");
         }
         other => panic!("expected the second link's failure, got {other:?}"),
+    }
+
+    // A step no worker knows is dead-lettered, and the chain's result says so.
+    let undeployed = add::s(1, 2)
+        .then(not_deployed::partial())
+        .delay(&app)
+        .await
+        .expect("sent");
+    match undeployed.get_timeout(PATIENCE).await {
+        Err(ResultError::DeadLettered { task, reason, .. }) => {
+            assert_eq!(task, "wf_not_deployed");
+            assert!(reason.contains("unknown task"), "{reason}");
+        }
+        other => panic!("expected a dead-lettered step, got {other:?}"),
     }
 
     // `link` gets the output; `link_error` the failure, once.

@@ -58,6 +58,25 @@ pub struct Partial<T: Task, R> {
     task: PhantomData<fn() -> T>,
 }
 
+/// `link` and `link_error`, for the signatures of a task `T` (each keeps its `callbacks`).
+macro_rules! callback_setters {
+    () => {
+        /// Sends `callback` with this task's output when it succeeds (Celery's `link`). The
+        /// callback's first argument must be this task's output type, unless it is a full signature.
+        pub fn link<N: Follows<T::Output>>(mut self, callback: N) -> Self {
+            self.callbacks.link.push(callback.into_pending());
+            self
+        }
+
+        /// Sends `errback` with a [`TaskFailure`] when this task fails for good: after its
+        /// retries, dead-lettered without a run, or expired (Celery's `link_error`).
+        pub fn link_error<N: Follows<TaskFailure>>(mut self, errback: N) -> Self {
+            self.callbacks.link_error.push(errback.into_pending());
+            self
+        }
+    };
+}
+
 /// The callbacks of one signature.
 #[derive(Default)]
 struct Callbacks {
@@ -77,20 +96,7 @@ impl<T: Task> Signature<T> {
     }
 
     crate::app::send::send_option_setters!();
-
-    /// Sends `callback` with this task's output when it succeeds (Celery's `link`). The callback's
-    /// first argument must be this task's output type, unless it is a full signature.
-    pub fn link<N: Follows<T::Output>>(mut self, callback: N) -> Self {
-        self.callbacks.link.push(callback.into_pending());
-        self
-    }
-
-    /// Sends `errback` with a [`TaskFailure`] when this task fails for good: after its retries, or
-    /// dead-lettered without a run (Celery's `link_error`).
-    pub fn link_error<N: Follows<TaskFailure>>(mut self, errback: N) -> Self {
-        self.callbacks.link_error.push(errback.into_pending());
-        self
-    }
+    callback_setters!();
 
     /// A chain: this task, then `next` with its output.
     pub fn then<N: Follows<T::Output>>(self, next: N) -> Chain<N::Output> {
@@ -123,18 +129,7 @@ impl<T: Task, R: TaskArgs> Partial<T, R> {
     }
 
     crate::app::send::send_option_setters!();
-
-    /// Sends `callback` with this task's output when it succeeds; see [`Signature::link`].
-    pub fn link<N: Follows<T::Output>>(mut self, callback: N) -> Self {
-        self.callbacks.link.push(callback.into_pending());
-        self
-    }
-
-    /// Sends `errback` when this task fails for good; see [`Signature::link_error`].
-    pub fn link_error<N: Follows<TaskFailure>>(mut self, errback: N) -> Self {
-        self.callbacks.link_error.push(errback.into_pending());
-        self
-    }
+    callback_setters!();
 }
 
 /// A signature that may come after a task returning `P`: a [`Partial`] whose first argument is a
