@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::BrokerKind;
-use crate::results::{app_with_results, median};
+use crate::results::{ResultsOn, app_with_results, median};
 
 /// A chord member that does nothing but return its argument.
 #[celeriac::task(name = "bench_chord_member")]
@@ -70,7 +70,15 @@ pub(crate) async fn run(
     let builder = App::builder()
         .register::<bench_chord_member>()
         .register::<bench_chord_sum>();
-    let (app, backend) = app_with_results(builder, broker, broker_url, redis_url, &queue).await?;
+    let (app, backend) = app_with_results(
+        builder,
+        broker,
+        broker_url,
+        redis_url,
+        &queue,
+        ResultsOn::Default,
+    )
+    .await?;
     eprintln!(
         "celeriac-bench chord: {broker:?} broker, {backend} backend, {} members × {} rounds",
         shape.members, shape.rounds

@@ -145,6 +145,9 @@ enum Command {
         /// Also measure Python Celery's round trip on Redis (bench/celery/results.sh).
         #[arg(long)]
         with_celery: bool,
+        /// With the amqp broker: RabbitMQ's RPC result backend (`rpc://`) instead of Redis.
+        #[arg(long)]
+        rpc: bool,
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -276,6 +279,7 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         samples,
         concurrency,
         with_celery,
+        rpc,
         json,
     }) = &cli.command
     {
@@ -286,6 +290,7 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             rounds: (*rounds).max(1),
             concurrency: *concurrency,
             with_celery: *with_celery,
+            rpc: *rpc,
         };
         let report = results::run(*broker, url, &cli.redis_url, &shape).await?;
         results::print(&report);

@@ -60,6 +60,8 @@ pub(crate) struct ResultsShape {
     pub(crate) rounds: usize,
     pub(crate) concurrency: usize,
     pub(crate) with_celery: bool,
+    /// With the RabbitMQ broker: RabbitMQ's RPC result backend instead of Redis.
+    pub(crate) rpc: bool,
 }
 
 pub(crate) async fn run(
@@ -72,7 +74,13 @@ pub(crate) async fn run(
     let builder = App::builder()
         .register::<bench_noop>()
         .register::<bench_echo>();
-    let (app, backend) = app_with_results(builder, broker, broker_url, redis_url, &queue).await?;
+    let backend = match (broker, shape.rpc) {
+        (BrokerKind::Amqp, true) => ResultsOn::Rpc,
+        (_, true) => return Err("--rpc needs the amqp broker".into()),
+        _ => ResultsOn::Default,
+    };
+    let (app, backend) =
+        app_with_results(builder, broker, broker_url, redis_url, &queue, backend).await?;
     eprintln!(
         "celeriac-bench results: {broker:?} broker, {backend} backend, {} tasks × {} rounds, {} samples",
         shape.tasks, shape.rounds, shape.samples
@@ -111,15 +119,26 @@ pub(crate) async fn run(
     })
 }
 
+/// Which result backend a bench uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ResultsOn {
+    /// Memory with the memory broker, Redis with the others.
+    Default,
+    /// RabbitMQ's RPC backend (with the RabbitMQ broker).
+    Rpc,
+}
+
 /// The app of a results bench on `broker` sending to `queue`: the memory backend with the memory
-/// broker; otherwise the Redis backend at `redis_url`, under the bench's own key prefix. Results
-/// are kept ten minutes: the bench's are not worth a day of Redis memory. Answers the backend's name.
+/// broker; otherwise the Redis backend at `redis_url`, under the bench's own key prefix, or with
+/// [`ResultsOn::Rpc`] RabbitMQ's RPC backend. Results are kept ten minutes: the bench's are not
+/// worth a day of Redis memory. Answers the backend's name.
 pub(crate) async fn app_with_results(
     builder: celeriac::AppBuilder,
     broker: BrokerKind,
     broker_url: &str,
     redis_url: &str,
     queue: &str,
+    on: ResultsOn,
 ) -> Result<(App, &'static str), Box<dyn std::error::Error>> {
     let builder = builder
         .default_queue(queue)
@@ -131,6 +150,12 @@ pub(crate) async fn app_with_results(
                 .broker(measure::redis_broker(broker_url).await?)
                 .result_backend(results_backend(redis_url).await?),
             "redis",
+        ),
+        BrokerKind::Amqp if on == ResultsOn::Rpc => (
+            builder
+                .broker(measure::amqp_broker(broker_url, 1).await?)
+                .result_backend(celeriac::amqp::AmqpRpcBackend::new(broker_url)),
+            "rpc",
         ),
         BrokerKind::Amqp => (
             builder

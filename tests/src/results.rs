@@ -45,8 +45,9 @@ pub fn with_tasks(builder: AppBuilder) -> AppBuilder {
 }
 
 /// Every outcome reaches its caller as the right value or the right error. `builder` makes apps on
-/// one broker and backend (called twice: the second app reads results by id, like another process).
-pub async fn every_outcome_reaches_its_caller(builder: impl Fn() -> AppBuilder) {
+/// one broker and backend; with `shared`, a second app reads results by id, like another process
+/// (not with a backend that sends each result to its caller alone, RabbitMQ's RPC one).
+pub async fn every_outcome_reaches_its_caller(builder: impl Fn() -> AppBuilder, shared: bool) {
     let app = with_tasks(builder()).build().expect("an app");
     let worker = BackgroundWorker::start(app.worker().build().expect("a worker"));
 
@@ -55,9 +56,13 @@ pub async fn every_outcome_reaches_its_caller(builder: impl Fn() -> AppBuilder) 
     assert_eq!(sum.state().await.expect("a state"), ResultState::Success);
     assert!(sum.ready().await.expect("ready"));
 
-    // Another app (another process, in effect) reads it by id.
-    let elsewhere = with_tasks(builder()).build().expect("a second app");
-    let by_id = AsyncResult::<i64>::from_id(&elsewhere, sum.id());
+    // Another app (another process, in effect) reads it by id; this one too.
+    if shared {
+        let elsewhere = with_tasks(builder()).build().expect("a second app");
+        let by_id = AsyncResult::<i64>::from_id(&elsewhere, sum.id());
+        assert_eq!(by_id.get_timeout(PATIENCE).await.expect("the same sum"), 5);
+    }
+    let by_id = AsyncResult::<i64>::from_id(&app, sum.id());
     assert_eq!(by_id.get_timeout(PATIENCE).await.expect("the same sum"), 5);
 
     // The wrong output type is a decode error naming the task and the type.

@@ -221,8 +221,9 @@ pub async fn chains_and_callbacks(builder: AppBuilder) {
 }
 
 /// A group of `size` gives its outputs in order; a chord of `size` runs its callback once, with
-/// every output in member order; an empty chord runs its callback with none.
-pub async fn groups_and_chords(builder: AppBuilder, size: i64) {
+/// every output in member order; an empty chord runs its callback with none. Without `chords` (a
+/// backend that does not join them), a chord is refused when sent, saying why.
+pub async fn groups_and_chords(builder: AppBuilder, size: i64, chords: bool) {
     let app = with_tasks(builder).build().expect("an app");
     let worker = BackgroundWorker::start(app.worker().concurrency(16).build().expect("a worker"));
 
@@ -237,6 +238,12 @@ pub async fn groups_and_chords(builder: AppBuilder, size: i64) {
     let callback_runs = key("chord");
     let members = group((0..size).map(|n| add::s(n, 1)));
     let chord = chord(members, ordered_sum::partial(1, callback_runs.clone()));
+    if !chords {
+        let refused = chord.delay(&app).await.expect_err("refused");
+        assert!(refused.to_string().contains("joins chords"), "{refused}");
+        worker.stop().await;
+        return;
+    }
     let total = chord.delay(&app).await.expect("sent");
     let expected: i64 = (1..=size).sum();
     assert_eq!(

@@ -10,6 +10,7 @@ use celeriac::{App, AppBuilder, MemoryBroker};
 use celeriac_tests::harness::{
     BackgroundWorker, amqp_url, redis_connection, redis_url, skipped, unique_queue,
 };
+use celeriac_tests::raw_amqp;
 use celeriac_tests::results::{self, PATIENCE};
 
 fn memory(name: &str) -> impl Fn() -> AppBuilder {
@@ -19,7 +20,7 @@ fn memory(name: &str) -> impl Fn() -> AppBuilder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_every_outcome_reaches_its_caller() {
-    results::every_outcome_reaches_its_caller(memory(&unique_queue("results"))).await;
+    results::every_outcome_reaches_its_caller(memory(&unique_queue("results")), true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +85,8 @@ async fn redis_broker_and_backend_every_outcome_reaches_its_caller() {
         return;
     };
     let queue = unique_queue("results");
-    results::every_outcome_reaches_its_caller(|| with_redis_results(&url, &url, &queue)).await;
+    results::every_outcome_reaches_its_caller(|| with_redis_results(&url, &url, &queue), true)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,7 +99,8 @@ async fn rabbitmq_broker_and_redis_backend_every_outcome_reaches_its_caller() {
     }
     let queue = unique_queue("results");
     let broker = amqp_url();
-    results::every_outcome_reaches_its_caller(|| with_redis_results(&broker, &url, &queue)).await;
+    results::every_outcome_reaches_its_caller(|| with_redis_results(&broker, &url, &queue), true)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,4 +265,90 @@ async fn a_caller_left_unpolled_does_not_hold_up_the_connection() {
     let second = tokio::time::timeout(PATIENCE, backend.fetch("celeriac-test-second")).await;
     assert!(matches!(second, Ok(Ok(None))), "{second:?}");
     drop(first);
+}
+
+/// An app on RabbitMQ with the RPC result backend (results sent to the caller's reply queue).
+fn with_rpc_results(queue: &str) -> Option<AppBuilder> {
+    (!skipped("amqp")).then(|| {
+        App::builder()
+            .broker_url(amqp_url())
+            .result_backend_url("rpc://")
+            .result_expires(Duration::from_secs(300))
+            .default_queue(queue)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_rpc_every_outcome_reaches_its_caller() {
+    let queue = unique_queue("results-rpc");
+    let Some(builder) = with_rpc_results(&queue) else {
+        return;
+    };
+    drop(builder);
+    let make = || with_rpc_results(&queue).expect("not skipped");
+    results::every_outcome_reaches_its_caller(make, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_rpc_many_callers_wait_at_once() {
+    let Some(builder) = with_rpc_results(&unique_queue("results-rpc")) else {
+        return;
+    };
+    let app = results::with_tasks(builder).build().unwrap();
+    results::many_callers_wait_at_once(&app, 1_000).await;
+}
+
+#[tokio::test]
+async fn rpc_needs_an_amqp_broker_url() {
+    let error = App::builder()
+        .broker_url("memory://")
+        .result_backend_url("rpc://")
+        .build()
+        .unwrap_err();
+    assert!(error.to_string().contains("rpc://"), "{error}");
+    let shown = celeriac::error::Report(&error).to_string();
+    assert!(shown.contains("amqp://"), "{shown}");
+}
+
+/// Junk on the reply queue (no task id, a body celeriac did not write, a header table nested
+/// thousands deep) is dropped, and the reply consumer keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_rpc_replies_survive_junk_on_the_reply_queue() {
+    let Some(builder) = with_rpc_results(&unique_queue("results-rpc")) else {
+        return;
+    };
+    let app = results::with_tasks(builder).build().unwrap();
+    let worker = BackgroundWorker::start(app.worker().build().unwrap());
+    // The first send declares the reply queue.
+    let first = results::add::delay(&app, 1, 1).await.unwrap();
+    assert_eq!(first.get_timeout(PATIENCE).await.unwrap(), 2);
+    let reply_queue = app.result_backend().unwrap().reply_to().unwrap();
+    let address = amqp_url()
+        .split('@')
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .to_owned();
+    let no_headers = 0u32.to_be_bytes();
+    raw_amqp::publish(&address, &reply_queue, &no_headers, b"no task id").await;
+    let mut with_id = Vec::new();
+    let name = b"x-celeriac-task-id";
+    with_id.push(name.len() as u8);
+    with_id.extend_from_slice(name);
+    with_id.push(b'S');
+    with_id.extend_from_slice(&(3u32).to_be_bytes());
+    with_id.extend_from_slice(b"abc");
+    let mut table = (with_id.len() as u32).to_be_bytes().to_vec();
+    table.extend(with_id);
+    raw_amqp::publish(&address, &reply_queue, &table, b"\xffnot a record").await;
+    raw_amqp::publish(
+        &address,
+        &reply_queue,
+        &raw_amqp::nested_table(5_000),
+        b"deep",
+    )
+    .await;
+    let after = results::add::delay(&app, 20, 22).await.unwrap();
+    assert_eq!(after.get_timeout(PATIENCE).await.unwrap(), 42);
+    worker.stop().await;
 }

@@ -44,7 +44,7 @@ async fn memory_chains_and_callbacks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_groups_and_chords() {
-    workflows::groups_and_chords(memory(&unique_queue("wf")), CHORD).await;
+    workflows::groups_and_chords(memory(&unique_queue("wf")), CHORD, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -62,7 +62,7 @@ async fn redis_chains_and_callbacks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_groups_and_chords() {
     let Some(url) = redis_broker() else { return };
-    workflows::groups_and_chords(with_redis_results(&url, &unique_queue("wf")), CHORD).await;
+    workflows::groups_and_chords(with_redis_results(&url, &unique_queue("wf")), CHORD, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +81,7 @@ async fn rabbitmq_chains_and_callbacks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_groups_and_chords() {
     let Some(url) = amqp_broker() else { return };
-    workflows::groups_and_chords(with_redis_results(&url, &unique_queue("wf")), CHORD).await;
+    workflows::groups_and_chords(with_redis_results(&url, &unique_queue("wf")), CHORD, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,6 +106,31 @@ async fn redis_backend_joins_chords() {
         .await
         .expect("Redis is required by this test: run scripts/test.sh, which starts it");
     workflows::backend_joins_chords(std::sync::Arc::new(backend)).await;
+}
+
+/// An app on RabbitMQ with the RPC result backend.
+fn with_rpc_results(queue: &str) -> AppBuilder {
+    App::builder()
+        .broker_url(amqp_url())
+        .result_backend_url("rpc://")
+        .result_expires(Duration::from_secs(300))
+        .default_queue(queue)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_rpc_chains_and_callbacks() {
+    if skipped("amqp") {
+        return;
+    }
+    workflows::chains_and_callbacks(with_rpc_results(&unique_queue("wf-rpc"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_rpc_groups_and_no_chords() {
+    if skipped("amqp") {
+        return;
+    }
+    workflows::groups_and_chords(with_rpc_results(&unique_queue("wf-rpc")), CHORD, false).await;
 }
 
 /// Members of the crash test's chord.

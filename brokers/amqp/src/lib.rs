@@ -57,6 +57,7 @@ mod dead;
 mod error;
 mod frames;
 mod link;
+mod rpc;
 mod topology;
 mod transport;
 mod window;
@@ -80,6 +81,7 @@ use crate::config::Settings;
 use crate::dead::DeadLetterReader;
 use crate::error::bounded;
 use crate::link::{Publication, Shared};
+pub use crate::rpc::AmqpRpcBackend;
 use crate::topology::{dead_queue, wait_queue};
 
 /// A [`Broker`] on RabbitMQ. Cheap to clone.

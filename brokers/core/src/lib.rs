@@ -35,6 +35,7 @@
 mod capabilities;
 mod delivery;
 mod error;
+mod memory_results;
 mod prefetch;
 mod results;
 mod url;
@@ -49,6 +50,7 @@ use futures::Stream;
 pub use self::capabilities::Capabilities;
 pub use self::delivery::{Acknowledger, Delivery};
 pub use self::error::{BoxError, BrokerError, Report};
+pub use self::memory_results::MemoryResultBackend;
 pub use self::prefetch::{PrefetchSlot, PrefetchWindow};
 pub use self::results::{ChordJoin, ResultBackend, ResultState, StoredResult};
 pub use self::url::RedactedUrl;

@@ -189,6 +189,35 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
     /// Deletes the record of task `id`. A later run of the task may store a new one.
     async fn forget(&self, id: &str) -> Result<(), BrokerError>;
 
+    /// Where this process's results are to be sent, for a backend that sends each result to its
+    /// caller (RabbitMQ's RPC backend: the caller's reply queue). The app writes it in each message
+    /// it sends (`Envelope::reply_to`) and the worker hands it back to
+    /// [`store_reply`](Self::store_reply). `None` (the default) for backends that store results
+    /// where anyone can read them. It never changes for a backend.
+    fn reply_to(&self) -> Option<String> {
+        None
+    }
+
+    /// Gets ready to receive the results of tasks about to be sent (the RPC backend declares its
+    /// reply queue). Called before a send when [`reply_to`](Self::reply_to) is set; the default does
+    /// nothing.
+    async fn prepare(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+
+    /// Stores a result for a task whose message asked for replies to `reply_to`. The default ignores
+    /// `reply_to` and [stores](Self::store) it.
+    async fn store_reply(
+        &self,
+        id: &str,
+        reply_to: Option<&str>,
+        result: StoredResult,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let _ = reply_to;
+        self.store(id, result, ttl).await
+    }
+
     /// Whether this backend joins chords ([`join_chord`](Self::join_chord) and
     /// [`chord_fired`](Self::chord_fired)). The default is no.
     fn joins_chords(&self) -> bool {

@@ -37,6 +37,14 @@ impl BrokerChoice {
         }
     }
 
+    /// The broker's URL, when it was given as one.
+    pub(super) fn url(&self) -> Option<&str> {
+        match self {
+            Self::Url(url) => Some(url),
+            _ => None,
+        }
+    }
+
     /// The result backend that goes with this broker when the app names none: the embedded
     /// broker's own, for `memory://` URLs. (A [`MemoryBroker`] given by value is seen by the builder.)
     pub(super) fn default_result_backend(&self) -> Option<MemoryResultBackend> {

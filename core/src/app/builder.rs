@@ -138,6 +138,7 @@ impl AppBuilder {
     /// |---|---|---|
     /// | `memory://` | the in-process [`MemoryResultBackend`] of the embedded broker of that URL | always |
     /// | `redis://[user:password@]host[:port][/db]`, `rediss://…` | Redis, with any broker | `redis` |
+    /// | `rpc://` | each result sent to its caller's reply queue on the app's RabbitMQ broker (given as an `amqp://` URL); only the sending process reads it, no chords | `amqp` |
     ///
     /// Without this, an app on the embedded broker keeps results in memory, and an app on another
     /// broker keeps none ([`AsyncResult::get`](crate::AsyncResult::get) then says so). Redis is
@@ -274,7 +275,7 @@ impl AppBuilder {
         }
         let broker = self.broker.ok_or(BuildError::NoBroker)?;
         let result_backend = match self.result_backend {
-            Some(choice) => Some(choice.into_backend()?),
+            Some(choice) => Some(choice.into_backend(broker.url())?),
             None => self
                 .broker_results
                 .or_else(|| broker.default_result_backend())
@@ -290,6 +291,9 @@ impl AppBuilder {
                 default_queue: self.default_queue,
                 limits: self.limits,
                 enqueue_timeout: self.enqueue_timeout,
+                reply_to: result_backend
+                    .as_ref()
+                    .and_then(|backend| backend.reply_to()),
                 result_backend,
                 result_expires: self.result_expires,
             }),

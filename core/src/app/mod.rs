@@ -62,6 +62,8 @@ struct AppInner {
     enqueue_timeout: Duration,
     result_backend: Option<Arc<dyn ResultBackend>>,
     result_expires: Duration,
+    /// The result backend's [`reply_to`](ResultBackend::reply_to), written in every message.
+    reply_to: Option<String>,
 }
 
 impl App {
@@ -260,6 +262,7 @@ impl App {
             expires_in: options.expires_in.or(task_options.and_then(|o| o.expires)),
             expires_at: options.expires_at,
             headers: options.headers,
+            reply_to: self.inner.reply_to.clone(),
         })
     }
 
@@ -280,6 +283,7 @@ impl App {
             return Ok(());
         };
         let task = first.task.clone();
+        self.prepare_replies(&task).await?;
         let messages = envelopes
             .iter()
             .map(Self::outgoing)
@@ -290,10 +294,21 @@ impl App {
 
     /// Publishes an envelope, within the enqueue timeout.
     pub(crate) async fn publish(&self, envelope: Envelope) -> Result<TaskId, EnqueueError> {
+        self.prepare_replies(&envelope.task).await?;
         let outgoing = Self::outgoing(&envelope)?;
         self.with_timeout(&envelope.task, self.inner.broker.publish(outgoing))
             .await?;
         Ok(envelope.id)
+    }
+
+    /// Has a result backend that sends results to their caller ready to receive them, before a send.
+    async fn prepare_replies(&self, task: &str) -> Result<(), EnqueueError> {
+        match &self.inner.result_backend {
+            Some(backend) if self.inner.reply_to.is_some() => {
+                self.with_timeout(task, backend.prepare()).await
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn with_timeout(

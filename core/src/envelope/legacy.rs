@@ -1,5 +1,5 @@
 //! Envelopes of earlier formats, still decoded so messages queued by an older build run after an
-//! upgrade: format 4 (format 5 without `workflow`: no workflows then), format 3 (format 4 without
+//! upgrade: format 4 (format 5 without `workflow` and `reply_to`: no workflows or RPC results then), format 3 (format 4 without
 //! `store_result`: nothing was stored then, and nothing is now), format 2 (fields that had no meaning yet: group, origin, shadow, ignore_result, reply_to,
 //! a soft time limit) and format 1 (format 2 without `args_schema`). The dropped fields were never
 //! set by any celeriac build, so nothing of meaning is lost in the conversion.
@@ -68,18 +68,19 @@ impl From<EnvelopeV2> for Envelope {
             args_schema: old.args_schema,
             store_result: false,
             workflow: None,
+            reply_to: None,
         }
     }
 }
 
 /// Decodes a format-1, 2, 3 or 4 envelope; `None` when `bytes` is none of them.
 pub(super) fn decode(bytes: &[u8], limits: &DecodeLimits) -> Option<Result<Envelope, CodecError>> {
-    // Formats 3 and 4 lack only the last fields: `store_result` (`false`, one zero byte) and
-    // `workflow` (`None`, one zero byte).
+    // Formats 3 and 4 lack only the last fields: `store_result` (`false`, one zero byte),
+    // `workflow` and `reply_to` (`None`, one zero byte each).
     let missing = if bytes.starts_with(&MAGIC_V4) {
-        Some(1)
-    } else if bytes.starts_with(&MAGIC_V3) {
         Some(2)
+    } else if bytes.starts_with(&MAGIC_V3) {
+        Some(3)
     } else {
         None
     };
@@ -181,9 +182,10 @@ mod tests {
         let mut envelope: Envelope = v2().into();
         envelope.store_result = true;
         let body = crate::codec::bincode::encode_typed(&envelope).unwrap();
-        // Format 3: format 5 without its last two fields (`store_result`, `workflow`: a byte each).
+        // Format 3: format 5 without its last three fields (`store_result`, `workflow`,
+        // `reply_to`: a byte each).
         let mut bytes = MAGIC_V3.to_vec();
-        bytes.extend_from_slice(&body[..body.len() - 2]);
+        bytes.extend_from_slice(&body[..body.len() - 3]);
         let decoded = Envelope::from_bytes(&bytes, &DecodeLimits::default()).unwrap();
         assert!(!decoded.store_result);
         envelope.store_result = false;
@@ -195,9 +197,9 @@ mod tests {
         let mut envelope: Envelope = v2().into();
         envelope.store_result = true;
         let body = crate::codec::bincode::encode_typed(&envelope).unwrap();
-        // Format 4: format 5 without its last field (`workflow`, one byte).
+        // Format 4: format 5 without its last two fields (`workflow`, `reply_to`: a byte each).
         let mut bytes = MAGIC_V4.to_vec();
-        bytes.extend_from_slice(&body[..body.len() - 1]);
+        bytes.extend_from_slice(&body[..body.len() - 2]);
         let decoded = Envelope::from_bytes(&bytes, &DecodeLimits::default()).unwrap();
         assert_eq!(decoded, envelope);
     }

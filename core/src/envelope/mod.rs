@@ -22,14 +22,15 @@
 //! | `args_schema`        | (none; celeriac's own, see below)           |
 //! | `store_result`       | header `ignore_result`, inverted            |
 //! | `workflow`           | body's `embed` (`chain`, `callbacks`, `errbacks`, `chord`) |
+//! | `reply_to`           | property `reply_to`                         |
 //!
-//! Every field has a meaning today, and a test. Celery's `group`, `origin`, `shadow`, `reply_to` and
-//! soft time limit are not carried until the features that give them a meaning (Celery interop, the
-//! RPC result backend) land; the format version lets them return.
+//! Every field has a meaning today, and a test. Celery's `group`, `origin`, `shadow` and soft time
+//! limit are not carried until the features that give them a meaning (Celery interop) land; the
+//! format version lets them return.
 //!
 //! On the wire an envelope is a 4-byte magic (`CLR` + format version) followed by its bincode encoding.
 //! [`Envelope::from_bytes`] enforces [`DecodeLimits`] and never panics on any input. Format 3 dropped
-//! the fields no feature set or read; format 4 added `store_result`; format 5 added `workflow`; format 2 added `args_schema`. Messages of formats 1 and 2
+//! the fields no feature set or read; format 4 added `store_result`; format 5 added `workflow` and `reply_to`; format 2 added `args_schema`. Messages of formats 1 and 2
 //! (celeriac 0.1, and before this change) still decode: see `legacy`.
 //!
 //! `args_schema` is a fingerprint of the shape of the task's argument types as the sender knew them.
@@ -163,6 +164,10 @@ pub struct Envelope {
     /// What follows this task in its workflow, if it is part of one: the rest of its chain, its
     /// callbacks, its chord. Travels with the message, so a workflow needs no coordinator.
     pub workflow: Option<Box<Workflow>>,
+    /// Where the worker sends the task's result, for result backends that send each result to its
+    /// caller (RabbitMQ's RPC backend: the caller's reply queue; Celery's `reply_to`). `None` for
+    /// the others.
+    pub reply_to: Option<String>,
 }
 
 const MAGIC: [u8; 4] = *b"CLR\x05";
@@ -193,6 +198,7 @@ impl Envelope {
             args_schema: None,
             store_result: false,
             workflow: None,
+            reply_to: None,
         }
     }
 
@@ -258,6 +264,7 @@ mod tests {
             expires_in: Some(Duration::from_secs(60)),
             expires_at: None,
             headers: BTreeMap::from([("h".to_owned(), "v".to_owned())]),
+            reply_to: Some("celeriac.reply.x".into()),
         };
         let mut link = ChainLink::new(step.clone());
         link.link_error.push(step.clone());
@@ -274,6 +281,7 @@ mod tests {
             }),
             chord_callback: false,
         }));
+        envelope.reply_to = Some("celeriac.reply.y".into());
         envelope
     }
 

@@ -46,6 +46,8 @@ pub struct Step {
     pub expires_at: Option<SystemTime>,
     /// Application headers.
     pub headers: BTreeMap<String, String>,
+    /// Where its result is sent, as in [`Envelope::reply_to`].
+    pub reply_to: Option<String>,
 }
 
 impl Step {
@@ -61,6 +63,7 @@ impl Step {
         envelope.headers = self.headers;
         envelope.args_schema = self.args_schema;
         envelope.store_result = self.store_result;
+        envelope.reply_to = self.reply_to;
         envelope
     }
 }

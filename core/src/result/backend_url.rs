@@ -1,4 +1,4 @@
-//! Choosing a result backend by URL: `memory://`, `redis://`, `rediss://`.
+//! Choosing a result backend by URL: `memory://`, `redis://`, `rediss://`, `rpc://`.
 
 use std::sync::Arc;
 #[cfg(feature = "redis")]
@@ -29,15 +29,20 @@ impl ResultBackendChoice {
         }
     }
 
-    pub(crate) fn into_backend(self) -> Result<Arc<dyn ResultBackend>, BuildError> {
+    /// The backend; `broker_url` is the app's broker URL when it was given as one (`rpc://` sends
+    /// results over that RabbitMQ).
+    pub(crate) fn into_backend(
+        self,
+        broker_url: Option<&str>,
+    ) -> Result<Arc<dyn ResultBackend>, BuildError> {
         match self {
             Self::Given(backend) => Ok(backend),
-            Self::Url(url) => from_url(&url),
+            Self::Url(url) => from_url(&url, broker_url),
         }
     }
 }
 
-fn from_url(url: &str) -> Result<Arc<dyn ResultBackend>, BuildError> {
+fn from_url(url: &str, broker_url: Option<&str>) -> Result<Arc<dyn ResultBackend>, BuildError> {
     let redacted = RedactedUrl::new(url);
     let invalid = |reason: String| BuildError::ResultBackendUrl {
         url: redacted.redacted().to_owned(),
@@ -64,9 +69,30 @@ fn from_url(url: &str) -> Result<Arc<dyn ResultBackend>, BuildError> {
                 ))
             }
         }
+        "rpc" => rpc(broker_url).map_err(|reason| invalid(reason.to_owned())),
         other => Err(invalid(format!(
-            "unknown scheme `{other}`: use memory://, redis:// or rediss://"
+            "unknown scheme `{other}`: use memory://, redis://, rediss:// or rpc://"
         ))),
+    }
+}
+
+/// RabbitMQ's RPC backend on the app's broker, which must be an `amqp://` or `amqps://` URL.
+fn rpc(broker_url: Option<&str>) -> Result<Arc<dyn ResultBackend>, &'static str> {
+    let Some(broker_url) = broker_url.filter(|url| url.starts_with("amqp")) else {
+        return Err(
+            "rpc:// sends results over the app's RabbitMQ broker: give the broker as an \
+                    amqp:// or amqps:// URL (or build `celeriac::amqp::AmqpRpcBackend::new(url)` \
+                    and pass it to `result_backend`)",
+        );
+    };
+    #[cfg(feature = "amqp")]
+    {
+        Ok(Arc::new(celeriac_amqp::AmqpRpcBackend::new(broker_url)))
+    }
+    #[cfg(not(feature = "amqp"))]
+    {
+        let _ = broker_url;
+        Err("needs the `amqp` feature of celeriac: `cargo add celeriac --features amqp`")
     }
 }
 

@@ -21,8 +21,6 @@
 mod async_result;
 mod backend_url;
 mod error;
-mod memory;
-mod memory_chords;
 pub(crate) mod record;
 pub(crate) mod store;
 
@@ -32,4 +30,4 @@ pub use celeriac_core::{ChordJoin, ResultBackend, ResultState, StoredResult};
 pub use self::async_result::AsyncResult;
 pub(crate) use self::backend_url::ResultBackendChoice;
 pub use self::error::ResultError;
-pub use self::memory::MemoryResultBackend;
+pub use celeriac_core::MemoryResultBackend;

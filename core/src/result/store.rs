@@ -20,13 +20,26 @@ pub(crate) fn wanted(app: &App, envelope: &Envelope) -> bool {
 /// store is logged, not returned: the task's own outcome (ack, retry, dead letter) goes ahead.
 async fn record(app: &App, envelope: &Envelope, state: ResultState, record: ResultRecord) {
     if envelope.store_result {
-        write(app, envelope.id, state, record).await;
+        write(
+            app,
+            envelope.id,
+            envelope.reply_to.as_deref(),
+            state,
+            record,
+        )
+        .await;
     }
 }
 
 /// Stores `record` in `state` as task `id`'s result, trying again on transient errors; logs what
 /// it cannot store.
-async fn write(app: &App, id: TaskId, state: ResultState, record: ResultRecord) {
+async fn write(
+    app: &App,
+    id: TaskId,
+    reply_to: Option<&str>,
+    state: ResultState,
+    record: ResultRecord,
+) {
     let Some(backend) = app.result_backend() else {
         return;
     };
@@ -42,7 +55,7 @@ async fn write(app: &App, id: TaskId, state: ResultState, record: ResultRecord) 
     let mut pause = Duration::from_millis(100);
     for attempt in 1..=ATTEMPTS {
         match backend
-            .store(&key, stored.clone(), app.result_expires())
+            .store_reply(&key, reply_to, stored.clone(), app.result_expires())
             .await
         {
             Ok(_) => return,
@@ -115,7 +128,7 @@ pub(crate) async fn stopped(
     };
     let mut record = ResultRecord::new(&origin.task, origin.retries).with_failure(cause, message);
     record.origin = Some(origin.id);
-    write(app, result, state, record).await;
+    write(app, result, origin.reply_to.as_deref(), state, record).await;
 }
 
 /// Records an outcome without output.

@@ -51,9 +51,10 @@ struct BrokerArgs {
     /// The broker: `redis://host:6379/0`, `amqp://user:password@host:5672/%2f`, or `memory://`.
     #[arg(long, env = "CELERIAC_BROKER_URL", hide_env_values = true)]
     broker: String,
-    /// Where task results are kept, for the page's delivery status: `redis://…`. Defaults to the
-    /// broker's URL for a Redis broker and to memory for `memory://`; a RabbitMQ broker keeps none
-    /// unless given one.
+    /// Where task results are kept, for the page's delivery status: `redis://…`, or `rpc://` with a
+    /// RabbitMQ broker (then only the web process that sent a code reads its status). Defaults to
+    /// the broker's URL for a Redis broker and to memory for `memory://`; a RabbitMQ broker keeps
+    /// none unless given one.
     #[arg(long, env = "CELERIAC_RESULT_BACKEND", hide_env_values = true)]
     result_backend: Option<String>,
 }

@@ -10,9 +10,10 @@ use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::memory_chords::Chords;
-use super::{ChordJoin, ResultBackend, StoredResult};
-use crate::BrokerError;
+use self::chords::Chords;
+use crate::{BrokerError, ChordJoin, ResultBackend, StoredResult};
+
+mod chords;
 
 /// Results kept in this process's memory: the result backend of the embedded broker.
 ///

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::ChordJoin;
+use crate::ChordJoin;
 
 /// The chords being joined, by chord id. Each is kept for the app's `result_expires` after its
 /// last write; expired ones are swept when the map has doubled since the last sweep.
