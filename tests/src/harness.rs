@@ -54,6 +54,18 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
+/// An app on the tests' RabbitMQ with the RPC result backend (results sent to the caller's reply
+/// queue, kept five minutes), sending to `queue`; `None` only when RabbitMQ tests are skipped.
+pub fn rpc_app(queue: &str) -> Option<celeriac::AppBuilder> {
+    (!skipped("amqp")).then(|| {
+        celeriac::App::builder()
+            .broker_url(amqp_url())
+            .result_backend_url("rpc://")
+            .result_expires(Duration::from_secs(300))
+            .default_queue(queue)
+    })
+}
+
 /// A RabbitMQ broker for a test. Panics with an actionable message when RabbitMQ is unreachable;
 /// returns `None` only when explicitly skipped.
 pub async fn require_amqp(

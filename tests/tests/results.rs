@@ -267,31 +267,20 @@ async fn a_caller_left_unpolled_does_not_hold_up_the_connection() {
     drop(first);
 }
 
-/// An app on RabbitMQ with the RPC result backend (results sent to the caller's reply queue).
-fn with_rpc_results(queue: &str) -> Option<AppBuilder> {
-    (!skipped("amqp")).then(|| {
-        App::builder()
-            .broker_url(amqp_url())
-            .result_backend_url("rpc://")
-            .result_expires(Duration::from_secs(300))
-            .default_queue(queue)
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_rpc_every_outcome_reaches_its_caller() {
     let queue = unique_queue("results-rpc");
-    let Some(builder) = with_rpc_results(&queue) else {
+    let Some(builder) = celeriac_tests::harness::rpc_app(&queue) else {
         return;
     };
     drop(builder);
-    let make = || with_rpc_results(&queue).expect("not skipped");
+    let make = || celeriac_tests::harness::rpc_app(&queue).expect("not skipped");
     results::every_outcome_reaches_its_caller(make, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_rpc_many_callers_wait_at_once() {
-    let Some(builder) = with_rpc_results(&unique_queue("results-rpc")) else {
+    let Some(builder) = celeriac_tests::harness::rpc_app(&unique_queue("results-rpc")) else {
         return;
     };
     let app = results::with_tasks(builder).build().unwrap();
@@ -314,7 +303,7 @@ async fn rpc_needs_an_amqp_broker_url() {
 /// thousands deep) is dropped, and the reply consumer keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_rpc_replies_survive_junk_on_the_reply_queue() {
-    let Some(builder) = with_rpc_results(&unique_queue("results-rpc")) else {
+    let Some(builder) = celeriac_tests::harness::rpc_app(&unique_queue("results-rpc")) else {
         return;
     };
     let app = results::with_tasks(builder).build().unwrap();

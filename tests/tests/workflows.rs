@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use celeriac::{App, AppBuilder};
 use celeriac_tests::harness::{
-    amqp_url, eventually, redis_connection, redis_url, skipped, stop_gracefully, unique_queue,
+    amqp_url, eventually, redis_connection, redis_url, rpc_app, skipped, stop_gracefully,
+    unique_queue,
 };
 use celeriac_tests::workflows;
 
@@ -108,29 +109,20 @@ async fn redis_backend_joins_chords() {
     workflows::backend_joins_chords(std::sync::Arc::new(backend)).await;
 }
 
-/// An app on RabbitMQ with the RPC result backend.
-fn with_rpc_results(queue: &str) -> AppBuilder {
-    App::builder()
-        .broker_url(amqp_url())
-        .result_backend_url("rpc://")
-        .result_expires(Duration::from_secs(300))
-        .default_queue(queue)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_rpc_chains_and_callbacks() {
-    if skipped("amqp") {
+    let Some(builder) = rpc_app(&unique_queue("wf-rpc")) else {
         return;
-    }
-    workflows::chains_and_callbacks(with_rpc_results(&unique_queue("wf-rpc"))).await;
+    };
+    workflows::chains_and_callbacks(builder).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rabbitmq_rpc_groups_and_no_chords() {
-    if skipped("amqp") {
+    let Some(builder) = rpc_app(&unique_queue("wf-rpc")) else {
         return;
-    }
-    workflows::groups_and_chords(with_rpc_results(&unique_queue("wf-rpc")), CHORD, false).await;
+    };
+    workflows::groups_and_chords(builder, CHORD, false).await;
 }
 
 /// Members of the crash test's chord.
