@@ -17,7 +17,7 @@ mod chords;
 
 /// Results kept in this process's memory: the result backend of the embedded broker.
 ///
-/// An app whose broker is `memory://…` (or a [`MemoryBroker`](crate::MemoryBroker)) uses the
+/// An app whose broker is `memory://…` (or a `MemoryBroker`) uses the
 /// broker's own one unless given another, so a web handler and a worker of one process share
 /// results as they share queues. It keeps at most [`capacity`](Self::with_capacity) results
 /// (100 000 by default), dropping the oldest first, each for the app's `result_expires`.
