@@ -92,21 +92,30 @@ pub(super) async fn send_chain(
         .map(|link| link.into_chain_link(app))
         .collect::<Result<Vec<_>, _>>()?;
     let first = links.remove(0);
-    let mut envelope = first_message(first.step);
-    envelope.workflow = workflow(Workflow {
+    let rest = Workflow {
         chain: links,
-        link: first.link,
-        link_error: first.link_error,
         ..Workflow::default()
-    });
-    app.publish(envelope).await?;
+    };
+    app.publish(first_message(first, rest)).await?;
     Ok(last_id)
 }
 
-/// The message of a workflow's first task (it has no previous output).
-pub(super) fn first_message(mut step: Step) -> Envelope {
+/// The message of a workflow's first task (it has no previous output): `link`'s task with its
+/// callbacks, and `rest` of the workflow (a chain's later links, a chord's place).
+pub(super) fn first_message(link: ChainLink, rest: Workflow) -> Envelope {
+    let ChainLink {
+        mut step,
+        link,
+        link_error,
+    } = link;
     let args = std::mem::take(&mut step.args);
-    step.into_envelope(clock::now(), args)
+    let mut envelope = step.into_envelope(clock::now(), args);
+    envelope.workflow = workflow(Workflow {
+        link,
+        link_error,
+        ..rest
+    });
+    envelope
 }
 
 /// `workflow`, unless there is nothing in it.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use super::TaskFailure;
-use super::chain::{first_message, next_message, workflow};
+use super::chain::{first_message, next_message};
 use super::signature::{Follows, Pending, Signature};
 use crate::envelope::{ChordMember, Workflow};
 use crate::result::ResultBackend;
@@ -82,13 +82,7 @@ impl<T> Group<T> {
             ids.push(member.id());
             member.store_result = true;
             let link = member.into_chain_link(app)?;
-            let mut envelope = first_message(link.step);
-            envelope.workflow = workflow(Workflow {
-                link: link.link,
-                link_error: link.link_error,
-                ..Workflow::default()
-            });
-            messages.push(envelope);
+            messages.push(first_message(link, Workflow::default()));
         }
         app.publish_all(messages).await?;
         let results = ids
@@ -270,10 +264,7 @@ impl<T> Chord<T> {
         for (index, mut member) in (0..size).zip(self.members) {
             member.id();
             let link = member.into_chain_link(app)?;
-            let mut envelope = first_message(link.step);
-            envelope.workflow = workflow(Workflow {
-                link: link.link,
-                link_error: link.link_error,
+            let rest = Workflow {
                 chord: Some(ChordMember {
                     chord: id,
                     index,
@@ -282,8 +273,8 @@ impl<T> Chord<T> {
                     link_error: link_error.clone(),
                 }),
                 ..Workflow::default()
-            });
-            messages.push(envelope);
+            };
+            messages.push(first_message(link, rest));
         }
         app.publish_all(messages).await?;
         Ok(result)

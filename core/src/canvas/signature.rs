@@ -5,7 +5,6 @@ use std::marker::PhantomData;
 
 use super::TaskFailure;
 use super::chain::{Chain, send_chain};
-use crate::__private::TaskArgument;
 use crate::app::stores_result;
 use crate::envelope::{ChainLink, Step};
 use crate::task::TaskArgs;
@@ -167,7 +166,7 @@ where
 }
 
 /// An argument tuple whose first element is a `P`; `Rest` is the tuple of the others. Implemented
-/// for tuples of 1 to 16 task arguments.
+/// for tuples of 1 to 16 task arguments, beside their [`TaskArgs`] impls.
 #[diagnostic::on_unimplemented(
     message = "a task taking `{Self}` cannot take `{P}` as its first argument",
     label = "the previous task returns `{P}`",
@@ -177,31 +176,6 @@ pub trait FirstArg<P>: TaskArgs {
     /// The other arguments.
     type Rest: TaskArgs;
 }
-
-macro_rules! first_arg {
-    ($($rest:ident)*) => {
-        #[diagnostic::do_not_recommend]
-        impl<P: TaskArgument, $($rest: TaskArgument),*> FirstArg<P> for (P, $($rest,)*) {
-            type Rest = ($($rest,)*);
-        }
-    };
-}
-first_arg!();
-first_arg!(B);
-first_arg!(B C);
-first_arg!(B C D);
-first_arg!(B C D E);
-first_arg!(B C D E F);
-first_arg!(B C D E F G);
-first_arg!(B C D E F G H);
-first_arg!(B C D E F G H I);
-first_arg!(B C D E F G H I J);
-first_arg!(B C D E F G H I J K);
-first_arg!(B C D E F G H I J K L);
-first_arg!(B C D E F G H I J K L M);
-first_arg!(B C D E F G H I J K L M N);
-first_arg!(B C D E F G H I J K L M N O);
-first_arg!(B C D E F G H I J K L M N O Q);
 
 /// A signature with its types erased, not encoded yet (encoding needs the app's codec).
 #[doc(hidden)]

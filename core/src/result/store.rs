@@ -90,27 +90,18 @@ pub(crate) async fn retrying(app: &App, envelope: &Envelope, error: String) {
     without_output(app, envelope, ResultState::Retry, Cause::Failed, error).await;
 }
 
-/// Records a task that failed for good.
-pub(crate) async fn failed(app: &App, envelope: &Envelope, error: String) {
-    without_output(app, envelope, ResultState::Failure, Cause::Failed, error).await;
+/// Records a task that ended without output, for good: it failed, was dead-lettered without a
+/// run, or expired before it started (`cause`), and why.
+pub(crate) async fn ended(app: &App, envelope: &Envelope, cause: Cause, message: String) {
+    without_output(app, envelope, ended_state(cause), cause, message).await;
 }
 
-/// Records a task dead-lettered without a run, and why.
-pub(crate) async fn dead_lettered(app: &App, envelope: &Envelope, reason: String) {
-    without_output(
-        app,
-        envelope,
-        ResultState::Failure,
-        Cause::DeadLettered,
-        reason,
-    )
-    .await;
-}
-
-/// Records a task that expired before it started.
-pub(crate) async fn expired(app: &App, envelope: &Envelope) {
-    let reason = "expired before it started".to_owned();
-    without_output(app, envelope, ResultState::Revoked, Cause::Expired, reason).await;
+/// The state an end without output is stored in.
+fn ended_state(cause: Cause) -> ResultState {
+    match cause {
+        Cause::Expired | Cause::Revoked => ResultState::Revoked,
+        Cause::Failed | Cause::DeadLettered => ResultState::Failure,
+    }
 }
 
 /// Records, as the result of `result` (a chain's last task, a chord's callback), that the task of
@@ -122,10 +113,7 @@ pub(crate) async fn stopped(
     cause: Cause,
     message: String,
 ) {
-    let state = match cause {
-        Cause::Expired | Cause::Revoked => ResultState::Revoked,
-        Cause::Failed | Cause::DeadLettered => ResultState::Failure,
-    };
+    let state = ended_state(cause);
     let mut record = ResultRecord::new(&origin.task, origin.retries).with_failure(cause, message);
     record.origin = Some(origin.id);
     write(app, result, origin.reply_to.as_deref(), state, record).await;

@@ -122,6 +122,18 @@ macro_rules! task_args_tuples {
                 schema::fingerprint::<Self>()
             }
         }
+
+        task_args_tuples!(@first_arg $($name)*);
+    };
+    // A tuple with a first argument can follow a task returning it (see `canvas::FirstArg`).
+    (@first_arg) => {};
+    (@first_arg $first:ident $($rest:ident)*) => {
+        #[diagnostic::do_not_recommend]
+        impl<$first: crate::__private::TaskArgument, $($rest: crate::__private::TaskArgument),*>
+            crate::canvas::FirstArg<$first> for ($first, $($rest,)*)
+        {
+            type Rest = ($($rest,)*);
+        }
     };
 }
 task_args_tuples!();

@@ -67,8 +67,8 @@ async fn refuse(
     task: &str,
     reason: String,
 ) {
-    store::dead_lettered(&shared.app, envelope, reason.clone()).await;
-    workflow::failed(&shared.app, envelope, Cause::DeadLettered, &reason).await;
+    let why = reason.clone();
+    workflow::ended(&shared.app, envelope, Cause::DeadLettered, why).await;
     dead_letter(shared, delivery, task, reason).await;
 }
 
@@ -109,12 +109,8 @@ pub(super) async fn process(
         tracing::info!(task = %envelope.task, task.id = %envelope.id, "task expired before it started; discarding");
         metrics.expired.increment(1);
         Counters::add(&shared.report.expired);
-        Box::pin(async {
-            store::expired(app, &envelope).await;
-            let reason = "expired before it started";
-            workflow::failed(app, &envelope, Cause::Expired, reason).await;
-        })
-        .await;
+        let reason = "expired before it started".to_owned();
+        Box::pin(workflow::ended(app, &envelope, Cause::Expired, reason)).await;
         settle("ack", &queue, delivery.ack()).await;
         return None;
     }
@@ -370,8 +366,7 @@ async fn after_failure(shared: &Shared, failed: Failed<'_>, delivery: Option<Del
                 0 => format!("task `{name}` failed: {message}"),
                 n => format!("task `{name}` failed after {n} retries: {message}"),
             };
-            store::failed(&shared.app, context.envelope(), message.clone()).await;
-            workflow::failed(&shared.app, context.envelope(), Cause::Failed, &message).await;
+            workflow::ended(&shared.app, context.envelope(), Cause::Failed, message).await;
             match delivery {
                 Some(delivery) => dead_letter(shared, delivery, name, reason).await,
                 None => {

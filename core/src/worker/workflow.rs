@@ -116,13 +116,16 @@ async fn join(app: &App, envelope: &Envelope, member: &ChordMember, output: &[u8
     true
 }
 
-/// After the task failed for good (`Cause::Failed`), was dead-lettered or expired: its error
-/// callbacks, and the failure of the chain or chord it stops.
-pub(super) async fn failed(app: &App, envelope: &Envelope, cause: Cause, message: &str) {
-    let Some(workflow) = envelope.workflow.as_deref() else {
-        return;
-    };
-    stop(app, envelope, workflow, cause, message.to_owned()).await;
+/// After the task failed for good (`Cause::Failed`), was dead-lettered or expired: records why,
+/// then sends its error callbacks and fails the chain or chord it stops.
+pub(super) async fn ended(app: &App, envelope: &Envelope, cause: Cause, message: String) {
+    match envelope.workflow.as_deref() {
+        None => store::ended(app, envelope, cause, message).await,
+        Some(workflow) => {
+            store::ended(app, envelope, cause, message.clone()).await;
+            stop(app, envelope, workflow, cause, message).await;
+        }
+    }
 }
 
 async fn stop(app: &App, envelope: &Envelope, workflow: &Workflow, cause: Cause, message: String) {
