@@ -18,6 +18,7 @@ mod process;
 mod raw_amqp;
 mod results;
 mod sms;
+mod unique;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -148,6 +149,23 @@ enum Command {
         /// With the amqp broker: RabbitMQ's RPC result backend (`rpc://`) instead of Redis.
         #[arg(long)]
         rpc: bool,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// What a unique task's claim costs a producer: `delay` of a plain no-op beside `delay` of a
+    /// unique one (distinct keys), 64 in flight, and the rate of refused duplicates (memory: the
+    /// broker's store; redis: the broker's Redis; amqp: Redis at --redis-url).
+    Unique {
+        /// Broker to benchmark.
+        #[arg(value_enum)]
+        broker: BrokerKind,
+        /// Sends per round of each kind.
+        #[arg(long, default_value_t = 50_000)]
+        tasks: u64,
+        /// Rounds of each kind (alternating); medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
         /// Also write the results as JSON to this file.
         #[arg(long)]
         json: Option<std::path::PathBuf>,
@@ -294,6 +312,27 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         };
         let report = results::run(*broker, url, &cli.redis_url, &shape).await?;
         results::print(&report);
+        if let Some(path) = json {
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        }
+        return Ok(());
+    }
+    if let Some(Command::Unique {
+        broker,
+        tasks,
+        rounds,
+        json,
+    }) = &cli.command
+    {
+        let report = unique::run(
+            *broker,
+            cli.broker_url(*broker),
+            &cli.redis_url,
+            *tasks,
+            (*rounds).max(1),
+        )
+        .await?;
+        unique::print(&report);
         if let Some(path) = json {
             std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         }

@@ -9,6 +9,7 @@ pub use celeriac_core::Report;
 
 use crate::BrokerError;
 use crate::codec::CodecError;
+use crate::task::Duplicate;
 
 /// Why an [`App`](crate::App) or a [`Worker`](crate::Worker) could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +96,26 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The coordination store URL cannot be used. The URL is shown without its password.
+    #[error("invalid coordination store URL `{url}`: {reason}")]
+    CoordinationUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A task needs a coordination store (it is unique) and the app has none.
+    #[error(
+        "task `{task}` is unique, which needs a coordination store shared by every producer, and \
+         the app has none: its broker ({broker}) holds no claims; give one with \
+         `AppBuilder::coordination_url(\"redis://…\")`"
+    )]
+    NoCoordinationStore {
+        /// The task.
+        task: &'static str,
+        /// The broker's URL, password redacted.
+        broker: String,
+    },
 }
 
 /// Why a task could not be enqueued. The task was not sent (or, after a timeout, may not have been).
@@ -126,6 +147,18 @@ pub enum EnqueueError {
         task: String,
         /// The configured enqueue timeout.
         after: Duration,
+    },
+    /// The task is unique and an identical one holds its key: nothing was sent.
+    #[error("{0}")]
+    Duplicate(Duplicate),
+    /// The task is unique and the coordination store failed: nothing was sent.
+    #[error("cannot check that task `{task}` is unique")]
+    Coordination {
+        /// The task name.
+        task: String,
+        /// The store's error.
+        #[source]
+        source: BrokerError,
     },
     /// The send options are invalid (e.g. priority above 9).
     #[error("invalid options for task `{task}`: {reason}")]

@@ -62,9 +62,11 @@ pub mod broker;
 pub mod canvas;
 mod clock;
 pub mod codec;
+pub mod coordination;
 pub mod envelope;
 pub mod error;
 mod layers;
+mod lazy;
 pub mod metrics;
 pub mod result;
 pub mod retry;
@@ -111,6 +113,11 @@ pub mod guide {
     /// coordinator and survives a worker's crash; the limits; coming from Celery's canvas.
     #[doc = include_str!("docs/workflows.md")]
     pub mod workflows {}
+
+    /// Unique tasks: a second send with the same key is refused while the first holds it; where
+    /// claims live; what it guarantees; coming from Celery (which has none).
+    #[doc = include_str!("docs/unique.md")]
+    pub mod unique {}
 }
 
 /// The Redis broker (`celeriac-redis`), for brokers configured beyond their URL.

@@ -53,6 +53,9 @@ use proc_macro::TokenStream;
 /// | `acks_late` | bool | acknowledge after the run (default `true`) or before it |
 /// | `ignore_result` | bool | do not store the outcome for `AsyncResult::get` (default: `true` for tasks returning `()`, `false` otherwise) |
 /// | `track_started` | bool | record a `Started` state when a run starts (default `false`) |
+/// | `unique_for` | duration (`"60s"`, `"5m"`, `"1h 30m"`) or seconds | refuse a second send with the same key while the first holds it (`EnqueueError::Duplicate`) |
+/// | `unique_key` | argument name or list of names | what makes two sends the same (default: all the arguments) |
+/// | `unique_until` | `"expired"` or `"executed"` | free the key when the window ends (default), or as soon as the task has run |
 /// | `crate` | string path | where the `celeriac` crate is, if renamed (default `::celeriac`) |
 ///
 /// Seconds may be integers or decimals (`time_limit = 2.5`).

@@ -8,4 +8,5 @@ pub mod raw_amqp;
 pub mod results;
 pub mod scenarios;
 pub mod tls;
+pub mod unique;
 pub mod workflows;

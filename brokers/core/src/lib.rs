@@ -33,6 +33,7 @@
 #![doc(test(attr(deny(warnings, rust_2018_idioms))))]
 
 mod capabilities;
+pub mod coordination;
 mod delivery;
 mod error;
 mod memory_results;
@@ -48,6 +49,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use self::capabilities::Capabilities;
+pub use self::coordination::{Claim, CoordinationStore};
 pub use self::delivery::{Acknowledger, Delivery};
 pub use self::error::{BoxError, BrokerError, Report};
 pub use self::memory_results::MemoryResultBackend;

@@ -46,9 +46,12 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod acks;
+mod batching;
 mod bounded;
+mod client_options;
 mod config;
 mod consumer;
+mod coordination;
 mod error;
 mod keys;
 mod reply;
@@ -69,6 +72,7 @@ use celeriac_core::{
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::config::Settings;
+pub use crate::coordination::{RedisCoordination, RedisCoordinationBuilder};
 use crate::error::bounded;
 use crate::keys::QueueKeys;
 pub use crate::results::{RedisResultBackend, RedisResultBackendBuilder};
@@ -252,6 +256,17 @@ impl RedisBroker {
             url: RedactedUrl::new(url),
             settings: Settings::default(),
         }
+    }
+
+    /// A coordination store on this broker's Redis, under its key prefix, sharing its connection:
+    /// what an app built on this broker uses for unique tasks unless given another.
+    pub fn coordination(&self) -> RedisCoordination {
+        RedisCoordination::new(
+            self.inner.conn(),
+            self.inner.url.clone(),
+            self.inner.settings.key_prefix.clone(),
+            self.inner.settings.operation_timeout,
+        )
     }
 
     fn keys(&self, queue: &str) -> QueueKeys {

@@ -1,13 +1,10 @@
 //! Batched result writes: the successes stored by every lane of a worker go out together, one
-//! pipeline per batch (a lone write goes at once; under load, writes that arrive while a batch is in
-//! flight form the next one), so storing results costs Redis round trips per batch, not per task.
-//! Each caller still waits for its own write.
+//! pipeline per batch (see [`batching`](crate::batching)), so storing results costs Redis round
+//! trips per batch, not per task. Each caller still waits for its own write.
 
 use std::time::Duration;
 
 use celeriac_core::{BrokerError, ResultState};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
@@ -45,14 +42,16 @@ pub(crate) fn start(
     timeout: Duration,
     channel: String,
 ) -> mpsc::UnboundedSender<Write> {
-    let (sender, receiver) = mpsc::unbounded_channel();
     let target = Target {
         conn,
         timeout,
         channel,
     };
-    tokio::spawn(run(target, receiver));
-    sender
+    // Batches go out without waiting for the previous ones' replies: storing results does not
+    // stretch how long a delivery stays unsettled, which the worker's prefetch bounds.
+    crate::batching::start(MAX_BATCH, MAX_IN_FLIGHT, move |batch| {
+        write_batch(target.clone(), batch)
+    })
 }
 
 /// Where writes go: the connection, its timeout, and the channel that announces them.
@@ -61,26 +60,6 @@ struct Target {
     conn: ConnectionManager,
     timeout: Duration,
     channel: String,
-}
-
-async fn run(target: Target, mut writes: mpsc::UnboundedReceiver<Write>) {
-    // Batches go out without waiting for the previous ones' replies (the connection pipelines
-    // them): a write never queues behind a whole round trip, so storing results does not stretch
-    // how long a delivery stays unsettled, which the worker's prefetch bounds.
-    let mut in_flight = FuturesUnordered::new();
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    loop {
-        tokio::select! {
-            received = writes.recv_many(&mut batch, MAX_BATCH), if in_flight.len() < MAX_IN_FLIGHT => {
-                if received == 0 {
-                    break;
-                }
-                in_flight.push(write_batch(target.clone(), std::mem::take(&mut batch)));
-            }
-            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
-        }
-    }
-    while in_flight.next().await.is_some() {}
 }
 
 /// Stores one batch and answers its callers.

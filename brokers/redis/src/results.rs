@@ -11,6 +11,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use crate::client_options::{ClientOptions, client_option_setters};
 use crate::error::bounded;
 use crate::result_listener::{self, Command, Listener, Watch};
 use crate::result_writes;
@@ -76,48 +77,28 @@ impl Drop for Inner {
 #[derive(Debug)]
 #[must_use]
 pub struct RedisResultBackendBuilder {
-    url: RedactedUrl,
-    key_prefix: String,
-    timeout: Duration,
-    tls_roots_pem: Option<String>,
+    options: ClientOptions,
 }
 
 impl RedisResultBackendBuilder {
-    /// Prefix of every key (default `celeriac`): results are `<prefix>:result:<task id>`.
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.key_prefix = prefix.into();
-        self
-    }
-
-    /// Timeout of each Redis operation (default 5 s).
-    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Also trusts the CA certificates in `pem` for `rediss://` URLs (see
-    /// [`RedisBrokerBuilder::tls_root_certificates`](crate::RedisBrokerBuilder::tls_root_certificates)).
-    pub fn tls_root_certificates(mut self, pem: impl Into<String>) -> Self {
-        self.tls_roots_pem = Some(pem.into());
-        self
-    }
+    client_option_setters!("results are `<prefix>:result:<task id>`");
 
     /// Connects. Fails if the URL is invalid or the server cannot be reached in time.
     pub async fn connect(self) -> Result<RedisResultBackend, BrokerError> {
-        let client = crate::client_for(&self.url, self.tls_roots_pem.as_deref())?;
-        let conn = crate::manager(&client, &self.url, self.timeout)
-            .await
-            .map_err(|source| BrokerError::Connect {
-                url: self.url.redacted().to_owned(),
-                source,
-            })?;
+        let (client, conn) = self.options.connect().await?;
+        let ClientOptions {
+            url,
+            key_prefix,
+            timeout,
+            ..
+        } = self.options;
         Ok(RedisResultBackend {
             inner: Arc::new(Inner {
                 client,
                 conn,
-                url: self.url,
-                key_prefix: self.key_prefix,
-                timeout: self.timeout,
+                url,
+                key_prefix,
+                timeout,
                 listener: OnceLock::new(),
                 writer: OnceLock::new(),
                 stop: CancellationToken::new(),
@@ -135,10 +116,7 @@ impl RedisResultBackend {
     /// Starts configuring a backend for `url`.
     pub fn builder(url: &str) -> RedisResultBackendBuilder {
         RedisResultBackendBuilder {
-            url: RedactedUrl::new(url),
-            key_prefix: "celeriac".to_owned(),
-            timeout: Duration::from_secs(5),
-            tls_roots_pem: None,
+            options: ClientOptions::new(url),
         }
     }
 

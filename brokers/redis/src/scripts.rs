@@ -18,6 +18,7 @@ pub(crate) struct Scripts {
     pub(crate) store_result: Script,
     pub(crate) chord_join: Script,
     pub(crate) chord_fail: Script,
+    pub(crate) release: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -35,4 +36,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     store_result: Script::new(include_str!("scripts/store_result.lua")),
     chord_join: Script::new(include_str!("scripts/chord_join.lua")),
     chord_fail: Script::new(include_str!("scripts/chord_fail.lua")),
+    release: Script::new(include_str!("scripts/release.lua")),
 });

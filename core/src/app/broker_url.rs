@@ -47,6 +47,19 @@ impl BrokerChoice {
 
     /// The result backend that goes with this broker when the app names none: the embedded
     /// broker's own, for `memory://` URLs. (A [`MemoryBroker`] given by value is seen by the builder.)
+    /// The coordination store that goes with a broker given by URL: the memory broker's own, or
+    /// Redis at the Redis broker's URL. RabbitMQ holds no claims.
+    pub(super) fn default_coordination(
+        &self,
+    ) -> Option<Arc<dyn crate::coordination::CoordinationStore>> {
+        let Self::Url(url) = self else { return None };
+        let scheme = ::url::Url::parse(url).ok()?.scheme().to_owned();
+        match scheme.as_str() {
+            "memory" | "redis" | "rediss" => super::coordination_url::from_url(url).ok(),
+            _ => None,
+        }
+    }
+
     pub(super) fn default_result_backend(&self) -> Option<MemoryResultBackend> {
         let Self::Url(url) = self else { return None };
         let parsed = ::url::Url::parse(url).ok()?;
@@ -73,6 +86,10 @@ fn memory_name(url: &::url::Url) -> String {
 /// The results of the embedded broker a `memory://name` URL stands for.
 pub(crate) fn memory_results(url: &::url::Url) -> MemoryResultBackend {
     memory_broker(&memory_name(url)).result_backend()
+}
+
+pub(super) fn memory_coordination(url: &::url::Url) -> crate::coordination::MemoryCoordination {
+    memory_broker(&memory_name(url)).coordination()
 }
 
 fn from_url(url: &str) -> Result<Arc<dyn Broker>, BuildError> {

@@ -4,9 +4,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::broker_url::BrokerChoice;
+use super::coordination_url::CoordinationChoice;
 use super::{App, AppInner, StateMap};
 use crate::broker::Broker;
 use crate::codec::{BincodeCodec, Codec, DecodeLimits};
+use crate::coordination::CoordinationStore;
 use crate::result::{MemoryResultBackend, ResultBackend, ResultBackendChoice};
 use crate::task::registry::{Registry, TaskRegistration, linked_registrations};
 use crate::{BuildError, DEFAULT_QUEUE, MemoryBroker, Task};
@@ -43,6 +45,9 @@ pub struct AppBuilder {
     /// The results of a `MemoryBroker` given by value, used when no backend is chosen.
     broker_results: Option<MemoryResultBackend>,
     result_expires: Duration,
+    coordination: Option<CoordinationChoice>,
+    /// The coordination store of a broker given by hand, if it has one.
+    broker_coordination: Option<Arc<dyn CoordinationStore>>,
 }
 
 impl AppBuilder {
@@ -65,6 +70,8 @@ impl AppBuilder {
             result_backend: None,
             broker_results: None,
             result_expires: Self::DEFAULT_RESULT_EXPIRES,
+            coordination: None,
+            broker_coordination: None,
         }
     }
 
@@ -118,9 +125,14 @@ impl AppBuilder {
     /// Uses `broker`, built by hand (a configured `RedisBroker`, a [`MemoryBroker`](crate::MemoryBroker)
     /// to share with a test, or your own [`Broker`]).
     pub fn broker(mut self, broker: impl Broker) -> Self {
-        self.broker_results = (&broker as &dyn Any)
-            .downcast_ref::<MemoryBroker>()
-            .map(MemoryBroker::result_backend);
+        let memory = (&broker as &dyn Any).downcast_ref::<MemoryBroker>();
+        self.broker_results = memory.map(MemoryBroker::result_backend);
+        self.broker_coordination =
+            memory.map(|broker| Arc::new(broker.coordination()) as Arc<dyn CoordinationStore>);
+        #[cfg(feature = "redis")]
+        if let Some(redis) = (&broker as &dyn Any).downcast_ref::<celeriac_redis::RedisBroker>() {
+            self.broker_coordination = Some(Arc::new(redis.coordination()));
+        }
         self.broker = Some(BrokerChoice::Given(Arc::new(broker)));
         self
     }
@@ -128,6 +140,7 @@ impl AppBuilder {
     /// Uses a broker that is already shared.
     pub fn shared_broker(mut self, broker: Arc<dyn Broker>) -> Self {
         self.broker_results = None;
+        self.broker_coordination = None;
         self.broker = Some(BrokerChoice::Given(broker));
         self
     }
@@ -164,6 +177,52 @@ impl AppBuilder {
     /// Keeps task results in `backend`, built by hand (or your own [`ResultBackend`]).
     pub fn result_backend(mut self, backend: impl ResultBackend) -> Self {
         self.result_backend = Some(ResultBackendChoice::Given(Arc::new(backend)));
+        self
+    }
+
+    /// Keeps unique tasks' claims in the store at `url` (Celery has no such store; Sidekiq
+    /// Enterprise keeps its unique jobs' locks in Redis the same way):
+    ///
+    /// | URL | store | feature |
+    /// |-----|-------|---------|
+    /// | `memory://` | the in-process [`MemoryCoordination`](crate::coordination::MemoryCoordination) of the embedded broker of that URL | always |
+    /// | `redis://[user:password@]host[:port][/db]`, `rediss://…` | Redis, with any broker | `redis` |
+    ///
+    /// Without this, an app on the embedded broker keeps claims in memory, an app on Redis keeps
+    /// them in the broker's Redis, and an app on RabbitMQ has none: [`build`](Self::build) then
+    /// refuses a unique task with [`BuildError::NoCoordinationStore`]. Redis is connected on first
+    /// use.
+    ///
+    /// ```
+    /// use celeriac::{App, BuildError};
+    ///
+    /// #[celeriac::task(unique_for = "60s")]
+    /// async fn nightly_report(day: String) {
+    ///     println!("report of {day}");
+    /// }
+    ///
+    /// let error = App::builder()
+    ///     .broker_url("amqp://guest:guest@127.0.0.1:5672/%2f")
+    ///     .register::<nightly_report>()
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert!(matches!(error, BuildError::NoCoordinationStore { task: "nightly_report", .. }));
+    ///
+    /// let app = App::builder()
+    ///     .broker_url("amqp://guest:guest@127.0.0.1:5672/%2f")
+    ///     .coordination_url("redis://127.0.0.1:6379/0")
+    ///     .register::<nightly_report>()
+    ///     .build();
+    /// assert!(app.is_ok());
+    /// ```
+    pub fn coordination_url(mut self, url: impl AsRef<str>) -> Self {
+        self.coordination = Some(CoordinationChoice::Url(url.as_ref().to_owned()));
+        self
+    }
+
+    /// Keeps unique tasks' claims in `store`, built by hand (or your own [`CoordinationStore`]).
+    pub fn coordination(mut self, store: impl CoordinationStore) -> Self {
+        self.coordination = Some(CoordinationChoice::Given(Arc::new(store)));
         self
     }
 
@@ -281,6 +340,23 @@ impl AppBuilder {
                 .or_else(|| broker.default_result_backend())
                 .map(|backend| Arc::new(backend) as Arc<dyn ResultBackend>),
         };
+        let coordination = match self.coordination {
+            Some(choice) => Some(choice.into_store()?),
+            None => self
+                .broker_coordination
+                .or_else(|| broker.default_coordination()),
+        };
+        if coordination.is_none()
+            && let Some((_, task)) = registry
+                .tasks()
+                .filter(|(_, task)| task.options.unique.is_some())
+                .min_by_key(|(name, _)| *name)
+        {
+            return Err(BuildError::NoCoordinationStore {
+                task: task.name,
+                broker: broker.describe(),
+            });
+        }
         let broker = broker.into_broker()?;
         Ok(App {
             inner: Arc::new(AppInner {
@@ -296,6 +372,7 @@ impl AppBuilder {
                     .and_then(|backend| backend.reply_to()),
                 result_backend,
                 result_expires: self.result_expires,
+                coordination,
             }),
         })
     }

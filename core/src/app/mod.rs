@@ -2,8 +2,10 @@
 
 mod broker_url;
 mod builder;
+mod coordination_url;
 mod delay;
 pub(crate) mod send;
+mod unique;
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -17,8 +19,10 @@ pub(crate) use self::broker_url::memory_results;
 pub use self::builder::AppBuilder;
 pub use self::delay::Delay;
 pub use self::send::SendOptions;
+pub(crate) use self::unique::{UNIQUE_HEADER, release_after_run};
 use crate::broker::{Broker, Outgoing};
 use crate::codec::{self, Codec, CodecError, DecodeLimits};
+use crate::coordination::CoordinationStore;
 use crate::envelope::Step;
 use crate::result::{AsyncResult, ResultBackend};
 use crate::task::TaskArgs;
@@ -64,6 +68,8 @@ struct AppInner {
     result_expires: Duration,
     /// The result backend's [`reply_to`](ResultBackend::reply_to), written in every message.
     reply_to: Option<String>,
+    /// Where unique tasks' claims are kept, if anywhere.
+    coordination: Option<Arc<dyn CoordinationStore>>,
 }
 
 impl App {
@@ -96,6 +102,11 @@ impl App {
     /// How long a stored result is kept.
     pub fn result_expires(&self) -> Duration {
         self.inner.result_expires
+    }
+
+    /// Where unique tasks' claims are kept, if anywhere (see [`AppBuilder::coordination_url`]).
+    pub fn coordination(&self) -> Option<&Arc<dyn CoordinationStore>> {
+        self.inner.coordination.as_ref()
     }
 
     /// The limits applied to every message a worker of this app decodes.
@@ -144,12 +155,31 @@ impl App {
         options: SendOptions,
     ) -> Result<AsyncResult<T::Output>, EnqueueError> {
         let task_options = T::options();
+        let unique_key = match task_options.unique {
+            Some(_) => Some(T::unique_key(&args).map_err(|source| EnqueueError::Encode {
+                task: T::NAME.to_owned(),
+                source,
+            })?),
+            None => None,
+        };
         let mut envelope =
             self.envelope(T::NAME, args.as_serialize(), Some(&task_options), options)?;
         envelope.args_schema = T::Args::schema_fingerprint();
         envelope.store_result = stores_result::<T>(&task_options);
         let ignored_by = (!envelope.store_result).then_some(T::NAME);
-        let id = self.publish(envelope).await?;
+        let id = envelope.id;
+        let claimed = match (task_options.unique, unique_key) {
+            (Some(unique), Some(key)) => {
+                Some(unique::claim(self, key, unique, &mut envelope).await?)
+            }
+            _ => None,
+        };
+        if let Err(error) = self.publish(envelope).await {
+            if let Some(claimed) = claimed {
+                claimed.give_back(self, id).await;
+            }
+            return Err(error);
+        }
         Ok(AsyncResult::new(self.clone(), id, ignored_by))
     }
 
@@ -159,6 +189,14 @@ impl App {
         args: impl IntoIterator<Item = T::Args>,
     ) -> Result<Vec<TaskId>, EnqueueError> {
         let task_options = T::options();
+        if task_options.unique.is_some() {
+            return Err(EnqueueError::InvalidOptions {
+                task: T::NAME.to_owned(),
+                reason: "a unique task is sent with `delay`, one send at a time, so that each \
+                         send learns whether it was a duplicate"
+                    .to_owned(),
+            });
+        }
         let args_schema = T::Args::schema_fingerprint();
         let store_result = stores_result::<T>(&task_options);
         let mut envelopes = Vec::new();

@@ -52,6 +52,8 @@ struct Inner {
     ready: Notify,
     /// The result backend apps of this broker use unless given another.
     results: std::sync::OnceLock<crate::result::MemoryResultBackend>,
+    /// The coordination store apps of this broker use unless given another.
+    coordination: crate::coordination::MemoryCoordination,
 }
 
 /// One queue: its messages behind a lock, and the unacked count outside it (an ack is one atomic
@@ -166,6 +168,12 @@ impl MemoryBroker {
     /// unless given another, so every app sharing the broker shares results too.
     pub fn result_backend(&self) -> crate::result::MemoryResultBackend {
         self.inner.results.get_or_init(Default::default).clone()
+    }
+
+    /// The in-memory coordination store that goes with this broker (unique tasks' claims): an app
+    /// built on the broker uses it unless given another.
+    pub fn coordination(&self) -> crate::coordination::MemoryCoordination {
+        self.inner.coordination.clone()
     }
 }
 

@@ -55,11 +55,7 @@ fn from_url(url: &str, broker_url: Option<&str>) -> Result<Arc<dyn ResultBackend
         "redis" | "rediss" => {
             #[cfg(feature = "redis")]
             {
-                Ok(Arc::new(LazyRedis {
-                    url: redacted,
-                    backend: std::sync::OnceLock::new(),
-                    connecting: std::sync::Mutex::new(None),
-                }))
+                Ok(Arc::new(LazyRedis::new(redacted)))
             }
             #[cfg(not(feature = "redis"))]
             {
@@ -96,86 +92,21 @@ fn rpc(broker_url: Option<&str>) -> Result<Arc<dyn ResultBackend>, &'static str>
     }
 }
 
-/// The Redis result backend, connected on first use (so that `AppBuilder::build` stays synchronous).
-///
-/// The connection is made by a task of its own, which every caller waiting for it shares: it never
-/// depends on one caller's future being polled. (A worker lane that stores a success does so in a
-/// future it polls between runs; had that future owned the connection attempt, a run of the same
-/// lane waiting for the connection to store a retry would wait forever.)
+/// The Redis result backend, connected on first use.
 #[cfg(feature = "redis")]
-struct LazyRedis {
-    url: RedactedUrl,
-    backend: std::sync::OnceLock<celeriac_redis::RedisResultBackend>,
-    connecting: std::sync::Mutex<Option<Connecting>>,
-}
-
-/// A connection attempt in progress, shared by everyone waiting for it. Its error is kept as its
-/// report (errors are not `Clone`).
-#[cfg(feature = "redis")]
-type Connecting = futures::future::Shared<
-    futures::future::BoxFuture<'static, Result<celeriac_redis::RedisResultBackend, String>>,
->;
+#[derive(Debug)]
+struct LazyRedis(crate::lazy::LazyClient<celeriac_redis::RedisResultBackend>);
 
 #[cfg(feature = "redis")]
 impl LazyRedis {
-    async fn connected(&self) -> Result<&celeriac_redis::RedisResultBackend, BrokerError> {
-        if let Some(backend) = self.backend.get() {
-            return Ok(backend);
-        }
-        let attempt = {
-            let mut connecting = self
-                .connecting
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            connecting
-                .get_or_insert_with(|| {
-                    let url = self.url.secret().to_owned();
-                    let connect = tokio::spawn(async move {
-                        celeriac_redis::RedisResultBackend::connect(&url)
-                            .await
-                            .map_err(|error| match &error {
-                                // Wrapped again below, with the same URL: keep only the causes.
-                                BrokerError::Connect { source, .. } => {
-                                    crate::error::Report(&**source).to_string()
-                                }
-                                other => crate::error::Report(other).to_string(),
-                            })
-                    });
-                    let joined = async move {
-                        connect
-                            .await
-                            .unwrap_or_else(|_| Err("the connection attempt was cancelled".into()))
-                    };
-                    futures::FutureExt::shared(
-                        Box::pin(joined) as futures::future::BoxFuture<'static, _>
-                    )
-                })
-                .clone()
-        };
-        let outcome = attempt.await;
-        let mut connecting = self
-            .connecting
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // The next caller tries again after a failure; after a success the backend is kept.
-        *connecting = None;
-        match outcome {
-            Ok(backend) => Ok(self.backend.get_or_init(|| backend)),
-            Err(report) => Err(BrokerError::Connect {
-                url: self.url.redacted().to_owned(),
-                source: report.into(),
-            }),
-        }
+    fn new(url: RedactedUrl) -> Self {
+        Self(crate::lazy::LazyClient::new(url, |url| {
+            Box::pin(async move { celeriac_redis::RedisResultBackend::connect(&url).await })
+        }))
     }
-}
 
-#[cfg(feature = "redis")]
-impl std::fmt::Debug for LazyRedis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LazyRedis")
-            .field("url", &self.url)
-            .field("connected", &self.backend.get().is_some())
-            .finish()
+    async fn connected(&self) -> Result<&celeriac_redis::RedisResultBackend, BrokerError> {
+        self.0.connected().await
     }
 }
 
@@ -187,7 +118,7 @@ impl ResultBackend for LazyRedis {
     }
 
     fn redacted_url(&self) -> String {
-        self.url.redacted().to_owned()
+        self.0.url().redacted().to_owned()
     }
 
     async fn store(

@@ -31,6 +31,7 @@ mod options;
 pub(crate) mod registry;
 pub(crate) mod schema;
 mod state;
+mod unique;
 
 use std::future::Future;
 
@@ -41,6 +42,8 @@ pub(crate) use self::error::panic_message;
 pub use self::error::{BoxError, TaskError};
 pub use self::options::{DEFAULT_QUEUE, ParseRateLimitError, RateLimit, TaskOptions};
 pub use self::state::{State, StateRequirement};
+pub(crate) use self::unique::claim_key;
+pub use self::unique::{Duplicate, Unique, UniqueKey, UniqueUntil};
 
 /// A kind of task: a stable name, argument and output types, options, and the code that runs.
 ///
@@ -63,6 +66,13 @@ pub trait Task: Send + Sync + 'static {
     /// checks the app has each. `#[task]` fills it in; the default is none.
     fn required_state() -> Vec<StateRequirement> {
         Vec::new()
+    }
+
+    /// What makes two sends of this task the same, if its options make it
+    /// [unique](TaskOptions::unique): by default all its arguments. `#[task(unique_key = "mobile")]`
+    /// narrows it to the named ones.
+    fn unique_key(args: &Self::Args) -> Result<UniqueKey, crate::codec::CodecError> {
+        UniqueKey::of(args.as_serialize())
     }
 
     /// Runs the task once.

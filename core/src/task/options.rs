@@ -2,6 +2,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::Unique;
 use crate::RetryPolicy;
 
 /// The queue tasks go to unless told otherwise: `celery`, as in Celery, to ease migration.
@@ -50,6 +51,11 @@ pub struct TaskOptions {
     /// Record a [`Started`](crate::ResultState::Started) state when a worker starts the task
     /// (Celery's `track_started`; off by default: one more write per run).
     pub track_started: bool,
+    /// While a send of this task holds its [key](crate::Task::unique_key), a second send with the
+    /// same key is refused with [`EnqueueError::Duplicate`](crate::EnqueueError::Duplicate)
+    /// (`#[task(unique_for = "60s")]`). Needs a coordination store (see
+    /// [`AppBuilder::coordination_url`](crate::AppBuilder::coordination_url)).
+    pub unique: Option<Unique>,
 }
 
 impl TaskOptions {
@@ -65,6 +71,7 @@ impl TaskOptions {
             acks_late: true,
             ignore_result: None,
             track_started: false,
+            unique: None,
         }
     }
 
@@ -135,6 +142,13 @@ impl TaskOptions {
     #[must_use]
     pub fn track_started(mut self, track: bool) -> Self {
         self.track_started = track;
+        self
+    }
+
+    /// Makes the task unique; see the field of this name.
+    #[must_use]
+    pub fn unique(mut self, unique: Unique) -> Self {
+        self.unique = Some(unique);
         self
     }
 }

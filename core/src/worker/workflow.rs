@@ -119,6 +119,7 @@ async fn join(app: &App, envelope: &Envelope, member: &ChordMember, output: &[u8
 /// After the task failed for good (`Cause::Failed`), was dead-lettered or expired: records why,
 /// then sends its error callbacks and fails the chain or chord it stops.
 pub(super) async fn ended(app: &App, envelope: &Envelope, cause: Cause, message: String) {
+    crate::app::release_after_run(app, envelope).await;
     match envelope.workflow.as_deref() {
         None => store::ended(app, envelope, cause, message).await,
         Some(workflow) => {

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 
-use celeriac::{AsyncResult, ResultError, ResultState, TaskId};
+use celeriac::{AsyncResult, EnqueueError, ResultError, ResultState, TaskId};
 
 use crate::mobile::{Mobile, new_code};
 use crate::store::{CodeStore, Verification};
@@ -22,11 +22,9 @@ use crate::tasks::ccp_send_sms_code;
 /// Largest request body accepted (413 beyond it).
 pub const MAX_BODY_BYTES: usize = 1024;
 
-/// How long codes live and how often a number may ask for one.
+/// How long codes live. (How often a number may ask for one is the task's `unique_for`.)
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// A number may ask for a new code once per this long (the seed's `send_flag`, 60 s).
-    pub resend_after: Duration,
     /// A code is valid this long (300 s).
     pub code_ttl: Duration,
 }
@@ -34,7 +32,6 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            resend_after: Duration::from_secs(60),
             code_ttl: Duration::from_secs(300),
         }
     }
@@ -45,7 +42,7 @@ impl Default for Limits {
 pub struct AppState {
     /// The celeriac app tasks are sent through.
     pub app: celeriac::App,
-    /// Codes and send flags.
+    /// Codes.
     pub store: Arc<dyn CodeStore>,
     /// Throttling and expiry.
     pub limits: Limits,
@@ -128,62 +125,57 @@ async fn index() -> Html<&'static str> {
     Html(include_str!("../static/index.html"))
 }
 
-/// `POST /sms_codes/{mobile}`: throttle, make a code, store it, enqueue the SMS, answer at once.
+/// `POST /sms_codes/{mobile}`: make a code, enqueue the SMS (refused within a minute of the last
+/// one for this number), store the code, answer at once.
 async fn send_code(State(state): State<AppState>, Path(mobile): Path<String>) -> Response {
     let mobile = match Mobile::parse(&mobile) {
         Ok(mobile) => mobile,
         Err(error) => return answer(StatusCode::BAD_REQUEST, error.to_string()),
     };
-    match state
+    let code = new_code();
+    // The send comes first: a refused duplicate must not replace the code the earlier SMS carries.
+    // The code is stored a millisecond later, long before an SMS reaches a phone and is typed in.
+    let sending = match ccp_send_sms_code::delay(&state.app, mobile.to_string(), code.clone()).await
+    {
+        Ok(sending) => sending,
+        Err(EnqueueError::Duplicate(duplicate)) => return too_many_requests(duplicate.retry_after),
+        Err(error) => {
+            tracing::error!(error = %celeriac::error::Report(&error), "cannot enqueue the SMS task");
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the task queue is unavailable; please try again shortly",
+            );
+        }
+    };
+    if let Err(error) = state
         .store
-        .claim_send(mobile.as_str(), state.limits.resend_after)
+        .put_code(mobile.as_str(), &code, state.limits.code_ttl)
         .await
     {
-        Ok(None) => {}
-        Ok(Some(left)) => {
-            let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-            let message =
-                format!("a code was sent to this number recently; try again in {seconds} s");
-            let body = Answer {
-                retry_after: Some(seconds),
-                ..Answer::new(StatusCode::TOO_MANY_REQUESTS, message)
-            };
-            let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
-            if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            return response;
-        }
-        Err(error) => return answer(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        // The SMS goes out with a code that will not verify; the user asks again after the minute.
+        tracing::error!(%error, "cannot store the code of a queued SMS");
+        return answer(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
     }
-    let code = new_code();
-    let sent = async {
-        state
-            .store
-            .put_code(mobile.as_str(), &code, state.limits.code_ttl)
-            .await
-            .map_err(|error| error.to_string())?;
-        ccp_send_sms_code::delay(&state.app, mobile.to_string(), code.clone())
-            .await
-            .map_err(|error| {
-                tracing::error!(error = %celeriac::error::Report(&error), "cannot enqueue the SMS task");
-                "the task queue is unavailable; please try again shortly".to_owned()
-            })
+    let body = Answer {
+        task_id: Some(sending.id().to_string()),
+        ..Answer::new(StatusCode::OK, "OK")
     };
-    match sent.await {
-        Ok(sending) => {
-            let body = Answer {
-                task_id: Some(sending.id().to_string()),
-                ..Answer::new(StatusCode::OK, "OK")
-            };
-            Json(body).into_response()
-        }
-        Err(message) => {
-            // Let the user retry at once: the SMS was not queued.
-            let _ = state.store.release_send(mobile.as_str()).await;
-            answer(StatusCode::SERVICE_UNAVAILABLE, message)
-        }
+    Json(body).into_response()
+}
+
+/// 429 with the whole seconds until the number may ask again, in the body and `Retry-After`.
+fn too_many_requests(left: Duration) -> Response {
+    let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    let message = format!("a code was sent to this number recently; try again in {seconds} s");
+    let body = Answer {
+        retry_after: Some(seconds),
+        ..Answer::new(StatusCode::TOO_MANY_REQUESTS, message)
+    };
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
     }
+    response
 }
 
 /// The body of a verification.

@@ -57,6 +57,10 @@ struct BrokerArgs {
     /// none unless given one.
     #[arg(long, env = "CELERIAC_RESULT_BACKEND", hide_env_values = true)]
     result_backend: Option<String>,
+    /// Where the one-SMS-per-number-per-minute claims are kept, shared by every process:
+    /// `redis://…`. Defaults to the broker for a Redis broker; a RabbitMQ broker needs one.
+    #[arg(long, env = "CELERIAC_COORDINATION_URL", hide_env_values = true)]
+    coordination: Option<String>,
 }
 
 impl BrokerArgs {
@@ -75,7 +79,7 @@ struct ServeArgs {
     /// Where the web server listens.
     #[arg(long, env = "LISTEN", default_value = "127.0.0.1:8000")]
     listen: SocketAddr,
-    /// Keep codes and send flags in this Redis instead of memory.
+    /// Keep codes in this Redis instead of memory.
     #[arg(long, env = "CODE_STORE_URL", hide_env_values = true)]
     redis: Option<String>,
 }
@@ -158,6 +162,7 @@ fn gateway(work: &WorkArgs) -> Result<Arc<dyn SmsGateway>, Box<dyn std::error::E
 fn app(
     broker: &str,
     result_backend: Option<&str>,
+    coordination: Option<&str>,
     gateway: Option<Arc<dyn SmsGateway>>,
 ) -> Result<celeriac::App, Box<dyn std::error::Error>> {
     let mut builder = celeriac::App::builder()
@@ -165,6 +170,18 @@ fn app(
         .enqueue_timeout(Duration::from_secs(3));
     if let Some(url) = result_backend {
         builder = builder.result_backend_url(url);
+    }
+    match coordination {
+        Some(url) => builder = builder.coordination_url(url),
+        // The web process sends the task without registering it, so `build` cannot tell.
+        None if broker.starts_with("amqp") => {
+            return Err(
+                "a RabbitMQ broker holds no claims: give --coordination redis://… so \
+                        that every process agrees on one SMS per number per minute"
+                    .into(),
+            );
+        }
+        None => {}
     }
     if let Some(gateway) = gateway {
         builder = builder
@@ -199,7 +216,7 @@ async fn serve(serve: &ServeArgs, app: celeriac::App) -> Result<(), Box<dyn std:
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.mode {
         None => {
-            let app = app("memory://", None, Some(gateway(&cli.work)?))?;
+            let app = app("memory://", None, None, Some(gateway(&cli.work)?))?;
             let worker = app.worker().concurrency(cli.work.concurrency).build()?;
             let working = tokio::spawn(worker.run());
             serve(&cli.serve, app).await?;
@@ -209,13 +226,19 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             broker,
             serve: args,
         }) => {
-            let app = app(&broker.broker, broker.result_backend(), None)?;
+            let app = app(
+                &broker.broker,
+                broker.result_backend(),
+                broker.coordination.as_deref(),
+                None,
+            )?;
             serve(&args, app).await?;
         }
         Some(Mode::Worker { broker, work }) => {
             let app = app(
                 &broker.broker,
                 broker.result_backend(),
+                broker.coordination.as_deref(),
                 Some(gateway(&work)?),
             )?;
             let _metrics =

@@ -1,4 +1,4 @@
-//! Where codes and send flags live: Redis when a Redis URL is given, memory otherwise.
+//! Where codes live: Redis when a Redis URL is given, memory otherwise.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,15 +23,9 @@ pub enum Verification {
     Mismatch,
 }
 
-/// Codes (with expiry) and send flags (with throttling).
+/// Codes, with expiry. (Throttling is the SMS task's own: it is unique per number for a minute.)
 #[async_trait]
 pub trait CodeStore: Send + Sync + 'static {
-    /// Sets the send flag of `mobile` for `ttl` unless one is set; returns the time left on an
-    /// existing flag instead.
-    async fn claim_send(&self, mobile: &str, ttl: Duration)
-    -> Result<Option<Duration>, StoreError>;
-    /// Removes the send flag (when sending failed and the user should be able to retry at once).
-    async fn release_send(&self, mobile: &str) -> Result<(), StoreError>;
     /// Stores `code` for `mobile` for `ttl`, replacing any earlier one.
     async fn put_code(&self, mobile: &str, code: &str, ttl: Duration) -> Result<(), StoreError>;
     /// Checks `code`; a matching code is deleted, so it works once.
@@ -41,7 +35,6 @@ pub trait CodeStore: Send + Sync + 'static {
 /// An in-memory store, with expiry on tokio's clock.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    flags: Mutex<HashMap<String, Instant>>,
     codes: Mutex<HashMap<String, (String, Instant)>>,
 }
 
@@ -51,26 +44,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[async_trait]
 impl CodeStore for MemoryStore {
-    async fn claim_send(
-        &self,
-        mobile: &str,
-        ttl: Duration,
-    ) -> Result<Option<Duration>, StoreError> {
-        let now = Instant::now();
-        let mut flags = lock(&self.flags);
-        flags.retain(|_, until| *until > now);
-        if let Some(until) = flags.get(mobile) {
-            return Ok(Some(*until - now));
-        }
-        flags.insert(mobile.to_owned(), now + ttl);
-        Ok(None)
-    }
-
-    async fn release_send(&self, mobile: &str) -> Result<(), StoreError> {
-        lock(&self.flags).remove(mobile);
-        Ok(())
-    }
-
     async fn put_code(&self, mobile: &str, code: &str, ttl: Duration) -> Result<(), StoreError> {
         let now = Instant::now();
         let mut codes = lock(&self.codes);
@@ -97,8 +70,7 @@ impl CodeStore for MemoryStore {
     }
 }
 
-/// A Redis store: `sms:flag:<mobile>` (`SET NX EX`) and `sms:code:<mobile>` (`SET EX`), checked and
-/// deleted atomically by a Lua script.
+/// A Redis store: `sms:code:<mobile>` (`SET PX`), checked and deleted atomically by a Lua script.
 #[derive(Clone)]
 pub struct RedisStore {
     conn: redis::aio::ConnectionManager,
@@ -135,44 +107,6 @@ impl RedisStore {
 
 #[async_trait]
 impl CodeStore for RedisStore {
-    async fn claim_send(
-        &self,
-        mobile: &str,
-        ttl: Duration,
-    ) -> Result<Option<Duration>, StoreError> {
-        let mut conn = self.conn.clone();
-        let key = format!("sms:flag:{mobile}");
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-            .query_async(&mut conn)
-            .await
-            .map_err(store_error)?;
-        if set.is_some() {
-            return Ok(None);
-        }
-        let left: i64 = redis::cmd("PTTL")
-            .arg(&key)
-            .query_async(&mut conn)
-            .await
-            .map_err(store_error)?;
-        Ok(Some(Duration::from_millis(
-            u64::try_from(left).unwrap_or(1),
-        )))
-    }
-
-    async fn release_send(&self, mobile: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        redis::cmd("DEL")
-            .arg(format!("sms:flag:{mobile}"))
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(store_error)
-    }
-
     async fn put_code(&self, mobile: &str, code: &str, ttl: Duration) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         redis::cmd("SET")

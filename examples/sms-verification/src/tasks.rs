@@ -23,11 +23,17 @@ impl std::fmt::Debug for Gateway {
 /// jitter), then the task is dead-lettered with the error. An app that registers this task without a
 /// `Gateway` fails to build. Its outcome is kept (`ignore_result = false`: tasks returning `()` keep
 /// none by default) so the page can show whether the SMS went out.
+///
+/// One SMS per number per minute (the seed's hand-written `send_flag`): a second send for the same
+/// `mobile` within 60 s is refused with `EnqueueError::Duplicate`, across every web process sharing
+/// the coordination store.
 #[celeriac::task(
     name = "ccp_send_sms_code",
     max_retries = 3,
     retry_backoff = 3,
-    ignore_result = false
+    ignore_result = false,
+    unique_for = "60s",
+    unique_key = "mobile"
 )]
 pub async fn ccp_send_sms_code(
     State(Gateway(gateway)): State<Gateway>,

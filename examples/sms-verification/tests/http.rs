@@ -10,6 +10,7 @@ use axum::http::{Request, StatusCode};
 use celeriac::broker::{
     Broker, BrokerError, ConsumeOptions, DeadLetter, DeliveryStream, Outgoing, QueueStats,
 };
+use celeriac::coordination::MemoryCoordination;
 use celeriac::result::MemoryResultBackend;
 use celeriac::{App, MemoryBroker};
 use sms_verification::gateway::{ConsoleGateway, FlakyGateway, SmsGateway};
@@ -32,6 +33,7 @@ fn demo_with(
     let app = App::builder()
         .shared_broker(broker)
         .result_backend(MemoryResultBackend::new())
+        .coordination(MemoryCoordination::new())
         .state(Gateway(gateway))
         .enqueue_timeout(Duration::from_secs(2))
         .register::<ccp_send_sms_code>()

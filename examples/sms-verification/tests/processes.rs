@@ -50,13 +50,23 @@ async fn demo_across_processes(broker: &str) {
     let base = format!("http://{listen}");
     let redis = redis_url();
     let _web = spawn(&[
-        "web", "--broker", broker, "--listen", &listen, "--redis", &redis,
+        "web",
+        "--broker",
+        broker,
+        "--listen",
+        &listen,
+        "--redis",
+        &redis,
+        "--coordination",
+        &redis,
     ]);
     let log = sms_log.to_string_lossy().into_owned();
     let _worker = spawn(&[
         "worker",
         "--broker",
         broker,
+        "--coordination",
+        &redis,
         "--sms-log",
         &log,
         "--concurrency",

@@ -5,6 +5,7 @@ use syn::spanned::Spanned;
 use syn::{Expr, Lit, Meta, Token};
 
 use super::Errors;
+use super::unique::{self, UniqueAttrs};
 
 const OPTIONS: &[&str] = &[
     "name",
@@ -21,6 +22,9 @@ const OPTIONS: &[&str] = &[
     "acks_late",
     "ignore_result",
     "track_started",
+    "unique_for",
+    "unique_key",
+    "unique_until",
     "crate",
 ];
 
@@ -51,6 +55,7 @@ pub(crate) struct TaskAttrs {
     pub(crate) acks_late: Option<bool>,
     pub(crate) ignore_result: Option<bool>,
     pub(crate) track_started: Option<bool>,
+    pub(crate) unique: UniqueAttrs,
     pub(crate) krate: Option<syn::Path>,
 }
 
@@ -173,6 +178,9 @@ fn apply(attrs: &mut TaskAttrs, key: &str, value: &Expr) -> syn::Result<()> {
         "acks_late" => attrs.acks_late = Some(boolean(value, key)?),
         "ignore_result" => attrs.ignore_result = Some(boolean(value, key)?),
         "track_started" => attrs.track_started = Some(boolean(value, key)?),
+        "unique_for" => attrs.unique.hold_for = Some(unique::hold_for(value)?),
+        "unique_key" => attrs.unique.key = Some(unique::key(value)?),
+        "unique_until" => attrs.unique.until_executed = Some(unique::until(value)?),
         "crate" => {
             let path = string(value, key)?;
             let path = syn::parse_str::<syn::Path>(&path).map_err(|_| {
@@ -214,7 +222,7 @@ fn check_combinations(attrs: &TaskAttrs, seen: &[(String, Span)], errors: &mut E
     }
 }
 
-fn literal(value: &Expr) -> Option<&Lit> {
+pub(crate) fn literal(value: &Expr) -> Option<&Lit> {
     match value {
         Expr::Lit(expr) => Some(&expr.lit),
         Expr::Group(group) => literal(&group.expr),
@@ -284,7 +292,7 @@ fn seconds(value: &Expr, key: &str) -> syn::Result<Millis> {
     Ok(Millis(millis as u64))
 }
 
-fn positive_seconds(value: &Expr, key: &str) -> syn::Result<Millis> {
+pub(crate) fn positive_seconds(value: &Expr, key: &str) -> syn::Result<Millis> {
     let millis = seconds(value, key)?;
     if millis.0 == 0 {
         return Err(syn::Error::new_spanned(

@@ -38,6 +38,7 @@ pub(crate) fn task(
         > + ::core::marker::Send
     };
     let options = options(&krate, attrs);
+    let unique_key = super::unique::key_method(&krate, &attrs.unique, signature);
     let ctx = format_ident!("__celeriac_ctx");
     let app = format_ident!("__celeriac_app");
     let state_types: Vec<&syn::Type> = signature
@@ -168,6 +169,8 @@ pub(crate) fn task(
 
                 #required_state
 
+                #unique_key
+
                 fn run(
                     #ctx: #krate::TaskContext,
                     args: Self::Args,
@@ -244,5 +247,6 @@ fn options(krate: &syn::Path, attrs: &TaskAttrs) -> TokenStream {
     if let Some(track_started) = attrs.track_started {
         steps.push(quote!(.track_started(#track_started)));
     }
+    steps.extend(super::unique::options_step(krate, &attrs.unique));
     quote!(#krate::TaskOptions::new() #(#steps)*)
 }

@@ -1,6 +1,7 @@
 mod attrs;
 mod expand;
 mod signature;
+mod unique;
 
 use proc_macro2::TokenStream;
 
@@ -49,6 +50,7 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
     let options = attrs::parse(attr, &mut errors);
     let signature = signature::check(&function, &mut errors);
+    unique::check(&options.unique, &signature, &mut errors);
     match errors.finish() {
         Ok(()) => expand::task(&function, &options, &signature),
         Err(error) => {

@@ -62,6 +62,18 @@ async fn aliased_result(path: String) -> std::io::Result<u64> {
     Ok(path.len() as u64)
 }
 
+/// Unique per mobile number for an hour and a half, or until it has run.
+#[celeriac::task(unique_for = "1h 30m", unique_key = ["mobile"], unique_until = "executed")]
+async fn unique_by_mobile(mobile: String, code: String) {
+    let _ = (mobile, code);
+}
+
+/// Unique per argument list for 90 seconds.
+#[celeriac::task(unique_for = 90, unique_until = "expired")]
+async fn unique_by_all(n: u64) {
+    let _ = n;
+}
+
 async fn senders(app: &App) -> Result<(), celeriac::Error> {
     ccp_send_sms_code::delay(app, "13800138000".into(), "1".into()).await?;
     blocking_forever::delay(app, 1).await?;
@@ -88,5 +100,19 @@ fn main() {
     assert_eq!((options.ignore_result, options.track_started), (Some(true), true));
     assert_eq!(<blocking_forever as Task>::options().retry.retry_limit(), None);
     assert_eq!(blocking_forever(2).unwrap(), 4);
+    let unique = <unique_by_mobile as Task>::options().unique;
+    let hour_and_a_half = std::time::Duration::from_secs(5400);
+    assert_eq!(unique, Some(celeriac::task::Unique::new(hour_and_a_half).until_executed()));
+    let key = |mobile: &str, code: &str| {
+        <unique_by_mobile as Task>::unique_key(&(mobile.to_owned(), code.to_owned())).unwrap()
+    };
+    assert_eq!(key("13800138000", "1"), key("13800138000", "2"), "the code is not in the key");
+    assert_ne!(key("13800138000", "1"), key("13800138001", "1"));
+    let unique = <unique_by_all as Task>::options().unique;
+    assert_eq!(unique, Some(celeriac::task::Unique::new(std::time::Duration::from_secs(90))));
+    assert_ne!(
+        <unique_by_all as Task>::unique_key(&(1,)).unwrap(),
+        <unique_by_all as Task>::unique_key(&(2,)).unwrap()
+    );
     let _ = senders;
 }

@@ -1,0 +1,168 @@
+//! Claims kept in this process's memory: the coordination store of the embedded broker.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::time::Instant;
+
+use super::{Claim, CoordinationStore};
+use crate::BrokerError;
+
+/// Claims held in this process's memory: enough when every producer runs in one process, as with
+/// the embedded broker (an app whose broker is a `MemoryBroker` uses the broker's own one).
+///
+/// Claims lapse on tokio's clock, so tests may pause and advance it.
+///
+/// ```
+/// use std::time::Duration;
+/// use celeriac::coordination::{Claim, CoordinationStore, MemoryCoordination};
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() -> Result<(), celeriac::BrokerError> {
+/// let store = MemoryCoordination::new();
+/// store.claim("key", "first", Duration::from_secs(60)).await?;
+/// tokio::time::advance(Duration::from_secs(61)).await;
+/// assert_eq!(store.claim("key", "second", Duration::from_secs(60)).await?, Claim::Claimed);
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default)]
+pub struct MemoryCoordination {
+    claims: Arc<Mutex<Claims>>,
+}
+
+#[derive(Default)]
+struct Claims {
+    held: HashMap<String, (String, Instant)>,
+    /// `held.len()` after the last sweep of lapsed claims.
+    swept_at: usize,
+}
+
+impl MemoryCoordination {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn claims(&self) -> MutexGuard<'_, Claims> {
+        // Every critical section leaves the map consistent: a panic elsewhere cannot corrupt it.
+        self.claims.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Claims {
+    /// Drops lapsed claims once the map has doubled since the last sweep: memory stays bounded by
+    /// the live claims, at a cost amortized over the claims made.
+    fn sweep(&mut self, now: Instant) {
+        if self.held.len() >= 2 * self.swept_at.max(512) {
+            self.held.retain(|_, (_, until)| *until > now);
+            self.swept_at = self.held.len();
+        }
+    }
+}
+
+impl fmt::Debug for MemoryCoordination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryCoordination")
+            .field("claims", &self.claims().held.len())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl CoordinationStore for MemoryCoordination {
+    fn redacted_url(&self) -> String {
+        "memory://".to_owned()
+    }
+
+    async fn claim(
+        &self,
+        key: &str,
+        holder: &str,
+        hold_for: Duration,
+    ) -> Result<Claim, BrokerError> {
+        let now = Instant::now();
+        let mut claims = self.claims();
+        claims.sweep(now);
+        if let Some((current, until)) = claims.held.get(key)
+            && *until > now
+        {
+            return Ok(Claim::Held {
+                holder: current.clone(),
+                left: *until - now,
+            });
+        }
+        claims
+            .held
+            .insert(key.to_owned(), (holder.to_owned(), now + hold_for));
+        Ok(Claim::Claimed)
+    }
+
+    async fn release(&self, key: &str, holder: &str) -> Result<bool, BrokerError> {
+        let now = Instant::now();
+        let mut claims = self.claims();
+        match claims.held.get(key) {
+            Some((current, until)) if current == holder && *until > now => {
+                claims.held.remove(key);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_claim_lapses_after_its_time_and_only_its_holder_releases_it() {
+        let store = MemoryCoordination::new();
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            store.claim("k", "a", minute).await.ok(),
+            Some(Claim::Claimed)
+        );
+        tokio::time::advance(Duration::from_secs(20)).await;
+        assert_eq!(
+            store.claim("k", "b", minute).await.ok(),
+            Some(Claim::Held {
+                holder: "a".into(),
+                left: Duration::from_secs(40)
+            })
+        );
+        assert_eq!(store.release("k", "b").await.ok(), Some(false));
+        tokio::time::advance(Duration::from_secs(40)).await;
+        // Lapsed: the old holder cannot release the new claim.
+        assert_eq!(
+            store.claim("k", "b", minute).await.ok(),
+            Some(Claim::Claimed)
+        );
+        assert_eq!(store.release("k", "a").await.ok(), Some(false));
+        assert_eq!(store.release("k", "b").await.ok(), Some(true));
+        assert_eq!(
+            store.claim("k", "c", minute).await.ok(),
+            Some(Claim::Claimed)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lapsed_claims_are_swept() {
+        let store = MemoryCoordination::new();
+        for n in 0..2_000 {
+            store
+                .claim(&n.to_string(), "x", Duration::from_secs(1))
+                .await
+                .ok();
+        }
+        tokio::time::advance(Duration::from_secs(2)).await;
+        for n in 0..1_100 {
+            store
+                .claim(&format!("new-{n}"), "x", Duration::from_secs(1))
+                .await
+                .ok();
+        }
+        assert!(store.claims().held.len() < 2_000, "lapsed claims were kept");
+    }
+}

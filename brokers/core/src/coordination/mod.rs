@@ -1,0 +1,73 @@
+//! Coordination between processes: claims on keys that hold for a while, for unique tasks.
+//!
+//! A [`CoordinationStore`] is shared by every producer and worker of a deployment: Redis, or this
+//! process's memory for the embedded broker. celeriac asks it for a [claim](CoordinationStore::claim)
+//! when a unique task is sent, and [releases](CoordinationStore::release) it when the task has run
+//! if the task asks for that.
+
+mod memory;
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use self::memory::MemoryCoordination;
+use crate::BrokerError;
+
+/// Where claims on keys are kept, shared by every process that must agree on them.
+///
+/// Object-safe: the app holds an `Arc<dyn CoordinationStore>`. Both operations are atomic in the
+/// store: of any number of concurrent claims of a free key, exactly one is [`Claim::Claimed`].
+///
+/// ```
+/// use std::time::Duration;
+/// use celeriac::coordination::{Claim, CoordinationStore, MemoryCoordination};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), celeriac::BrokerError> {
+/// let store = MemoryCoordination::new();
+/// let minute = Duration::from_secs(60);
+/// assert_eq!(store.claim("sms:13800138000", "task-1", minute).await?, Claim::Claimed);
+/// let Claim::Held { holder, left } = store.claim("sms:13800138000", "task-2", minute).await? else {
+///     panic!("the key is held");
+/// };
+/// assert_eq!(holder, "task-1");
+/// assert!(left <= minute);
+/// // Only the holder releases it.
+/// assert!(!store.release("sms:13800138000", "task-2").await?);
+/// assert!(store.release("sms:13800138000", "task-1").await?);
+/// assert_eq!(store.claim("sms:13800138000", "task-2", minute).await?, Claim::Claimed);
+/// # Ok(()) }
+/// ```
+#[async_trait]
+pub trait CoordinationStore: Send + Sync + fmt::Debug + 'static {
+    /// Where the store is, with any password replaced by `***`.
+    fn redacted_url(&self) -> String;
+
+    /// Claims `key` for `holder` for `hold_for`, unless someone holds it: then answers who, and for
+    /// how much longer. A claim lapses by itself after `hold_for`.
+    async fn claim(
+        &self,
+        key: &str,
+        holder: &str,
+        hold_for: Duration,
+    ) -> Result<Claim, BrokerError>;
+
+    /// Releases `key` if `holder` holds it; answers whether it did. A claim that lapsed, or that
+    /// another holder took since, is left alone.
+    async fn release(&self, key: &str, holder: &str) -> Result<bool, BrokerError>;
+}
+
+/// The answer to a [`CoordinationStore::claim`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The key is now the caller's.
+    Claimed,
+    /// Someone holds the key.
+    Held {
+        /// Who holds it (for unique tasks: the id of the task that was sent).
+        holder: String,
+        /// How long until the claim lapses.
+        left: Duration,
+    },
+}

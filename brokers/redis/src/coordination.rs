@@ -1,0 +1,184 @@
+//! The Redis coordination store: claims as keys with an expiry, taken and released by Lua scripts.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use celeriac_core::{BrokerError, Claim, CoordinationStore, RedactedUrl};
+use redis::aio::ConnectionManager;
+
+use crate::client_options::{ClientOptions, client_option_setters};
+use crate::error::bounded;
+use crate::scripts::SCRIPTS;
+
+/// Rounds of claim-then-look before a claim gives up on a key that keeps changing hands.
+const CLAIM_ATTEMPTS: usize = 3;
+
+/// Claims kept in Redis, shared by every producer and worker that reaches it: the coordination
+/// store unique tasks need.
+///
+/// Each claim is one key, `<prefix>:<claim key>`, holding the holder's id with the claim's expiry:
+/// a claim is one `SET NX PX` (and, when the key is held, a `GET` and `PTTL` for its holder and
+/// time left). A release deletes the key, in a script, only if it still names the releasing holder.
+///
+/// An app whose broker is Redis uses one on the broker's connection without being told
+/// ([`RedisBroker::coordination`](crate::RedisBroker::coordination)); any other app is given one
+/// by URL (`AppBuilder::coordination_url("redis://…")`) or built here:
+///
+/// ```no_run
+/// use celeriac::redis::RedisCoordination;
+///
+/// # async fn run() -> Result<(), celeriac::Error> {
+/// let claims = RedisCoordination::builder("redis://127.0.0.1:6379/2")
+///     .key_prefix("shop")
+///     .connect()
+///     .await?;
+/// let app = celeriac::App::builder()
+///     .broker_url("amqp://guest:guest@127.0.0.1:5672/%2f")
+///     .coordination(claims)
+///     .build()?;
+/// # let _ = app; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisCoordination {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    conn: ConnectionManager,
+    url: RedactedUrl,
+    key_prefix: String,
+    timeout: Duration,
+}
+
+/// Configures a [`RedisCoordination`].
+#[derive(Debug)]
+#[must_use]
+pub struct RedisCoordinationBuilder {
+    options: ClientOptions,
+}
+
+impl RedisCoordinationBuilder {
+    client_option_setters!("claims are `<prefix>:<claim key>`");
+
+    /// Connects. Fails if the URL is invalid or the server cannot be reached in time.
+    pub async fn connect(self) -> Result<RedisCoordination, BrokerError> {
+        let (_, conn) = self.options.connect().await?;
+        let ClientOptions {
+            url,
+            key_prefix,
+            timeout,
+            ..
+        } = self.options;
+        Ok(RedisCoordination::new(conn, url, key_prefix, timeout))
+    }
+}
+
+impl RedisCoordination {
+    /// Connects with default settings to `redis://…` or `rediss://…`.
+    pub async fn connect(url: &str) -> Result<Self, BrokerError> {
+        Self::builder(url).connect().await
+    }
+
+    /// Starts configuring a store for `url`.
+    pub fn builder(url: &str) -> RedisCoordinationBuilder {
+        RedisCoordinationBuilder {
+            options: ClientOptions::new(url),
+        }
+    }
+
+    pub(crate) fn new(
+        conn: ConnectionManager,
+        url: RedactedUrl,
+        key_prefix: String,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                conn,
+                url,
+                key_prefix,
+                timeout,
+            }),
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}:{key}", self.inner.key_prefix)
+    }
+}
+
+impl fmt::Debug for RedisCoordination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisCoordination")
+            .field("url", &self.inner.url)
+            .field("key_prefix", &self.inner.key_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl CoordinationStore for RedisCoordination {
+    fn redacted_url(&self) -> String {
+        self.inner.url.redacted().to_owned()
+    }
+
+    async fn claim(
+        &self,
+        key: &str,
+        holder: &str,
+        hold_for: Duration,
+    ) -> Result<Claim, BrokerError> {
+        // Redis takes whole milliseconds, at least one.
+        let millis = u64::try_from(hold_for.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let key = self.key(key);
+        let mut conn = self.inner.conn.clone();
+        // A key that lapses between a refused claim and the look at its holder is claimed again:
+        // a few rounds at most, however busy the key.
+        for _ in 0..CLAIM_ATTEMPTS {
+            // A plain `SET NX PX`, no script: the common case (the key is free) is one command.
+            let mut set = redis::cmd("SET");
+            set.arg(&key).arg(holder).arg("NX").arg("PX").arg(millis);
+            let claimed =
+                bounded::<Option<()>>("claim", self.inner.timeout, set.query_async(&mut conn))
+                    .await?;
+            if claimed.is_some() {
+                return Ok(Claim::Claimed);
+            }
+            let mut look = redis::pipe();
+            look.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
+            let (current, left) = bounded::<(Option<String>, i64)>(
+                "claim",
+                self.inner.timeout,
+                look.query_async(&mut conn),
+            )
+            .await?;
+            if let Some(current) = current {
+                return Ok(Claim::Held {
+                    holder: current,
+                    left: Duration::from_millis(u64::try_from(left).unwrap_or(0)),
+                });
+            }
+        }
+        Err(BrokerError::Unavailable {
+            op: "claim",
+            reason: format!("key {key} was taken and released {CLAIM_ATTEMPTS} times in a row"),
+        })
+    }
+
+    async fn release(&self, key: &str, holder: &str) -> Result<bool, BrokerError> {
+        let mut invocation = SCRIPTS.release.key(self.key(key));
+        invocation.arg(holder);
+        let mut conn = self.inner.conn.clone();
+        let released = bounded::<i64>(
+            "release",
+            self.inner.timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(released == 1)
+    }
+}
