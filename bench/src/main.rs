@@ -13,12 +13,12 @@
 
 mod ceiling;
 mod chord;
+mod coordination;
 mod measure;
 mod process;
 mod raw_amqp;
 mod results;
 mod sms;
-mod unique;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -153,10 +153,11 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
-    /// What a unique task's claim costs a producer: `delay` of a plain no-op beside `delay` of a
-    /// unique one (distinct keys), 64 in flight, and the rate of refused duplicates (memory: the
-    /// broker's store; redis: the broker's Redis; amqp: Redis at --redis-url).
-    Unique {
+    /// What the coordination store's checks cost: a unique task's claim to its producer (`delay`
+    /// plain vs unique, 64 in flight; refused duplicates), and a cluster-wide rate limit's slot to
+    /// its worker (drain plain vs limited far above the reachable rate). Memory: the broker's
+    /// store; redis: the broker's Redis; amqp: Redis at --redis-url.
+    Coordination {
         /// Broker to benchmark.
         #[arg(value_enum)]
         broker: BrokerKind,
@@ -317,14 +318,14 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         return Ok(());
     }
-    if let Some(Command::Unique {
+    if let Some(Command::Coordination {
         broker,
         tasks,
         rounds,
         json,
     }) = &cli.command
     {
-        let report = unique::run(
+        let report = coordination::run(
             *broker,
             cli.broker_url(*broker),
             &cli.redis_url,
@@ -332,7 +333,7 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             (*rounds).max(1),
         )
         .await?;
-        unique::print(&report);
+        coordination::print(&report);
         if let Some(path) = json {
             std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         }

@@ -104,11 +104,12 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A task needs a coordination store (it is unique) and the app has none.
+    /// A task needs a coordination store (it is unique, or has a cluster-wide rate limit) and the
+    /// app has none.
     #[error(
-        "task `{task}` is unique, which needs a coordination store shared by every producer, and \
-         the app has none: its broker ({broker}) holds no claims; give one with \
-         `AppBuilder::coordination_url(\"redis://…\")`"
+        "task `{task}` is unique or has a cluster-wide rate limit, which needs a coordination \
+         store shared by every process, and the app has none: its broker ({broker}) holds no \
+         claims; give one with `AppBuilder::coordination_url(\"redis://…\")`"
     )]
     NoCoordinationStore {
         /// The task.

@@ -84,8 +84,8 @@ pub use crate::error::{BuildError, EnqueueError, Error, WorkerError};
 pub use crate::result::{AsyncResult, ResultError, ResultState, StoredResult};
 pub use crate::retry::{RetryDecision, RetryPolicy};
 pub use crate::task::{
-    BoxError, DEFAULT_QUEUE, IntoTaskResult, RateLimit, State, Task, TaskArgs, TaskContext,
-    TaskError, TaskOptions,
+    BoxError, DEFAULT_QUEUE, IntoTaskResult, RateLimit, RateLimitScope, State, Task, TaskArgs,
+    TaskContext, TaskError, TaskOptions,
 };
 pub use crate::worker::{Worker, WorkerBuilder, WorkerReport};
 
@@ -118,6 +118,11 @@ pub mod guide {
     /// claims live; what it guarantees; coming from Celery (which has none).
     #[doc = include_str!("docs/unique.md")]
     pub mod unique {}
+
+    /// Rate limits: per worker (Celery's), cluster-wide and per key; how a cluster-wide limit
+    /// defers runs without holding a worker; coming from Celery.
+    #[doc = include_str!("docs/rate-limits.md")]
+    pub mod rate_limits {}
 }
 
 /// The Redis broker (`celeriac-redis`), for brokers configured beyond their URL.

@@ -48,6 +48,8 @@ use proc_macro::TokenStream;
 /// | `retry_delay` | seconds | fixed delay between retries of failures |
 /// | `time_limit` | seconds | cancel a run that takes longer; counts as a failure |
 /// | `rate_limit` | `"N/s"`, `"N/m"`, `"N/h"` | at most N runs per second/minute/hour per worker |
+/// | `rate_limit_scope` | `"worker"` or `"cluster"` | one budget per worker (default) or one shared by every worker |
+/// | `rate_limit_key` | argument name or list of names | one cluster-wide budget per value of those arguments |
 /// | `expires` | seconds | discard the task if not started this long after it was sent |
 /// | `priority` | 0–9 | default message priority |
 /// | `acks_late` | bool | acknowledge after the run (default `true`) or before it |

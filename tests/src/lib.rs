@@ -4,6 +4,7 @@
 
 pub mod harness;
 pub mod hostile;
+pub mod rate_limits;
 pub mod raw_amqp;
 pub mod results;
 pub mod scenarios;

@@ -145,7 +145,7 @@ async fn redis_a_foreign_claim_is_an_error_and_nothing_is_sent() {
         .build()
         .expect("the app builds");
     let run = uuid::Uuid::new_v4().to_string();
-    let key = celeriac::task::UniqueKey::of(&(&run, &7u32)).expect("a key");
+    let key = celeriac::task::ArgsKey::of(&(&run, &7u32)).expect("a key");
     let claim = format!("celeriac:unique:uq_send:{key}");
     let mut redis = redis_connection().await;
     let _: () = redis::cmd("SET")

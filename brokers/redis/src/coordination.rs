@@ -1,13 +1,16 @@
 //! The Redis coordination store: claims as keys with an expiry, taken and released by Lua scripts.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use celeriac_core::{BrokerError, Claim, CoordinationStore, RedactedUrl};
 use redis::aio::ConnectionManager;
+use tokio::sync::{mpsc, oneshot};
 
+use crate::acks::copy;
 use crate::client_options::{ClientOptions, client_option_setters};
 use crate::error::bounded;
 use crate::scripts::SCRIPTS;
@@ -21,6 +24,10 @@ const CLAIM_ATTEMPTS: usize = 3;
 /// Each claim is one key, `<prefix>:<claim key>`, holding the holder's id with the claim's expiry:
 /// a claim is one `SET NX PX` (and, when the key is held, a `GET` and `PTTL` for its holder and
 /// time left). A release deletes the key, in a script, only if it still names the releasing holder.
+/// A rate limit is one key too, `<prefix>:rate:…`, holding its next free slot; a script reserves
+/// slots on Redis's clock, so workers on machines whose clocks differ still share one budget. The
+/// reservations of a worker's concurrent runs go out together: one script call reserves
+/// consecutive slots for all of a limit's runs in a batch.
 ///
 /// An app whose broker is Redis uses one on the broker's connection without being told
 /// ([`RedisBroker::coordination`](crate::RedisBroker::coordination)); any other app is given one
@@ -50,6 +57,8 @@ struct Inner {
     url: RedactedUrl,
     key_prefix: String,
     timeout: Duration,
+    /// The batching task of rate-limit reservations, started by the first one.
+    reservations: OnceLock<mpsc::UnboundedSender<Reservation>>,
 }
 
 /// Configures a [`RedisCoordination`].
@@ -100,6 +109,7 @@ impl RedisCoordination {
                 url,
                 key_prefix,
                 timeout,
+                reservations: OnceLock::new(),
             }),
         }
     }
@@ -180,5 +190,77 @@ impl CoordinationStore for RedisCoordination {
         )
         .await?;
         Ok(released == 1)
+    }
+
+    async fn reserve_slot(&self, key: &str, interval: Duration) -> Result<Duration, BrokerError> {
+        let reservations = self.inner.reservations.get_or_init(|| {
+            let (conn, timeout) = (self.inner.conn.clone(), self.inner.timeout);
+            crate::batching::start(MAX_BATCH, MAX_IN_FLIGHT, move |batch| {
+                reserve_batch(conn.clone(), timeout, batch)
+            })
+        });
+        let (done, answer) = oneshot::channel();
+        let request = Reservation {
+            key: self.key(key),
+            interval_micros: u64::try_from(interval.as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            done,
+        };
+        if reservations.send(request).is_err() {
+            return Err(BrokerError::Disconnected { op: "reserve_slot" });
+        }
+        answer
+            .await
+            .unwrap_or(Err(BrokerError::Disconnected { op: "reserve_slot" }))
+    }
+}
+
+/// One slot to reserve, for the batching task.
+struct Reservation {
+    key: String,
+    interval_micros: u64,
+    done: SlotAnswer,
+}
+
+/// Where a reservation's caller waits for the wait until its slot.
+type SlotAnswer = oneshot::Sender<Result<Duration, BrokerError>>;
+
+/// Most reservations per batch.
+const MAX_BATCH: usize = 1_000;
+
+/// Most batches awaiting their replies at once.
+const MAX_IN_FLIGHT: usize = 8;
+
+/// Reserves the slots of one batch — one script call per limit, for all of that limit's runs at
+/// once, consecutive slots — and answers each caller with the wait until its own.
+async fn reserve_batch(conn: ConnectionManager, timeout: Duration, batch: Vec<Reservation>) {
+    let mut by_limit: HashMap<(String, u64), Vec<SlotAnswer>> = HashMap::new();
+    for reservation in batch {
+        by_limit
+            .entry((reservation.key, reservation.interval_micros))
+            .or_default()
+            .push(reservation.done);
+    }
+    for ((key, interval), callers) in by_limit {
+        let mut invocation = SCRIPTS.reserve_slot.key(&key);
+        invocation.arg(interval).arg(callers.len());
+        let mut conn = conn.clone();
+        let first =
+            bounded::<i64>("reserve_slot", timeout, invocation.invoke_async(&mut conn)).await;
+        match first {
+            Ok(first) => {
+                let first = u64::try_from(first).unwrap_or(0);
+                for (index, done) in callers.into_iter().enumerate() {
+                    let wait = first.saturating_add(interval.saturating_mul(index as u64));
+                    let _ = done.send(Ok(Duration::from_micros(wait)));
+                }
+            }
+            Err(error) => {
+                for done in callers {
+                    let _ = done.send(Err(copy(&error, "redis slot reservation failed")));
+                }
+            }
+        }
     }
 }

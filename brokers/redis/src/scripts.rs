@@ -19,6 +19,7 @@ pub(crate) struct Scripts {
     pub(crate) chord_join: Script,
     pub(crate) chord_fail: Script,
     pub(crate) release: Script,
+    pub(crate) reserve_slot: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -37,4 +38,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     chord_join: Script::new(include_str!("scripts/chord_join.lua")),
     chord_fail: Script::new(include_str!("scripts/chord_fail.lua")),
     release: Script::new(include_str!("scripts/release.lua")),
+    reserve_slot: Script::new(include_str!("scripts/reserve_slot.lua")),
 });

@@ -349,7 +349,11 @@ impl AppBuilder {
         if coordination.is_none()
             && let Some((_, task)) = registry
                 .tasks()
-                .filter(|(_, task)| task.options.unique.is_some())
+                .filter(|(_, task)| {
+                    task.options.unique.is_some()
+                        || (task.options.rate_limit.is_some()
+                            && task.options.rate_limit_scope != crate::RateLimitScope::Worker)
+                })
                 .min_by_key(|(name, _)| *name)
         {
             return Err(BuildError::NoCoordinationStore {

@@ -92,5 +92,13 @@ mod redis {
         async fn release(&self, key: &str, holder: &str) -> Result<bool, BrokerError> {
             self.0.connected().await?.release(key, holder).await
         }
+
+        async fn reserve_slot(
+            &self,
+            key: &str,
+            interval: Duration,
+        ) -> Result<Duration, BrokerError> {
+            self.0.connected().await?.reserve_slot(key, interval).await
+        }
     }
 }

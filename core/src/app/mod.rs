@@ -104,6 +104,11 @@ impl App {
         self.inner.result_expires
     }
 
+    /// How long a send waits for the broker (and a unique task's claim) before it fails.
+    pub fn enqueue_timeout(&self) -> Duration {
+        self.inner.enqueue_timeout
+    }
+
     /// Where unique tasks' claims are kept, if anywhere (see [`AppBuilder::coordination_url`]).
     pub fn coordination(&self) -> Option<&Arc<dyn CoordinationStore>> {
         self.inner.coordination.as_ref()

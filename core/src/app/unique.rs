@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::App;
 use crate::broker::BrokerError;
 use crate::coordination::Claim;
-use crate::task::{Duplicate, Unique, UniqueKey, UniqueUntil, claim_key};
+use crate::task::{ArgsKey, Duplicate, Unique, UniqueUntil, claim_key};
 use crate::{EnqueueError, Envelope, TaskId};
 
 /// The header that carries the claim key of a unique task released when it has run.
@@ -21,7 +21,7 @@ pub(super) struct Claimed {
 /// whose key is released when it has run carries the key in a header for its worker.
 pub(super) async fn claim(
     app: &App,
-    key: UniqueKey,
+    key: ArgsKey,
     unique: Unique,
     envelope: &mut Envelope,
 ) -> Result<Claimed, EnqueueError> {

@@ -25,6 +25,7 @@
 //! # let _ = id; Ok(()) }
 //! ```
 
+mod args_key;
 mod context;
 mod error;
 mod options;
@@ -37,13 +38,16 @@ use std::future::Future;
 
 use serde::Serialize;
 
+pub use self::args_key::ArgsKey;
 pub use self::context::TaskContext;
 pub(crate) use self::error::panic_message;
 pub use self::error::{BoxError, TaskError};
-pub use self::options::{DEFAULT_QUEUE, ParseRateLimitError, RateLimit, TaskOptions};
+pub use self::options::{
+    DEFAULT_QUEUE, ParseRateLimitError, RateLimit, RateLimitScope, TaskOptions,
+};
 pub use self::state::{State, StateRequirement};
 pub(crate) use self::unique::claim_key;
-pub use self::unique::{Duplicate, Unique, UniqueKey, UniqueUntil};
+pub use self::unique::{Duplicate, Unique, UniqueUntil};
 
 /// A kind of task: a stable name, argument and output types, options, and the code that runs.
 ///
@@ -71,8 +75,15 @@ pub trait Task: Send + Sync + 'static {
     /// What makes two sends of this task the same, if its options make it
     /// [unique](TaskOptions::unique): by default all its arguments. `#[task(unique_key = "mobile")]`
     /// narrows it to the named ones.
-    fn unique_key(args: &Self::Args) -> Result<UniqueKey, crate::codec::CodecError> {
-        UniqueKey::of(args.as_serialize())
+    fn unique_key(args: &Self::Args) -> Result<ArgsKey, crate::codec::CodecError> {
+        ArgsKey::of(args.as_serialize())
+    }
+
+    /// Which budget a run draws on when the task's rate limit is
+    /// [per key](RateLimitScope::ClusterPerKey): by default all its arguments.
+    /// `#[task(rate_limit_key = "mobile")]` narrows it to the named ones.
+    fn rate_limit_key(args: &Self::Args) -> Result<ArgsKey, crate::codec::CodecError> {
+        ArgsKey::of(args.as_serialize())
     }
 
     /// Runs the task once.

@@ -35,8 +35,12 @@ pub struct TaskOptions {
     pub retry: RetryPolicy,
     /// Cancels a run that takes longer, counting it as a failure.
     pub time_limit: Option<Duration>,
-    /// At most this many runs per interval in each worker process.
+    /// At most this many runs per interval: in each worker process, or across the cluster (see
+    /// [`rate_limit_scope`](Self::rate_limit_scope)).
     pub rate_limit: Option<RateLimit>,
+    /// Which runs the rate limit counts: each worker's (the default, Celery's), every worker's
+    /// together, or every worker's per key.
+    pub rate_limit_scope: RateLimitScope,
     /// A task not started within this long after it was sent is discarded (and counted as expired).
     pub expires: Option<Duration>,
     /// Default message priority (0–9, higher first).
@@ -66,6 +70,7 @@ impl TaskOptions {
             retry: RetryPolicy::none(),
             time_limit: None,
             rate_limit: None,
+            rate_limit_scope: RateLimitScope::Worker,
             expires: None,
             priority: None,
             acks_late: true,
@@ -101,10 +106,18 @@ impl TaskOptions {
         self
     }
 
-    /// Sets the per-worker rate limit.
+    /// Sets the rate limit (per worker unless [`rate_limit_scope`](Self::rate_limit_scope) says
+    /// otherwise).
     #[must_use]
     pub fn rate_limit(mut self, limit: RateLimit) -> Self {
         self.rate_limit = Some(limit);
+        self
+    }
+
+    /// Sets which runs the rate limit counts.
+    #[must_use]
+    pub fn rate_limit_scope(mut self, scope: RateLimitScope) -> Self {
+        self.rate_limit_scope = scope;
         self
     }
 
@@ -159,7 +172,26 @@ impl Default for TaskOptions {
     }
 }
 
-/// A rate: at most `count` runs per `per`, spaced evenly (Celery's `rate_limit`, per worker process).
+/// Which runs a task's rate limit counts.
+///
+/// A cluster-wide limit keeps its budget in the app's coordination store (Redis, or memory on the
+/// embedded broker): every worker of every process draws on it. A run over the budget is not
+/// waited for in a worker lane: the worker reserves the run's slot and sends the task back to the
+/// broker to run at that time, and takes other work meanwhile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RateLimitScope {
+    /// Each worker process on its own (Celery's `rate_limit`): the run waits in its lane for its
+    /// slot.
+    #[default]
+    Worker,
+    /// One budget for the task, shared by every worker (`rate_limit_scope = "cluster"`).
+    Cluster,
+    /// One budget per [key](crate::Task::rate_limit_key) of the task's arguments, shared by every
+    /// worker (`rate_limit_key = "mobile"`): one key's runs never slow another key's.
+    ClusterPerKey,
+}
+
+/// A rate: at most `count` runs per `per`, spaced evenly (Celery's `rate_limit`).
 ///
 /// Parses Celery's notation: `"10/s"`, `"10/m"`, `"100/h"`.
 ///

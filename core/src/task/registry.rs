@@ -26,6 +26,17 @@ fn handle<T: Task>(ctx: TaskContext) -> BoxFuture<'static, Result<TaskOutput, Ta
     })
 }
 
+/// The key of a run's rate-limit budget, from its arguments (see `Task::rate_limit_key`).
+pub(crate) type RateKey = fn(&crate::App, &crate::Envelope) -> Result<super::ArgsKey, TaskError>;
+
+fn rate_key<T: Task>(
+    app: &crate::App,
+    envelope: &crate::Envelope,
+) -> Result<super::ArgsKey, TaskError> {
+    let args: T::Args = app.decode_args(envelope)?;
+    T::rate_limit_key(&args).map_err(|error| TaskError::failed(Box::new(error)))
+}
+
 /// One registered task type.
 #[derive(Clone)]
 pub(crate) struct RegisteredTask {
@@ -34,6 +45,7 @@ pub(crate) struct RegisteredTask {
     pub(crate) name: &'static str,
     pub(crate) options: TaskOptions,
     pub(crate) handler: Handler,
+    pub(crate) rate_key: RateKey,
     /// The fingerprint of the argument types' shape (see [`schema`](super::schema)).
     pub(crate) args_schema: Option<u64>,
     /// The argument types, as Rust names them, for messages about them.
@@ -97,6 +109,7 @@ impl Registry {
                 store_result: crate::app::stores_result::<T>(&options),
                 options,
                 handler: handle::<T>,
+                rate_key: rate_key::<T>,
                 args_schema: <T::Args as super::TaskArgs>::schema_fingerprint(),
                 args_type: std::any::type_name::<T::Args>(),
                 type_name: std::any::type_name::<T>(),

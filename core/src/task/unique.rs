@@ -3,11 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
-use sha2::{Digest, Sha256};
-
+use super::ArgsKey;
 use crate::TaskId;
-use crate::codec::CodecError;
 
 /// How a task is unique: for how long a send holds its key, and whether the end of its run
 /// releases the key early. `#[task(unique_for = "60s")]` builds one.
@@ -66,54 +63,6 @@ impl Unique {
     }
 }
 
-/// What makes two sends of a unique task the same: a digest of some or all of its arguments
-/// (SHA-256 of their bincode encoding, first 128 bits), stable across processes and releases.
-///
-/// [`Task::unique_key`](crate::Task::unique_key) computes it; `#[task(unique_key = "mobile")]`
-/// makes it cover the named arguments only.
-///
-/// ```
-/// use celeriac::task::UniqueKey;
-///
-/// let key = UniqueKey::of(&("13800138000",))?;
-/// assert_eq!(key, UniqueKey::of(&("13800138000".to_owned(),))?);
-/// assert_ne!(key, UniqueKey::of(&("13800138001",))?);
-/// assert_eq!(key.to_string().len(), 32);
-/// # Ok::<(), celeriac::codec::CodecError>(())
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct UniqueKey([u8; 16]);
-
-impl UniqueKey {
-    /// The key of `value` (a tuple of the arguments that make a send unique).
-    pub fn of<S: Serialize + ?Sized>(value: &S) -> Result<Self, CodecError> {
-        let encoded = crate::codec::bincode::encode_typed(&value)?;
-        let digest = Sha256::digest(&encoded);
-        let mut key = [0; 16];
-        key.copy_from_slice(&digest[..16]);
-        Ok(Self(key))
-    }
-}
-
-impl fmt::Display for UniqueKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut text = [0u8; 32];
-        for (index, byte) in self.0.iter().enumerate() {
-            text[2 * index] = HEX[usize::from(byte >> 4)];
-            text[2 * index + 1] = HEX[usize::from(byte & 0x0f)];
-        }
-        // Only ASCII hex digits were written.
-        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
-    }
-}
-
-impl fmt::Debug for UniqueKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "UniqueKey({self})")
-    }
-}
-
 /// A send of a unique task refused because an earlier one holds its key: the answer
 /// [`EnqueueError::Duplicate`](crate::EnqueueError::Duplicate) carries.
 ///
@@ -162,26 +111,6 @@ impl fmt::Display for Duplicate {
 }
 
 /// The coordination key of a unique task: `unique:<task>:<key>`.
-pub(crate) fn claim_key(task: &str, key: UniqueKey) -> String {
+pub(crate) fn claim_key(task: &str, key: ArgsKey) -> String {
     format!("unique:{task}:{key}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_stable_across_releases() {
-        // A key computed by another version of celeriac must match: sends from old and new
-        // producers during a rolling upgrade are still one.
-        let key = UniqueKey::of(&("13800138000",)).ok();
-        assert_eq!(
-            key.map(|key| key.to_string()),
-            Some(KNOWN_KEY.to_owned()),
-            "the unique key of a value changed"
-        );
-    }
-
-    // SHA-256 of bincode's encoding, 0x0b then the 11 digits: `printf '\x0b13800138000' | sha256sum`.
-    const KNOWN_KEY: &str = "bc634af8dd4e0ee11d444fe7c26a4d1e";
 }

@@ -11,6 +11,7 @@
 //! worker stops fetching, lets running tasks finish for up to the grace period, and requeues the rest:
 //! nothing is lost.
 
+mod cluster_rate;
 mod lane;
 mod process;
 mod rate_limit;
@@ -172,6 +173,7 @@ impl WorkerBuilder {
             .app
             .registry()
             .tasks()
+            .filter(|(_, task)| task.options.rate_limit_scope == crate::RateLimitScope::Worker)
             .filter_map(|(name, task)| Some((name, RateLimiter::new(task.options.rate_limit?))))
             .collect();
         Ok(Worker {

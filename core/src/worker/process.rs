@@ -81,7 +81,7 @@ pub(super) async fn process(
     stop_now: &CancellationToken,
 ) -> Option<PendingAck> {
     let app = &shared.app;
-    let envelope = match Envelope::from_bytes(delivery.payload(), app.decode_limits()) {
+    let mut envelope = match Envelope::from_bytes(delivery.payload(), app.decode_limits()) {
         Ok(envelope) => envelope,
         Err(error) => {
             let reason = format!("undecodable message: {}", Report(&error));
@@ -129,7 +129,23 @@ pub(super) async fn process(
         return None;
     }
     let mut starts_at = now;
-    if let Some(limiter) = shared.rate_limiters.get(envelope.task.as_str()) {
+    let mut delivery = delivery;
+    if let Some(limit) = task.options.rate_limit
+        && task.options.rate_limit_scope != crate::RateLimitScope::Worker
+    {
+        let admitted = Box::pin(super::cluster_rate::admit(
+            shared,
+            task,
+            limit,
+            &mut envelope,
+            delivery,
+        ));
+        match admitted.await {
+            Some(admitted) => delivery = admitted,
+            None => return None,
+        }
+        starts_at = clock::now();
+    } else if let Some(limiter) = shared.rate_limiters.get(envelope.task.as_str()) {
         let limited = Box::pin(async {
             tokio::select! {
                 () = limiter.acquire() => true,
@@ -309,13 +325,28 @@ async fn put_back_early(
     envelope: &Envelope,
     eta: std::time::SystemTime,
 ) {
+    let payload = delivery.payload().clone();
+    send_back(shared, delivery, payload, envelope, eta, "an early message").await;
+}
+
+/// Publishes `payload` (the delivery's message, or a changed copy of it) to run at `eta`, then acks
+/// `delivery`; requeues it instead if the broker refuses, so the task is never lost. `what` names
+/// the message in the warning.
+pub(super) async fn send_back(
+    shared: &Shared,
+    delivery: Delivery,
+    payload: impl Into<bytes::Bytes>,
+    envelope: &Envelope,
+    eta: std::time::SystemTime,
+    what: &str,
+) {
     let queue = delivery.shared_queue();
-    let mut outgoing = Outgoing::new(&*queue, delivery.payload().clone()).not_before(eta);
+    let mut outgoing = Outgoing::new(&*queue, payload).not_before(eta);
     outgoing.priority = envelope.priority;
     match shared.app.broker().publish(outgoing).await {
         Ok(()) => settle("ack", &queue, delivery.ack()).await,
         Err(error) => {
-            tracing::warn!(error = %Report(&error), "cannot put back an early message; requeueing it");
+            tracing::warn!(error = %Report(&error), "cannot send {what} back to the broker; requeueing it");
             settle("requeue", &queue, delivery.requeue()).await;
         }
     }

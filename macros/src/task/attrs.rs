@@ -17,6 +17,8 @@ const OPTIONS: &[&str] = &[
     "retry_delay",
     "time_limit",
     "rate_limit",
+    "rate_limit_scope",
+    "rate_limit_key",
     "expires",
     "priority",
     "acks_late",
@@ -50,6 +52,9 @@ pub(crate) struct TaskAttrs {
     pub(crate) retry_delay: Option<Millis>,
     pub(crate) time_limit: Option<Millis>,
     pub(crate) rate_limit: Option<(u32, u64)>,
+    /// `rate_limit_scope = "cluster"` (`true`) or `"worker"` (`false`), with its value for errors.
+    pub(crate) rate_limit_cluster: Option<(bool, Expr)>,
+    pub(crate) rate_limit_key: Option<super::arg_keys::ArgNames>,
     pub(crate) expires: Option<Millis>,
     pub(crate) priority: Option<u8>,
     pub(crate) acks_late: Option<bool>,
@@ -165,6 +170,20 @@ fn apply(attrs: &mut TaskAttrs, key: &str, value: &Expr) -> syn::Result<()> {
         "time_limit" => attrs.time_limit = Some(positive_seconds(value, key)?),
         "expires" => attrs.expires = Some(positive_seconds(value, key)?),
         "rate_limit" => attrs.rate_limit = Some(rate_limit(value)?),
+        "rate_limit_scope" => {
+            let cluster = match literal(value) {
+                Some(Lit::Str(text)) if text.value() == "cluster" => true,
+                Some(Lit::Str(text)) if text.value() == "worker" => false,
+                _ => {
+                    return Err(syn::Error::new_spanned(
+                        value,
+                        "task option `rate_limit_scope` expects `\"worker\"` (each worker on its own, the default) or `\"cluster\"` (one budget shared by every worker)",
+                    ));
+                }
+            };
+            attrs.rate_limit_cluster = Some((cluster, value.clone()));
+        }
+        "rate_limit_key" => attrs.rate_limit_key = Some(super::arg_keys::parse(value, key)?),
         "priority" => {
             let priority: u8 = int(value, key)?;
             if priority > 9 {
@@ -179,7 +198,7 @@ fn apply(attrs: &mut TaskAttrs, key: &str, value: &Expr) -> syn::Result<()> {
         "ignore_result" => attrs.ignore_result = Some(boolean(value, key)?),
         "track_started" => attrs.track_started = Some(boolean(value, key)?),
         "unique_for" => attrs.unique.hold_for = Some(unique::hold_for(value)?),
-        "unique_key" => attrs.unique.key = Some(unique::key(value)?),
+        "unique_key" => attrs.unique.key = Some(super::arg_keys::parse(value, key)?),
         "unique_until" => attrs.unique.until_executed = Some(unique::until(value)?),
         "crate" => {
             let path = string(value, key)?;
@@ -209,6 +228,22 @@ fn check_combinations(attrs: &TaskAttrs, seen: &[(String, Span)], errors: &mut E
                 seen[second].0
             ),
         ));
+    }
+    for dependent in ["rate_limit_scope", "rate_limit_key"] {
+        if let Some(index) = find(dependent)
+            && attrs.rate_limit.is_none()
+        {
+            errors.push(syn::Error::new(
+                seen[index].1,
+                format!("`{dependent}` only applies together with `rate_limit`"),
+            ));
+        }
+    }
+    if let (Some((false, value)), Some(_)) = (&attrs.rate_limit_cluster, &attrs.rate_limit_key) {
+        errors.spanned(
+            value,
+            "`rate_limit_key` keeps one budget per key across the cluster: it cannot be `rate_limit_scope = \"worker\"`",
+        );
     }
     for dependent in ["retry_backoff_max", "retry_jitter"] {
         if let Some(index) = find(dependent)

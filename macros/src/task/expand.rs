@@ -38,7 +38,14 @@ pub(crate) fn task(
         > + ::core::marker::Send
     };
     let options = options(&krate, attrs);
-    let unique_key = super::unique::key_method(&krate, &attrs.unique, signature);
+    let unique_key =
+        super::arg_keys::method(&krate, "unique_key", attrs.unique.key.as_ref(), signature);
+    let rate_limit_key = super::arg_keys::method(
+        &krate,
+        "rate_limit_key",
+        attrs.rate_limit_key.as_ref(),
+        signature,
+    );
     let ctx = format_ident!("__celeriac_ctx");
     let app = format_ident!("__celeriac_app");
     let state_types: Vec<&syn::Type> = signature
@@ -171,6 +178,8 @@ pub(crate) fn task(
 
                 #unique_key
 
+                #rate_limit_key
+
                 fn run(
                     #ctx: #krate::TaskContext,
                     args: Self::Args,
@@ -230,6 +239,14 @@ fn options(krate: &syn::Path, attrs: &TaskAttrs) -> TokenStream {
     }
     if let Some((count, per_secs)) = attrs.rate_limit {
         steps.push(quote!(.rate_limit(#krate::RateLimit::new(#count, ::core::time::Duration::from_secs(#per_secs)))));
+    }
+    let scope = match (&attrs.rate_limit_key, &attrs.rate_limit_cluster) {
+        (Some(_), _) => Some(quote!(ClusterPerKey)),
+        (None, Some((true, _))) => Some(quote!(Cluster)),
+        _ => None,
+    };
+    if let Some(scope) = scope {
+        steps.push(quote!(.rate_limit_scope(#krate::RateLimitScope::#scope)));
     }
     if let Some(expires) = attrs.expires {
         let expires = duration(expires.0);

@@ -1,3 +1,4 @@
+mod arg_keys;
 mod attrs;
 mod expand;
 mod signature;
@@ -51,6 +52,9 @@ pub(crate) fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     let options = attrs::parse(attr, &mut errors);
     let signature = signature::check(&function, &mut errors);
     unique::check(&options.unique, &signature, &mut errors);
+    if let Some(key) = &options.rate_limit_key {
+        arg_keys::check(key, "rate_limit_key", &signature, &mut errors);
+    }
     match errors.finish() {
         Ok(()) => expand::task(&function, &options, &signature),
         Err(error) => {

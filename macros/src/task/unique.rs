@@ -5,6 +5,7 @@ use quote::quote;
 use syn::{Expr, Lit};
 
 use super::Errors;
+use super::arg_keys::{self, ArgNames};
 use super::attrs::{Millis, literal};
 use super::signature::TaskSignature;
 
@@ -13,7 +14,7 @@ use super::signature::TaskSignature;
 pub(crate) struct UniqueAttrs {
     pub(crate) hold_for: Option<Millis>,
     /// The argument names, with the value they were written in (for errors).
-    pub(crate) key: Option<(Vec<String>, Expr)>,
+    pub(crate) key: Option<ArgNames>,
     pub(crate) until_executed: Option<(bool, Expr)>,
 }
 
@@ -46,34 +47,6 @@ pub(crate) fn hold_for(value: &Expr) -> syn::Result<Millis> {
     Ok(Millis(millis))
 }
 
-/// `unique_key = "mobile"` or `unique_key = ["mobile", "template"]`.
-pub(crate) fn key(value: &Expr) -> syn::Result<(Vec<String>, Expr)> {
-    let expected = || {
-        syn::Error::new_spanned(
-            value,
-            "task option `unique_key` expects an argument name or a list of them: `unique_key = \"mobile\"` or `unique_key = [\"mobile\", \"template\"]`",
-        )
-    };
-    let names = match value {
-        Expr::Array(array) => array
-            .elems
-            .iter()
-            .map(|element| match literal(element) {
-                Some(Lit::Str(name)) => Ok(name.value()),
-                _ => Err(expected()),
-            })
-            .collect::<syn::Result<Vec<_>>>()?,
-        _ => match literal(value) {
-            Some(Lit::Str(name)) => vec![name.value()],
-            _ => return Err(expected()),
-        },
-    };
-    if names.is_empty() {
-        return Err(expected());
-    }
-    Ok((names, value.clone()))
-}
-
 /// `unique_until = "executed"` (released when the task has run) or `"expired"` (the default).
 pub(crate) fn until(value: &Expr) -> syn::Result<(bool, Expr)> {
     match literal(value) {
@@ -102,27 +75,8 @@ pub(crate) fn check(unique: &UniqueAttrs, signature: &TaskSignature, errors: &mu
             );
         }
     }
-    let Some((names, value)) = &unique.key else {
-        return;
-    };
-    let arguments: Vec<String> = signature
-        .args
-        .iter()
-        .map(|(name, _)| name.to_string())
-        .collect();
-    for (index, name) in names.iter().enumerate() {
-        if names[..index].contains(name) {
-            errors.spanned(value, format!("`unique_key` names `{name}` twice"));
-        }
-        if !arguments.contains(name) {
-            errors.spanned(
-                value,
-                format!(
-                    "`unique_key` names `{name}`, which is not an argument of the task; its arguments are: {}",
-                    if arguments.is_empty() { "none".to_owned() } else { arguments.join(", ") }
-                ),
-            );
-        }
+    if let Some(key) = &unique.key {
+        arg_keys::check(key, "unique_key", signature, errors);
     }
 }
 
@@ -136,39 +90,4 @@ pub(crate) fn options_step(krate: &syn::Path, unique: &UniqueAttrs) -> Option<To
     Some(quote! {
         .unique(#krate::task::Unique::new(::core::time::Duration::from_millis(#millis)) #until)
     })
-}
-
-/// The task's `unique_key` method when `unique_key` names some arguments: the key covers those,
-/// in the order written.
-pub(crate) fn key_method(
-    krate: &syn::Path,
-    unique: &UniqueAttrs,
-    signature: &TaskSignature,
-) -> TokenStream {
-    let Some((names, _)) = &unique.key else {
-        return quote!();
-    };
-    let pattern = signature.args.iter().map(|(name, _)| {
-        if names.iter().any(|wanted| name == wanted) {
-            quote!(#name)
-        } else {
-            quote!(_)
-        }
-    });
-    // The names as the function spells them (`check` made sure each is one of its arguments).
-    let chosen = names.iter().filter_map(|wanted| {
-        signature
-            .args
-            .iter()
-            .find(|(name, _)| name == wanted)
-            .map(|(name, _)| name)
-    });
-    quote! {
-        fn unique_key(
-            args: &Self::Args,
-        ) -> ::core::result::Result<#krate::task::UniqueKey, #krate::codec::CodecError> {
-            let (#(#pattern,)*) = args;
-            #krate::task::UniqueKey::of(&(#(#chosen,)*))
-        }
-    }
 }

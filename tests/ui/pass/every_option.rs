@@ -68,6 +68,18 @@ async fn unique_by_mobile(mobile: String, code: String) {
     let _ = (mobile, code);
 }
 
+/// Five SMS an hour per number, across every worker.
+#[celeriac::task(rate_limit = "5/h", rate_limit_key = "mobile")]
+async fn limited_per_mobile(mobile: String, code: String) {
+    let _ = (mobile, code);
+}
+
+/// Ten reports a minute, across every worker.
+#[celeriac::task(rate_limit = "10/m", rate_limit_scope = "cluster")]
+async fn limited_cluster_wide(day: String) {
+    let _ = day;
+}
+
 /// Unique per argument list for 90 seconds.
 #[celeriac::task(unique_for = 90, unique_until = "expired")]
 async fn unique_by_all(n: u64) {
@@ -114,5 +126,15 @@ fn main() {
         <unique_by_all as Task>::unique_key(&(1,)).unwrap(),
         <unique_by_all as Task>::unique_key(&(2,)).unwrap()
     );
+    let options = <limited_per_mobile as Task>::options();
+    assert_eq!(options.rate_limit_scope, celeriac::RateLimitScope::ClusterPerKey);
+    let rate_key = |mobile: &str, code: &str| {
+        <limited_per_mobile as Task>::rate_limit_key(&(mobile.to_owned(), code.to_owned())).unwrap()
+    };
+    assert_eq!(rate_key("13800138000", "1"), rate_key("13800138000", "2"));
+    assert_ne!(rate_key("13800138000", "1"), rate_key("13800138001", "1"));
+    let options = <limited_cluster_wide as Task>::options();
+    assert_eq!(options.rate_limit_scope, celeriac::RateLimitScope::Cluster);
+    assert_eq!(<ccp_send_sms_code as Task>::options().rate_limit_scope, celeriac::RateLimitScope::Worker);
     let _ = senders;
 }

@@ -35,6 +35,8 @@ pub struct MemoryCoordination {
 #[derive(Default)]
 struct Claims {
     held: HashMap<String, (String, Instant)>,
+    /// The next free slot of each rate limit.
+    next_slot: HashMap<String, Instant>,
     /// `held.len()` after the last sweep of lapsed claims.
     swept_at: usize,
 }
@@ -55,9 +57,10 @@ impl Claims {
     /// Drops lapsed claims once the map has doubled since the last sweep: memory stays bounded by
     /// the live claims, at a cost amortized over the claims made.
     fn sweep(&mut self, now: Instant) {
-        if self.held.len() >= 2 * self.swept_at.max(512) {
+        if self.held.len() + self.next_slot.len() >= 2 * self.swept_at.max(512) {
             self.held.retain(|_, (_, until)| *until > now);
-            self.swept_at = self.held.len();
+            self.next_slot.retain(|_, next| *next > now);
+            self.swept_at = self.held.len() + self.next_slot.len();
         }
     }
 }
@@ -110,6 +113,16 @@ impl CoordinationStore for MemoryCoordination {
             _ => Ok(false),
         }
     }
+
+    async fn reserve_slot(&self, key: &str, interval: Duration) -> Result<Duration, BrokerError> {
+        let now = Instant::now();
+        let mut claims = self.claims();
+        claims.sweep(now);
+        let next = claims.next_slot.entry(key.to_owned()).or_insert(now);
+        let slot = (*next).max(now);
+        *next = slot + interval;
+        Ok(slot - now)
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +158,31 @@ mod tests {
             store.claim("k", "c", minute).await.ok(),
             Some(Claim::Claimed)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_are_spaced_and_unused_time_is_not_saved_up() {
+        let store = MemoryCoordination::new();
+        let tick = Duration::from_millis(100);
+        let reserved: Vec<Duration> =
+            futures::future::join_all((0..5).map(|_| store.reserve_slot("rate", tick)))
+                .await
+                .into_iter()
+                .map(|slot| slot.unwrap_or(Duration::MAX))
+                .collect();
+        assert_eq!(reserved, (0..5).map(|n| tick * n).collect::<Vec<_>>());
+        // Another key has its own slots.
+        assert_eq!(
+            store.reserve_slot("other", tick).await.ok(),
+            Some(Duration::ZERO)
+        );
+        // After an idle second, the next slot is now: no burst of saved-up slots.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(
+            store.reserve_slot("rate", tick).await.ok(),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(store.reserve_slot("rate", tick).await.ok(), Some(tick));
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,4 +1,5 @@
-//! Coordination between processes: claims on keys that hold for a while, for unique tasks.
+//! Coordination between processes: claims on keys that hold for a while, for unique tasks, and
+//! rate-limit budgets shared by every worker.
 //!
 //! A [`CoordinationStore`] is shared by every producer and worker of a deployment: Redis, or this
 //! process's memory for the embedded broker. celeriac asks it for a [claim](CoordinationStore::claim)
@@ -37,6 +38,11 @@ use crate::BrokerError;
 /// assert!(!store.release("sms:13800138000", "task-2").await?);
 /// assert!(store.release("sms:13800138000", "task-1").await?);
 /// assert_eq!(store.claim("sms:13800138000", "task-2", minute).await?, Claim::Claimed);
+///
+/// // A limit of one run per second: the first slot is now, the next a second later.
+/// let second = Duration::from_secs(1);
+/// assert_eq!(store.reserve_slot("rate:report", second).await?, Duration::ZERO);
+/// assert!(store.reserve_slot("rate:report", second).await? > Duration::from_millis(900));
 /// # Ok(()) }
 /// ```
 #[async_trait]
@@ -56,6 +62,11 @@ pub trait CoordinationStore: Send + Sync + fmt::Debug + 'static {
     /// Releases `key` if `holder` holds it; answers whether it did. A claim that lapsed, or that
     /// another holder took since, is left alone.
     async fn release(&self, key: &str, holder: &str) -> Result<bool, BrokerError>;
+
+    /// Reserves the next free slot of the limit `key`, whose slots are `interval` apart, on the
+    /// store's own clock; answers how long until that slot (zero: now). Each call takes one slot:
+    /// of any number of concurrent callers, no two get the same one.
+    async fn reserve_slot(&self, key: &str, interval: Duration) -> Result<Duration, BrokerError>;
 }
 
 /// The answer to a [`CoordinationStore::claim`].
