@@ -2,9 +2,14 @@
 //! workers, and with RabbitMQ through a Redis store (127.0.0.1, or `CELERIAC_REDIS_URL` /
 //! `CELERIAC_AMQP_URL`). Each test keeps its budgets under a key prefix of its own.
 
+use std::time::Duration;
+
 use celeriac::redis::RedisCoordination;
-use celeriac::{App, AppBuilder, BuildError};
-use celeriac_tests::harness::{amqp_url, redis_url, skipped, unique_queue};
+use celeriac::{App, AppBuilder, BuildError, SendOptions};
+use celeriac_tests::harness::{
+    amqp_url, eventually, redis_connection, redis_url, require_redis, skipped, unique_queue,
+    worker_process,
+};
 use celeriac_tests::rate_limits;
 
 fn memory(queue: &str) -> AppBuilder {
@@ -112,4 +117,92 @@ fn a_cluster_limit_without_a_store_is_refused_at_build_time() {
             ..
         }
     ));
+}
+
+/// The shape: four worker processes share "50/s": 1 000 runs take 20 s (999 intervals of
+/// 20 ms), 1 000 ± 5 % of them in the first 20 seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_worker_processes_share_fifty_a_second() {
+    let Some(broker) = require_redis(|builder| builder).await else {
+        return;
+    };
+    let queue = unique_queue("rl-processes");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(&queue)
+        .build()
+        .expect("the app builds");
+    const RUNS: u64 = 1_000;
+    for n in 0..RUNS {
+        // The task lives in the worker binary: sent by name, as another service would.
+        app.send_task("rl_process", &(queue.clone(), n), SendOptions::new())
+            .await
+            .expect("sent");
+    }
+    let bin = env!("CARGO_BIN_EXE_celeriac-test-worker");
+    let mut workers: Vec<_> = (0..4)
+        .map(|_| worker_process(bin, &redis_url(), &queue, 2_000, 5, 8))
+        .collect();
+    let list = format!("celeriac-test-rl:{queue}");
+    let mut redis = redis_connection().await;
+    eventually(Duration::from_secs(90), "1 000 limited runs", || {
+        let (mut redis, list) = (redis.clone(), list.clone());
+        async move {
+            let len: u64 = redis::cmd("LLEN")
+                .arg(&list)
+                .query_async(&mut redis)
+                .await
+                .unwrap_or(0);
+            len >= RUNS
+        }
+    })
+    .await;
+    for worker in &mut workers {
+        let _ = worker.kill().await;
+    }
+    let recorded: Vec<String> = redis::cmd("LRANGE")
+        .arg(&list)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .expect("LRANGE");
+    let _: () = redis::cmd("DEL")
+        .arg(&list)
+        .query_async(&mut redis)
+        .await
+        .expect("DEL");
+    let _ = app.broker().purge(&queue).await;
+    let mut micros: Vec<u64> = recorded
+        .iter()
+        .map(|time| time.parse().expect("a time"))
+        .collect();
+    micros.sort_unstable();
+    assert_eq!(micros.len() as u64, RUNS, "each task ran once");
+    // The measure: the runs of the first 20 seconds are 1 000 ± 5 %.
+    let first_20_seconds = micros
+        .iter()
+        .take_while(|time| **time - micros[0] < 20_000_000)
+        .count();
+    assert!(
+        (950..=1_050).contains(&first_20_seconds),
+        "{first_20_seconds} runs in the first 20 s, not 1 000 ± 5 %"
+    );
+    let spread = Duration::from_micros(micros[micros.len() - 1] - micros[0]);
+    assert!(
+        spread >= Duration::from_millis(20 * (RUNS - 1) * 95 / 100),
+        "1 000 runs took {spread:?}: faster than 50/s across the processes"
+    );
+    // Runs never start before their slots, but deferred ones come back when the broker promotes
+    // them (every 100 ms or so per worker), so a few can bunch up: no second holds many more than 50.
+    for (index, start) in micros.iter().enumerate() {
+        let within = micros[index..]
+            .iter()
+            .take_while(|time| **time - *start < 1_000_000)
+            .count();
+        assert!(
+            within <= 75,
+            "{within} runs within one second from run {index}"
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! A worker process for the broker failure tests: they kill it with SIGKILL, or feed it a task that
-//! aborts it, and check that no task is lost; the chord crash test's members and callback run here
-//! too. Runs are recorded, and results kept, in Redis (`CELERIAC_REDIS_URL`).
+//! aborts it, and check that no task is lost; the chord crash test's members and callback, and the
+//! cross-process rate-limit test's task, run here too. Runs are recorded, and results kept, in Redis (`CELERIAC_REDIS_URL`).
 //!
 //! Usage: `celeriac-test-worker <broker-url> <queue> <visibility-ms> <max-deliveries> <concurrency>`
 //! where the broker URL is `redis://…` or `amqp://…`.
@@ -35,6 +35,28 @@ async fn record_run(ctx: TaskContext, n: u64, sleep_ms: u64) -> Result<(), redis
         .cmd("INCR")
         .arg(format!("celeriac-test-runs:{}", ctx.queue()))
         .ignore()
+        .query_async::<()>(&mut conn)
+        .await
+}
+
+/// Limited to 50 runs a second per `run` across every worker process; records when it ran (µs since
+/// the epoch) in the Redis list `celeriac-test-rl:<run>`.
+#[celeriac::task(name = "rl_process", rate_limit = "50/s", rate_limit_key = "run")]
+async fn rl_process(run: String, n: u64) -> Result<(), redis::RedisError> {
+    let _ = n;
+    let Some(conn) = RECORDER.get() else {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "no recorder",
+        )));
+    };
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros());
+    let mut conn = conn.clone();
+    redis::cmd("RPUSH")
+        .arg(format!("celeriac-test-rl:{run}"))
+        .arg(micros.to_string())
         .query_async::<()>(&mut conn)
         .await
 }
@@ -105,7 +127,9 @@ async fn run(
         .default_queue(queue)
         .result_backend_url(celeriac_tests::harness::redis_url())
         .result_expires(Duration::from_secs(300))
+        .coordination_url(celeriac_tests::harness::redis_url())
         .register::<record_run>()
+        .register::<rl_process>()
         .register::<crash_worker>();
     let app = celeriac_tests::workflows::with_crash_tasks(app).build()?;
     app.worker().concurrency(concurrency).build()?.run().await?;
