@@ -160,24 +160,24 @@ impl App {
         options: SendOptions,
     ) -> Result<AsyncResult<T::Output>, EnqueueError> {
         let task_options = T::options();
-        let unique_key = match task_options.unique {
-            Some(_) => Some(T::unique_key(&args).map_err(|source| EnqueueError::Encode {
+        // A unique task's key, from its arguments before they are encoded into the message.
+        let unique = task_options
+            .unique
+            .map(|unique| T::unique_key(&args).map(|key| (unique, key)))
+            .transpose()
+            .map_err(|source| EnqueueError::Encode {
                 task: T::NAME.to_owned(),
                 source,
-            })?),
-            None => None,
-        };
+            })?;
         let mut envelope =
             self.envelope(T::NAME, args.as_serialize(), Some(&task_options), options)?;
         envelope.args_schema = T::Args::schema_fingerprint();
         envelope.store_result = stores_result::<T>(&task_options);
         let ignored_by = (!envelope.store_result).then_some(T::NAME);
         let id = envelope.id;
-        let claimed = match (task_options.unique, unique_key) {
-            (Some(unique), Some(key)) => {
-                Some(unique::claim(self, key, unique, &mut envelope).await?)
-            }
-            _ => None,
+        let claimed = match unique {
+            Some((unique, key)) => Some(unique::claim(self, key, unique, &mut envelope).await?),
+            None => None,
         };
         if let Err(error) = self.publish(envelope).await {
             if let Some(claimed) = claimed {

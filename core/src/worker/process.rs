@@ -77,7 +77,7 @@ async fn refuse(
 pub(super) async fn process(
     shared: &Shared,
     lane_metrics: &mut LaneMetrics,
-    delivery: Delivery,
+    mut delivery: Delivery,
     stop_now: &CancellationToken,
 ) -> Option<PendingAck> {
     let app = &shared.app;
@@ -129,7 +129,6 @@ pub(super) async fn process(
         return None;
     }
     let mut starts_at = now;
-    let mut delivery = delivery;
     if let Some(limit) = task.options.rate_limit
         && task.options.rate_limit_scope != crate::RateLimitScope::Worker
     {
