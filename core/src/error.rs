@@ -88,6 +88,32 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A beat's entry is invalid: its cron expression, time zone, interval, jitter or name.
+    #[error("beat entry `{entry}`: {reason}")]
+    BeatEntry {
+        /// The entry's name.
+        entry: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A beat's TOML schedule cannot be read.
+    #[error("beat schedule {origin}: {reason}")]
+    BeatSchedule {
+        /// The file, or `TOML text`.
+        origin: String,
+        /// What is wrong with it (with its line and column).
+        reason: String,
+    },
+    /// A beat has nowhere to elect its leader.
+    #[error(
+        "the beat has nowhere to elect its leader: the app (broker {broker}) has no coordination \
+         store; give one with `AppBuilder::coordination_url(\"redis://…\")`, or an election with \
+         `BeatBuilder::election` (on RabbitMQ: `celeriac::amqp::AmqpElection`)"
+    )]
+    NoElection {
+        /// The app's broker, password hidden.
+        broker: String,
+    },
     /// A setting is out of range.
     #[error("invalid setting `{setting}`: {reason}")]
     InvalidSetting {

@@ -58,11 +58,13 @@
 #![doc(test(attr(deny(warnings, rust_2018_idioms))))]
 
 pub mod app;
+pub mod beat;
 pub mod broker;
 pub mod canvas;
 mod clock;
 pub mod codec;
 pub mod coordination;
+pub mod election;
 pub mod envelope;
 pub mod error;
 mod layers;

@@ -15,12 +15,24 @@
 //! | `celeriac_tasks_expired_total` | counter | tasks discarded because they expired before starting |
 //! | `celeriac_task_run_seconds` | histogram | run time |
 //! | `celeriac_task_queue_wait_seconds` | histogram | time from enqueue (or ETA) to start |
+//!
+//! A [beat](crate::beat) records three more, labelled by `beat` or `entry`:
+//!
+//! | name | kind | meaning |
+//! |------|------|---------|
+//! | `celeriac_beat_leading` | gauge | 1 while this process leads the beat, else 0 |
+//! | `celeriac_beat_ticks_sent_total` | counter | ticks sent |
+//! | `celeriac_beat_ticks_skipped_total` | counter | missed ticks skipped (catch-up policy or bound) |
+//!
+//! and workers count the second copies of ticks they drop in `celeriac_beat_copies_dropped_total`
+//! (labelled by `task`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use ::metrics::{
-    Counter, Histogram, Unit, counter, describe_counter, describe_histogram, histogram,
+    Counter, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    histogram,
 };
 
 /// Runs started.
@@ -39,6 +51,15 @@ pub const TASKS_EXPIRED: &str = "celeriac_tasks_expired_total";
 pub const TASK_RUN_SECONDS: &str = "celeriac_task_run_seconds";
 /// Time from enqueue (or ETA) to start, in seconds.
 pub const TASK_QUEUE_WAIT_SECONDS: &str = "celeriac_task_queue_wait_seconds";
+
+/// 1 while this process leads a beat, else 0.
+pub const BEAT_LEADING: &str = "celeriac_beat_leading";
+/// Ticks a beat sent.
+pub const BEAT_TICKS_SENT: &str = "celeriac_beat_ticks_sent_total";
+/// Missed ticks a beat skipped.
+pub const BEAT_TICKS_SKIPPED: &str = "celeriac_beat_ticks_skipped_total";
+/// Second copies of ticks a worker dropped.
+pub const BEAT_COPIES_DROPPED: &str = "celeriac_beat_copies_dropped_total";
 
 /// The `task` label value for messages that name no registered task.
 pub const UNKNOWN_TASK: &str = "unknown";
@@ -69,6 +90,18 @@ pub fn describe() {
         TASK_QUEUE_WAIT_SECONDS,
         Unit::Seconds,
         "Time from enqueue (or ETA) to the start of a run."
+    );
+    describe_gauge!(BEAT_LEADING, "1 while this process leads the beat.");
+    describe_counter!(BEAT_TICKS_SENT, Unit::Count, "Beat ticks sent.");
+    describe_counter!(
+        BEAT_TICKS_SKIPPED,
+        Unit::Count,
+        "Missed beat ticks skipped."
+    );
+    describe_counter!(
+        BEAT_COPIES_DROPPED,
+        Unit::Count,
+        "Second copies of beat ticks dropped by workers."
     );
 }
 

@@ -2,6 +2,7 @@
 //! kit in `celeriac::testing` (feature `test-util`), which `tests/memory.rs`, `tests/redis.rs` and
 //! `tests/amqp.rs` run exactly as a third-party broker author would.
 
+pub mod beat;
 pub mod harness;
 pub mod hostile;
 pub mod rate_limits;

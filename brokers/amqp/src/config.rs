@@ -11,6 +11,8 @@ pub(crate) struct Settings {
     pub(crate) frame_max: Option<u32>,
     /// Certificates (PEM) trusted for `amqps://` besides the system's roots. Public data.
     pub(crate) tls_roots_pem: Option<String>,
+    /// The connection's heartbeat in seconds, instead of the URL's or the server's.
+    pub(crate) heartbeat: Option<u16>,
 }
 
 /// The largest AMQP frame we offer RabbitMQ by default: its own default. Offering it when
@@ -46,6 +48,7 @@ impl Default for Settings {
             shards: 1,
             frame_max: None,
             tls_roots_pem: None,
+            heartbeat: None,
         }
     }
 }

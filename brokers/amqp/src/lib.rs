@@ -54,6 +54,7 @@ mod acks;
 mod config;
 mod consumer;
 mod dead;
+mod election;
 mod error;
 mod frames;
 mod link;
@@ -79,6 +80,7 @@ use celeriac_core::RedactedUrl;
 
 use crate::config::Settings;
 use crate::dead::DeadLetterReader;
+pub use crate::election::AmqpElection;
 use crate::error::bounded;
 use crate::link::{Publication, Shared};
 pub use crate::rpc::AmqpRpcBackend;
@@ -277,6 +279,12 @@ impl Broker for AmqpBroker {
 
     fn capabilities(&self) -> Capabilities {
         self.shared.settings.capabilities()
+    }
+
+    fn election(&self, name: &str, lease: Duration) -> Option<Arc<dyn celeriac_core::Election>> {
+        let (url, settings) = (self.shared.url.clone(), self.shared.settings.clone());
+        let election = AmqpElection::with_settings(url, settings, name).lease(lease);
+        Some(Arc::new(election))
     }
 
     async fn publish_batch(&self, messages: Vec<Outgoing>) -> Result<(), BrokerError> {

@@ -122,6 +122,9 @@ impl Shared {
                 url: self.url.redacted().to_owned(),
                 source: "not a valid amqp:// or amqps:// URL".into(),
             })?;
+        if let Some(heartbeat) = self.settings.heartbeat {
+            uri.query.heartbeat = Some(heartbeat);
+        }
         uri.query.frame_max = Some(
             self.settings
                 .frame_max

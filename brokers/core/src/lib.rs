@@ -35,6 +35,7 @@
 mod capabilities;
 pub mod coordination;
 mod delivery;
+pub mod election;
 mod error;
 mod memory_results;
 mod prefetch;
@@ -49,8 +50,9 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use self::capabilities::Capabilities;
-pub use self::coordination::{Claim, CoordinationStore};
+pub use self::coordination::{Claim, CoordinationStore, Record};
 pub use self::delivery::{Acknowledger, Delivery};
+pub use self::election::{Election, StoreElection, Term};
 pub use self::error::{BoxError, BrokerError, Report};
 pub use self::memory_results::MemoryResultBackend;
 pub use self::prefetch::{PrefetchSlot, PrefetchWindow};
@@ -307,6 +309,18 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// entries), so clean restarts leave nothing behind. The default does nothing.
     async fn consumers_stopped(&self) -> Result<(), BrokerError> {
         Ok(())
+    }
+
+    /// An election held in this broker, named `name`, whose terms last about `lease` without a
+    /// renewal, for a beat whose app has no coordination store: RabbitMQ elects with a
+    /// single-active-consumer queue. The default holds none.
+    fn election(
+        &self,
+        name: &str,
+        lease: std::time::Duration,
+    ) -> Option<std::sync::Arc<dyn Election>> {
+        let _ = (name, lease);
+        None
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use celeriac_core::{BrokerError, Claim, CoordinationStore, RedactedUrl};
+use celeriac_core::{BrokerError, Claim, CoordinationStore, Record, RedactedUrl};
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
@@ -140,10 +140,7 @@ impl CoordinationStore for RedisCoordination {
         holder: &str,
         hold_for: Duration,
     ) -> Result<Claim, BrokerError> {
-        // Redis takes whole milliseconds, at least one.
-        let millis = u64::try_from(hold_for.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let millis = millis(hold_for);
         let key = self.key(key);
         let mut conn = self.inner.conn.clone();
         // A key that lapses between a refused claim and the look at its holder is claimed again:
@@ -214,6 +211,42 @@ impl CoordinationStore for RedisCoordination {
             .await
             .unwrap_or(Err(BrokerError::Disconnected { op: "reserve_slot" }))
     }
+
+    async fn renew(
+        &self,
+        key: &str,
+        holder: &str,
+        hold_for: Duration,
+        record: Option<Record<'_>>,
+    ) -> Result<bool, BrokerError> {
+        let mut invocation = SCRIPTS.renew.key(self.key(key));
+        invocation.arg(holder).arg(millis(hold_for));
+        if let Some(record) = record {
+            invocation.key(self.key(record.key)).arg(record.value);
+        }
+        let mut conn = self.inner.conn.clone();
+        let renewed = bounded::<i64>(
+            "renew",
+            self.inner.timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(renewed == 1)
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
+        let mut get = redis::cmd("GET");
+        get.arg(self.key(key));
+        let mut conn = self.inner.conn.clone();
+        bounded("read", self.inner.timeout, get.query_async(&mut conn)).await
+    }
+}
+
+/// `duration` in whole milliseconds, at least one (what Redis's expiries take).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
 }
 
 /// One slot to reserve, for the batching task.

@@ -20,6 +20,7 @@ pub(crate) struct Scripts {
     pub(crate) chord_fail: Script,
     pub(crate) release: Script,
     pub(crate) reserve_slot: Script,
+    pub(crate) renew: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -39,4 +40,5 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     chord_fail: Script::new(include_str!("scripts/chord_fail.lua")),
     release: Script::new(include_str!("scripts/release.lua")),
     reserve_slot: Script::new(include_str!("scripts/reserve_slot.lua")),
+    renew: Script::new(include_str!("scripts/renew.lua")),
 });

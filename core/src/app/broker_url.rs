@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
@@ -145,7 +146,12 @@ struct Connector {
     system: &'static str,
     capabilities: Capabilities,
     connect: Connect,
+    /// An election held in the broker at a URL, if it holds them (see `Broker::election`).
+    election: Option<ElectionAt>,
 }
+
+/// The election named `name`, with terms of `lease`, in the broker at `url`: `(url, name, lease)`.
+type ElectionAt = fn(&str, &str, Duration) -> Arc<dyn crate::election::Election>;
 
 #[cfg(feature = "redis")]
 fn redis_connector() -> Connector {
@@ -158,6 +164,7 @@ fn redis_connector() -> Connector {
                 Ok(Arc::new(broker) as Arc<dyn Broker>)
             })
         },
+        election: None,
     }
 }
 
@@ -172,6 +179,9 @@ fn amqp_connector() -> Connector {
                 Ok(Arc::new(broker) as Arc<dyn Broker>)
             })
         },
+        election: Some(|url, name, lease| {
+            Arc::new(celeriac_amqp::AmqpElection::new(url, name).lease(lease))
+        }),
     }
 }
 
@@ -276,5 +286,11 @@ impl Broker for LazyBroker {
             Some(broker) => broker.consumers_stopped().await,
             None => Ok(()),
         }
+    }
+
+    fn election(&self, name: &str, lease: Duration) -> Option<Arc<dyn crate::election::Election>> {
+        self.connector
+            .election
+            .map(|election| election(self.url.secret(), name, lease))
     }
 }

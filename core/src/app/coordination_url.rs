@@ -59,7 +59,7 @@ mod redis {
     use celeriac_redis::RedisCoordination;
 
     use crate::broker::{BrokerError, RedactedUrl};
-    use crate::coordination::{Claim, CoordinationStore};
+    use crate::coordination::{Claim, CoordinationStore, Record};
     use crate::lazy::LazyClient;
 
     /// The Redis coordination store, connected on first use.
@@ -99,6 +99,21 @@ mod redis {
             interval: Duration,
         ) -> Result<Duration, BrokerError> {
             self.0.connected().await?.reserve_slot(key, interval).await
+        }
+
+        async fn renew(
+            &self,
+            key: &str,
+            holder: &str,
+            hold_for: Duration,
+            record: Option<Record<'_>>,
+        ) -> Result<bool, BrokerError> {
+            let store = self.0.connected().await?;
+            store.renew(key, holder, hold_for, record).await
+        }
+
+        async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
+            self.0.connected().await?.read(key).await
         }
     }
 }

@@ -69,6 +69,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::chain::Chain;
 pub use self::group::{Chord, Group, GroupResult, chord, group};
+pub(crate) use self::signature::Pending;
 pub use self::signature::{FirstArg, Follows, Partial, Signature};
 
 use crate::TaskId;

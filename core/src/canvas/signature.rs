@@ -102,7 +102,7 @@ impl<T: Task> Signature<T> {
         Chain::new(vec![self.pending(), next.into_pending()])
     }
 
-    pub(super) fn pending(self) -> Pending {
+    pub(crate) fn pending(self) -> Pending {
         Pending::of::<T>(Box::new(self.args), self.options, self.callbacks, false)
     }
 
@@ -231,6 +231,19 @@ impl Pending {
         step.args_schema = self.args_schema;
         step.store_result = self.store_result;
         Ok(step)
+    }
+
+    /// Encodes it for messages sent later, one per tick of a beat's entry. Callbacks are refused:
+    /// they would make each tick a workflow.
+    pub(crate) fn into_step(self, app: &App) -> Result<Step, EnqueueError> {
+        if !self.callbacks.link.is_empty() || !self.callbacks.link_error.is_empty() {
+            return Err(EnqueueError::InvalidOptions {
+                task: self.name.to_owned(),
+                reason: "a periodic task's signature cannot have callbacks (`link`, `link_error`)"
+                    .into(),
+            });
+        }
+        self.step(app)
     }
 
     /// Encodes it with its callbacks. A callback's own callbacks are refused: a message carries one

@@ -36,7 +36,7 @@ mod unique;
 
 use std::future::Future;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use self::args_key::ArgsKey;
 pub use self::context::TaskContext;
@@ -122,6 +122,12 @@ pub trait TaskArgs: Send + 'static {
     fn schema_fingerprint() -> Option<u64>
     where
         Self: Sized;
+
+    /// The arguments from TOML values, one per argument (a beat's schedule file).
+    #[doc(hidden)]
+    fn from_toml(values: Vec<toml::Value>) -> Result<Self, String>
+    where
+        Self: Sized;
 }
 
 macro_rules! task_args_tuples {
@@ -141,6 +147,24 @@ macro_rules! task_args_tuples {
 
             fn schema_fingerprint() -> Option<u64> {
                 schema::fingerprint::<Self>()
+            }
+
+            #[allow(non_snake_case, unused_mut, unused_variables)]
+            fn from_toml(values: Vec<toml::Value>) -> Result<Self, String> {
+                const COUNT: usize = <[&str]>::len(&[$(stringify!($name)),*]);
+                if values.len() != COUNT {
+                    return Err(format!(
+                        "the task takes {COUNT} argument(s), and {} were given",
+                        values.len()
+                    ));
+                }
+                let mut values = values.into_iter().enumerate();
+                Ok(($({
+                    let (index, value) = values.next().ok_or("too few arguments")?;
+                    <$name as Deserialize>::deserialize(value).map_err(|error| {
+                        format!("argument {}: {}", index + 1, error.message())
+                    })?
+                },)*))
             }
         }
 

@@ -37,6 +37,21 @@ fn rate_key<T: Task>(
     T::rate_limit_key(&args).map_err(|error| TaskError::failed(Box::new(error)))
 }
 
+/// A signature of a task from its arguments as TOML values, with send options (a beat's schedule
+/// file names tasks and gives their arguments so).
+pub(crate) type FromToml =
+    fn(Vec<toml::Value>, crate::SendOptions) -> Result<crate::canvas::Pending, String>;
+
+fn from_toml<T: Task>(
+    values: Vec<toml::Value>,
+    options: crate::SendOptions,
+) -> Result<crate::canvas::Pending, String> {
+    let args = <T::Args as super::TaskArgs>::from_toml(values)?;
+    Ok(crate::canvas::Signature::<T>::new(args)
+        .options(options)
+        .pending())
+}
+
 /// One registered task type.
 #[derive(Clone)]
 pub(crate) struct RegisteredTask {
@@ -46,6 +61,7 @@ pub(crate) struct RegisteredTask {
     pub(crate) options: TaskOptions,
     pub(crate) handler: Handler,
     pub(crate) rate_key: RateKey,
+    pub(crate) from_toml: FromToml,
     /// The fingerprint of the argument types' shape (see [`schema`](super::schema)).
     pub(crate) args_schema: Option<u64>,
     /// The argument types, as Rust names them, for messages about them.
@@ -110,6 +126,7 @@ impl Registry {
                 options,
                 handler: handle::<T>,
                 rate_key: rate_key::<T>,
+                from_toml: from_toml::<T>,
                 args_schema: <T::Args as super::TaskArgs>::schema_fingerprint(),
                 args_type: std::any::type_name::<T::Args>(),
                 type_name: std::any::type_name::<T>(),

@@ -128,6 +128,15 @@ pub(super) async fn process(
         settle("ack", &queue, delivery.ack()).await;
         return None;
     }
+    if envelope.headers.contains_key(crate::beat::SEND_HEADER)
+        && Box::pin(crate::beat::is_second_copy(app, &envelope)).await
+    {
+        tracing::info!(task = %envelope.task, task.id = %envelope.id, "dropping a second copy of a beat's tick that ran already");
+        ::metrics::counter!(crate::metrics::BEAT_COPIES_DROPPED, "task" => envelope.task.clone())
+            .increment(1);
+        settle("ack", &queue, delivery.ack()).await;
+        return None;
+    }
     let mut starts_at = now;
     if let Some(limit) = task.options.rate_limit
         && task.options.rate_limit_scope != crate::RateLimitScope::Worker

@@ -1,6 +1,6 @@
 //! Removes what earlier test and benchmark runs left on the shared servers, so they do not pile up:
 //! Redis keys of the tests (`celeriac-test…`) and of the benchmarks (`celeriac-bench:…`), and
-//! RabbitMQ queues named `celeriac-test.…` or `bench-…`. AMQP cannot list queues, so their names come
+//! RabbitMQ queues named `celeriac-test.…`, `celeriac.election.celeriac-test.…` or `bench-…`. AMQP cannot list queues, so their names come
 //! on standard input, one per line (`rabbitmqctl list_queues name --quiet --no-table-headers`);
 //! other names are left alone.
 //!
@@ -19,14 +19,21 @@ type Error = Box<dyn std::error::Error>;
 
 /// Whether a RabbitMQ queue was made by the tests or the benchmarks.
 fn ours(queue: &str) -> bool {
-    queue.starts_with("celeriac-test.") || queue.starts_with("bench-")
+    queue.starts_with("celeriac-test.")
+        || queue.starts_with("celeriac.election.celeriac-test.")
+        || queue.starts_with("bench-")
 }
 
 async fn clean_redis() -> Result<usize, Error> {
     let client = redis::Client::open(redis_url())?;
     let mut conn = client.get_multiplexed_async_connection().await?;
     let mut removed = 0;
-    for pattern in ["celeriac-test*", "celeriac-bench:*"] {
+    // The beat tests' elections keep their records in the default coordination prefix.
+    for pattern in [
+        "celeriac-test*",
+        "celeriac-bench:*",
+        "celeriac:election:{celeriac-test.*",
+    ] {
         let keys: Vec<String> = {
             let mut scan: redis::AsyncIter<'_, String> = conn.scan_match(pattern).await?;
             let mut keys = Vec::new();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Claim, CoordinationStore};
+use super::{Claim, CoordinationStore, Record};
 use crate::BrokerError;
 
 /// Claims held in this process's memory: enough when every producer runs in one process, as with
@@ -37,6 +37,8 @@ struct Claims {
     held: HashMap<String, (String, Instant)>,
     /// The next free slot of each rate limit.
     next_slot: HashMap<String, Instant>,
+    /// Records written by `renew`.
+    records: HashMap<String, Vec<u8>>,
     /// `held.len()` after the last sweep of lapsed claims.
     swept_at: usize,
 }
@@ -123,6 +125,33 @@ impl CoordinationStore for MemoryCoordination {
         *next = slot + interval;
         Ok(slot - now)
     }
+
+    async fn renew(
+        &self,
+        key: &str,
+        holder: &str,
+        hold_for: Duration,
+        record: Option<Record<'_>>,
+    ) -> Result<bool, BrokerError> {
+        let now = Instant::now();
+        let mut claims = self.claims();
+        match claims.held.get_mut(key) {
+            Some((current, until)) if current == holder && *until > now => {
+                *until = now + hold_for;
+            }
+            _ => return Ok(false),
+        }
+        if let Some(record) = record {
+            claims
+                .records
+                .insert(record.key.to_owned(), record.value.to_vec());
+        }
+        Ok(true)
+    }
+
+    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
+        Ok(self.claims().records.get(key).cloned())
+    }
 }
 
 #[cfg(test)]
@@ -183,6 +212,54 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(store.reserve_slot("rate", tick).await.ok(), Some(tick));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_live_holder_renews_and_writes_its_record() {
+        let store = MemoryCoordination::new();
+        let lease = Duration::from_secs(10);
+        let write = |value: &'static [u8]| {
+            Some(Record {
+                key: "ledger",
+                value,
+            })
+        };
+        assert_eq!(
+            store.claim("lease", "a", lease).await.ok(),
+            Some(Claim::Claimed)
+        );
+        tokio::time::advance(Duration::from_secs(8)).await;
+        assert_eq!(
+            store.renew("lease", "a", lease, write(b"1")).await.ok(),
+            Some(true)
+        );
+        // Renewed: still held 8 s later, when the first claim would have lapsed.
+        tokio::time::advance(Duration::from_secs(8)).await;
+        assert!(matches!(
+            store.claim("lease", "b", lease).await,
+            Ok(Claim::Held { .. })
+        ));
+        assert_eq!(
+            store.renew("lease", "b", lease, write(b"2")).await.ok(),
+            Some(false)
+        );
+        assert_eq!(store.read("ledger").await.ok(), Some(Some(b"1".to_vec())));
+        // Lapsed and taken by b: a cannot write over b's record any more.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(
+            store.claim("lease", "b", lease).await.ok(),
+            Some(Claim::Claimed)
+        );
+        assert_eq!(
+            store.renew("lease", "a", lease, write(b"3")).await.ok(),
+            Some(false)
+        );
+        assert_eq!(
+            store.renew("lease", "b", lease, write(b"4")).await.ok(),
+            Some(true)
+        );
+        assert_eq!(store.read("ledger").await.ok(), Some(Some(b"4".to_vec())));
+        assert_eq!(store.read("nothing").await.ok(), Some(None));
     }
 
     #[tokio::test(start_paused = true)]

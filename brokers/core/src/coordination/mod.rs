@@ -67,6 +67,31 @@ pub trait CoordinationStore: Send + Sync + fmt::Debug + 'static {
     /// store's own clock; answers how long until that slot (zero: now). Each call takes one slot:
     /// of any number of concurrent callers, no two get the same one.
     async fn reserve_slot(&self, key: &str, interval: Duration) -> Result<Duration, BrokerError>;
+
+    /// Extends `holder`'s claim on `key` to `hold_for` from now and, if `record` is given, writes
+    /// that record, both at once and only if `holder` still holds `key`; answers whether it did.
+    /// A claim that lapsed, or that another holder took since, is left alone and nothing is
+    /// written: the claim fences the record (a leader that lost its lease cannot overwrite what
+    /// its successor wrote).
+    async fn renew(
+        &self,
+        key: &str,
+        holder: &str,
+        hold_for: Duration,
+        record: Option<Record<'_>>,
+    ) -> Result<bool, BrokerError>;
+
+    /// The record last written at `key` by [`renew`](Self::renew), if any. Records do not lapse.
+    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError>;
+}
+
+/// A record to write with a [`CoordinationStore::renew`]: `value` at `key`.
+#[derive(Clone, Copy, Debug)]
+pub struct Record<'a> {
+    /// Where it is kept.
+    pub key: &'a str,
+    /// What is kept.
+    pub value: &'a [u8],
 }
 
 /// The answer to a [`CoordinationStore::claim`].

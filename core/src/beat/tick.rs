@@ -1,0 +1,98 @@
+//! A tick's message: its task id, derived from the entry and the tick so that every leader sends a
+//! tick under one id, and the headers a worker reads to drop a second copy of a tick.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use super::schedule::Millis;
+use crate::coordination::Claim;
+use crate::error::Report;
+use crate::{App, Envelope, TaskId};
+
+/// The header naming a tick: `<entry>@<tick in ms since the Unix epoch>`.
+pub(crate) const TICK_HEADER: &str = "x-celeriac-beat-tick";
+
+/// The header that tells one send of a tick from another (a fresh id per send).
+pub(crate) const SEND_HEADER: &str = "x-celeriac-beat-send";
+
+/// How long a worker remembers that a tick ran, to drop a later copy of it.
+const REMEMBERED_FOR: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The task id of tick `tick` of entry `entry` of the beat `beat`: the same in every process.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use celeriac::beat::tick_id;
+///
+/// let noon = UNIX_EPOCH + Duration::from_secs(1_796_040_000);
+/// assert_eq!(tick_id("beat", "purge-codes", noon), tick_id("beat", "purge-codes", noon));
+/// assert_ne!(tick_id("beat", "purge-codes", noon), tick_id("beat", "report", noon));
+/// ```
+pub fn tick_id(beat: &str, entry: &str, tick: SystemTime) -> TaskId {
+    let millis = tick.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        Millis::try_from(since.as_millis()).unwrap_or(Millis::MAX)
+    });
+    id_of(beat, entry, millis)
+}
+
+pub(crate) fn id_of(beat: &str, entry: &str, tick: Millis) -> TaskId {
+    let digest = Sha256::new()
+        .chain_update(b"celeriac-beat\0")
+        .chain_update(beat.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(entry.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(tick.to_be_bytes())
+        .finalize();
+    let mut bytes = [0; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    TaskId::from(uuid::Uuid::new_v8(bytes))
+}
+
+/// The tick a message was sent for by a beat, if it was: the entry's name and the tick's time.
+///
+/// ```
+/// use celeriac::TaskContext;
+///
+/// #[celeriac::task]
+/// async fn purge_expired_codes(ctx: TaskContext) {
+///     if let Some((entry, tick)) = celeriac::beat::tick_of(ctx.envelope()) {
+///         println!("{entry}, tick of {tick:?}");
+///     }
+/// }
+/// ```
+pub fn tick_of(envelope: &Envelope) -> Option<(&str, SystemTime)> {
+    let (entry, millis) = envelope.headers.get(TICK_HEADER)?.rsplit_once('@')?;
+    let millis: u64 = millis.parse().ok()?;
+    Some((entry, UNIX_EPOCH + Duration::from_millis(millis)))
+}
+
+/// Whether a worker should drop `envelope` as a second copy of a tick that ran or runs elsewhere:
+/// a successor sends again the ticks its predecessor may not have sent, under the same id, and
+/// the first copy to run claims the id in the app's coordination store. A copy redelivered or
+/// retried carries its own send id and runs again. Without a store, or when the store cannot be
+/// reached, the copy runs (at least once).
+pub(crate) async fn is_second_copy(app: &App, envelope: &Envelope) -> bool {
+    let (Some(send), Some(store)) = (envelope.headers.get(SEND_HEADER), app.coordination()) else {
+        return false;
+    };
+    let key = format!("beat-ran:{}", envelope.id);
+    let claimed = tokio::time::timeout(
+        app.enqueue_timeout(),
+        store.claim(&key, send, REMEMBERED_FOR),
+    )
+    .await;
+    match claimed {
+        Ok(Ok(Claim::Claimed)) => false,
+        Ok(Ok(Claim::Held { holder, .. })) => holder != *send,
+        Ok(Err(error)) => {
+            tracing::warn!(task = %envelope.task, task.id = %envelope.id, error = %Report(&error), "cannot check whether this tick ran already; running it");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(task = %envelope.task, task.id = %envelope.id, "checking whether this tick ran already timed out; running it");
+            false
+        }
+    }
+}
