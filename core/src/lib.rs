@@ -121,6 +121,11 @@ pub mod guide {
     #[doc = include_str!("docs/unique.md")]
     pub mod unique {}
 
+    /// Periodic tasks: schedules (intervals, cron in a time zone, jitter, TOML), one leader among
+    /// any number of beat processes, what happens when it dies or hangs; coming from Celery beat.
+    #[doc = include_str!("docs/periodic.md")]
+    pub mod periodic {}
+
     /// Rate limits: per worker (Celery's), cluster-wide and per key; how a cluster-wide limit
     /// defers runs without holding a worker; coming from Celery.
     #[doc = include_str!("docs/rate-limits.md")]

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sms_verification::gateway::{ConsoleGateway, FlakyGateway, HttpGateway, SmsGateway};
 use sms_verification::http::{AppState, Limits, router};
 use sms_verification::store::{CodeStore, MemoryStore, RedisStore};
-use sms_verification::tasks::{Gateway, ccp_send_sms_code};
+use sms_verification::tasks::{Codes, Gateway, ccp_send_sms_code, purge_expired_codes};
 
 /// SMS verification codes: a web service that enqueues `ccp_send_sms_code`, and a celeriac worker
 /// that sends the SMS.
@@ -26,6 +26,9 @@ struct Cli {
     serve: ServeArgs,
     #[command(flatten)]
     work: WorkArgs,
+    /// In the all-in-one mode, how often the beat sends `purge_expired_codes`.
+    #[arg(long, env = "PURGE_EVERY", default_value = "60s", value_parser = humantime::parse_duration)]
+    purge_every: Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +167,7 @@ fn app(
     result_backend: Option<&str>,
     coordination: Option<&str>,
     gateway: Option<Arc<dyn SmsGateway>>,
+    codes: Option<Codes>,
 ) -> Result<celeriac::App, Box<dyn std::error::Error>> {
     let mut builder = celeriac::App::builder()
         .broker_url(broker)
@@ -188,14 +192,25 @@ fn app(
             .state(Gateway(gateway))
             .register::<ccp_send_sms_code>();
     }
+    if let Some(codes) = codes {
+        builder = builder.state(codes).register::<purge_expired_codes>();
+    }
     Ok(builder.build()?)
 }
 
-async fn serve(serve: &ServeArgs, app: celeriac::App) -> Result<(), Box<dyn std::error::Error>> {
-    let store: Arc<dyn CodeStore> = match &serve.redis {
+/// The code store: Redis if given, else memory.
+async fn code_store(serve: &ServeArgs) -> Result<Arc<dyn CodeStore>, Box<dyn std::error::Error>> {
+    Ok(match &serve.redis {
         Some(url) => Arc::new(RedisStore::connect(url).await?),
         None => Arc::new(MemoryStore::default()),
-    };
+    })
+}
+
+async fn serve(
+    serve: &ServeArgs,
+    app: celeriac::App,
+    store: Arc<dyn CodeStore>,
+) -> Result<(), Box<dyn std::error::Error>> {
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     celeriac::metrics::describe();
     let state = AppState {
@@ -216,11 +231,26 @@ async fn serve(serve: &ServeArgs, app: celeriac::App) -> Result<(), Box<dyn std:
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.mode {
         None => {
-            let app = app("memory://", None, None, Some(gateway(&cli.work)?))?;
+            // Everything in one process: the web server, a worker, and the beat that purges
+            // expired codes every minute.
+            let store = code_store(&cli.serve).await?;
+            let app = app(
+                "memory://",
+                None,
+                None,
+                Some(gateway(&cli.work)?),
+                Some(Codes(store.clone())),
+            )?;
             let worker = app.worker().concurrency(cli.work.concurrency).build()?;
+            let beat = app
+                .beat()
+                .every(cli.purge_every, purge_expired_codes::s())
+                .build()?;
             let working = tokio::spawn(worker.run());
-            serve(&cli.serve, app).await?;
+            let beating = tokio::spawn(beat.run());
+            serve(&cli.serve, app, store).await?;
             working.await??;
+            beating.await?;
         }
         Some(Mode::Web {
             broker,
@@ -231,8 +261,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 broker.result_backend(),
                 broker.coordination.as_deref(),
                 None,
+                None,
             )?;
-            serve(&args, app).await?;
+            let store = code_store(&args).await?;
+            serve(&args, app, store).await?;
         }
         Some(Mode::Worker { broker, work }) => {
             let app = app(
@@ -240,6 +272,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 broker.result_backend(),
                 broker.coordination.as_deref(),
                 Some(gateway(&work)?),
+                None,
             )?;
             let _metrics =
                 metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;

@@ -30,12 +30,26 @@ pub trait CodeStore: Send + Sync + 'static {
     async fn put_code(&self, mobile: &str, code: &str, ttl: Duration) -> Result<(), StoreError>;
     /// Checks `code`; a matching code is deleted, so it works once.
     async fn verify(&self, mobile: &str, code: &str) -> Result<Verification, StoreError>;
+    /// Deletes the codes that expired; answers how many it deleted.
+    async fn purge_expired(&self) -> Result<usize, StoreError>;
 }
 
 /// An in-memory store, with expiry on tokio's clock.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     codes: Mutex<HashMap<String, (String, Instant)>>,
+}
+
+impl MemoryStore {
+    /// How many codes it holds, expired ones not purged yet included.
+    pub fn len(&self) -> usize {
+        lock(&self.codes).len()
+    }
+
+    /// Whether it holds no code.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -67,6 +81,14 @@ impl CodeStore for MemoryStore {
             Some(_) => Ok(Verification::Mismatch),
             None => Ok(Verification::NoCode),
         }
+    }
+
+    async fn purge_expired(&self) -> Result<usize, StoreError> {
+        let now = Instant::now();
+        let mut codes = lock(&self.codes);
+        let before = codes.len();
+        codes.retain(|_, (_, until)| *until > now);
+        Ok(before - codes.len())
     }
 }
 
@@ -132,5 +154,10 @@ impl CodeStore for RedisStore {
             2 => Verification::Mismatch,
             _ => Verification::NoCode,
         })
+    }
+
+    /// Redis expires codes itself (`PX`): nothing is left to delete.
+    async fn purge_expired(&self) -> Result<usize, StoreError> {
+        Ok(0)
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use celeriac::State;
 
 use crate::gateway::{GatewayError, SmsGateway};
+use crate::store::{CodeStore, StoreError};
 
 /// How long a code stays valid, in minutes (the text tells the user).
 pub const CODE_VALID_MINUTES: u64 = 5;
@@ -43,4 +44,24 @@ pub async fn ccp_send_sms_code(
     let text =
         format!("Your verification code is {code}. It expires in {CODE_VALID_MINUTES} minutes.");
     gateway.send(&mobile, &text).await
+}
+
+/// The code store, shared with the periodic purge as app state.
+#[derive(Clone)]
+pub struct Codes(pub Arc<dyn CodeStore>);
+
+impl std::fmt::Debug for Codes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Codes")
+    }
+}
+
+/// Deletes the codes that expired unused, so that a code store in memory does not keep every
+/// number that ever asked for one. Sent every minute by the beat of the all-in-one mode (Celery:
+/// a `beat_schedule` entry); answers how many codes it deleted.
+#[celeriac::task(name = "purge_expired_codes", ignore_result = false)]
+pub async fn purge_expired_codes(State(Codes(codes)): State<Codes>) -> Result<usize, StoreError> {
+    let purged = codes.purge_expired().await?;
+    tracing::info!(purged, "purged expired verification codes");
+    Ok(purged)
 }
