@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::{Duration, UNIX_EPOCH};
 
-use celeriac::beat::{CatchUp, Entry};
+use celeriac::beat::{BeatReport, CatchUp, Entry};
 use celeriac::{App, BuildError, MemoryBroker, TaskContext};
 use celeriac_tests::beat::{BeatProcess, beat_tick, leader, now_millis, recorded_ticks};
 use celeriac_tests::harness::{BackgroundWorker, amqp_url, redis_url, skipped, unique_queue};
@@ -63,30 +63,42 @@ fn memory_app(queue: &str) -> App {
         .expect("the app builds")
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_crashed_leaders_ticks_are_caught_up_by_the_next_and_none_runs_twice() {
-    let queue = unique_queue("beat");
-    let app = memory_app(&queue);
+/// Two beats of one entry `label` (every second, `catch_up`) with `lease`: the first leads, and
+/// dies without resigning after `crash_after`; the second runs for `run_for`. Answers the second's
+/// report, once the worker ran everything sent.
+async fn crash_and_take_over(
+    label: &str,
+    lease: Duration,
+    catch_up: CatchUp,
+    crash_after: Duration,
+    run_for: Duration,
+) -> BeatReport {
+    let app = memory_app(&unique_queue("beat"));
     let beat = |app: &App| {
+        let entry = Entry::every(label, Duration::from_secs(1), local_tick::s(label.into()));
         app.beat()
-            .lease(Duration::from_secs(3))
-            .entry(Entry::every(
-                "crash",
-                Duration::from_secs(1),
-                local_tick::s("crash".into()),
-            ))
+            .lease(lease)
+            .entry(entry.catch_up(catch_up))
             .build()
             .expect("the beat builds")
     };
     let worker = BackgroundWorker::start(app.worker().build().expect("worker"));
     let first = tokio::spawn(beat(&app).run_until(std::future::pending()));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let second = tokio::spawn(beat(&app).run_until(tokio::time::sleep(Duration::from_secs(30))));
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    let second = tokio::spawn(beat(&app).run_until(tokio::time::sleep(run_for)));
+    tokio::time::sleep(crash_after).await;
     // The first leads (it campaigned first); it dies without resigning.
     first.abort();
     let report = second.await.expect("the second beat ran");
     worker.stop().await;
+    report
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashed_leaders_ticks_are_caught_up_by_the_next_and_none_runs_twice() {
+    let second = Duration::from_secs(1);
+    let report =
+        crash_and_take_over("crash", 3 * second, CatchUp::All, 10 * second, 30 * second).await;
     assert_eq!(report.terms, 1, "{report:?}");
     // Its lease lapsed after up to 3 s: the ticks of those seconds are sent late, not lost.
     let ticks = ran("crash");
@@ -101,30 +113,15 @@ async fn a_crashed_leaders_ticks_are_caught_up_by_the_next_and_none_runs_twice()
 
 #[tokio::test(start_paused = true)]
 async fn catch_up_latest_sends_only_the_newest_missed_tick() {
-    let queue = unique_queue("beat");
-    let app = memory_app(&queue);
-    let beat = |app: &App| {
-        app.beat()
-            .lease(Duration::from_secs(6))
-            .entry(
-                Entry::every(
-                    "latest",
-                    Duration::from_secs(1),
-                    local_tick::s("latest".into()),
-                )
-                .catch_up(CatchUp::Latest),
-            )
-            .build()
-            .expect("the beat builds")
-    };
-    let worker = BackgroundWorker::start(app.worker().build().expect("worker"));
-    let first = tokio::spawn(beat(&app).run_until(std::future::pending()));
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let second = tokio::spawn(beat(&app).run_until(tokio::time::sleep(Duration::from_secs(20))));
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    first.abort();
-    let report = second.await.expect("the second beat ran");
-    worker.stop().await;
+    let second = Duration::from_secs(1);
+    let report = crash_and_take_over(
+        "latest",
+        6 * second,
+        CatchUp::Latest,
+        5 * second,
+        20 * second,
+    )
+    .await;
     // About 6 s without a leader: one tick of them is sent, the others skipped.
     assert!((4..=7).contains(&report.skipped), "{report:?}");
     let ticks = ran("latest");

@@ -193,3 +193,51 @@ async fn an_unreachable_store_fails_the_send_clearly() {
     );
     assert_eq!(app.broker().len(app.default_queue()).await.expect("len"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_broker_claims_and_publishes_in_one_step() {
+    use celeriac::Broker;
+    use celeriac::broker::Outgoing;
+    use celeriac::coordination::{Claim, ClaimRequest, CoordinationStore};
+    if skipped("redis") {
+        return;
+    }
+    let queue = unique_queue("uq");
+    let broker = celeriac::redis::RedisBroker::builder(&redis_url())
+        .key_prefix(unique_queue("celeriac-test-fused"))
+        .connect()
+        .await
+        .expect("Redis is required by this test: run scripts/test.sh, which starts it");
+    let key = format!("unique:fused:{queue}");
+    let claim = |holder: &'static str| ClaimRequest {
+        key: &key,
+        holder,
+        hold_for: Duration::from_secs(60),
+    };
+    let message = || Outgoing::new(queue.clone(), bytes::Bytes::from_static(b"payload"));
+    let first = broker.publish_claimed(message(), claim("first")).await;
+    assert!(matches!(first, Some(Ok(Claim::Claimed))), "{first:?}");
+    let second = broker.publish_claimed(message(), claim("second")).await;
+    assert!(
+        matches!(&second, Some(Ok(Claim::Held { holder, left })) if holder == "first" && *left <= Duration::from_secs(60)),
+        "{second:?}"
+    );
+    assert_eq!(
+        broker.len(&queue).await.expect("len"),
+        1,
+        "the duplicate was not published"
+    );
+    // The claim is the broker's coordination store's: released there, the key is free again.
+    assert!(
+        broker
+            .coordination()
+            .release(&key, "first")
+            .await
+            .expect("release")
+    );
+    let mut later = message();
+    later.not_before = Some(std::time::SystemTime::now() + Duration::from_secs(60));
+    let third = broker.publish_claimed(later, claim("third")).await;
+    assert!(matches!(third, Some(Ok(Claim::Claimed))), "{third:?}");
+    assert_eq!(broker.stats(&queue).await.expect("stats").delayed, 1);
+}

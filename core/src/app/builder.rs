@@ -340,11 +340,16 @@ impl AppBuilder {
                 .or_else(|| broker.default_result_backend())
                 .map(|backend| Arc::new(backend) as Arc<dyn ResultBackend>),
         };
-        let coordination = match self.coordination {
-            Some(choice) => Some(choice.into_store()?),
-            None => self
-                .broker_coordination
-                .or_else(|| broker.default_coordination()),
+        // A store that comes with the broker is the broker's own: it may claim and publish at once.
+        let (coordination, claims_in_broker) = match self.coordination {
+            Some(choice) => (Some(choice.into_store()?), false),
+            None => {
+                let own = self
+                    .broker_coordination
+                    .or_else(|| broker.default_coordination());
+                let in_broker = own.is_some();
+                (own, in_broker)
+            }
         };
         if coordination.is_none()
             && let Some((_, task)) = registry
@@ -377,6 +382,7 @@ impl AppBuilder {
                 result_backend,
                 result_expires: self.result_expires,
                 coordination,
+                claims_in_broker,
             }),
         })
     }

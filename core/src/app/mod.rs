@@ -70,6 +70,8 @@ struct AppInner {
     reply_to: Option<String>,
     /// Where unique tasks' claims are kept, if anywhere.
     coordination: Option<Arc<dyn CoordinationStore>>,
+    /// Whether that store is the broker's own, so that the broker claims and publishes at once.
+    claims_in_broker: bool,
 }
 
 impl App {
@@ -175,15 +177,11 @@ impl App {
         envelope.store_result = stores_result::<T>(&task_options);
         let ignored_by = (!envelope.store_result).then_some(T::NAME);
         let id = envelope.id;
-        let claimed = match unique {
-            Some((unique, key)) => Some(unique::claim(self, key, unique, &mut envelope).await?),
-            None => None,
-        };
-        if let Err(error) = self.publish(envelope).await {
-            if let Some(claimed) = claimed {
-                claimed.give_back(self, id).await;
+        match unique {
+            Some((unique, key)) => unique::send(self, key, unique, envelope).await?,
+            None => {
+                self.publish(envelope).await?;
             }
-            return Err(error);
         }
         Ok(AsyncResult::new(self.clone(), id, ignored_by))
     }
@@ -309,7 +307,7 @@ impl App {
         })
     }
 
-    fn outgoing(envelope: &Envelope) -> Result<Outgoing, EnqueueError> {
+    pub(super) fn outgoing(envelope: &Envelope) -> Result<Outgoing, EnqueueError> {
         let bytes = envelope.to_bytes().map_err(|source| EnqueueError::Encode {
             task: envelope.task.clone(),
             source,
@@ -345,7 +343,7 @@ impl App {
     }
 
     /// Has a result backend that sends results to their caller ready to receive them, before a send.
-    async fn prepare_replies(&self, task: &str) -> Result<(), EnqueueError> {
+    pub(super) async fn prepare_replies(&self, task: &str) -> Result<(), EnqueueError> {
         match &self.inner.result_backend {
             Some(backend) if self.inner.reply_to.is_some() => {
                 self.with_timeout(task, backend.prepare()).await
