@@ -5,6 +5,4 @@
 //! [`AppBuilder::coordination_url`](crate::AppBuilder::coordination_url) — the way a RabbitMQ
 //! deployment gets one, since RabbitMQ holds no claims.
 
-pub use celeriac_core::coordination::{
-    Claim, ClaimRequest, CoordinationStore, MemoryCoordination, Record,
-};
+pub use celeriac_core::coordination::{Claim, CoordinationStore, MemoryCoordination, Record};

@@ -50,7 +50,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use self::capabilities::Capabilities;
-pub use self::coordination::{Claim, ClaimRequest, CoordinationStore, Record};
+pub use self::coordination::{Claim, CoordinationStore, Record};
 pub use self::delivery::{Acknowledger, Delivery};
 pub use self::election::{Election, StoreElection, Term};
 pub use self::error::{BoxError, BrokerError, Report};
@@ -309,20 +309,6 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// entries), so clean restarts leave nothing behind. The default does nothing.
     async fn consumers_stopped(&self) -> Result<(), BrokerError> {
         Ok(())
-    }
-
-    /// Publishes `message` only if it wins `claim`, in one step: for a broker whose own store is
-    /// the app's coordination store (the Redis broker's Redis), a unique task's send is then one
-    /// round trip instead of two. Answers the claim's outcome — nothing is published if the key
-    /// is held — or `None` if the broker keeps no claims (the default): the app then claims
-    /// through its store and publishes.
-    async fn publish_claimed(
-        &self,
-        message: Outgoing,
-        claim: ClaimRequest<'_>,
-    ) -> Option<Result<Claim, BrokerError>> {
-        let _ = (message, claim);
-        None
     }
 
     /// An election held in this broker, named `name`, whose terms last about `lease` without a

@@ -66,8 +66,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use celeriac_core::{
-    Broker, BrokerError, Capabilities, Claim, ClaimRequest, ConsumeOptions, DeadLetter,
-    DeliveryStream, Outgoing, QueueStats, RedactedUrl,
+    Broker, BrokerError, Capabilities, ConsumeOptions, DeadLetter, DeliveryStream, Outgoing,
+    QueueStats, RedactedUrl,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -272,58 +272,6 @@ impl RedisBroker {
     fn keys(&self, queue: &str) -> QueueKeys {
         QueueKeys::new(&self.inner.settings.key_prefix, queue)
     }
-
-    /// Claims `claim` in this broker's Redis — the key its [`coordination`](Self::coordination)
-    /// store uses — and publishes `message` if it won, in one script.
-    async fn claim_and_publish(
-        &self,
-        message: Outgoing,
-        claim: ClaimRequest<'_>,
-    ) -> Result<Claim, BrokerError> {
-        if message.priority.is_some() {
-            return Err(BrokerError::unsupported("redis", "message priorities"));
-        }
-        let keys = self.keys(&message.queue);
-        let claim_key = format!("{}:{}", self.inner.settings.key_prefix, claim.key);
-        let hold_for = u64::try_from(claim.hold_for.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let mut invocation = SCRIPTS.claim_publish.key(claim_key);
-        invocation.arg(claim.holder).arg(hold_for);
-        match message.not_before.filter(|at| *at > SystemTime::now()) {
-            Some(at) => {
-                let mut member = uuid::Uuid::new_v4().as_bytes().to_vec();
-                member.extend_from_slice(&message.payload);
-                invocation
-                    .key(&keys.delayed)
-                    .arg("z")
-                    .arg(member)
-                    .arg(epoch_millis(at));
-            }
-            None => {
-                invocation
-                    .key(&keys.ready)
-                    .arg("x")
-                    .arg(message.payload.as_ref())
-                    .arg(0);
-            }
-        }
-        let mut conn = self.inner.conn();
-        let (claimed, holder, left) = bounded::<(i64, String, i64)>(
-            "publish",
-            self.inner.settings.operation_timeout,
-            invocation.invoke_async(&mut conn),
-        )
-        .await?;
-        Ok(if claimed == 1 {
-            Claim::Claimed
-        } else {
-            Claim::Held {
-                holder,
-                left: Duration::from_millis(u64::try_from(left).unwrap_or(0)),
-            }
-        })
-    }
 }
 
 impl Inner {
@@ -370,14 +318,6 @@ impl Broker for RedisBroker {
 
     fn capabilities(&self) -> Capabilities {
         Self::CAPABILITIES
-    }
-
-    async fn publish_claimed(
-        &self,
-        message: Outgoing,
-        claim: ClaimRequest<'_>,
-    ) -> Option<Result<Claim, BrokerError>> {
-        Some(self.claim_and_publish(message, claim).await)
     }
 
     async fn publish_batch(&self, messages: Vec<Outgoing>) -> Result<(), BrokerError> {

@@ -21,7 +21,6 @@ pub(crate) struct Scripts {
     pub(crate) release: Script,
     pub(crate) reserve_slot: Script,
     pub(crate) renew: Script,
-    pub(crate) claim_publish: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -42,5 +41,4 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     release: Script::new(include_str!("scripts/release.lua")),
     reserve_slot: Script::new(include_str!("scripts/reserve_slot.lua")),
     renew: Script::new(include_str!("scripts/renew.lua")),
-    claim_publish: Script::new(include_str!("scripts/claim_publish.lua")),
 });

@@ -246,17 +246,6 @@ impl Broker for LazyBroker {
         self.connected().await?.publish_batch(messages).await
     }
 
-    async fn publish_claimed(
-        &self,
-        message: Outgoing,
-        claim: crate::coordination::ClaimRequest<'_>,
-    ) -> Option<Result<crate::coordination::Claim, BrokerError>> {
-        match self.connected().await {
-            Ok(broker) => broker.publish_claimed(message, claim).await,
-            Err(error) => Some(Err(error)),
-        }
-    }
-
     async fn consume(
         &self,
         queues: &[String],

@@ -340,16 +340,11 @@ impl AppBuilder {
                 .or_else(|| broker.default_result_backend())
                 .map(|backend| Arc::new(backend) as Arc<dyn ResultBackend>),
         };
-        // A store that comes with the broker is the broker's own: it may claim and publish at once.
-        let (coordination, claims_in_broker) = match self.coordination {
-            Some(choice) => (Some(choice.into_store()?), false),
-            None => {
-                let own = self
-                    .broker_coordination
-                    .or_else(|| broker.default_coordination());
-                let in_broker = own.is_some();
-                (own, in_broker)
-            }
+        let coordination = match self.coordination {
+            Some(choice) => Some(choice.into_store()?),
+            None => self
+                .broker_coordination
+                .or_else(|| broker.default_coordination()),
         };
         if coordination.is_none()
             && let Some((_, task)) = registry
@@ -382,7 +377,6 @@ impl AppBuilder {
                 result_backend,
                 result_expires: self.result_expires,
                 coordination,
-                claims_in_broker,
             }),
         })
     }

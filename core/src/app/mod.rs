@@ -70,8 +70,6 @@ struct AppInner {
     reply_to: Option<String>,
     /// Where unique tasks' claims are kept, if anywhere.
     coordination: Option<Arc<dyn CoordinationStore>>,
-    /// Whether that store is the broker's own, so that the broker claims and publishes at once.
-    claims_in_broker: bool,
 }
 
 impl App {
@@ -177,11 +175,15 @@ impl App {
         envelope.store_result = stores_result::<T>(&task_options);
         let ignored_by = (!envelope.store_result).then_some(T::NAME);
         let id = envelope.id;
-        match unique {
-            Some((unique, key)) => unique::send(self, key, unique, envelope).await?,
-            None => {
-                self.publish(envelope).await?;
+        let claimed = match unique {
+            Some((unique, key)) => Some(unique::claim(self, key, unique, &mut envelope).await?),
+            None => None,
+        };
+        if let Err(error) = self.publish(envelope).await {
+            if let Some(claimed) = claimed {
+                claimed.give_back(self, id).await;
             }
+            return Err(error);
         }
         Ok(AsyncResult::new(self.clone(), id, ignored_by))
     }
@@ -307,7 +309,7 @@ impl App {
         })
     }
 
-    pub(super) fn outgoing(envelope: &Envelope) -> Result<Outgoing, EnqueueError> {
+    fn outgoing(envelope: &Envelope) -> Result<Outgoing, EnqueueError> {
         let bytes = envelope.to_bytes().map_err(|source| EnqueueError::Encode {
             task: envelope.task.clone(),
             source,
@@ -343,7 +345,7 @@ impl App {
     }
 
     /// Has a result backend that sends results to their caller ready to receive them, before a send.
-    pub(super) async fn prepare_replies(&self, task: &str) -> Result<(), EnqueueError> {
+    async fn prepare_replies(&self, task: &str) -> Result<(), EnqueueError> {
         match &self.inner.result_backend {
             Some(backend) if self.inner.reply_to.is_some() => {
                 self.with_timeout(task, backend.prepare()).await

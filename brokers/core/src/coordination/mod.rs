@@ -85,18 +85,6 @@ pub trait CoordinationStore: Send + Sync + fmt::Debug + 'static {
     async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError>;
 }
 
-/// A claim to take with a publish, in one step ([`Broker::publish_claimed`](crate::Broker::publish_claimed)):
-/// `key` for `holder`, for `hold_for`, as [`CoordinationStore::claim`] takes it.
-#[derive(Clone, Copy, Debug)]
-pub struct ClaimRequest<'a> {
-    /// The key, as the coordination store names it (without the store's own prefix).
-    pub key: &'a str,
-    /// Who claims it.
-    pub holder: &'a str,
-    /// For how long.
-    pub hold_for: Duration,
-}
-
 /// A record to write with a [`CoordinationStore::renew`]: `value` at `key`.
 #[derive(Clone, Copy, Debug)]
 pub struct Record<'a> {
