@@ -99,6 +99,7 @@ pub(crate) async fn run(
         prefetch: 256,
         runtime: crate::WorkerRuntime::Multi,
         shards: 1,
+        events: false,
     };
     for _ in 0..rounds {
         plain.push(measure::publish_single(&app, tasks).await?);

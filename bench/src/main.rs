@@ -14,6 +14,7 @@
 mod ceiling;
 mod chord;
 mod coordination;
+mod events;
 mod measure;
 mod process;
 mod raw_amqp;
@@ -171,6 +172,22 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// What worker events cost: the drain of no-ops by a worker sending events beside one that
+    /// sends none, alternating rounds (target: ≥ 85 %).
+    Events {
+        /// Broker to benchmark.
+        #[arg(value_enum)]
+        broker: BrokerKind,
+        /// Tasks per drain.
+        #[arg(long, default_value_t = 100_000)]
+        tasks: u64,
+        /// Rounds of each kind (alternating); medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// The wall time of `chord(group of N no-ops, callback)` with one in-process worker (memory:
     /// memory backend; redis and amqp: Redis backend), beside Python Celery's same chord.
     Chord {
@@ -318,6 +335,21 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         return Ok(());
     }
+    if let Some(Command::Events {
+        broker,
+        tasks,
+        rounds,
+        json,
+    }) = &cli.command
+    {
+        let report =
+            events::run(*broker, cli.broker_url(*broker), *tasks, (*rounds).max(1)).await?;
+        events::print(&report);
+        if let Some(path) = json {
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        }
+        return Ok(());
+    }
     if let Some(Command::Coordination {
         broker,
         tasks,
@@ -398,6 +430,7 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             prefetch,
             runtime,
             shards,
+            events: false,
         };
         let drained = process::drain_worker(broker, &url, &queue, shape).await?;
         println!("{}", serde_json::to_string(&drained)?);
@@ -431,6 +464,7 @@ async fn run(cli: &Cli, tasks: u64, samples: usize) -> Result<Report, Box<dyn st
         prefetch: cli.prefetch.unwrap_or(cli.concurrency * 4),
         runtime: cli.worker_runtime,
         shards: cli.amqp_shards,
+        events: false,
     };
     let publish_batched = measure::publish_batched(&app, tasks).await?;
     let drain = match cli.broker {

@@ -125,6 +125,8 @@ pub(crate) struct DrainShape {
     pub(crate) runtime: crate::WorkerRuntime,
     /// RabbitMQ queues per celeriac queue.
     pub(crate) shards: usize,
+    /// Whether the worker sends events.
+    pub(crate) events: bool,
 }
 
 /// Runs a worker in this process until `shape.tasks` no-op runs completed.
@@ -145,6 +147,7 @@ pub(crate) async fn drain_counted(
         .worker()
         .concurrency(shape.concurrency)
         .prefetch(shape.prefetch)
+        .events(shape.events)
         .build()?;
     let started = Instant::now();
     let report = worker

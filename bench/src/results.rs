@@ -92,6 +92,7 @@ pub(crate) async fn run(
         prefetch: shape.concurrency * 4,
         runtime: crate::WorkerRuntime::Multi,
         shards: 1,
+        events: false,
     };
     let (mut ignored, mut stored) = (Vec::new(), Vec::new());
     for _ in 0..shape.rounds {

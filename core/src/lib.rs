@@ -67,6 +67,7 @@ pub mod coordination;
 pub mod election;
 pub mod envelope;
 pub mod error;
+pub mod events;
 mod layers;
 mod lazy;
 pub mod metrics;
@@ -125,6 +126,11 @@ pub mod guide {
     /// any number of beat processes, what happens when it dies or hangs; coming from Celery beat.
     #[doc = include_str!("docs/periodic.md")]
     pub mod periodic {}
+
+    /// Operating celeriac: worker events, watching which workers are alive; coming from Celery's
+    /// events and Flower.
+    #[doc = include_str!("docs/operating.md")]
+    pub mod operating {}
 
     /// Rate limits: per worker (Celery's), cluster-wide and per key; how a cluster-wide limit
     /// defers runs without holding a worker; coming from Celery.

@@ -56,6 +56,7 @@ mod consumer;
 mod dead;
 mod election;
 mod error;
+mod events;
 mod frames;
 mod link;
 mod rpc;
@@ -279,6 +280,11 @@ impl Broker for AmqpBroker {
 
     fn capabilities(&self) -> Capabilities {
         self.shared.settings.capabilities()
+    }
+
+    async fn event_bus(&self) -> Result<Option<Arc<dyn celeriac_core::EventBus>>, BrokerError> {
+        let bus = events::AmqpEventBus::new(self.shared.clone());
+        Ok(Some(Arc::new(bus)))
     }
 
     fn election(&self, name: &str, lease: Duration) -> Option<Arc<dyn celeriac_core::Election>> {

@@ -37,6 +37,7 @@ pub mod coordination;
 mod delivery;
 pub mod election;
 mod error;
+pub mod events;
 mod memory_results;
 mod prefetch;
 mod results;
@@ -54,6 +55,7 @@ pub use self::coordination::{Claim, CoordinationStore, Record};
 pub use self::delivery::{Acknowledger, Delivery};
 pub use self::election::{Election, StoreElection, Term};
 pub use self::error::{BoxError, BrokerError, Report};
+pub use self::events::{EventBus, EventStream, MemoryEventBus};
 pub use self::memory_results::MemoryResultBackend;
 pub use self::prefetch::{PrefetchSlot, PrefetchWindow};
 pub use self::results::{ChordJoin, ResultBackend, ResultState, StoredResult};
@@ -309,6 +311,12 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
     /// entries), so clean restarts leave nothing behind. The default does nothing.
     async fn consumers_stopped(&self) -> Result<(), BrokerError> {
         Ok(())
+    }
+
+    /// The bus this broker carries worker events on, connecting to it if needed; `None` if it
+    /// carries none (the default).
+    async fn event_bus(&self) -> Result<Option<std::sync::Arc<dyn EventBus>>, BrokerError> {
+        Ok(None)
     }
 
     /// An election held in this broker, named `name`, whose terms last about `lease` without a

@@ -53,6 +53,7 @@ mod config;
 mod consumer;
 mod coordination;
 mod error;
+mod events;
 mod keys;
 mod reply;
 mod result_listener;
@@ -318,6 +319,16 @@ impl Broker for RedisBroker {
 
     fn capabilities(&self) -> Capabilities {
         Self::CAPABILITIES
+    }
+
+    async fn event_bus(&self) -> Result<Option<Arc<dyn celeriac_core::EventBus>>, BrokerError> {
+        let bus = events::RedisEventBus::new(
+            self.inner.client.clone(),
+            self.inner.conn(),
+            &self.inner.settings.key_prefix,
+            self.inner.settings.operation_timeout,
+        );
+        Ok(Some(Arc::new(bus)))
     }
 
     async fn publish_batch(&self, messages: Vec<Outgoing>) -> Result<(), BrokerError> {

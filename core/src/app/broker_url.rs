@@ -288,6 +288,10 @@ impl Broker for LazyBroker {
         }
     }
 
+    async fn event_bus(&self) -> Result<Option<Arc<dyn crate::events::EventBus>>, BrokerError> {
+        self.connected().await?.event_bus().await
+    }
+
     fn election(&self, name: &str, lease: Duration) -> Option<Arc<dyn crate::election::Election>> {
         self.connector
             .election

@@ -54,6 +54,8 @@ struct Inner {
     results: std::sync::OnceLock<crate::result::MemoryResultBackend>,
     /// The coordination store apps of this broker use unless given another.
     coordination: crate::coordination::MemoryCoordination,
+    /// Where this broker's workers publish events.
+    events: crate::events::MemoryEventBus,
 }
 
 /// One queue: its messages behind a lock, and the unacked count outside it (an ack is one atomic
@@ -348,6 +350,10 @@ impl Broker for MemoryBroker {
 
     fn redacted_url(&self) -> String {
         "memory://".to_owned()
+    }
+
+    async fn event_bus(&self) -> Result<Option<Arc<dyn crate::events::EventBus>>, BrokerError> {
+        Ok(Some(Arc::new(self.inner.events.clone())))
     }
 
     fn capabilities(&self) -> Capabilities {

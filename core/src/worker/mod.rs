@@ -65,6 +65,15 @@ pub struct WorkerBuilder {
     prefetch: Option<usize>,
     grace_period: Duration,
     layers: Vec<LayerFn>,
+    events: Events,
+}
+
+/// Whether and how a worker sends events.
+#[derive(Clone, Debug)]
+struct Events {
+    on: bool,
+    hostname: Option<String>,
+    heartbeat: Duration,
 }
 
 impl WorkerBuilder {
@@ -80,7 +89,33 @@ impl WorkerBuilder {
             prefetch: None,
             grace_period: Self::DEFAULT_GRACE_PERIOD,
             layers: Vec::new(),
+            events: Events {
+                on: false,
+                hostname: None,
+                heartbeat: Duration::from_secs(2),
+            },
         }
+    }
+
+    /// Sends [events](crate::events) — tasks received, started, succeeded, failed, retried,
+    /// dead-lettered; online, a heartbeat, offline — on the broker, for monitors (Celery's `-E`).
+    /// Off unless asked for: a worker without events does no work for them.
+    pub fn events(mut self, on: bool) -> Self {
+        self.events.on = on;
+        self
+    }
+
+    /// The name this worker's events carry (default `celeriac@<host>:<pid>`).
+    pub fn hostname(mut self, name: impl Into<String>) -> Self {
+        self.events.hostname = Some(name.into());
+        self
+    }
+
+    /// How often a worker that sends events says it is alive (default 2 s). A monitor shows it
+    /// offline after three missed heartbeats.
+    pub fn heartbeat_interval(mut self, every: Duration) -> Self {
+        self.events.heartbeat = every;
+        self
     }
 
     /// The queues to consume. Default: the app's default queue plus every registered task's queue.
@@ -183,7 +218,9 @@ impl WorkerBuilder {
                 rate_limiters,
                 metrics: MetricsCache::default(),
                 report: Counters::default(),
+                events: std::sync::OnceLock::new(),
             }),
+            events: self.events,
             queues,
             concurrency: self.concurrency,
             prefetch: self
@@ -207,6 +244,7 @@ impl fmt::Debug for WorkerBuilder {
             .field("prefetch", &self.prefetch)
             .field("grace_period", &self.grace_period)
             .field("layers", &self.layers.len())
+            .field("events", &self.events)
             .finish_non_exhaustive()
     }
 }
@@ -219,6 +257,32 @@ struct Shared {
     rate_limiters: HashMap<&'static str, RateLimiter>,
     metrics: MetricsCache,
     report: Counters,
+    /// Where its events go, once it runs, if it sends them.
+    events: std::sync::OnceLock<Arc<crate::events::Emitter>>,
+}
+
+impl Shared {
+    /// Sends the event `kind` makes, if this worker sends events (`kind` is not called otherwise).
+    fn emit(&self, kind: impl FnOnce() -> crate::events::EventKind) {
+        if let Some(events) = self.events.get() {
+            events.emit(kind());
+        }
+    }
+
+    /// A run that started at `started_at` (set if the worker sends events) ended: sends the event
+    /// `kind` makes of its run time, if any.
+    fn ended_run(
+        &self,
+        started_at: Option<std::time::Instant>,
+        kind: impl FnOnce(f64) -> Option<crate::events::EventKind>,
+    ) {
+        if let (Some(events), Some(started_at)) = (self.events.get(), started_at) {
+            events.ended();
+            if let Some(kind) = kind(started_at.elapsed().as_secs_f64()) {
+                events.emit(kind);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -233,6 +297,14 @@ struct Counters {
 impl Counters {
     fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Runs finished, one way or another.
+    fn processed(&self) -> u64 {
+        self.succeeded.load(Ordering::Relaxed)
+            + self.retried.load(Ordering::Relaxed)
+            + self.dead_lettered.load(Ordering::Relaxed)
+            + self.expired.load(Ordering::Relaxed)
     }
 
     fn snapshot(&self) -> WorkerReport {
@@ -269,6 +341,7 @@ pub struct Worker {
     concurrency: usize,
     prefetch: usize,
     grace_period: Duration,
+    events: Events,
 }
 
 impl Worker {

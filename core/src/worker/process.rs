@@ -21,6 +21,7 @@ use super::workflow;
 use super::{Counters, Shared};
 use crate::broker::{BrokerError, Delivery, Outgoing};
 use crate::error::Report;
+use crate::events::EventKind;
 use crate::layers::catch_panic::CatchPanic;
 use crate::layers::instrumented;
 use crate::layers::time_limit::TimeLimit;
@@ -29,7 +30,7 @@ use crate::result::record::Cause;
 use crate::result::store;
 use crate::service::{RunTask, TaskRequest};
 use crate::task::registry::RegisteredTask;
-use crate::{Envelope, RetryDecision, TaskContext, TaskError, clock};
+use crate::{Envelope, RetryDecision, TaskContext, TaskError, TaskId, clock};
 
 /// A message whose ETA is further ahead than this (producer clock ahead, or a broker without delayed
 /// delivery) goes back to the broker with its ETA instead of running early.
@@ -51,8 +52,19 @@ fn report(operation: &'static str, queue: &str, settled: Result<(), BrokerError>
     }
 }
 
-async fn dead_letter(shared: &Shared, delivery: Delivery, task: &str, reason: String) {
+async fn dead_letter(
+    shared: &Shared,
+    delivery: Delivery,
+    task: &str,
+    id: Option<TaskId>,
+    reason: String,
+) {
     let queue = delivery.shared_queue();
+    shared.emit(|| EventKind::TaskDeadLettered {
+        uuid: id,
+        name: task.to_owned(),
+        reason: reason.clone(),
+    });
     tracing::warn!(queue = %queue, task, %reason, "dead-lettering message");
     shared.metrics.get(task, &queue).dead_lettered.increment(1);
     Counters::add(&shared.report.dead_lettered);
@@ -69,7 +81,7 @@ async fn refuse(
 ) {
     let why = reason.clone();
     workflow::ended(&shared.app, envelope, Cause::DeadLettered, why).await;
-    dead_letter(shared, delivery, task, reason).await;
+    dead_letter(shared, delivery, task, Some(envelope.id), reason).await;
 }
 
 /// Handles one delivery from decoding to settlement. A successful run's ack that the broker has not
@@ -85,7 +97,7 @@ pub(super) async fn process(
         Ok(envelope) => envelope,
         Err(error) => {
             let reason = format!("undecodable message: {}", Report(&error));
-            Box::pin(dead_letter(shared, delivery, UNKNOWN_TASK, reason)).await;
+            Box::pin(dead_letter(shared, delivery, UNKNOWN_TASK, None, reason)).await;
             return None;
         }
     };
@@ -103,6 +115,12 @@ pub(super) async fn process(
     }
     let queue = delivery.shared_queue();
     let metrics = lane_metrics.get(&shared.metrics, task.name, &queue);
+    shared.emit(|| EventKind::TaskReceived {
+        uuid: envelope.id,
+        name: task.name.to_owned(),
+        queue: queue.to_string(),
+        retries: envelope.retries,
+    });
 
     let now = clock::now();
     if envelope.is_expired_at(now) {
@@ -189,6 +207,14 @@ pub(super) async fn process(
         Box::pin(store::started(app, &envelope)).await;
     }
     let time_limit = envelope.time_limit.or(task.options.time_limit);
+    let started_at = shared.events.get().map(|events| {
+        events.started();
+        events.emit(EventKind::TaskStarted {
+            uuid: envelope.id,
+            name: task.name.to_owned(),
+        });
+        std::time::Instant::now()
+    });
     let context = TaskContext::new(app.clone(), envelope);
     let request = TaskRequest::new(context.clone(), time_limit);
     // The run path (see `layers`): panics caught, the user's layers if any, the time limit, the task.
@@ -204,6 +230,7 @@ pub(super) async fn process(
         Poll::Pending => tokio::select! {
             outcome = &mut run => outcome,
             () = stop_now.cancelled() => {
+                shared.ended_run(started_at, |_| None);
                 if let Some(delivery) = delivery {
                     tracing::info!(task = %context.name(), task.id = %context.id(), "shutdown: requeueing running task");
                     Counters::add(&shared.report.requeued);
@@ -216,6 +243,13 @@ pub(super) async fn process(
     match outcome {
         Ok(output) => {
             Counters::add(&shared.report.succeeded);
+            shared.ended_run(started_at, |runtime| {
+                Some(EventKind::TaskSucceeded {
+                    uuid: context.id(),
+                    name: task.name.to_owned(),
+                    runtime,
+                })
+            });
             // The result is stored before the ack (a worker that dies in between runs the task
             // again, and the backend keeps the first success); neither holds the lane.
             // What follows in its workflow is sent before the ack too.
@@ -249,6 +283,7 @@ pub(super) async fn process(
                 metrics: &metrics,
                 queue: &queue,
                 error,
+                started_at,
             };
             Box::pin(after_failure(shared, failed, delivery)).await;
             None
@@ -367,6 +402,8 @@ struct Failed<'a> {
     metrics: &'a TaskMetrics,
     queue: &'a str,
     error: TaskError,
+    /// When the run started, if the worker sends events.
+    started_at: Option<std::time::Instant>,
 }
 
 /// Schedules a retry or dead-letters the message, as the task's retry policy decides.
@@ -377,10 +414,30 @@ async fn after_failure(shared: &Shared, failed: Failed<'_>, delivery: Option<Del
         metrics,
         queue,
         error,
+        started_at,
     } = failed;
     let name = context.name();
     let retries = context.retries();
-    match task.options.retry.decide(retries, &error) {
+    let decision = task.options.retry.decide(retries, &error);
+    shared.ended_run(started_at, |runtime| {
+        let (uuid, name, exception) = (context.id(), name.to_owned(), error.chain_message());
+        Some(match decision {
+            RetryDecision::RetryIn(_) => EventKind::TaskRetried {
+                uuid,
+                name,
+                runtime,
+                exception,
+                retries: retries + 1,
+            },
+            RetryDecision::GiveUp => EventKind::TaskFailed {
+                uuid,
+                name,
+                runtime,
+                exception,
+            },
+        })
+    });
+    match decision {
         RetryDecision::RetryIn(delay) => {
             let mut next = Envelope::clone(context.shared_envelope());
             next.retries += 1;
@@ -412,7 +469,9 @@ async fn after_failure(shared: &Shared, failed: Failed<'_>, delivery: Option<Del
             };
             workflow::ended(&shared.app, context.envelope(), Cause::Failed, message).await;
             match delivery {
-                Some(delivery) => dead_letter(shared, delivery, name, reason).await,
+                Some(delivery) => {
+                    dead_letter(shared, delivery, name, Some(context.id()), reason).await;
+                }
                 None => {
                     tracing::error!(task = %name, %reason, "task failed (acked early, so it is not dead-lettered)")
                 }

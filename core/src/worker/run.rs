@@ -5,11 +5,14 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::sync::Arc;
+
 use super::lane::lane;
 use super::{Worker, WorkerReport};
 use crate::WorkerError;
 use crate::broker::{ConsumeOptions, DeliveryStream};
 use crate::error::Report;
+use crate::events::{Emitter, EventKind, EventTasks};
 
 /// Back-off between attempts to reach a broker that is down: 100 ms doubling to 30 s.
 struct Reconnect {
@@ -36,6 +39,39 @@ impl Reconnect {
 }
 
 impl Worker {
+    /// Starts sending events, if this worker sends them and its broker carries them.
+    async fn start_events(&self) -> Option<(Arc<Emitter>, EventTasks)> {
+        if !self.events.on {
+            return None;
+        }
+        let bus = match self.shared.app.broker().event_bus().await {
+            Ok(Some(bus)) => bus,
+            Ok(None) => {
+                tracing::warn!(broker = %self.shared.app.broker().redacted_url(), "this broker carries no events; the worker sends none");
+                return None;
+            }
+            Err(error) => {
+                tracing::warn!(error = %Report(&error), "cannot reach the broker's event bus; the worker sends no events");
+                return None;
+            }
+        };
+        let online = EventKind::WorkerOnline {
+            concurrency: self.concurrency,
+            queues: self.queues.clone(),
+            freq: self.events.heartbeat.as_secs_f64(),
+        };
+        let shared = self.shared.clone();
+        let (emitter, tasks) = Emitter::start(
+            bus,
+            self.events.hostname.clone(),
+            self.events.heartbeat,
+            online,
+            move || shared.report.processed(),
+        );
+        let _ = self.shared.events.set(emitter.clone());
+        Some((emitter, tasks))
+    }
+
     /// Runs until `shutdown` completes, then shuts down gracefully: stops fetching, lets running tasks
     /// finish for up to the grace period, requeues the rest. Returns what the worker did.
     ///
@@ -105,6 +141,7 @@ impl Worker {
             .prefetch(self.prefetch)
             .max_message_bytes(self.shared.app.decode_limits().max_bytes());
         let stop_now = CancellationToken::new();
+        let events = self.start_events().await;
         // `concurrency` lanes, each running one task at a time, take deliveries from this loop. The
         // channel holds up to `concurrency` fetched deliveries waiting for a free lane (the broker's
         // prefetch window bounds how many are unsettled in all), so a lane that finishes finds its
@@ -219,6 +256,9 @@ impl Worker {
         }
         if let Err(error) = self.shared.app.broker().consumers_stopped().await {
             tracing::warn!(error = %Report(&error), "cannot remove this worker's consumers from the broker");
+        }
+        if let Some((emitter, tasks)) = events {
+            tasks.stop(emitter, self.shared.report.processed()).await;
         }
         let report = self.shared.report.snapshot();
         tracing::info!(?report, "worker stopped");

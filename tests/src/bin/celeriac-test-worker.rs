@@ -3,6 +3,7 @@
 //! cross-process rate-limit test's task, run here too. Runs are recorded, and results kept, in Redis (`CELERIAC_REDIS_URL`).
 //!
 //! Usage: `celeriac-test-worker <broker-url> <queue> <visibility-ms> <max-deliveries> <concurrency>`
+//! (with `CELERIAC_TEST_WORKER_EVENTS=<ms>`, it sends events with a heartbeat that often)
 //! where the broker URL is `redis://…` or `amqp://…`.
 
 use std::process::ExitCode;
@@ -132,6 +133,17 @@ async fn run(
         .register::<rl_process>()
         .register::<crash_worker>();
     let app = celeriac_tests::workflows::with_crash_tasks(app).build()?;
-    app.worker().concurrency(concurrency).build()?.run().await?;
+    let mut worker = app.worker().concurrency(concurrency);
+    // Events with a heartbeat every so many milliseconds, as `celeriac-test-worker-<pid>`.
+    if let Some(every) = std::env::var("CELERIAC_TEST_WORKER_EVENTS")
+        .ok()
+        .and_then(|ms| ms.parse::<u64>().ok())
+    {
+        worker = worker
+            .events(true)
+            .heartbeat_interval(Duration::from_millis(every))
+            .hostname(format!("celeriac-test-worker-{}", std::process::id()));
+    }
+    worker.build()?.run().await?;
     Ok(())
 }

@@ -1,0 +1,77 @@
+//! Worker events over Redis pub/sub: the channel `<prefix>:events`.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use celeriac_core::{BrokerError, EventBus, EventStream};
+use futures::StreamExt;
+use redis::aio::ConnectionManager;
+
+use crate::error::bounded;
+
+/// Events published with `PUBLISH` on `<prefix>:events`; each subscriber holds a pub/sub
+/// connection of its own. Made by [`RedisBroker`](crate::RedisBroker)'s `event_bus`.
+#[derive(Clone)]
+pub(crate) struct RedisEventBus {
+    client: redis::Client,
+    conn: ConnectionManager,
+    channel: String,
+    timeout: std::time::Duration,
+}
+
+impl RedisEventBus {
+    pub(crate) fn new(
+        client: redis::Client,
+        conn: ConnectionManager,
+        key_prefix: &str,
+        timeout: std::time::Duration,
+    ) -> Self {
+        Self {
+            client,
+            conn,
+            channel: format!("{key_prefix}:events"),
+            timeout,
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisEventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisEventBus")
+            .field("channel", &self.channel)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl EventBus for RedisEventBus {
+    async fn publish(&self, events: Vec<Bytes>) -> Result<(), BrokerError> {
+        let mut pipe = redis::pipe();
+        for event in &events {
+            pipe.cmd("PUBLISH")
+                .arg(&self.channel)
+                .arg(event.as_ref())
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        bounded::<()>("publish events", self.timeout, pipe.query_async(&mut conn)).await
+    }
+
+    async fn subscribe(&self) -> Result<EventStream, BrokerError> {
+        let mut pubsub = bounded(
+            "subscribe to events",
+            self.timeout,
+            self.client.get_async_pubsub(),
+        )
+        .await?;
+        bounded(
+            "subscribe to events",
+            self.timeout,
+            pubsub.subscribe(&self.channel),
+        )
+        .await?;
+        let events = pubsub
+            .into_on_message()
+            .map(|message| Ok(Bytes::from(message.get_payload_bytes().to_vec())));
+        Ok(Box::pin(events))
+    }
+}
