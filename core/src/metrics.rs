@@ -26,6 +26,28 @@
 //!
 //! and workers count the second copies of ticks they drop in `celeriac_beat_copies_dropped_total`
 //! (labelled by `task`).
+//!
+//! Workers also sample their queues' depth every 15 seconds
+//! ([`WorkerBuilder::queue_depth_interval`](crate::WorkerBuilder::queue_depth_interval)), and a
+//! worker sending events counts those it had to drop:
+//!
+//! | name | kind | meaning |
+//! |------|------|---------|
+//! | `celeriac_queue_depth` | gauge | messages in a queue, labelled `queue` and `state` (`ready`, `delayed`, `unacked`, `dead_lettered`) |
+//! | `celeriac_events_dropped_total` | counter | events a worker dropped (buffer full, broker refusing) |
+//!
+//! The run and wait times are histograms to the `metrics` facade; an exporter decides how to show
+//! them. Prometheus's exporter shows summaries unless given buckets: give it [`SECONDS_BUCKETS`].
+//!
+//! ```
+//! use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+//!
+//! let recorder = PrometheusBuilder::new()
+//!     .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), celeriac::metrics::SECONDS_BUCKETS)
+//!     .expect("buckets are not empty")
+//!     .build_recorder();
+//! # let _ = recorder;
+//! ```
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -61,6 +83,15 @@ pub const BEAT_TICKS_SKIPPED: &str = "celeriac_beat_ticks_skipped_total";
 /// Second copies of ticks a worker dropped.
 pub const BEAT_COPIES_DROPPED: &str = "celeriac_beat_copies_dropped_total";
 
+/// Messages in a queue, by `queue` and `state`.
+pub const QUEUE_DEPTH: &str = "celeriac_queue_depth";
+
+/// Histogram buckets (seconds) for run and wait times: 1 ms to 5 minutes, a few per decade — for
+/// SMS sends of a few hundred milliseconds and reports of a minute alike.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+
 /// The `task` label value for messages that name no registered task.
 pub const UNKNOWN_TASK: &str = "unknown";
 
@@ -92,6 +123,11 @@ pub fn describe() {
         "Time from enqueue (or ETA) to the start of a run."
     );
     describe_gauge!(BEAT_LEADING, "1 while this process leads the beat.");
+    describe_gauge!(
+        QUEUE_DEPTH,
+        Unit::Count,
+        "Messages in a queue, by state (ready, delayed, unacked, dead_lettered)."
+    );
     describe_counter!(BEAT_TICKS_SENT, Unit::Count, "Beat ticks sent.");
     describe_counter!(
         BEAT_TICKS_SKIPPED,
@@ -103,6 +139,30 @@ pub fn describe() {
         Unit::Count,
         "Second copies of beat ticks dropped by workers."
     );
+}
+
+/// Samples the depth of `queues` into [`QUEUE_DEPTH`]; a queue the broker cannot count is
+/// skipped (and logged at debug level).
+pub(crate) async fn sample_queue_depth(broker: &dyn crate::Broker, queues: &[String]) {
+    for queue in queues {
+        match broker.stats(queue).await {
+            Ok(stats) => {
+                let states = [
+                    ("ready", stats.ready),
+                    ("delayed", stats.delayed),
+                    ("unacked", stats.unacked),
+                    ("dead_lettered", stats.dead_lettered),
+                ];
+                for (state, count) in states {
+                    ::metrics::gauge!(QUEUE_DEPTH, "queue" => queue.clone(), "state" => state)
+                        .set(count as f64);
+                }
+            }
+            Err(error) => {
+                tracing::debug!(queue, error = %crate::error::Report(&error), "cannot sample the queue's depth");
+            }
+        }
+    }
 }
 
 /// The metric handles of one task on one queue, registered once and reused for every run.

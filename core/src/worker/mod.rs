@@ -66,6 +66,7 @@ pub struct WorkerBuilder {
     grace_period: Duration,
     layers: Vec<LayerFn>,
     events: Events,
+    queue_depth_every: Option<Duration>,
 }
 
 /// Whether and how a worker sends events.
@@ -94,7 +95,16 @@ impl WorkerBuilder {
                 hostname: None,
                 heartbeat: Duration::from_secs(2),
             },
+            queue_depth_every: Some(Duration::from_secs(15)),
         }
+    }
+
+    /// How often the worker samples its queues' depth into the `celeriac_queue_depth` gauge
+    /// (default every 15 s, and once at start); `None` never does. Each sample asks the broker for
+    /// each queue's statistics.
+    pub fn queue_depth_interval(mut self, every: Option<Duration>) -> Self {
+        self.queue_depth_every = every;
+        self
     }
 
     /// Sends [events](crate::events) — tasks received, started, succeeded, failed, retried,
@@ -221,6 +231,7 @@ impl WorkerBuilder {
                 events: std::sync::OnceLock::new(),
             }),
             events: self.events,
+            queue_depth_every: self.queue_depth_every,
             queues,
             concurrency: self.concurrency,
             prefetch: self
@@ -245,6 +256,7 @@ impl fmt::Debug for WorkerBuilder {
             .field("grace_period", &self.grace_period)
             .field("layers", &self.layers.len())
             .field("events", &self.events)
+            .field("queue_depth_every", &self.queue_depth_every)
             .finish_non_exhaustive()
     }
 }
@@ -342,6 +354,7 @@ pub struct Worker {
     prefetch: usize,
     grace_period: Duration,
     events: Events,
+    queue_depth_every: Option<Duration>,
 }
 
 impl Worker {

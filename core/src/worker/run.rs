@@ -142,6 +142,17 @@ impl Worker {
             .max_message_bytes(self.shared.app.decode_limits().max_bytes());
         let stop_now = CancellationToken::new();
         let events = self.start_events().await;
+        let sampling = self.queue_depth_every.map(|every| {
+            let (shared, queues) = (self.shared.clone(), self.queues.clone());
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    crate::metrics::sample_queue_depth(&**shared.app.broker(), &queues).await;
+                }
+            })
+        });
         // `concurrency` lanes, each running one task at a time, take deliveries from this loop. The
         // channel holds up to `concurrency` fetched deliveries waiting for a free lane (the broker's
         // prefetch window bounds how many are unsettled in all), so a lane that finishes finds its
@@ -256,6 +267,9 @@ impl Worker {
         }
         if let Err(error) = self.shared.app.broker().consumers_stopped().await {
             tracing::warn!(error = %Report(&error), "cannot remove this worker's consumers from the broker");
+        }
+        if let Some(sampling) = sampling {
+            sampling.abort();
         }
         if let Some((emitter, tasks)) = events {
             tasks.stop(emitter, self.shared.report.processed()).await;

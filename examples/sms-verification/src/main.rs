@@ -211,7 +211,7 @@ async fn serve(
     app: celeriac::App,
     store: Arc<dyn CodeStore>,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let metrics = prometheus()?.install_recorder()?;
     celeriac::metrics::describe();
     let state = AppState {
         app,
@@ -226,6 +226,17 @@ async fn serve(
         .with_graceful_shutdown(celeriac::worker::shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// The Prometheus exporter, with celeriac's buckets for run and wait times (histograms, not
+/// summaries).
+fn prometheus() -> Result<metrics_exporter_prometheus::PrometheusBuilder, Box<dyn std::error::Error>>
+{
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    Ok(PrometheusBuilder::new().set_buckets_for_metric(
+        Matcher::Suffix("_seconds".into()),
+        celeriac::metrics::SECONDS_BUCKETS,
+    )?)
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
@@ -274,8 +285,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 Some(gateway(&work)?),
                 None,
             )?;
-            let _metrics =
-                metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+            let _metrics = prometheus()?.install_recorder()?;
             app.worker()
                 .concurrency(work.concurrency)
                 .build()?

@@ -1,5 +1,5 @@
 //! The periodic purge of expired codes, under a beat: in process on the embedded broker (tokio's
-//! paused clock), and in the all-in-one binary.
+//! paused clock), and in the all-in-one binary (with its metrics).
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -78,9 +78,24 @@ async fn the_all_in_one_mode_runs_the_purge_under_its_beat() {
     })
     .await
     .unwrap_or(0);
+    // Its /metrics has the run times as histograms, and the queue's depth.
+    let metrics = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("a body");
     let _ = child.kill().await;
     assert_eq!(
         purges, 2,
         "the all-in-one process ran the purge twice within 20 s"
+    );
+    assert!(
+        metrics.contains("celeriac_task_run_seconds_bucket{task=\"purge_expired_codes\""),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("celeriac_queue_depth{queue=\"celery\",state=\"ready\"}"),
+        "{metrics}"
     );
 }
