@@ -217,3 +217,83 @@ async fn a_killed_worker_is_offline_after_three_missed_heartbeats() {
         "offline {offline_after:?} after the kill"
     );
 }
+
+/// A producer built with `task_events` says what it sent; one without says nothing.
+async fn sent_events(make: impl Fn() -> AppBuilder, queue: &str) {
+    let app = make()
+        .default_queue(queue)
+        .task_events(true)
+        .register::<ok>()
+        .build()
+        .expect("the app builds");
+    let mut events = Box::pin(
+        celeriac::events::subscribe(&app)
+            .await
+            .expect("the broker carries events"),
+    );
+    let now = ok::delay(&app).await.expect("sent").id();
+    let later = ok::delay(&app)
+        .countdown(Duration::from_secs(60))
+        .await
+        .expect("sent")
+        .id();
+    let batch = app.delay_batch::<ok>([(), ()]).await.expect("sent");
+    let quiet = make()
+        .default_queue(queue)
+        .register::<ok>()
+        .build()
+        .expect("builds");
+    ok::delay(&quiet).await.expect("sent");
+    let mut sent = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        while let Some(event) = events.next().await {
+            sent.push(event.expect("an event celeriac can read"));
+        }
+    })
+    .await;
+    let ids: Vec<(TaskId, bool)> = sent
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::TaskSent {
+                uuid,
+                name,
+                queue: sent_to,
+                eta,
+                ..
+            } => {
+                assert_eq!((name.as_str(), sent_to.as_str()), ("ev_ok", queue));
+                Some((*uuid, eta.is_some()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            (now, false),
+            (later, true),
+            (batch[0], false),
+            (batch[1], false)
+        ],
+        "one task-sent per task this app sent, none from the other: {sent:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_producers_send_task_sent_events_when_asked() {
+    let queue = unique_queue("events");
+    sent_events(
+        || App::builder().broker_url(format!("memory://{queue}")),
+        &queue,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_producers_send_task_sent_events_when_asked() {
+    if skipped("redis") {
+        return;
+    }
+    let queue = unique_queue("events");
+    sent_events(|| App::builder().broker_url(redis_url()), &queue).await;
+}

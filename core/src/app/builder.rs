@@ -41,6 +41,7 @@ pub struct AppBuilder {
     default_queue: String,
     limits: DecodeLimits,
     enqueue_timeout: Duration,
+    task_events: bool,
     result_backend: Option<ResultBackendChoice>,
     /// The results of a `MemoryBroker` given by value, used when no backend is chosen.
     broker_results: Option<MemoryResultBackend>,
@@ -67,6 +68,7 @@ impl AppBuilder {
             default_queue: DEFAULT_QUEUE.to_owned(),
             limits: DecodeLimits::default(),
             enqueue_timeout: Self::DEFAULT_ENQUEUE_TIMEOUT,
+            task_events: false,
             result_backend: None,
             broker_results: None,
             result_expires: Self::DEFAULT_RESULT_EXPIRES,
@@ -119,6 +121,14 @@ impl AppBuilder {
             Ok(url) => BrokerChoice::Url(url),
             Err(_) => BrokerChoice::EnvMissing(var.to_owned()),
         });
+        self
+    }
+
+    /// Sends a `task-sent` [event](crate::events) for every task this app sends (Celery's
+    /// `task_send_sent_event`), on the broker's event bus, for monitors to see tasks before a worker
+    /// takes them. Off by default: a send then does no event work.
+    pub fn task_events(mut self, on: bool) -> Self {
+        self.task_events = on;
         self
     }
 
@@ -377,6 +387,7 @@ impl AppBuilder {
                 result_backend,
                 result_expires: self.result_expires,
                 coordination,
+                sent_events: self.task_events.then(crate::events::SentEvents::default),
             }),
         })
     }

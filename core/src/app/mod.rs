@@ -70,6 +70,8 @@ struct AppInner {
     reply_to: Option<String>,
     /// Where unique tasks' claims are kept, if anywhere.
     coordination: Option<Arc<dyn CoordinationStore>>,
+    /// Where `task-sent` events go, if the app sends them.
+    sent_events: Option<crate::events::SentEvents>,
 }
 
 impl App {
@@ -332,7 +334,13 @@ impl App {
             .map(Self::outgoing)
             .collect::<Result<Vec<_>, _>>()?;
         self.with_timeout(&task, self.inner.broker.publish_batch(messages))
-            .await
+            .await?;
+        if let Some(events) = &self.inner.sent_events {
+            for envelope in &envelopes {
+                events.sent(self, envelope).await;
+            }
+        }
+        Ok(())
     }
 
     /// Publishes an envelope, within the enqueue timeout.
@@ -341,6 +349,9 @@ impl App {
         let outgoing = Self::outgoing(&envelope)?;
         self.with_timeout(&envelope.task, self.inner.broker.publish(outgoing))
             .await?;
+        if let Some(events) = &self.inner.sent_events {
+            events.sent(self, &envelope).await;
+        }
         Ok(envelope.id)
     }
 

@@ -52,23 +52,13 @@ impl Emitter {
         online: EventKind,
         processed: impl Fn() -> u64 + Send + Sync + 'static,
     ) -> (Arc<Self>, EventTasks) {
-        let pid = std::process::id();
-        let hostname = hostname.unwrap_or_else(|| format!("celeriac@{}:{pid}", host::hostname()));
-        let (sender, receiver) = mpsc::channel(BUFFER);
-        let emitter = Arc::new(Self {
-            hostname: hostname.into(),
-            pid,
-            sender,
-            active: AtomicU64::new(0),
-            dropped: AtomicU64::new(0),
-        });
+        let (emitter, publisher) = Self::publishing(bus, hostname);
         let concurrency = match &online {
             EventKind::WorkerOnline { concurrency, .. } => *concurrency,
             _ => 0,
         };
         emitter.emit(online);
         let stop = CancellationToken::new();
-        let publisher = tokio::spawn(publish(bus, receiver, emitter.clone()));
         let heartbeat = tokio::spawn({
             let (emitter, stop) = (emitter.clone(), stop.clone());
             async move {
@@ -96,6 +86,26 @@ impl Emitter {
             stop,
         };
         (emitter, tasks)
+    }
+
+    /// An emitter whose events a task of its own publishes to `bus` until the emitter is dropped
+    /// (or a `worker-offline` event is out). A producer's (`task-sent`) has no heartbeat.
+    pub(crate) fn publishing(
+        bus: Arc<dyn EventBus>,
+        hostname: Option<String>,
+    ) -> (Arc<Self>, JoinHandle<()>) {
+        let pid = std::process::id();
+        let hostname = hostname.unwrap_or_else(|| format!("celeriac@{}:{pid}", host::hostname()));
+        let (sender, receiver) = mpsc::channel(BUFFER);
+        let emitter = Arc::new(Self {
+            hostname: hostname.into(),
+            pid,
+            sender,
+            active: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+        });
+        let publisher = tokio::spawn(publish(bus, receiver, Arc::downgrade(&emitter)));
+        (emitter, publisher)
     }
 
     /// Hands an event to the publisher; drops it (counted) if the buffer is full.
@@ -161,10 +171,13 @@ impl EventTasks {
 async fn publish(
     bus: Arc<dyn EventBus>,
     mut receiver: mpsc::Receiver<Stamped>,
-    emitter: Arc<Emitter>,
+    emitter: std::sync::Weak<Emitter>,
 ) {
     let mut events = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut events, BATCH).await > 0 {
+        let Some(emitter) = emitter.upgrade() else {
+            return;
+        };
         let last = events
             .iter()
             .any(|event| matches!(event.kind, EventKind::WorkerOffline { .. }));

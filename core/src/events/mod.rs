@@ -49,6 +49,7 @@
 //!
 //! | `type` | fields |
 //! |---|---|
+//! | `task-sent` | `uuid`, `name`, `queue`, `retries`, `eta` (if any) — from producers built with [`AppBuilder::task_events`](crate::AppBuilder::task_events) |
 //! | `task-received` | `uuid`, `name`, `queue`, `retries` |
 //! | `task-started` | `uuid`, `name` |
 //! | `task-succeeded` | `uuid`, `name`, `runtime` (seconds) |
@@ -73,6 +74,53 @@ use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use self::emitter::{Emitter, EventTasks};
+
+/// A producer's `task-sent` events: its emitter, started on the first send.
+#[derive(Default)]
+pub(crate) struct SentEvents {
+    emitter: tokio::sync::OnceCell<Option<std::sync::Arc<Emitter>>>,
+}
+
+impl SentEvents {
+    /// Sends `task-sent` for `envelope`, just published by `app`.
+    pub(crate) async fn sent(&self, app: &App, envelope: &crate::Envelope) {
+        let emitter = self
+            .emitter
+            .get_or_init(|| async {
+                match app.broker().event_bus().await {
+                    Ok(Some(bus)) => Some(Emitter::publishing(bus, None).0),
+                    Ok(None) => {
+                        tracing::warn!(broker = %app.broker().redacted_url(), "this broker carries no events; no task-sent events");
+                        None
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %crate::error::Report(&error), "cannot reach the broker's event bus; no task-sent events");
+                        None
+                    }
+                }
+            })
+            .await;
+        if let Some(emitter) = emitter {
+            let eta = envelope
+                .eta
+                .and_then(|eta| eta.duration_since(UNIX_EPOCH).ok())
+                .map(|since| since.as_secs_f64());
+            emitter.emit(EventKind::TaskSent {
+                uuid: envelope.id,
+                name: envelope.task.clone(),
+                queue: envelope.queue.clone(),
+                retries: envelope.retries,
+                eta,
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for SentEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentEvents").finish_non_exhaustive()
+    }
+}
 pub use self::monitor::{Monitor, WorkerStatus};
 use crate::{App, BrokerError, TaskId};
 pub use celeriac_core::events::{EventBus, EventStream, MemoryEventBus};
@@ -110,6 +158,15 @@ impl Event {
 #[non_exhaustive]
 #[allow(missing_docs)] // the fields are documented in the module's table
 pub enum EventKind {
+    /// A producer sent a task (apps built with `AppBuilder::task_events`).
+    TaskSent {
+        uuid: TaskId,
+        name: String,
+        queue: String,
+        retries: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        eta: Option<f64>,
+    },
     /// A worker took a message of a task it knows.
     TaskReceived {
         uuid: TaskId,
@@ -172,6 +229,7 @@ impl EventKind {
     /// The event's `type`, as on the wire (`task-succeeded`, `worker-heartbeat`, …).
     pub fn name(&self) -> &'static str {
         match self {
+            Self::TaskSent { .. } => "task-sent",
             Self::TaskReceived { .. } => "task-received",
             Self::TaskStarted { .. } => "task-started",
             Self::TaskSucceeded { .. } => "task-succeeded",
