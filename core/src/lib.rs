@@ -40,6 +40,10 @@
 //!   are the others.
 //! - [`Worker`]: consumes queues and settles every message exactly one way (see [`worker`]). Each run
 //!   goes through a tower stack, so tower layers apply ([`service`]).
+//! - [`beat`]: periodic tasks — schedules that any number of processes run, one elected leader
+//!   sending each tick once ([`election`]).
+//! - [`events`]: what workers do (and, if asked, what producers send), live on the broker; a
+//!   [`Monitor`](events::Monitor) of which workers are alive.
 //! - [`guide`]: the user guide, from a first task to testing and coming from Celery.
 //! - Observability: one `tracing` span per run and [`metrics`] counters; the library never installs a
 //!   subscriber or recorder.
