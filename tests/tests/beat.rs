@@ -364,7 +364,9 @@ async fn failover(broker_url: String, election: &str) {
             kills += 1;
         }
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The last kill's successor takes over within a lease or two; a busy machine (RabbitMQ
+    // confirming the election's persistent token to disk) once took six seconds.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let ended = now_millis();
     for beat in &beats {
         beat.signal("-TERM").await;
@@ -391,12 +393,12 @@ async fn failover(broker_url: String, election: &str) {
         ticks.keys().last().copied().unwrap_or(0),
     );
     assert!(
-        first <= started + 5_000,
+        first <= started + 10_000,
         "the first tick came {} ms after the start",
         first.saturating_sub(started)
     );
     assert!(
-        last + 5_000 >= ended,
+        last + 12_000 >= ended,
         "the last tick came {} ms before the end",
         ended.saturating_sub(last)
     );
