@@ -48,7 +48,7 @@ pub(crate) async fn run(
         .event_bus()
         .await?
         .ok_or("this broker carries no events")?;
-    let mut events = bus.subscribe().await?;
+    let mut events = bus.subscribe(celeriac::events::EVENTS_TOPIC).await?;
     let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counting = tokio::spawn({
         let received = received.clone();

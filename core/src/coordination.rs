@@ -5,4 +5,6 @@
 //! [`AppBuilder::coordination_url`](crate::AppBuilder::coordination_url) — the way a RabbitMQ
 //! deployment gets one, since RabbitMQ holds no claims.
 
-pub use celeriac_core::coordination::{Claim, CoordinationStore, MemoryCoordination, Record};
+pub use celeriac_core::coordination::{
+    Claim, CoordinationStore, MAX_SET_MEMBERS, MemoryCoordination, Record,
+};

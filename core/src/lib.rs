@@ -67,6 +67,7 @@ pub mod broker;
 pub mod canvas;
 mod clock;
 pub mod codec;
+pub mod control;
 pub mod coordination;
 pub mod election;
 pub mod envelope;

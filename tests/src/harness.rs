@@ -157,6 +157,15 @@ impl BackgroundWorker {
         Self { stop, running }
     }
 
+    /// Waits for the worker to stop by itself (a remote-control shutdown, an error), without
+    /// sending it the stop signal.
+    pub async fn join(self) -> Result<celeriac::WorkerReport, celeriac::WorkerError> {
+        let Self { stop, running } = self;
+        let stopped = running.await.expect("the worker task panicked");
+        drop(stop);
+        stopped
+    }
+
     /// Shuts the worker down gracefully and returns its report (failing the test after 30 s).
     pub async fn stop(self) -> celeriac::WorkerReport {
         let _ = self.stop.send(());

@@ -1,5 +1,6 @@
-//! Worker events over RabbitMQ: a topic exchange, `celeriac.events`, and a private queue per
-//! subscriber bound to all of it.
+//! Worker events and remote control over RabbitMQ: a topic exchange, `celeriac.events`, routed
+//! by topic (`events`, `control`, a reply topic per command), and a private queue per subscriber
+//! bound to its topic.
 
 use std::sync::Arc;
 
@@ -65,7 +66,8 @@ impl std::fmt::Debug for AmqpEventBus {
 
 #[async_trait]
 impl EventBus for AmqpEventBus {
-    async fn publish(&self, events: Vec<Bytes>) -> Result<(), BrokerError> {
+    async fn publish(&self, topic: &str, events: Vec<Bytes>) -> Result<(), BrokerError> {
+        celeriac_core::validate_topic(topic)?;
         let mut current = self.channel.lock().await;
         if !current
             .as_ref()
@@ -80,7 +82,7 @@ impl EventBus for AmqpEventBus {
             channel
                 .basic_publish(
                     EXCHANGE.into(),
-                    "event".into(),
+                    topic.into(),
                     BasicPublishOptions::default(),
                     &event,
                     BasicProperties::default().with_content_type("application/json".into()),
@@ -91,7 +93,8 @@ impl EventBus for AmqpEventBus {
         Ok(())
     }
 
-    async fn subscribe(&self) -> Result<EventStream, BrokerError> {
+    async fn subscribe(&self, topic: &str) -> Result<EventStream, BrokerError> {
+        celeriac_core::validate_topic(topic)?;
         let timeout = self.shared.timeout();
         let channel = self.open().await?;
         let options = QueueDeclareOptions {
@@ -111,7 +114,7 @@ impl EventBus for AmqpEventBus {
             channel.queue_bind(
                 queue.name().clone(),
                 EXCHANGE.into(),
-                "#".into(),
+                topic.into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             ),
@@ -132,12 +135,28 @@ impl EventBus for AmqpEventBus {
         )
         .await?;
         // The stream keeps its channel open.
+        let open = ClosedOnDrop(Some(channel));
         let events = consumer.map(move |delivery| {
-            let _open = &channel;
+            let _open = &open;
             delivery
                 .map(|delivery| Bytes::from(delivery.data))
                 .map_err(|error| from_lapin("receive event", error))
         });
         Ok(Box::pin(events))
+    }
+}
+
+/// A subscriber's channel, closed when its stream is dropped (a channel left open lives as long
+/// as the connection: one per command's replies would add up).
+struct ClosedOnDrop(Option<Channel>);
+
+impl Drop for ClosedOnDrop {
+    fn drop(&mut self) {
+        if let (Some(channel), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn(async move {
+                let _ = channel.close(200, "unsubscribed".into()).await;
+            });
+        }
     }
 }

@@ -51,11 +51,13 @@ use bytes::Bytes;
 use futures::Stream;
 
 pub use self::capabilities::Capabilities;
-pub use self::coordination::{Claim, CoordinationStore, Record};
+pub use self::coordination::{Claim, CoordinationStore, MAX_SET_MEMBERS, Record};
 pub use self::delivery::{Acknowledger, Delivery};
 pub use self::election::{Election, StoreElection, Term};
 pub use self::error::{BoxError, BrokerError, Report};
-pub use self::events::{EventBus, EventStream, MemoryEventBus};
+pub use self::events::{
+    CONTROL_TOPIC, EVENTS_TOPIC, EventBus, EventStream, MemoryEventBus, validate_topic,
+};
 pub use self::memory_results::MemoryResultBackend;
 pub use self::prefetch::{PrefetchSlot, PrefetchWindow};
 pub use self::results::{ChordJoin, ResultBackend, ResultState, StoredResult};

@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use celeriac_core::{BrokerError, Claim, CoordinationStore, Record, RedactedUrl};
+use celeriac_core::{BrokerError, Claim, CoordinationStore, MAX_SET_MEMBERS, Record, RedactedUrl};
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
@@ -239,6 +239,44 @@ impl CoordinationStore for RedisCoordination {
         get.arg(self.key(key));
         let mut conn = self.inner.conn.clone();
         bounded("read", self.inner.timeout, get.query_async(&mut conn)).await
+    }
+
+    async fn remember(
+        &self,
+        key: &str,
+        member: &str,
+        keep_for: Duration,
+    ) -> Result<(), BrokerError> {
+        let mut invocation = SCRIPTS.remember.key(self.key(key));
+        invocation
+            .arg(member)
+            .arg(millis(keep_for))
+            .arg(MAX_SET_MEMBERS);
+        let mut conn = self.inner.conn.clone();
+        bounded(
+            "remember",
+            self.inner.timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await
+    }
+
+    async fn members(&self, key: &str) -> Result<Vec<(String, Duration)>, BrokerError> {
+        let invocation = SCRIPTS.members.key(self.key(key));
+        let mut conn = self.inner.conn.clone();
+        let members: Vec<(String, i64)> = bounded(
+            "members",
+            self.inner.timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(members
+            .into_iter()
+            .map(|(member, left)| {
+                let left = Duration::from_millis(u64::try_from(left).unwrap_or(0));
+                (member, left)
+            })
+            .collect())
     }
 }
 

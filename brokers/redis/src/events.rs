@@ -1,4 +1,5 @@
-//! Worker events over Redis pub/sub: the channel `<prefix>:events`.
+//! Worker events and remote control over Redis pub/sub: a channel per topic, `<prefix>:<topic>`
+//! (`<prefix>:events`, `<prefix>:control`, a reply channel per command).
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -8,13 +9,13 @@ use redis::aio::ConnectionManager;
 
 use crate::error::bounded;
 
-/// Events published with `PUBLISH` on `<prefix>:events`; each subscriber holds a pub/sub
+/// Messages published with `PUBLISH` on `<prefix>:<topic>`; each subscriber holds a pub/sub
 /// connection of its own. Made by [`RedisBroker`](crate::RedisBroker)'s `event_bus`.
 #[derive(Clone)]
 pub(crate) struct RedisEventBus {
     client: redis::Client,
     conn: ConnectionManager,
-    channel: String,
+    prefix: String,
     timeout: std::time::Duration,
 }
 
@@ -28,7 +29,7 @@ impl RedisEventBus {
         Self {
             client,
             conn,
-            channel: format!("{key_prefix}:events"),
+            prefix: key_prefix.to_owned(),
             timeout,
         }
     }
@@ -37,18 +38,20 @@ impl RedisEventBus {
 impl std::fmt::Debug for RedisEventBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisEventBus")
-            .field("channel", &self.channel)
+            .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
 }
 
 #[async_trait]
 impl EventBus for RedisEventBus {
-    async fn publish(&self, events: Vec<Bytes>) -> Result<(), BrokerError> {
+    async fn publish(&self, topic: &str, events: Vec<Bytes>) -> Result<(), BrokerError> {
+        celeriac_core::validate_topic(topic)?;
+        let channel = format!("{}:{topic}", self.prefix);
         let mut pipe = redis::pipe();
         for event in &events {
             pipe.cmd("PUBLISH")
-                .arg(&self.channel)
+                .arg(&channel)
                 .arg(event.as_ref())
                 .ignore();
         }
@@ -56,7 +59,9 @@ impl EventBus for RedisEventBus {
         bounded::<()>("publish events", self.timeout, pipe.query_async(&mut conn)).await
     }
 
-    async fn subscribe(&self) -> Result<EventStream, BrokerError> {
+    async fn subscribe(&self, topic: &str) -> Result<EventStream, BrokerError> {
+        celeriac_core::validate_topic(topic)?;
+        let channel = format!("{}:{topic}", self.prefix);
         let mut pubsub = bounded(
             "subscribe to events",
             self.timeout,
@@ -66,7 +71,7 @@ impl EventBus for RedisEventBus {
         bounded(
             "subscribe to events",
             self.timeout,
-            pubsub.subscribe(&self.channel),
+            pubsub.subscribe(&channel),
         )
         .await?;
         let events = pubsub

@@ -21,6 +21,8 @@ pub(crate) struct Scripts {
     pub(crate) release: Script,
     pub(crate) reserve_slot: Script,
     pub(crate) renew: Script,
+    pub(crate) remember: Script,
+    pub(crate) members: Script,
 }
 
 pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -41,4 +43,6 @@ pub(crate) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     release: Script::new(include_str!("scripts/release.lua")),
     reserve_slot: Script::new(include_str!("scripts/reserve_slot.lua")),
     renew: Script::new(include_str!("scripts/renew.lua")),
+    remember: Script::new(include_str!("scripts/remember.lua")),
+    members: Script::new(include_str!("scripts/members.lua")),
 });

@@ -115,5 +115,19 @@ mod redis {
         async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
             self.0.connected().await?.read(key).await
         }
+
+        async fn remember(
+            &self,
+            key: &str,
+            member: &str,
+            keep_for: Duration,
+        ) -> Result<(), BrokerError> {
+            let store = self.0.connected().await?;
+            store.remember(key, member, keep_for).await
+        }
+
+        async fn members(&self, key: &str) -> Result<Vec<(String, Duration)>, BrokerError> {
+            self.0.connected().await?.members(key).await
+        }
     }
 }

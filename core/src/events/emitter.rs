@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{Batch, EventBus, EventKind, Stamped, host, timestamp};
+use super::{Batch, EVENTS_TOPIC, EventBus, EventKind, Stamped, host, timestamp};
 use crate::error::Report;
 
 /// Events waiting to be published, at most; more are dropped and counted.
@@ -186,7 +186,7 @@ async fn publish(
         // About 120 bytes an event: one allocation for the batch.
         let mut encoded = Vec::with_capacity(128 * batch.events.len() + 64);
         let published = match serde_json::to_writer(&mut encoded, &batch) {
-            Ok(()) => bus.publish(vec![Bytes::from(encoded)]).await,
+            Ok(()) => bus.publish(EVENTS_TOPIC, vec![Bytes::from(encoded)]).await,
             Err(error) => Err(crate::BrokerError::Invalid(error.to_string())),
         };
         if let Err(error) = published {

@@ -2,7 +2,7 @@
 //! absent elsewhere).
 
 /// The machine's name: `/proc/sys/kernel/hostname`, else `$HOSTNAME`, else `localhost`.
-pub(super) fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
@@ -12,7 +12,7 @@ pub(super) fn hostname() -> String {
 }
 
 /// The load averages over 1, 5 and 15 minutes.
-pub(super) fn loadavg() -> Option<[f64; 3]> {
+pub(crate) fn loadavg() -> Option<[f64; 3]> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;
     let mut fields = text.split_whitespace().map(str::parse::<f64>);
     Some([
@@ -23,7 +23,7 @@ pub(super) fn loadavg() -> Option<[f64; 3]> {
 }
 
 /// This process's resident memory, in bytes.
-pub(super) fn rss_bytes() -> Option<u64> {
+pub(crate) fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     // Linux's pages are 4 KiB on the machines celeriac runs on (x86-64, most arm64 builds).

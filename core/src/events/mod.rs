@@ -55,6 +55,7 @@
 //! | `task-succeeded` | `uuid`, `name`, `runtime` (seconds) |
 //! | `task-retried` | `uuid`, `name`, `runtime`, `exception`, `retries` (of the next run) |
 //! | `task-failed` | `uuid`, `name`, `runtime`, `exception` (failed for good: dead-lettered next) |
+//! | `task-revoked` | `uuid`, `name`, `terminated` (stopped while it ran, rather than dropped when it arrived) |
 //! | `task-dead-lettered` | `uuid` (absent for an undecodable message), `name`, `reason` |
 //! | `worker-online` | `concurrency`, `queues`, `freq` (seconds between heartbeats) |
 //! | `worker-heartbeat` | `concurrency`, `active`, `processed`, `freq`, `loadavg` (1, 5, 15 min), `rss_bytes` |
@@ -66,6 +67,10 @@
 
 mod emitter;
 mod host;
+
+pub(crate) use self::host::{
+    hostname as host_name, loadavg as host_loadavg, rss_bytes as host_rss_bytes,
+};
 mod monitor;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -123,7 +128,9 @@ impl std::fmt::Debug for SentEvents {
 }
 pub use self::monitor::{Monitor, WorkerStatus};
 use crate::{App, BrokerError, TaskId};
-pub use celeriac_core::events::{EventBus, EventStream, MemoryEventBus};
+pub use celeriac_core::events::{
+    CONTROL_TOPIC, EVENTS_TOPIC, EventBus, EventStream, MemoryEventBus, validate_topic,
+};
 
 /// The version of the event format this crate writes.
 pub const FORMAT_VERSION: u32 = 1;
@@ -197,6 +204,12 @@ pub enum EventKind {
         runtime: f64,
         exception: String,
     },
+    /// A task was revoked: dropped when it arrived, or stopped while it ran (`terminated`).
+    TaskRevoked {
+        uuid: TaskId,
+        name: String,
+        terminated: bool,
+    },
     /// A message was dead-lettered: failed for good, unknown task, undecodable.
     TaskDeadLettered {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -235,6 +248,7 @@ impl EventKind {
             Self::TaskSucceeded { .. } => "task-succeeded",
             Self::TaskRetried { .. } => "task-retried",
             Self::TaskFailed { .. } => "task-failed",
+            Self::TaskRevoked { .. } => "task-revoked",
             Self::TaskDeadLettered { .. } => "task-dead-lettered",
             Self::WorkerOnline { .. } => "worker-online",
             Self::WorkerHeartbeat { .. } => "worker-heartbeat",
@@ -313,7 +327,7 @@ pub async fn subscribe(
             broker: app.broker().redacted_url(),
         });
     };
-    let messages = bus.subscribe().await?;
+    let messages = bus.subscribe(EVENTS_TOPIC).await?;
     Ok(messages.flat_map(|message| {
         let events: Vec<Result<Event, EventError>> = match message {
             Err(error) => vec![Err(EventError::Broker(error))],

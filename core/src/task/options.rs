@@ -241,9 +241,17 @@ impl RateLimit {
     }
 }
 
+/// As it is written: `10/s`, `30/m`, `100/h` — what [`FromStr`] reads back — or `5 per 90s` for
+/// other periods.
 impl fmt::Display for RateLimit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} per {:?}", self.count, self.per)
+        let unit = match self.per.as_millis() {
+            1_000 => "s",
+            60_000 => "m",
+            3_600_000 => "h",
+            _ => return write!(f, "{} per {:?}", self.count, self.per),
+        };
+        write!(f, "{}/{unit}", self.count)
     }
 }
 

@@ -16,9 +16,10 @@ use super::process::{process, settle};
 use crate::broker::Delivery;
 use crate::metrics::{MetricsCache, TaskMetrics};
 
-/// Runs deliveries from `handed` until the fetch loop closes it, then waits for its pending acks.
+/// Runs deliveries from `handed` (as lane `index`) until the fetch loop closes it, then waits for its pending acks.
 pub(super) async fn lane(
     shared: Arc<Shared>,
+    index: usize,
     handed: async_channel::Receiver<Delivery>,
     stop_fetching: CancellationToken,
     stop_now: CancellationToken,
@@ -42,7 +43,7 @@ pub(super) async fn lane(
         }
         // Panics in task code and in the user's layers are caught in the run path (`CatchPanic`),
         // the one place; handling a delivery runs no other user code.
-        if let Some(pending) = process(&shared, &mut metrics, delivery, &stop_now).await {
+        if let Some(pending) = process(&shared, index, &mut metrics, delivery, &stop_now).await {
             confirming.push(pending);
         }
     }

@@ -12,6 +12,7 @@
 //! nothing is lost.
 
 mod cluster_rate;
+mod control;
 mod lane;
 mod process;
 mod rate_limit;
@@ -67,6 +68,7 @@ pub struct WorkerBuilder {
     layers: Vec<LayerFn>,
     events: Events,
     queue_depth_every: Option<Duration>,
+    remote_control: bool,
 }
 
 /// Whether and how a worker sends events.
@@ -96,7 +98,17 @@ impl WorkerBuilder {
                 heartbeat: Duration::from_secs(2),
             },
             queue_depth_every: Some(Duration::from_secs(15)),
+            remote_control: true,
         }
+    }
+
+    /// Listens for [remote-control](crate::control) commands (default: on, as Celery's workers
+    /// do): answers `ping`, `stats`, `active` and the rest, honours revokes — also those
+    /// remembered in the coordination store before it started — and shuts down when told.
+    /// Off, it does no work for them.
+    pub fn remote_control(mut self, on: bool) -> Self {
+        self.remote_control = on;
+        self
     }
 
     /// How often the worker samples its queues' depth into the `celeriac_queue_depth` gauge
@@ -115,7 +127,9 @@ impl WorkerBuilder {
         self
     }
 
-    /// The name this worker's events carry (default `celeriac@<host>:<pid>`).
+    /// The name this worker's events and remote-control replies carry (default
+    /// `celeriac@<host>:<pid>`); [`Control::destination`](crate::control::Control::destination)
+    /// picks workers by it.
     pub fn hostname(mut self, name: impl Into<String>) -> Self {
         self.events.hostname = Some(name.into());
         self
@@ -219,8 +233,17 @@ impl WorkerBuilder {
             .registry()
             .tasks()
             .filter(|(_, task)| task.options.rate_limit_scope == crate::RateLimitScope::Worker)
-            .filter_map(|(name, task)| Some((name, RateLimiter::new(task.options.rate_limit?))))
+            .map(|(name, task)| (name, RateLimiter::new(task.options.rate_limit)))
             .collect();
+        let hostname: Arc<str> = match &self.events.hostname {
+            Some(name) => name.as_str().into(),
+            None => format!(
+                "celeriac@{}:{}",
+                crate::events::host_name(),
+                std::process::id()
+            )
+            .into(),
+        };
         Ok(Worker {
             shared: Arc::new(Shared {
                 app: self.app,
@@ -229,6 +252,10 @@ impl WorkerBuilder {
                 metrics: MetricsCache::default(),
                 report: Counters::default(),
                 events: std::sync::OnceLock::new(),
+                control: self
+                    .remote_control
+                    .then(|| control::ControlState::new(self.concurrency)),
+                hostname,
             }),
             events: self.events,
             queue_depth_every: self.queue_depth_every,
@@ -257,6 +284,7 @@ impl fmt::Debug for WorkerBuilder {
             .field("layers", &self.layers.len())
             .field("events", &self.events)
             .field("queue_depth_every", &self.queue_depth_every)
+            .field("remote_control", &self.remote_control)
             .finish_non_exhaustive()
     }
 }
@@ -271,6 +299,10 @@ struct Shared {
     report: Counters,
     /// Where its events go, once it runs, if it sends them.
     events: std::sync::OnceLock<Arc<crate::events::Emitter>>,
+    /// What remote control needs, if the worker listens.
+    control: Option<control::ControlState>,
+    /// The name its events and replies carry.
+    hostname: Arc<str>,
 }
 
 impl Shared {
@@ -304,6 +336,7 @@ struct Counters {
     dead_lettered: AtomicU64,
     expired: AtomicU64,
     requeued: AtomicU64,
+    revoked: AtomicU64,
 }
 
 impl Counters {
@@ -317,6 +350,7 @@ impl Counters {
             + self.retried.load(Ordering::Relaxed)
             + self.dead_lettered.load(Ordering::Relaxed)
             + self.expired.load(Ordering::Relaxed)
+            + self.revoked.load(Ordering::Relaxed)
     }
 
     fn snapshot(&self) -> WorkerReport {
@@ -326,6 +360,7 @@ impl Counters {
             dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
             requeued: self.requeued.load(Ordering::Relaxed),
+            revoked: self.revoked.load(Ordering::Relaxed),
         }
     }
 }
@@ -344,6 +379,8 @@ pub struct WorkerReport {
     pub expired: u64,
     /// Tasks put back in their queue at shutdown.
     pub requeued: u64,
+    /// Revoked tasks: dropped when they arrived, or stopped while they ran.
+    pub revoked: u64,
 }
 
 /// A running worker; see the [module documentation](self).

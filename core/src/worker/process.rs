@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use tower_service::Service;
 
+use super::control::Running;
 use super::lane::LaneMetrics;
 use super::workflow;
 use super::{Counters, Shared};
@@ -88,6 +89,7 @@ async fn refuse(
 /// confirmed yet is returned, to be awaited while the lane runs its next task.
 pub(super) async fn process(
     shared: &Shared,
+    lane: usize,
     lane_metrics: &mut LaneMetrics,
     mut delivery: Delivery,
     stop_now: &CancellationToken,
@@ -101,6 +103,12 @@ pub(super) async fn process(
             return None;
         }
     };
+    if let Some(control) = &shared.control
+        && control.revoked.contains(envelope.id)
+    {
+        Box::pin(drop_revoked(shared, delivery, &envelope)).await;
+        return None;
+    }
     let Some(task) = app.registered(&envelope.task) else {
         let reason = format!(
             "unknown task `{}`: no task of that name is registered in this worker",
@@ -171,7 +179,9 @@ pub(super) async fn process(
             None => return None,
         }
         starts_at = clock::now();
-    } else if let Some(limiter) = shared.rate_limiters.get(envelope.task.as_str()) {
+    } else if let Some(limiter) = shared.rate_limiters.get(envelope.task.as_str())
+        && limiter.is_limited()
+    {
         let limited = Box::pin(async {
             tokio::select! {
                 () = limiter.acquire() => true,
@@ -224,21 +234,48 @@ pub(super) async fn process(
         None => Either::Right(CatchPanic::new(TimeLimit::new(RunTask)).call(request)),
     });
     let mut run = std::pin::pin!(run);
-    // Most runs finish on their first poll; only a run that waits needs the shutdown watch.
+    // Most runs finish on their first poll; only a run that waits needs the shutdown watch, and
+    // shows in remote control's `active` (which can stop it).
     let outcome = match futures::poll!(run.as_mut()) {
         Poll::Ready(outcome) => outcome,
-        Poll::Pending => tokio::select! {
-            outcome = &mut run => outcome,
-            () = stop_now.cancelled() => {
-                shared.ended_run(started_at, |_| None);
-                if let Some(delivery) = delivery {
-                    tracing::info!(task = %context.name(), task.id = %context.id(), "shutdown: requeueing running task");
-                    Counters::add(&shared.report.requeued);
-                    Box::pin(settle("requeue", &queue, delivery.requeue())).await;
+        Poll::Pending => {
+            let running = shared.control.as_ref().and_then(|control| {
+                control.running(
+                    lane,
+                    Running {
+                        id: context.id(),
+                        name: task.name,
+                        queue: queue.clone(),
+                        retries: context.retries(),
+                        started: starts_at,
+                        terminate: CancellationToken::new(),
+                    },
+                )
+            });
+            let terminated = async {
+                match &running {
+                    Some(running) => running.terminate.cancelled().await,
+                    None => std::future::pending().await,
                 }
-                return None;
+            };
+            tokio::select! {
+                outcome = &mut run => outcome,
+                () = stop_now.cancelled() => {
+                    shared.ended_run(started_at, |_| None);
+                    if let Some(delivery) = delivery {
+                        tracing::info!(task = %context.name(), task.id = %context.id(), "shutdown: requeueing running task");
+                        Counters::add(&shared.report.requeued);
+                        Box::pin(settle("requeue", &queue, delivery.requeue())).await;
+                    }
+                    return None;
+                }
+                () = terminated => {
+                    drop(running);
+                    Box::pin(stop_revoked(shared, &context, delivery, &queue, started_at)).await;
+                    return None;
+                }
             }
-        },
+        }
     };
     match outcome {
         Ok(output) => {
@@ -288,6 +325,45 @@ pub(super) async fn process(
             Box::pin(after_failure(shared, failed, delivery)).await;
             None
         }
+    }
+}
+
+/// Drops a revoked task that arrived: records it as revoked (its workflow stops), then acks it.
+async fn drop_revoked(shared: &Shared, delivery: Delivery, envelope: &Envelope) {
+    let queue = delivery.shared_queue();
+    tracing::info!(task = %envelope.task, task.id = %envelope.id, "dropping a revoked task");
+    shared.emit(|| EventKind::TaskRevoked {
+        uuid: envelope.id,
+        name: envelope.task.clone(),
+        terminated: false,
+    });
+    Counters::add(&shared.report.revoked);
+    let reason = "revoked before it ran".to_owned();
+    workflow::ended(&shared.app, envelope, Cause::Revoked, reason).await;
+    settle("ack", &queue, delivery.ack()).await;
+}
+
+/// After a running task was stopped by a revoke: records it as revoked, then acks it.
+async fn stop_revoked(
+    shared: &Shared,
+    context: &TaskContext,
+    delivery: Option<Delivery>,
+    queue: &str,
+    started_at: Option<std::time::Instant>,
+) {
+    tracing::info!(task = %context.name(), task.id = %context.id(), "revoked: stopped a running task");
+    shared.ended_run(started_at, |_| {
+        Some(EventKind::TaskRevoked {
+            uuid: context.id(),
+            name: context.name().to_owned(),
+            terminated: true,
+        })
+    });
+    Counters::add(&shared.report.revoked);
+    let reason = "revoked and terminated while it ran".to_owned();
+    workflow::ended(&shared.app, context.envelope(), Cause::Revoked, reason).await;
+    if let Some(delivery) = delivery {
+        settle("ack", queue, delivery.ack()).await;
     }
 }
 

@@ -15,7 +15,7 @@ use crate::error::Report;
 use crate::events::{Emitter, EventKind, EventTasks};
 
 /// Back-off between attempts to reach a broker that is down: 100 ms doubling to 30 s.
-struct Reconnect {
+pub(super) struct Reconnect {
     next: Duration,
 }
 
@@ -23,15 +23,15 @@ impl Reconnect {
     const FIRST: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(30);
 
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self { next: Self::FIRST }
     }
 
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.next = Self::FIRST;
     }
 
-    fn delay(&mut self) -> Duration {
+    pub(super) fn delay(&mut self) -> Duration {
         let delay = self.next;
         self.next = (self.next * 2).min(Self::MAX);
         delay
@@ -63,7 +63,7 @@ impl Worker {
         let shared = self.shared.clone();
         let (emitter, tasks) = Emitter::start(
             bus,
-            self.events.hostname.clone(),
+            Some(self.shared.hostname.to_string()),
             self.events.heartbeat,
             online,
             move || shared.report.processed(),
@@ -157,11 +157,24 @@ impl Worker {
         // channel holds up to `concurrency` fetched deliveries waiting for a free lane (the broker's
         // prefetch window bounds how many are unsettled in all), so a lane that finishes finds its
         // next delivery without a round trip through the fetch loop.
+        let listener = match self.shared.control {
+            Some(_) => {
+                let listening = super::control::Listening {
+                    queues: self.queues.clone(),
+                    concurrency: self.concurrency,
+                    prefetch: self.prefetch,
+                    stop_fetching: stop_fetching.clone(),
+                };
+                Some(super::control::listen(self.shared.clone(), listening).await)
+            }
+            None => None,
+        };
         let (hand_out, handed) = async_channel::bounded(self.concurrency);
         let lanes = TaskTracker::new();
-        for _ in 0..self.concurrency {
+        for index in 0..self.concurrency {
             lanes.spawn(lane(
                 self.shared.clone(),
+                index,
                 handed.clone(),
                 stop_fetching.clone(),
                 stop_now.clone(),
@@ -270,6 +283,9 @@ impl Worker {
         }
         if let Some(sampling) = sampling {
             sampling.abort();
+        }
+        if let Some(listener) = listener {
+            listener.abort();
         }
         if let Some((emitter, tasks)) = events {
             tasks.stop(emitter, self.shared.report.processed()).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
-use super::{Claim, CoordinationStore, Record};
+use super::{Claim, CoordinationStore, MAX_SET_MEMBERS, Record};
 use crate::BrokerError;
 
 /// Claims held in this process's memory: enough when every producer runs in one process, as with
@@ -39,6 +39,8 @@ struct Claims {
     next_slot: HashMap<String, Instant>,
     /// Records written by `renew`.
     records: HashMap<String, Vec<u8>>,
+    /// Sets written by `remember`: each member with when it lapses.
+    sets: HashMap<String, HashMap<String, Instant>>,
     /// `held.len()` after the last sweep of lapsed claims.
     swept_at: usize,
 }
@@ -151,6 +153,47 @@ impl CoordinationStore for MemoryCoordination {
 
     async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError> {
         Ok(self.claims().records.get(key).cloned())
+    }
+
+    async fn remember(
+        &self,
+        key: &str,
+        member: &str,
+        keep_for: Duration,
+    ) -> Result<(), BrokerError> {
+        let now = Instant::now();
+        let mut claims = self.claims();
+        let set = claims.sets.entry(key.to_owned()).or_default();
+        let until = now + keep_for;
+        let kept = set.entry(member.to_owned()).or_insert(until);
+        *kept = (*kept).max(until);
+        if set.len() > MAX_SET_MEMBERS {
+            set.retain(|_, until| *until > now);
+            while set.len() > MAX_SET_MEMBERS {
+                let first = set
+                    .iter()
+                    .min_by_key(|(_, until)| **until)
+                    .map(|(member, _)| member.clone());
+                match first {
+                    Some(first) => set.remove(&first),
+                    None => break,
+                };
+            }
+        }
+        Ok(())
+    }
+
+    async fn members(&self, key: &str) -> Result<Vec<(String, Duration)>, BrokerError> {
+        let now = Instant::now();
+        let mut claims = self.claims();
+        let Some(set) = claims.sets.get_mut(key) else {
+            return Ok(Vec::new());
+        };
+        set.retain(|_, until| *until > now);
+        Ok(set
+            .iter()
+            .map(|(member, until)| (member.clone(), *until - now))
+            .collect())
     }
 }
 

@@ -83,7 +83,23 @@ pub trait CoordinationStore: Send + Sync + fmt::Debug + 'static {
 
     /// The record last written at `key` by [`renew`](Self::renew), if any. Records do not lapse.
     async fn read(&self, key: &str) -> Result<Option<Vec<u8>>, BrokerError>;
+
+    /// Adds `member` to the set `key` for `keep_for` (a member added again keeps the later
+    /// time). Members lapse by themselves; a set holds at most [`MAX_SET_MEMBERS`], the ones
+    /// that lapse first leaving first. Revoked task ids are remembered this way.
+    async fn remember(
+        &self,
+        key: &str,
+        member: &str,
+        keep_for: Duration,
+    ) -> Result<(), BrokerError>;
+
+    /// The members of the set `key` that have not lapsed, each with the time it has left.
+    async fn members(&self, key: &str) -> Result<Vec<(String, Duration)>, BrokerError>;
 }
+
+/// The most members a set of [`CoordinationStore::remember`] holds.
+pub const MAX_SET_MEMBERS: usize = 50_000;
 
 /// A record to write with a [`CoordinationStore::renew`]: `value` at `key`.
 #[derive(Clone, Copy, Debug)]
