@@ -438,6 +438,25 @@ impl Broker for AmqpBroker {
         let _ = channel.close(200, "done".into()).await;
         Ok(purged)
     }
+
+    async fn purge_dead_letters(&self, queue: &str) -> Result<u64, BrokerError> {
+        let link = self.shared.link().await?;
+        let timeout = self.shared.timeout();
+        let channel = bounded("open channel", timeout, link.connection.create_channel()).await?;
+        let purged = async {
+            self.shared.declare(&link, &channel, queue).await?;
+            let dead = topology::dead_queue(queue);
+            bounded(
+                "purge dead letters",
+                timeout,
+                channel.queue_purge(dead.as_str().into(), QueuePurgeOptions::default()),
+            )
+            .await
+        }
+        .await;
+        let _ = channel.close(200, "done".into()).await;
+        Ok(u64::from(purged?))
+    }
 }
 
 impl fmt::Debug for AmqpBroker {

@@ -307,6 +307,16 @@ pub trait Broker: Send + Sync + fmt::Debug + 'static {
         Err(BrokerError::unsupported(self.system(), "purging queues"))
     }
 
+    /// Removes every dead letter of `queue`; returns how many. The default answers
+    /// [`BrokerError::Unsupported`].
+    async fn purge_dead_letters(&self, queue: &str) -> Result<u64, BrokerError> {
+        let _ = queue;
+        Err(BrokerError::unsupported(
+            self.system(),
+            "purging dead letters",
+        ))
+    }
+
     /// A celeriac worker calls this when it stopped: the streams it got from
     /// [`consume`](Self::consume) are dropped and its deliveries settled. A broker that registers
     /// consumers on the server removes them here (the Redis broker deletes its consumer-group

@@ -498,6 +498,25 @@ impl Broker for RedisBroker {
         .await
     }
 
+    async fn purge_dead_letters(&self, queue: &str) -> Result<u64, BrokerError> {
+        let keys = self.keys(queue);
+        let mut conn = self.inner.conn();
+        let mut both = redis::pipe();
+        both.atomic()
+            .cmd("XLEN")
+            .arg(&keys.dead)
+            .cmd("DEL")
+            .arg(&keys.dead)
+            .ignore();
+        let (purged,): (u64,) = bounded(
+            "purge_dead_letters",
+            self.inner.settings.operation_timeout,
+            both.query_async(&mut conn),
+        )
+        .await?;
+        Ok(purged)
+    }
+
     async fn consumers_stopped(&self) -> Result<(), BrokerError> {
         let stopped = std::mem::take(&mut *self.inner.stopped());
         let mut outcome = Ok(());

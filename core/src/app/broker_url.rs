@@ -281,6 +281,10 @@ impl Broker for LazyBroker {
         self.connected().await?.purge(queue).await
     }
 
+    async fn purge_dead_letters(&self, queue: &str) -> Result<u64, BrokerError> {
+        self.connected().await?.purge_dead_letters(queue).await
+    }
+
     async fn consumers_stopped(&self) -> Result<(), BrokerError> {
         match self.broker.get() {
             Some(broker) => broker.consumers_stopped().await,

@@ -488,6 +488,16 @@ impl Broker for MemoryBroker {
         queue.delayed.clear();
         Ok(purged as u64)
     }
+
+    async fn purge_dead_letters(&self, queue: &str) -> Result<u64, BrokerError> {
+        let Some(cell) = self.inner.find(queue) else {
+            return Ok(0);
+        };
+        let mut queue = cell.lock();
+        let purged = queue.dead.len();
+        queue.dead.clear();
+        Ok(purged as u64)
+    }
 }
 
 impl fmt::Debug for MemoryBroker {

@@ -9,6 +9,8 @@
 //! Writing a broker? Implement [`Broker`] and [`Acknowledger`], and run the contract kit of
 //! `celeriac::testing` (feature `test-util`) against it.
 
+#[cfg(feature = "cli")]
+pub(crate) mod letter;
 mod memory;
 
 #[doc(inline)]

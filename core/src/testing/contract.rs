@@ -509,6 +509,72 @@ pub async fn purge_removes_waiting_messages(broker: Arc<dyn Broker>, queue: &str
     nothing_arrives(&mut stream).await;
 }
 
+/// Purge removes only waiting messages: a delivery in flight stays with its consumer and can
+/// still be requeued.
+pub async fn purge_leaves_deliveries_in_flight(broker: Arc<dyn Broker>, queue: &str) {
+    if !broker.capabilities().stats {
+        assert_unsupported(broker.purge(queue).await, "purge");
+        return;
+    }
+    for i in 0..3 {
+        publish(&broker, queue, &format!("m{i}")).await;
+    }
+    let mut stream = consume(&broker, queue, 1).await;
+    let in_flight = next(&mut stream).await;
+    assert_eq!(broker.purge(queue).await.expect("purge"), 2);
+    let first = text(&in_flight);
+    in_flight.requeue().await.expect("requeue");
+    let again = next(&mut stream).await;
+    assert_eq!(text(&again), first, "the delivery in flight was purged");
+    again.ack().await.expect("ack");
+    nothing_arrives(&mut stream).await;
+}
+
+/// `purge_dead_letters` empties a queue's dead letters and says how many; the queue itself is
+/// untouched.
+pub async fn purge_dead_letters_empties_them(broker: Arc<dyn Broker>, queue: &str) {
+    if !broker.capabilities().dead_letters {
+        assert_unsupported(broker.purge_dead_letters(queue).await, "dead letters");
+        return;
+    }
+    for i in 0..2 {
+        publish(&broker, queue, &format!("dead {i}")).await;
+    }
+    let mut stream = consume(&broker, queue, 2).await;
+    for _ in 0..2 {
+        next(&mut stream)
+            .await
+            .dead_letter("failed")
+            .await
+            .expect("dead_letter");
+    }
+    eventually(ARRIVAL, "two dead letters", || async {
+        broker
+            .dead_letters(queue, 10)
+            .await
+            .is_ok_and(|dead| dead.len() == 2)
+    })
+    .await;
+    publish(&broker, queue, "alive").await;
+    assert_eq!(
+        broker
+            .purge_dead_letters(queue)
+            .await
+            .expect("purge dead letters"),
+        2
+    );
+    assert!(
+        broker
+            .dead_letters(queue, 10)
+            .await
+            .expect("dead_letters")
+            .is_empty()
+    );
+    let alive = next(&mut stream).await;
+    assert_eq!(text(&alive), "alive");
+    alive.ack().await.expect("ack");
+}
+
 /// A consumer holds at most `prefetch` unsettled deliveries.
 pub async fn prefetch_bounds_unsettled_deliveries(broker: Arc<dyn Broker>, queue: &str) {
     for i in 0..5 {

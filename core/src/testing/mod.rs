@@ -162,6 +162,8 @@ macro_rules! broker_contract_tests {
             dead_letter_keeps_the_message_and_reason,
             requeue_dead_letters_replays_each_once,
             purge_removes_waiting_messages,
+            purge_leaves_deliveries_in_flight,
+            purge_dead_letters_empties_them,
             prefetch_bounds_unsettled_deliveries,
             competing_consumers_each_message_once,
         );
