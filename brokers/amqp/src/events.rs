@@ -135,7 +135,7 @@ impl EventBus for AmqpEventBus {
         )
         .await?;
         // The stream keeps its channel open.
-        let open = ClosedOnDrop(Some(channel));
+        let open = ClosedOnDrop(Some((channel, consumer.tag())));
         let events = consumer.map(move |delivery| {
             let _open = &open;
             delivery
@@ -146,15 +146,18 @@ impl EventBus for AmqpEventBus {
     }
 }
 
-/// A subscriber's channel, closed when its stream is dropped (a channel left open lives as long
-/// as the connection: one per command's replies would add up).
-struct ClosedOnDrop(Option<Channel>);
+/// A subscriber's channel and consumer, cancelled then closed when its stream is dropped (a
+/// channel left open lives as long as the connection: one per command's replies would add up).
+struct ClosedOnDrop(Option<(Channel, lapin::types::ShortString)>);
 
 impl Drop for ClosedOnDrop {
     fn drop(&mut self) {
-        if let (Some(channel), Ok(runtime)) = (self.0.take(), tokio::runtime::Handle::try_current())
+        if let (Some((channel, tag)), Ok(runtime)) =
+            (self.0.take(), tokio::runtime::Handle::try_current())
         {
             runtime.spawn(async move {
+                let cancel = lapin::options::BasicCancelOptions::default();
+                let _ = channel.basic_cancel(tag, cancel).await;
                 let _ = channel.close(200, "unsubscribed".into()).await;
             });
         }

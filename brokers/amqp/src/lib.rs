@@ -283,8 +283,15 @@ impl Broker for AmqpBroker {
     }
 
     async fn event_bus(&self) -> Result<Option<Arc<dyn celeriac_core::EventBus>>, BrokerError> {
-        let bus = events::AmqpEventBus::new(self.shared.clone());
-        Ok(Some(Arc::new(bus)))
+        // Events and remote control get a connection of their own: their channels come and go
+        // with each command, and nothing that happens to them can touch the tasks' connection.
+        let bus = self.shared.event_bus.get_or_init(|| {
+            let (url, settings) = (self.shared.url.clone(), self.shared.settings.clone());
+            Arc::new(events::AmqpEventBus::new(Arc::new(Shared::new(
+                url, settings,
+            ))))
+        });
+        Ok(Some(bus.clone()))
     }
 
     fn election(&self, name: &str, lease: Duration) -> Option<Arc<dyn celeriac_core::Election>> {

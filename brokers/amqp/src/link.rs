@@ -81,6 +81,8 @@ pub(crate) struct Shared {
     unacked: Mutex<HashMap<String, u64>>,
     /// Which shard the next immediate message goes to.
     next_shard: AtomicUsize,
+    /// The event bus, on a connection of its own (made on first use).
+    pub(crate) event_bus: std::sync::OnceLock<Arc<crate::events::AmqpEventBus>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -104,6 +106,7 @@ impl Shared {
             waits: Mutex::new(HashMap::new()),
             unacked: Mutex::new(HashMap::new()),
             next_shard: AtomicUsize::new(0),
+            event_bus: std::sync::OnceLock::new(),
         }
     }
 
