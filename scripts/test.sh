@@ -70,9 +70,9 @@ ensure_rabbitmq() {
 
 ensure_browser() {
   if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then return; fi
-  say "installing chromium and chromium-driver (for the demo's browser test)"
+  say "installing chromium and chromium-driver (for the demo's and the dashboard's browser tests)"
   apt_install chromium chromium-driver || {
-    echo "error: the browser test needs Debian's chromium and chromium-driver packages." >&2
+    echo "error: the browser tests need Debian's chromium and chromium-driver packages." >&2
     echo "       Install them (apt-get install chromium chromium-driver), or set CELERIAC_SKIP_BROWSER=1 outside CI." >&2
     exit 1
   }

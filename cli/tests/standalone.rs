@@ -62,3 +62,22 @@ fn an_unreachable_broker_is_exit_code_1_without_its_password() {
     assert_eq!(error["code"], 1);
     assert!(!stdout.contains("s3cret") && !stderr.contains("s3cret"));
 }
+
+#[test]
+fn the_dashboard_refuses_to_listen_beyond_loopback_without_auth() {
+    let (code, _, stderr) =
+        celeriac(&["--broker", "memory://", "dashboard", "--bind", "0.0.0.0:0"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("without authentication"), "{stderr}");
+    let (code, _, stderr) = celeriac(&[
+        "--broker",
+        "memory://",
+        "dashboard",
+        "--bind",
+        "0.0.0.0:0",
+        "--token",
+        "short",
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("at least 16"), "{stderr}");
+}

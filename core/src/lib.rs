@@ -71,6 +71,8 @@ mod clock;
 pub mod codec;
 pub mod control;
 pub mod coordination;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 pub mod election;
 pub mod envelope;
 pub mod error;

@@ -3,6 +3,7 @@
 //! `tests/amqp.rs` run exactly as a third-party broker author would.
 
 pub mod beat;
+pub mod browser;
 pub mod cli;
 pub mod harness;
 pub mod hostile;

@@ -9,7 +9,7 @@
 //! Writing a broker? Implement [`Broker`] and [`Acknowledger`], and run the contract kit of
 //! `celeriac::testing` (feature `test-util`) against it.
 
-#[cfg(feature = "cli")]
+#[cfg(any(feature = "cli", feature = "dashboard"))]
 pub(crate) mod letter;
 mod memory;
 

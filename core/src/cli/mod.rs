@@ -18,6 +18,7 @@
 //! | `purge QUEUE` | removes a queue's waiting tasks | `celery purge -Q` |
 //! | `dlq list\|show\|requeue\|purge QUEUE` | dead letters | — |
 //! | `events` | a live tail of worker events | `celery events` |
+//! | `dashboard` | the live web dashboard ([`crate::dashboard`]) | Flower |
 //!
 //! Global options: `--broker URL` (or `CELERIAC_BROKER_URL`), `--result-backend URL`,
 //! `--coordination URL`, `--timeout SECONDS` for replies, `--json` for scripts. Output for people
@@ -257,6 +258,8 @@ enum Verb {
     },
     /// Print worker events as they come, until interrupted
     Events,
+    /// Serve the live web dashboard
+    Dashboard(run::DashboardArgs),
 }
 
 impl Verb {
@@ -288,6 +291,7 @@ impl Verb {
             Self::Purge { queue, force } => dead::purge(app, &queue, force, out).await,
             Self::Dlq { what } => dead::dlq(app, what, out).await,
             Self::Events => inspect::events(app, out).await,
+            Self::Dashboard(args) => run::dashboard(app, args).await,
         }
     }
 }

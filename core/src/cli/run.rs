@@ -43,6 +43,27 @@ pub(super) struct BeatArgs {
     name: Option<String>,
 }
 
+#[derive(Args)]
+pub(super) struct DashboardArgs {
+    /// Where to listen; beyond loopback, --token or --basic-auth is required
+    #[arg(long, default_value = "127.0.0.1:5555")]
+    bind: std::net::SocketAddr,
+    /// A bearer token of at least 16 characters (open /?token=… once in a browser)
+    #[arg(
+        long,
+        env = "CELERIAC_DASHBOARD_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "basic_auth"
+    )]
+    token: Option<String>,
+    /// Basic auth, user:password (a password of at least 16 characters)
+    #[arg(long, env = "CELERIAC_DASHBOARD_BASIC_AUTH", hide_env_values = true)]
+    basic_auth: Option<String>,
+    /// A queue to show besides those the workers consume; repeat for several
+    #[arg(long = "queue", short = 'Q')]
+    queues: Vec<String>,
+}
+
 /// This binary has no tasks: `worker` and `beat` would do nothing useful.
 fn needs_tasks(app: &App, verb: &str) -> Result<(), Failure> {
     if app.task_names().next().is_none() {
@@ -81,6 +102,28 @@ pub(super) async fn worker(app: &App, args: WorkerArgs) -> Result<(), Failure> {
     let report = worker.run().await?;
     tracing::info!(?report, "worker stopped");
     Ok(())
+}
+
+pub(super) async fn dashboard(app: &App, args: DashboardArgs) -> Result<(), Failure> {
+    use crate::dashboard::{Auth, Dashboard};
+    let usage = |error: crate::dashboard::DashboardError| {
+        Failure::Usage(crate::error::Report(&error).to_string())
+    };
+    let mut builder = Dashboard::builder(app.clone())
+        .bind(args.bind)
+        .queues(args.queues);
+    if let Some(token) = args.token {
+        builder = builder.auth(Auth::token(token).map_err(usage)?);
+    }
+    if let Some(pair) = args.basic_auth {
+        builder = builder.auth(Auth::parse_basic(&pair).map_err(usage)?);
+    }
+    let dashboard = builder.build().map_err(usage)?;
+    eprintln!("dashboard on http://{}/ (Ctrl-C stops it)", args.bind);
+    dashboard.serve().await.map_err(|error| match error {
+        crate::dashboard::DashboardError::Bind { .. } => usage(error),
+        error => Failure::Broker(crate::error::Report(&error).to_string()),
+    })
 }
 
 pub(super) async fn beat(app: &App, args: BeatArgs) -> Result<(), Failure> {
