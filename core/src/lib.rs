@@ -86,6 +86,8 @@ pub mod service;
 pub mod task;
 #[cfg(feature = "test-util")]
 pub mod testing;
+#[cfg(feature = "opentelemetry")]
+pub mod trace_context;
 pub mod worker;
 
 pub use crate::app::{App, AppBuilder, Delay, SendOptions};

@@ -344,11 +344,18 @@ impl App {
     }
 
     /// Publishes an envelope, within the enqueue timeout.
-    pub(crate) async fn publish(&self, envelope: Envelope) -> Result<TaskId, EnqueueError> {
+    pub(crate) async fn publish(
+        &self,
+        #[allow(unused_mut)] mut envelope: Envelope,
+    ) -> Result<TaskId, EnqueueError> {
         self.prepare_replies(&envelope.task).await?;
+        #[cfg(feature = "opentelemetry")]
+        let span = crate::trace_context::send_span(&mut envelope, self.inner.broker.system());
         let outgoing = Self::outgoing(&envelope)?;
-        self.with_timeout(&envelope.task, self.inner.broker.publish(outgoing))
-            .await?;
+        let published = self.with_timeout(&envelope.task, self.inner.broker.publish(outgoing));
+        #[cfg(feature = "opentelemetry")]
+        let published = tracing::Instrument::instrument(published, span);
+        published.await?;
         if let Some(events) = &self.inner.sent_events {
             events.sent(self, &envelope).await;
         }

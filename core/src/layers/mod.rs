@@ -36,6 +36,26 @@ where
     F: Future<Output = Result<TaskOutput, TaskError>> + Send,
 {
     let ctx = request.context();
+    // With OpenTelemetry, the run span is a consumer span named as the messaging conventions
+    // say, and continues the trace its message carries.
+    #[cfg(feature = "opentelemetry")]
+    let span = {
+        let span = tracing::info_span!(
+            "celeriac.task",
+            task.name = %ctx.envelope().task,
+            task.id = %ctx.id(),
+            task.retries = ctx.retries(),
+            messaging.system = ctx.app().broker().system(),
+            messaging.destination.name = %ctx.queue(),
+            messaging.operation.type = "process",
+            messaging.message.id = %ctx.id(),
+            otel.kind = "consumer",
+            otel.name = %format_args!("process {}", ctx.queue()),
+        );
+        crate::trace_context::continue_trace(&span, &ctx.envelope().headers);
+        span
+    };
+    #[cfg(not(feature = "opentelemetry"))]
     let span = tracing::info_span!(
         "celeriac.task",
         task.name = %ctx.envelope().task,

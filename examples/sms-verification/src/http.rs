@@ -311,7 +311,16 @@ async fn count_requests(request: Request, next: Next) -> Response {
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let method = request.method().to_string();
     let started = Instant::now();
-    let response = next.run(request).await;
+    // The request's span: with `tracing-opentelemetry` installed, a server span whose trace the
+    // SMS task's run continues (celeriac's feature `opentelemetry`).
+    let span = tracing::info_span!(
+        "http.request",
+        otel.kind = "server",
+        otel.name = %format_args!("{method} {route}"),
+        http.request.method = %method,
+        http.route = %route,
+    );
+    let response = tracing::Instrument::instrument(next.run(request), span).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!("sms_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);
