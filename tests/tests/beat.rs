@@ -9,7 +9,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use celeriac::beat::{BeatReport, CatchUp, Entry};
 use celeriac::{App, BuildError, MemoryBroker, TaskContext};
 use celeriac_tests::beat::{BeatProcess, beat_tick, leader, now_millis, recorded_ticks};
-use celeriac_tests::harness::{BackgroundWorker, amqp_url, redis_url, skipped, unique_queue};
+use celeriac_tests::harness::{
+    BackgroundWorker, amqp_url, eventually, redis_url, skipped, unique_queue,
+};
 
 // ---------------------------------------------------------------------------------------------
 // In one process, on tokio's paused clock.
@@ -364,9 +366,25 @@ async fn failover(broker_url: String, election: &str) {
             kills += 1;
         }
     }
-    // The last kill's successor takes over within a lease or two; a busy machine (RabbitMQ
-    // confirming the election's persistent token to disk) once took six seconds.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The last kill's successor takes over: a tick scheduled after the kill runs. Within a lease
+    // or two usually; the bound is generous, for a busy machine (a cold CI build once took 12 s
+    // with both failover tests and their six beat processes on two cores).
+    let last_kill = now_millis();
+    eventually(
+        Duration::from_secs(45),
+        "a tick after the last kill",
+        || async {
+            recorded_ticks(&run)
+                .await
+                .keys()
+                .any(|tick| *tick > last_kill)
+        },
+    )
+    .await;
+    eprintln!(
+        "{election}: the last kill's successor ticked within {} ms",
+        now_millis().saturating_sub(last_kill)
+    );
     let ended = now_millis();
     for beat in &beats {
         beat.signal("-TERM").await;
@@ -388,19 +406,12 @@ async fn failover(broker_url: String, election: &str) {
     let ticks = recorded_ticks(&run).await;
     assert_eq!(kills, 10);
     assert_every_second_once(&format!("{election} on {broker_url}"), &ticks);
-    let (first, last) = (
-        ticks.keys().next().copied().unwrap_or(0),
-        ticks.keys().last().copied().unwrap_or(0),
-    );
+    let first = ticks.keys().next().copied().unwrap_or(0);
+    // Three processes start and elect one: seconds, or more on a busy machine.
     assert!(
-        first <= started + 10_000,
+        first <= started + 20_000,
         "the first tick came {} ms after the start",
         first.saturating_sub(started)
-    );
-    assert!(
-        last + 12_000 >= ended,
-        "the last tick came {} ms before the end",
-        ended.saturating_sub(last)
     );
     eprintln!(
         "{election} on {}: {} ticks over {} s, each once",
