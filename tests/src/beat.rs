@@ -9,7 +9,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use celeriac::TaskContext;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tokio::sync::OnceCell;
 
 use crate::harness::redis_connection;
 
@@ -17,8 +16,6 @@ use crate::harness::redis_connection;
 pub fn ticks_key(run: &str) -> String {
     format!("celeriac-test-beat:{run}")
 }
-
-static RECORDER: OnceCell<redis::aio::MultiplexedConnection> = OnceCell::const_new();
 
 /// Records the tick it was sent for (ms since the epoch) in the Redis list [`ticks_key`]`(run)`.
 #[celeriac::task(name = "beat_tick")]
@@ -32,7 +29,10 @@ pub async fn beat_tick(ctx: TaskContext, run: String) -> Result<(), redis::Redis
     let millis = tick
         .duration_since(UNIX_EPOCH)
         .map_or(0, |since| since.as_millis());
-    let mut conn = RECORDER.get_or_init(redis_connection).await.clone();
+    // A connection of its own: one kept in a static would be driven by the runtime of the test
+    // that made it, and break for every other test once that one ends (both failover tests run
+    // in one process).
+    let mut conn = redis_connection().await;
     redis::cmd("RPUSH")
         .arg(ticks_key(&run))
         .arg(millis.to_string())
@@ -82,6 +82,8 @@ impl BeatProcess {
             .and_then(|pid| i32::try_from(pid).ok())
             .expect("a pid");
         let leading = Arc::new(Mutex::new(None));
+        // Set to a log filter, it is the beat processes' filter, and their whole log is shown.
+        let verbose = std::env::var_os("CELERIAC_TEST_BEAT_LOG").is_some();
         let stderr = child.stderr.take().expect("piped stderr");
         tokio::spawn({
             let leading = leading.clone();
@@ -93,7 +95,7 @@ impl BeatProcess {
                     } else if line.contains("leading the beat") {
                         *leading.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
                     }
-                    if line.contains("ERROR") || line.contains("panicked") {
+                    if verbose || line.contains("ERROR") || line.contains("panicked") {
                         eprintln!("beat {pid}: {line}");
                     }
                 }

@@ -136,6 +136,27 @@ impl AmqpElection {
         let timeout = shared.timeout();
         let link = shared.link().await?;
         let channel = bounded("open channel", timeout, link.connection.create_channel()).await?;
+        match self.sit_on(link, channel.clone()).await {
+            Ok(seat) => Ok(seat),
+            Err(error) => {
+                // A consume that timed out here may still have begun at the broker: closing the
+                // channel ends it, whatever lapin kept of it.
+                if let Err(close) = bounded(
+                    "close",
+                    timeout,
+                    channel.close(200, "failed to join".into()),
+                )
+                .await
+                {
+                    tracing::debug!(error = %Report(&close), "closing a failed election channel");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    async fn sit_on(&self, link: Arc<Link>, channel: Channel) -> Result<Seat, BrokerError> {
+        let timeout = self.inner.shared.timeout();
         let mut arguments = FieldTable::default();
         arguments.insert(
             ShortString::from("x-single-active-consumer"),
@@ -184,9 +205,10 @@ impl AmqpElection {
                 }
             }
         });
-        // A token of our own, so that a queue emptied by a broker that lost it gets one.
-        self.publish(&link, 0, &[]).await?;
-        Ok(Seat {
+        // Seated before anything else can fail: a seat dropped stops its reader, which cancels the
+        // consumer. A reader left running would hold the tokens it receives, unacknowledged and
+        // unread, for as long as this process lives: no candidate could lead.
+        let seat = Seat {
             link,
             channel,
             id: uuid::Uuid::new_v4().to_string(),
@@ -194,7 +216,10 @@ impl AmqpElection {
             reader,
             held: None,
             published_at: Instant::now(),
-        })
+        };
+        // A token of our own, so that a queue emptied by a broker that lost it gets one.
+        self.publish(&seat.link, 0, &[]).await?;
+        Ok(seat)
     }
 
     async fn publish(&self, link: &Link, sequence: i64, record: &[u8]) -> Result<(), BrokerError> {
@@ -261,6 +286,8 @@ impl Seat {
 }
 
 impl Drop for Seat {
+    /// Stops the reader: its consumer, dropped, is cancelled; the channel, once its last handle
+    /// is dropped, is closed (lapin closes an open channel no one holds).
     fn drop(&mut self) {
         self.reader.abort();
     }

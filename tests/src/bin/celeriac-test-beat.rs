@@ -17,7 +17,7 @@ async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
-        .with_env_filter("info")
+        .with_env_filter(std::env::var("CELERIAC_TEST_BEAT_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [url, queue, name, lease_ms, run, election] = args.as_slice() else {
