@@ -15,9 +15,14 @@ static ANCHOR: OnceLock<(SystemTime, Instant)> = OnceLock::new();
 
 /// The current wall-clock time, advancing with tokio's clock.
 pub(crate) fn now() -> SystemTime {
+    wall_at(Instant::now())
+}
+
+/// The wall-clock time at the tokio instant `at` (for a time already read from the monotonic
+/// clock, without reading it again).
+pub(crate) fn wall_at(at: Instant) -> SystemTime {
     let (wall, mono) = *ANCHOR.get_or_init(|| (SystemTime::now(), Instant::now()));
-    let elapsed = Instant::now().saturating_duration_since(mono);
-    wall + elapsed
+    wall + at.saturating_duration_since(mono)
 }
 
 /// How long from now until `at`; zero when `at` has passed.

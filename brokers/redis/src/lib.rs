@@ -92,6 +92,9 @@ pub(crate) struct Inner {
     settings: Settings,
     /// Consumers whose stream was dropped, to remove from their groups once a worker stopped.
     stopped: std::sync::Mutex<Vec<consumer::Stopped>>,
+    /// The event bus's connection, made when first asked for: a batch of events (tens of
+    /// kilobytes) on `conn` would hold up the queue's commands behind it.
+    events_conn: tokio::sync::OnceCell<ConnectionManager>,
 }
 
 /// Configures a [`RedisBroker`].
@@ -180,6 +183,7 @@ impl RedisBrokerBuilder {
                 url: self.url,
                 settings: self.settings,
                 stopped: std::sync::Mutex::default(),
+                events_conn: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -322,9 +326,20 @@ impl Broker for RedisBroker {
     }
 
     async fn event_bus(&self) -> Result<Option<Arc<dyn celeriac_core::EventBus>>, BrokerError> {
+        let inner = &self.inner;
+        let conn = inner
+            .events_conn
+            .get_or_try_init(|| {
+                manager(&inner.client, &inner.url, inner.settings.operation_timeout)
+            })
+            .await
+            .map_err(|source| BrokerError::Connect {
+                url: inner.url.redacted().to_owned(),
+                source,
+            })?;
         let bus = events::RedisEventBus::new(
             self.inner.client.clone(),
-            self.inner.conn(),
+            conn.clone(),
             &self.inner.settings.key_prefix,
             self.inner.settings.operation_timeout,
         );

@@ -174,7 +174,7 @@ impl Collector {
         tasks.sort_by(|a, b| b.updated.total_cmp(&a.updated));
         tasks.truncate(100);
         Snapshot {
-            time: crate::events::timestamp(),
+            time: crate::events::timestamp_at(tokio::time::Instant::now()),
             broker: self.broker.clone(),
             trouble: picture.trouble.clone(),
             workers,

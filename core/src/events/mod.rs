@@ -67,6 +67,7 @@
 
 mod emitter;
 mod host;
+mod record;
 
 pub(crate) use self::host::{
     hostname as host_name, loadavg as host_loadavg, rss_bytes as host_rss_bytes,
@@ -79,6 +80,7 @@ use futures::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use self::emitter::{Emitter, EventTasks};
+pub(crate) use self::record::Record;
 
 /// A producer's `task-sent` events: its emitter, started on the first send.
 #[derive(Default)]
@@ -257,8 +259,9 @@ impl EventKind {
     }
 }
 
-/// One message on the bus: the events one worker published together.
-#[derive(Serialize, Deserialize)]
+/// One message on the bus, read: the events one worker published together (written by
+/// [`record::write_batch`]).
+#[derive(Deserialize)]
 pub(crate) struct Batch {
     v: u32,
     hostname: String,
@@ -267,25 +270,16 @@ pub(crate) struct Batch {
 }
 
 /// An event in a [`Batch`]: when, and what.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct Stamped {
-    pub(crate) timestamp: f64,
+#[derive(Deserialize)]
+struct Stamped {
+    timestamp: f64,
     #[serde(flatten)]
-    pub(crate) kind: EventKind,
+    kind: EventKind,
 }
 
 impl Batch {
-    pub(crate) fn new(hostname: &str, pid: u32, events: Vec<Stamped>) -> Self {
-        Self {
-            v: FORMAT_VERSION,
-            hostname: hostname.to_owned(),
-            pid,
-            events,
-        }
-    }
-
     /// Its events, each with the worker's name.
-    fn into_events(self) -> impl Iterator<Item = Event> {
+    pub(crate) fn into_events(self) -> impl Iterator<Item = Event> {
         let (v, hostname, pid) = (self.v, self.hostname, self.pid);
         self.events.into_iter().map(move |stamped| Event {
             v,
@@ -342,9 +336,9 @@ pub async fn subscribe(
     }))
 }
 
-/// Seconds since the Unix epoch, now (on the app's clock).
-pub(crate) fn timestamp() -> f64 {
-    crate::clock::now()
+/// Seconds since the Unix epoch at the instant `at` (on the app's clock).
+pub(crate) fn timestamp_at(at: tokio::time::Instant) -> f64 {
+    crate::clock::wall_at(at)
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64())
 }
@@ -378,15 +372,13 @@ mod tests {
         let unknown = r#"{"v":1,"type":"worker-dancing","hostname":"w","pid":1,"timestamp":0}"#;
         assert!(serde_json::from_str::<Event>(unknown).is_err());
         // On the wire, a worker's events travel in batches.
-        let batch = Batch::new(
-            "w",
-            7,
-            vec![Stamped {
-                timestamp: 1.5,
-                kind: EventKind::WorkerOffline { processed: 2 },
-            }],
-        );
-        let wire = serde_json::to_string(&batch).unwrap_or_default();
+        let entries = [record::Entry {
+            timestamp: 1.5,
+            record: Record::from(EventKind::WorkerOffline { processed: 2 }),
+        }];
+        let mut wire = Vec::new();
+        record::write_batch(&mut wire, "w", 7, &entries).unwrap_or_else(|e| panic!("{e}"));
+        let wire = String::from_utf8(wire).unwrap_or_default();
         assert_eq!(
             wire,
             r#"{"v":1,"hostname":"w","pid":7,"events":[{"timestamp":1.5,"type":"worker-offline","processed":2}]}"#

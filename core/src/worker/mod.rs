@@ -307,7 +307,7 @@ struct Shared {
 
 impl Shared {
     /// Sends the event `kind` makes, if this worker sends events (`kind` is not called otherwise).
-    fn emit(&self, kind: impl FnOnce() -> crate::events::EventKind) {
+    fn emit<R: Into<crate::events::Record>>(&self, kind: impl FnOnce() -> R) {
         if let Some(events) = self.events.get() {
             events.emit(kind());
         }
@@ -315,15 +315,17 @@ impl Shared {
 
     /// A run that started at `started_at` (set if the worker sends events) ended: sends the event
     /// `kind` makes of its run time, if any.
-    fn ended_run(
+    fn ended_run<R: Into<crate::events::Record>>(
         &self,
-        started_at: Option<std::time::Instant>,
-        kind: impl FnOnce(f64) -> Option<crate::events::EventKind>,
+        started_at: Option<tokio::time::Instant>,
+        kind: impl FnOnce(f64) -> Option<R>,
     ) {
         if let (Some(events), Some(started_at)) = (self.events.get(), started_at) {
             events.ended();
-            if let Some(kind) = kind(started_at.elapsed().as_secs_f64()) {
-                events.emit(kind);
+            let now = tokio::time::Instant::now();
+            let runtime = now.saturating_duration_since(started_at).as_secs_f64();
+            if let Some(kind) = kind(runtime) {
+                events.emit_at(kind, now);
             }
         }
     }

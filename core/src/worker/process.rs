@@ -22,7 +22,7 @@ use super::workflow;
 use super::{Counters, Shared};
 use crate::broker::{BrokerError, Delivery, Outgoing};
 use crate::error::Report;
-use crate::events::EventKind;
+use crate::events::{EventKind, Record};
 use crate::layers::catch_panic::CatchPanic;
 use crate::layers::instrumented;
 use crate::layers::time_limit::TimeLimit;
@@ -123,10 +123,10 @@ pub(super) async fn process(
     }
     let queue = delivery.shared_queue();
     let metrics = lane_metrics.get(&shared.metrics, task.name, &queue);
-    shared.emit(|| EventKind::TaskReceived {
+    shared.emit(|| Record::Received {
         uuid: envelope.id,
-        name: task.name.to_owned(),
-        queue: queue.to_string(),
+        name: task.name,
+        queue: queue.clone(),
         retries: envelope.retries,
     });
 
@@ -218,12 +218,16 @@ pub(super) async fn process(
     }
     let time_limit = envelope.time_limit.or(task.options.time_limit);
     let started_at = shared.events.get().map(|events| {
+        let now = tokio::time::Instant::now();
         events.started();
-        events.emit(EventKind::TaskStarted {
-            uuid: envelope.id,
-            name: task.name.to_owned(),
-        });
-        std::time::Instant::now()
+        events.emit_at(
+            Record::Started {
+                uuid: envelope.id,
+                name: task.name,
+            },
+            now,
+        );
+        now
     });
     let context = TaskContext::new(app.clone(), envelope);
     let request = TaskRequest::new(context.clone(), time_limit);
@@ -261,7 +265,7 @@ pub(super) async fn process(
             tokio::select! {
                 outcome = &mut run => outcome,
                 () = stop_now.cancelled() => {
-                    shared.ended_run(started_at, |_| None);
+                    shared.ended_run(started_at, |_| None::<Record>);
                     if let Some(delivery) = delivery {
                         tracing::info!(task = %context.name(), task.id = %context.id(), "shutdown: requeueing running task");
                         Counters::add(&shared.report.requeued);
@@ -281,9 +285,9 @@ pub(super) async fn process(
         Ok(output) => {
             Counters::add(&shared.report.succeeded);
             shared.ended_run(started_at, |runtime| {
-                Some(EventKind::TaskSucceeded {
+                Some(Record::Succeeded {
                     uuid: context.id(),
-                    name: task.name.to_owned(),
+                    name: task.name,
                     runtime,
                 })
             });
@@ -349,7 +353,7 @@ async fn stop_revoked(
     context: &TaskContext,
     delivery: Option<Delivery>,
     queue: &str,
-    started_at: Option<std::time::Instant>,
+    started_at: Option<tokio::time::Instant>,
 ) {
     tracing::info!(task = %context.name(), task.id = %context.id(), "revoked: stopped a running task");
     shared.ended_run(started_at, |_| {
@@ -479,7 +483,7 @@ struct Failed<'a> {
     queue: &'a str,
     error: TaskError,
     /// When the run started, if the worker sends events.
-    started_at: Option<std::time::Instant>,
+    started_at: Option<tokio::time::Instant>,
 }
 
 /// Schedules a retry or dead-letters the message, as the task's retry policy decides.
