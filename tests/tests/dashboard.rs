@@ -71,6 +71,7 @@ async fn the_dashboard_is_live_safe_and_requeues_dead_letters_in_chromium() {
     let queue = unique_queue("dash");
     let app = App::builder()
         .broker_url(redis_url())
+        .result_backend_url(redis_url())
         .default_queue(&queue)
         .register::<dash_fail>()
         .register::<dash_ok>()
@@ -124,8 +125,9 @@ async fn the_dashboard_is_live_safe_and_requeues_dead_letters_in_chromium() {
     browser.text_of("workers", "online").await;
 
     // Tasks that succeed show with their run time.
+    let mut succeeded = Vec::new();
     for millis in [5, 20, 40, 80] {
-        dash_ok::delay(&app, millis).await.expect("sent");
+        succeeded.push(dash_ok::delay(&app, millis).await.expect("sent"));
     }
     browser.text_of("tasks", "succeeded").await;
 
@@ -217,6 +219,20 @@ async fn the_dashboard_is_live_safe_and_requeues_dead_letters_in_chromium() {
     let fields = browser.text_of("task-fields", "redacted").await;
     assert!(fields.contains("dash_fail"), "{fields}");
     screenshot(&browser, "task").await;
+
+    // A success's page shows what the result backend holds: its state and value.
+    let last = succeeded.pop().expect("four sent");
+    let value = last.get_timeout(Duration::from_secs(10)).await;
+    assert_eq!(value.expect("its result"), 80);
+    browser
+        .client
+        .goto(&format!("http://{addr}/#task/{}", last.id()))
+        .await
+        .expect("open the task");
+    let fields = browser
+        .text_of("task-fields", "bytes of application/x-bincode")
+        .await;
+    assert!(fields.contains("SUCCESS"), "{fields}");
 
     let errors: serde_json::Value = browser
         .client

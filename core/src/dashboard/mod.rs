@@ -30,6 +30,7 @@
 
 mod auth;
 mod collect;
+mod result_view;
 mod routes;
 
 use std::net::SocketAddr;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::{self, Auth, TOKEN_COOKIE};
 use super::collect::{Collector, TaskRow};
+use super::result_view::ResultView;
 use crate::broker::letter::Letter;
 use crate::{App, TaskId};
 
@@ -208,8 +209,8 @@ struct TaskPage {
     id: TaskId,
     /// What the events told, if the dashboard heard of it.
     events: Option<TaskRow>,
-    /// Its state in the result backend, if the app has one and it is there.
-    result_state: Option<String>,
+    /// Its stored result, if the app has a result backend and the result is there.
+    result: Option<ResultView>,
     /// Task arguments are never shown.
     arguments: &'static str,
 }
@@ -218,15 +219,15 @@ async fn task(State(shared): State<Handle>, Path(id): Path<String>) -> Result<Re
     let id: TaskId = id
         .parse()
         .map_err(|_| ApiError(StatusCode::BAD_REQUEST, format!("`{id}` is not a task id")))?;
-    let result_state = match shared.app.result_backend() {
+    let result = match shared.app.result_backend() {
         Some(backend) => backend
             .fetch(&id.to_string())
             .await?
-            .map(|stored| stored.state.to_string()),
+            .map(|stored| ResultView::new(&stored, shared.app.decode_limits())),
         None => None,
     };
     let events = shared.collector.task(id);
-    if events.is_none() && result_state.is_none() {
+    if events.is_none() && result.is_none() {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             format!("no task {id} in recent events or in the result backend"),
@@ -235,7 +236,7 @@ async fn task(State(shared): State<Handle>, Path(id): Path<String>) -> Result<Re
     Ok(Json(TaskPage {
         id,
         events,
-        result_state,
+        result,
         arguments: "redacted",
     })
     .into_response())

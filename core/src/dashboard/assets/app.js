@@ -168,15 +168,18 @@ async function showTask(id) {
   try {
     const page = await api(`/api/tasks/${encodeURIComponent(id)}`);
     const t = page.events || {};
+    const r = page.result || {};
     const add = (name, value) => fields.append(el("dt", name), el("dd", value ?? "-"));
-    add("name", t.name);
+    add("name", t.name ?? r.task);
     add("state (events)", t.state);
-    add("state (result backend)", page.result_state);
+    add("state (result backend)", r.state);
     add("queue", t.queue);
     add("worker", t.worker);
-    add("retries", t.retries);
+    add("retries", t.retries ?? r.retries);
     add("runtime", seconds(t.runtime));
-    add("error", t.error);
+    add("finished", r.finished_at == null ? null : clock(r.finished_at));
+    add("error", t.error ?? r.error);
+    add("result", r.value);
     add("arguments", page.arguments);
     fill(timeline, (t.timeline || []).map((s) => row([clock(s.timestamp), s.event, s.hostname])));
   } catch (error) {
