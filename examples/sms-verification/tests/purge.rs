@@ -46,7 +46,10 @@ async fn the_beat_purges_expired_codes_every_minute() {
         .await
         .expect("the worker ran")
         .expect("the worker ran");
-    assert!((5..=6).contains(&report.sent), "{report:?}");
+    // Ticks fall on the wall clock's minutes (so that every beat agrees on them): the 361 s window
+    // holds six, or seven when it opened in the last second of a minute (a CI run once did); five
+    // if the beat missed the first to start up.
+    assert!((5..=7).contains(&report.sent), "{report:?}");
     assert_eq!(worked.succeeded, report.sent);
 }
 
