@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use celeriac::{App, ResultError};
 use celeriac_tests::cli::{cli_fail, cli_sleep, tasks};
-use celeriac_tests::harness::{amqp_url, eventually, redis_url, skipped, unique_queue, within};
+use celeriac_tests::harness::{
+    BackgroundWorker, amqp_url, eventually, redis_url, skipped, unique_queue, within,
+};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_celeriac-test-cli");
@@ -288,4 +290,100 @@ async fn bad_command_lines_and_unreachable_brokers_have_their_exit_codes() {
             .as_str()
             .is_some_and(|text| text.contains("guest:***"))
     );
+}
+
+/// Ctrl-C during `dlq requeue` lets the batch under way finish and stops there: whole batches
+/// moved, the count it reports is what moved, and every other letter is still dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_requeue_stops_between_batches_and_loses_nothing() {
+    if skipped("redis") {
+        return;
+    }
+    const LETTERS: u64 = 20_000;
+    const BATCH: u64 = 500;
+    let urls = vec!["--broker".to_owned(), redis_url()];
+    let queue = unique_queue("cli-interrupt");
+    let app = tasks(App::builder())
+        .broker_url(redis_url())
+        .default_queue(&queue)
+        .build()
+        .expect("the app builds");
+    app.delay_batch::<cli_fail>((0..LETTERS).map(|n| (n.to_string(),)))
+        .await
+        .expect("sent");
+    let worker = BackgroundWorker::start(
+        app.worker()
+            .concurrency(64)
+            .prefetch(256)
+            .build()
+            .expect("the worker builds"),
+    );
+    eventually(
+        Duration::from_secs(60),
+        "every task dead-lettered",
+        || async {
+            app.broker()
+                .stats(&queue)
+                .await
+                .is_ok_and(|stats| stats.dead_lettered == LETTERS)
+        },
+    )
+    .await;
+    worker.stop().await;
+
+    let requeue = tokio::process::Command::new(BIN)
+        .args(&urls)
+        .args(["--json", "dlq", "requeue", &queue])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("CELERIAC_BROKER_URL")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start celeriac-test-cli");
+    // Interrupted once the first batch is back in the queue.
+    eventually(
+        Duration::from_secs(30),
+        "a first batch requeued",
+        || async {
+            app.broker()
+                .stats(&queue)
+                .await
+                .is_ok_and(|stats| stats.ready > 0)
+        },
+    )
+    .await;
+    let pid = requeue.id().expect("running").to_string();
+    let signalled = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("run kill");
+    assert!(signalled.success());
+    let output = within(
+        Duration::from_secs(30),
+        "the requeue to stop",
+        requeue.wait_with_output(),
+    )
+    .await
+    .expect("the requeue's output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(130), "{stdout}");
+    let error: Value = serde_json::from_str(&stdout).expect("a JSON error");
+    let message = error["error"].as_str().unwrap_or_default();
+    let moved: u64 = message
+        .strip_prefix("interrupted after requeueing ")
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {message:?}"));
+    assert!(
+        moved > 0 && moved < LETTERS && moved.is_multiple_of(BATCH),
+        "moved {moved}"
+    );
+    let stats = app.broker().stats(&queue).await.expect("stats");
+    assert_eq!((stats.ready, stats.dead_lettered), (moved, LETTERS - moved));
+    app.broker().purge(&queue).await.expect("purge");
+    app.broker()
+        .purge_dead_letters(&queue)
+        .await
+        .expect("purge dead letters");
 }

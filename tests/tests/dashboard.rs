@@ -137,6 +137,18 @@ async fn the_dashboard_is_live_safe_and_requeues_dead_letters_in_chromium() {
         .await
         .expect("sent");
     browser.text_of("tasks", "dead-lettered").await;
+    // The queue's traffic shows: the five tasks were received from it.
+    let received: serde_json::Value = browser
+        .client
+        .execute_async(
+            &format!(
+                "const done = arguments[0]; fetch('/api/snapshot').then(r => r.json()).then(s => done(s.queues.find(q => q.queue === '{queue}').received));"
+            ),
+            vec![],
+        )
+        .await
+        .expect("run a script");
+    assert_eq!(received, 5);
     browser
         .text_of("tasks", "<script>window.xss=1</script>")
         .await;

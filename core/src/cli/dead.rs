@@ -233,15 +233,13 @@ async fn requeue(
         if left == 0 {
             break Ok(());
         }
+        // Checked between batches only: a batch under way finishes and is counted (were it
+        // dropped mid-way, the server could still move it, and the count would be short).
+        if futures::poll!(&mut interrupted).is_ready() {
+            break Err(());
+        }
         let batch = left.min(REQUEUE_BATCH);
-        // A batch under way finishes (each dead letter moves once); an interruption stops the
-        // next one from starting.
-        let done = tokio::select! {
-            biased;
-            _ = &mut interrupted => break Err(()),
-            done = app.broker().requeue_dead_letters(queue, batch) => done,
-        };
-        let done = match done {
+        let done = match app.broker().requeue_dead_letters(queue, batch).await {
             Ok(done) => done,
             Err(error) => {
                 bar.abandon();

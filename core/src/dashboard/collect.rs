@@ -25,11 +25,16 @@ const RECENT_TASKS: usize = 500;
 /// Steps kept per task.
 const TIMELINE: usize = 32;
 
+/// Queues whose flow is counted, at most (their names come from events).
+const FLOWING_QUEUES: usize = 1_000;
+
 /// The dashboard's picture of the cluster.
 #[derive(Default)]
 struct Picture {
     workers: BTreeMap<String, Seen>,
     queues: BTreeMap<String, QueueRow>,
+    /// What events told of each queue's traffic since the dashboard started.
+    flow: HashMap<String, Flow>,
     tasks: HashMap<TaskId, TaskRow>,
     /// Task ids, oldest first, to drop the oldest beyond `RECENT_TASKS`.
     order: VecDeque<TaskId>,
@@ -66,8 +71,18 @@ pub(super) struct QueueRow {
     delayed: u64,
     unacked: u64,
     dead_lettered: u64,
+    #[serde(flatten)]
+    flow: Flow,
     /// Why its counts could not be read, if they could not.
     error: Option<String>,
+}
+
+/// Tasks sent to a queue and received from it since the dashboard started, as events tell (sent
+/// only by producers with `task_events`); the page shows their rates over time.
+#[derive(Clone, Copy, Default, Serialize)]
+struct Flow {
+    sent: u64,
+    received: u64,
 }
 
 impl QueueRow {
@@ -78,6 +93,7 @@ impl QueueRow {
             delayed: stats.delayed,
             unacked: stats.unacked,
             dead_lettered: stats.dead_lettered,
+            flow: Flow::default(),
             error,
         }
     }
@@ -174,11 +190,11 @@ impl Collector {
         tasks.sort_by(|a, b| b.updated.total_cmp(&a.updated));
         tasks.truncate(100);
         Snapshot {
-            time: crate::events::timestamp_at(tokio::time::Instant::now()),
+            time: crate::events::timestamp_now(),
             broker: self.broker.clone(),
             trouble: picture.trouble.clone(),
             workers,
-            queues: picture.queues.values().cloned().collect(),
+            queues: queue_rows(&picture),
             tasks,
         }
     }
@@ -193,6 +209,18 @@ impl Drop for Collector {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The queues' counts, with their flow.
+fn queue_rows(picture: &Picture) -> Vec<QueueRow> {
+    picture
+        .queues
+        .values()
+        .map(|row| QueueRow {
+            flow: picture.flow.get(&row.queue).copied().unwrap_or_default(),
+            ..row.clone()
+        })
+        .collect()
 }
 
 fn lock(picture: &Mutex<Picture>) -> MutexGuard<'_, Picture> {
@@ -275,6 +303,13 @@ async fn follow(app: App, picture: Arc<Mutex<Picture>>) {
 }
 
 fn observe(picture: &mut Picture, event: Event) {
+    match &event.kind {
+        EventKind::TaskSent { queue, .. } => count_flow(picture, queue, |flow| &mut flow.sent),
+        EventKind::TaskReceived { queue, .. } => {
+            count_flow(picture, queue, |flow| &mut flow.received);
+        }
+        _ => {}
+    }
     let (id, name, state, change): (TaskId, &str, &'static str, Change) = match &event.kind {
         EventKind::WorkerOffline { .. } => {
             if let Some(seen) = picture.workers.get_mut(&event.hostname) {
@@ -399,6 +434,16 @@ fn observe(picture: &mut Picture, event: Event) {
     }
 }
 
+fn count_flow(picture: &mut Picture, queue: &str, counter: impl FnOnce(&mut Flow) -> &mut u64) {
+    if let Some(flow) = picture.flow.get_mut(queue) {
+        *counter(flow) += 1;
+    } else if picture.flow.len() < FLOWING_QUEUES {
+        let mut flow = Flow::default();
+        *counter(&mut flow) += 1;
+        picture.flow.insert(queue.to_owned(), flow);
+    }
+}
+
 /// What an event changes of a task besides its state.
 enum Change {
     None,
@@ -406,4 +451,71 @@ enum Change {
     Received(String, u32),
     Ended(f64, Option<String>),
     Error(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind) -> Event {
+        Event {
+            v: crate::events::FORMAT_VERSION,
+            hostname: "w".into(),
+            pid: 1,
+            timestamp: 1.0,
+            kind,
+        }
+    }
+
+    #[test]
+    fn queues_show_what_events_say_flowed_through_them() {
+        let mut picture = Picture::default();
+        for queue in ["sms", "mail"] {
+            let row = QueueRow::new(queue.into(), crate::broker::QueueStats::default(), None);
+            picture.queues.insert(queue.into(), row);
+        }
+        let sent = |queue: &str| {
+            event(EventKind::TaskSent {
+                uuid: TaskId::new(),
+                name: "t".into(),
+                queue: queue.into(),
+                retries: 0,
+                eta: None,
+            })
+        };
+        let received = |queue: &str| {
+            event(EventKind::TaskReceived {
+                uuid: TaskId::new(),
+                name: "t".into(),
+                queue: queue.into(),
+                retries: 0,
+            })
+        };
+        for _ in 0..3 {
+            observe(&mut picture, sent("sms"));
+        }
+        observe(&mut picture, received("sms"));
+        observe(&mut picture, received("other"));
+        let rows = queue_rows(&picture);
+        let flow = |queue: &str| {
+            let row = rows.iter().find(|row| row.queue == queue);
+            row.map(|row| (row.flow.sent, row.flow.received))
+        };
+        assert_eq!(flow("sms"), Some((3, 1)));
+        assert_eq!(flow("mail"), Some((0, 0)));
+        // A queue no one polls is counted, and shows once it is polled.
+        assert_eq!(flow("other"), None);
+        assert_eq!(picture.flow.get("other").map(|flow| flow.received), Some(1));
+
+        // Names from events are bounded.
+        for n in 0..FLOWING_QUEUES {
+            observe(&mut picture, received(&format!("q{n}")));
+        }
+        assert_eq!(picture.flow.len(), FLOWING_QUEUES);
+        let json = serde_json::to_value(&rows[0]).unwrap_or_default();
+        assert!(
+            json.get("received").is_some() && json.get("sent").is_some(),
+            "{json}"
+        );
+    }
 }

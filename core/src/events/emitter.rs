@@ -17,8 +17,8 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::record::{Entry, write_batch};
-use super::{EVENTS_TOPIC, EventBus, EventKind, Record, host, timestamp_at};
+use super::record::{Entry, Timeline, write_batch};
+use super::{EVENTS_TOPIC, EventBus, EventKind, Record, host};
 use crate::error::Report;
 
 /// Events waiting to be published, at most; more are dropped and counted.
@@ -162,10 +162,7 @@ impl Emitter {
     pub(crate) fn emit_at(&self, record: impl Into<Record>, at: tokio::time::Instant) {
         let record = record.into();
         let urgent = matches!(record, Record::Other(_));
-        let entry = Entry {
-            timestamp: timestamp_at(at),
-            record,
-        };
+        let entry = Entry { at, record };
         let mut waiting = lock(&self.shard().waiting);
         if waiting.len() >= self.shard_capacity {
             drop(waiting);
@@ -230,7 +227,7 @@ impl Emitter {
         drop(held);
         if from > 1 {
             // Each shard's events are in order already: the sort merges runs.
-            taken.sort_by(|a, b| a.timestamp.total_cmp(&b.timestamp));
+            taken.sort_by_key(|entry| entry.at);
         }
     }
 
@@ -283,11 +280,18 @@ async fn publish(bus: Arc<dyn EventBus>, emitter: std::sync::Weak<Emitter>, flus
         };
         emitter.take_waiting(&mut taken);
         let last = taken.iter().any(|entry| entry.record.is_offline());
+        let timeline = Timeline::now();
         for batch in taken.chunks(BATCH) {
             // About 150 bytes an event.
             encoded.reserve(160 * batch.len() + 64);
             let mut writer = (&mut encoded).writer();
-            let written = write_batch(&mut writer, &emitter.hostname, emitter.pid, batch);
+            let written = write_batch(
+                &mut writer,
+                &emitter.hostname,
+                emitter.pid,
+                batch,
+                &timeline,
+            );
             let published = match written {
                 Ok(()) => {
                     let message = encoded.split().freeze();

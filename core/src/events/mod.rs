@@ -336,9 +336,10 @@ pub async fn subscribe(
     }))
 }
 
-/// Seconds since the Unix epoch at the instant `at` (on the app's clock).
-pub(crate) fn timestamp_at(at: tokio::time::Instant) -> f64 {
-    crate::clock::wall_at(at)
+/// Seconds since the Unix epoch now (on the app's clock), as events carry time.
+#[cfg(feature = "dashboard")]
+pub(crate) fn timestamp_now() -> f64 {
+    crate::clock::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |since| since.as_secs_f64())
 }
@@ -372,12 +373,20 @@ mod tests {
         let unknown = r#"{"v":1,"type":"worker-dancing","hostname":"w","pid":1,"timestamp":0}"#;
         assert!(serde_json::from_str::<Event>(unknown).is_err());
         // On the wire, a worker's events travel in batches.
+        let at = tokio::time::Instant::now();
         let entries = [record::Entry {
-            timestamp: 1.5,
+            at,
             record: Record::from(EventKind::WorkerOffline { processed: 2 }),
         }];
         let mut wire = Vec::new();
-        record::write_batch(&mut wire, "w", 7, &entries).unwrap_or_else(|e| panic!("{e}"));
+        record::write_batch(
+            &mut wire,
+            "w",
+            7,
+            &entries,
+            &record::Timeline::fixed(at, 1_500_000_000),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         let wire = String::from_utf8(wire).unwrap_or_default();
         assert_eq!(
             wire,

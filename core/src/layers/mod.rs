@@ -25,10 +25,12 @@ use crate::TaskError;
 use crate::metrics::TaskMetrics;
 use crate::service::{TaskOutput, TaskRequest};
 
-/// Runs `call(request)` inside the run's span and records its metrics. Arguments are never recorded.
+/// Runs `call(request)`, started at `started`, inside the run's span and records its metrics.
+/// Arguments are never recorded.
 pub(crate) fn instrumented<C, F>(
     request: TaskRequest,
     metrics: Arc<TaskMetrics>,
+    started: Instant,
     call: C,
 ) -> impl Future<Output = Result<TaskOutput, TaskError>> + Send
 where
@@ -65,7 +67,6 @@ where
         messaging.destination.name = %ctx.queue(),
     );
     metrics.started.increment(1);
-    let started = Instant::now();
     let run = {
         let _entered = span.enter();
         call(request)

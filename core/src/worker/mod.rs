@@ -313,6 +313,17 @@ impl Shared {
         }
     }
 
+    /// Sends the event `kind` makes as having happened at `at`, if this worker sends events.
+    fn emit_at<R: Into<crate::events::Record>>(
+        &self,
+        at: tokio::time::Instant,
+        kind: impl FnOnce() -> R,
+    ) {
+        if let Some(events) = self.events.get() {
+            events.emit_at(kind(), at);
+        }
+    }
+
     /// A run that started at `started_at` (set if the worker sends events) ended: sends the event
     /// `kind` makes of its run time, if any.
     fn ended_run<R: Into<crate::events::Record>>(

@@ -123,14 +123,16 @@ pub(super) async fn process(
     }
     let queue = delivery.shared_queue();
     let metrics = lane_metrics.get(&shared.metrics, task.name, &queue);
-    shared.emit(|| Record::Received {
+    // One clock read serves the event and the expiry check.
+    let arrived = tokio::time::Instant::now();
+    shared.emit_at(arrived, || Record::Received {
         uuid: envelope.id,
         name: task.name,
         queue: queue.clone(),
         retries: envelope.retries,
     });
 
-    let now = clock::now();
+    let now = clock::wall_at(arrived);
     if envelope.is_expired_at(now) {
         tracing::info!(task = %envelope.task, task.id = %envelope.id, "task expired before it started; discarding");
         metrics.expired.increment(1);
@@ -217,25 +219,28 @@ pub(super) async fn process(
         Box::pin(store::started(app, &envelope)).await;
     }
     let time_limit = envelope.time_limit.or(task.options.time_limit);
+    // One clock read serves the run's metrics and its event.
+    let started = tokio::time::Instant::now();
     let started_at = shared.events.get().map(|events| {
-        let now = tokio::time::Instant::now();
         events.started();
         events.emit_at(
             Record::Started {
                 uuid: envelope.id,
                 name: task.name,
             },
-            now,
+            started,
         );
-        now
+        started
     });
     let context = TaskContext::new(app.clone(), envelope);
     let request = TaskRequest::new(context.clone(), time_limit);
     // The run path (see `layers`): panics caught, the user's layers if any, the time limit, the task.
-    let run = instrumented(request, metrics.clone(), |request| match &shared.layered {
-        Some(service) => Either::Left(CatchPanic::new(service.clone()).oneshot(request)),
-        // Every service of the unlayered stack is always ready: call it directly.
-        None => Either::Right(CatchPanic::new(TimeLimit::new(RunTask)).call(request)),
+    let run = instrumented(request, metrics.clone(), started, |request| {
+        match &shared.layered {
+            Some(service) => Either::Left(CatchPanic::new(service.clone()).oneshot(request)),
+            // Every service of the unlayered stack is always ready: call it directly.
+            None => Either::Right(CatchPanic::new(TimeLimit::new(RunTask)).call(request)),
+        }
     });
     let mut run = std::pin::pin!(run);
     // Most runs finish on their first poll; only a run that waits needs the shutdown watch, and

@@ -8,6 +8,7 @@ const csrf = document.querySelector('meta[name="csrf-token"]').content;
 const HISTORY = 60;
 const processedHistory = new Map(); // worker -> [[time, processed], …]
 const readyHistory = new Map(); // queue -> [ready, …]
+const flowHistory = new Map(); // queue -> [[time, sent, received], …]
 
 function el(tag, text, className) {
   const node = document.createElement(tag);
@@ -79,25 +80,35 @@ function remember(map, key, value) {
   return values;
 }
 
+// Per-second rates between successive samples of a counter (`samples[i][column]`).
+function rates(samples, column) {
+  return samples.slice(1).map((sample, i) => {
+    const before = samples[i];
+    const dt = sample[0] - before[0];
+    return dt > 0 ? Math.max(0, (sample[column] - before[column]) / dt) : 0;
+  });
+}
+
+// The latest of `values` and a sparkline of them all.
+function rateCell(values) {
+  const td = document.createElement("td");
+  const latest = values.length ? values[values.length - 1] : 0;
+  td.append(el("span", `${latest.toFixed(1)} `), sparkline(values));
+  return td;
+}
+
 function renderWorkers(snapshot) {
   const online = snapshot.workers.filter((w) => w.online).length;
   document.getElementById("worker-count").textContent = `${online} online, ${snapshot.workers.length - online} offline`;
   fill(document.querySelector("#workers tbody"), snapshot.workers.map((w) => {
     const history = remember(processedHistory, w.hostname, [snapshot.time, w.processed]);
-    const rates = history.slice(1).map(([t, p], i) => {
-      const [t0, p0] = history[i];
-      return t > t0 ? Math.max(0, (p - p0) / (t - t0)) : 0;
-    });
-    const rate = rates.length ? rates[rates.length - 1] : 0;
     const status = el("td", w.online ? "online" : "offline", w.online ? "ok" : "bad");
-    const rateCell = document.createElement("td");
-    rateCell.append(el("span", `${rate.toFixed(1)} `), sparkline(rates));
     return row([
       w.hostname,
       status,
       `${w.active}/${w.concurrency}`,
       el("td", w.processed, "number"),
-      rateCell,
+      rateCell(rates(history, 1)),
       el("td", w.loadavg ? w.loadavg.map((l) => l.toFixed(2)).join(" ") : "-", "nowrap"),
       el("td", mebibytes(w.rss_bytes), "nowrap"),
       (w.queues || []).join(", "),
@@ -108,6 +119,7 @@ function renderWorkers(snapshot) {
 function renderQueues(snapshot) {
   fill(document.querySelector("#queues tbody"), snapshot.queues.map((q) => {
     const ready = remember(readyHistory, q.queue, q.ready);
+    const flow = remember(flowHistory, q.queue, [snapshot.time, q.sent, q.received]);
     const dead = q.dead_lettered > 0
       ? link(String(q.dead_lettered), `#dlq/${encodeURIComponent(q.queue)}`)
       : el("span", "0");
@@ -120,6 +132,8 @@ function renderQueues(snapshot) {
       el("td", q.delayed, "number"),
       el("td", q.unacked, "number"),
       dead,
+      rateCell(rates(flow, 1)),
+      rateCell(rates(flow, 2)),
       spark,
     ]);
   }));
