@@ -65,6 +65,8 @@ pub mod app;
 pub mod beat;
 pub mod broker;
 pub mod canvas;
+#[cfg(feature = "celery")]
+pub mod celery;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod clock;

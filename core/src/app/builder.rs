@@ -49,6 +49,9 @@ pub struct AppBuilder {
     coordination: Option<CoordinationChoice>,
     /// The coordination store of a broker given by hand, if it has one.
     broker_coordination: Option<Arc<dyn CoordinationStore>>,
+    /// Whether tasks are sent in Celery's format.
+    #[cfg(feature = "celery")]
+    celery_wire: bool,
 }
 
 impl AppBuilder {
@@ -73,6 +76,8 @@ impl AppBuilder {
             broker_results: None,
             result_expires: Self::DEFAULT_RESULT_EXPIRES,
             coordination: None,
+            #[cfg(feature = "celery")]
+            celery_wire: false,
             broker_coordination: None,
         }
     }
@@ -248,6 +253,38 @@ impl AppBuilder {
         self
     }
 
+    /// Sends tasks as Python Celery does (its message protocol 2 in kombu's JSON envelope, see
+    /// [`celeriac::celery`](crate::celery)), so that Python workers run them; arguments and
+    /// results are encoded as JSON ([`JsonCodec`](crate::codec::JsonCodec)). Workers read both
+    /// formats either way.
+    ///
+    /// ```
+    /// use celeriac::App;
+    ///
+    /// #[celeriac::task(name = "verifications.tasks.ccp_send_sms_code")]
+    /// async fn ccp_send_sms_code(mobile: String, code: String) -> Result<String, std::io::Error> {
+    ///     Ok(format!("{code} to {mobile}"))
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build()?.block_on(async {
+    /// let app = App::builder()
+    ///     .broker_url("memory://")
+    ///     .celery_compat()
+    ///     .register::<ccp_send_sms_code>()
+    ///     .build()?;
+    /// ccp_send_sms_code::delay(&app, "13800000000".into(), "123456".into()).await?;
+    /// assert_eq!(celeriac::testing::run_until_idle(&app).await?.succeeded, 1);
+    /// # Ok(()) })
+    /// # }
+    /// ```
+    #[cfg(feature = "celery")]
+    pub fn celery_compat(mut self) -> Self {
+        self.codec = Arc::new(crate::codec::JsonCodec::new());
+        self.celery_wire = true;
+        self
+    }
+
     /// Shares `value` with every task run: tasks read it with
     /// [`TaskContext::state::<S>()`](crate::TaskContext::state) (one value per type; a second call with
     /// the same type replaces the first). Use it for clients, pools and gateways.
@@ -388,6 +425,8 @@ impl AppBuilder {
                 result_expires: self.result_expires,
                 coordination,
                 sent_events: self.task_events.then(crate::events::SentEvents::default),
+                #[cfg(feature = "celery")]
+                celery_wire: self.celery_wire,
             }),
         })
     }

@@ -72,6 +72,9 @@ struct AppInner {
     coordination: Option<Arc<dyn CoordinationStore>>,
     /// Where `task-sent` events go, if the app sends them.
     sent_events: Option<crate::events::SentEvents>,
+    /// Whether tasks are sent in Celery's format.
+    #[cfg(feature = "celery")]
+    celery_wire: bool,
 }
 
 impl App {
@@ -311,11 +314,23 @@ impl App {
         })
     }
 
-    fn outgoing(envelope: &Envelope) -> Result<Outgoing, EnqueueError> {
-        let bytes = envelope.to_bytes().map_err(|source| EnqueueError::Encode {
-            task: envelope.task.clone(),
-            source,
-        })?;
+    /// An envelope's bytes, in the format this app sends: celeriac's own, or Celery's (see
+    /// [`AppBuilder::celery_compat`]).
+    pub(crate) fn encode_envelope(&self, envelope: &Envelope) -> Result<Vec<u8>, CodecError> {
+        #[cfg(feature = "celery")]
+        if self.inner.celery_wire {
+            return crate::celery::encode(envelope);
+        }
+        envelope.to_bytes()
+    }
+
+    fn outgoing(&self, envelope: &Envelope) -> Result<Outgoing, EnqueueError> {
+        let bytes = self
+            .encode_envelope(envelope)
+            .map_err(|source| EnqueueError::Encode {
+                task: envelope.task.clone(),
+                source,
+            })?;
         let mut outgoing = Outgoing::new(envelope.queue.clone(), bytes);
         outgoing.not_before = envelope.eta;
         outgoing.priority = envelope.priority;
@@ -331,7 +346,7 @@ impl App {
         self.prepare_replies(&task).await?;
         let messages = envelopes
             .iter()
-            .map(Self::outgoing)
+            .map(|envelope| self.outgoing(envelope))
             .collect::<Result<Vec<_>, _>>()?;
         self.with_timeout(&task, self.inner.broker.publish_batch(messages))
             .await?;
@@ -351,7 +366,7 @@ impl App {
         self.prepare_replies(&envelope.task).await?;
         #[cfg(feature = "opentelemetry")]
         let span = crate::trace_context::send_span(&mut envelope, self.inner.broker.system());
-        let outgoing = Self::outgoing(&envelope)?;
+        let outgoing = self.outgoing(&envelope)?;
         let published = self.with_timeout(&envelope.task, self.inner.broker.publish(outgoing));
         #[cfg(feature = "opentelemetry")]
         let published = tracing::Instrument::instrument(published, span);
@@ -401,13 +416,23 @@ impl App {
     }
 
     /// Decodes a message's arguments with the codec its content type names.
-    pub(crate) fn decode_args<A: TaskArgs>(&self, envelope: &Envelope) -> Result<A, TaskError> {
+    pub(crate) fn decode_args<T: Task>(&self, envelope: &Envelope) -> Result<T::Args, TaskError> {
+        // Celery's `[args, kwargs]`, bound to the task's parameters by position and by name.
+        #[cfg(feature = "celery")]
+        if envelope.content_type == crate::celery::ARGS_CONTENT_TYPE {
+            let bound = crate::celery::bind(&envelope.args, T::ARG_NAMES)
+                .map_err(TaskError::InvalidArgs)?;
+            let json = crate::codec::JsonCodec::new();
+            return T::Args::decode_from(&json, &bound, &self.inner.limits)
+                .map_err(TaskError::InvalidArgs);
+        }
         let codec = self.codec_for(&envelope.content_type).ok_or_else(|| {
             TaskError::InvalidArgs(CodecError::UnsupportedContentType(
                 envelope.content_type.clone(),
             ))
         })?;
-        A::decode_from(codec, &envelope.args, &self.inner.limits).map_err(TaskError::InvalidArgs)
+        T::Args::decode_from(codec, &envelope.args, &self.inner.limits)
+            .map_err(TaskError::InvalidArgs)
     }
 
     /// The shared value of type `S` given to [`AppBuilder::state`], if any.

@@ -14,7 +14,7 @@
 //! | `eta`                | header `eta` (ISO 8601 there)               |
 //! | `expires`            | header `expires`                            |
 //! | `priority`           | property `priority`                         |
-//! | `time_limit`         | header `timelimit` (`[soft, hard]`: hard)   |
+//! | `time_limit`         | header `timelimit` (`[hard, soft]`: the lower) |
 //! | `parent_id`          | header `parent_id`                          |
 //! | `root_id`            | header `root_id`                            |
 //! | `created_at`         | (none; celeriac's own, for queue-wait time) |
@@ -24,9 +24,9 @@
 //! | `workflow`           | body's `embed` (`chain`, `callbacks`, `errbacks`, `chord`) |
 //! | `reply_to`           | property `reply_to`                         |
 //!
-//! Every field has a meaning today, and a test. Celery's `group`, `origin`, `shadow` and soft time
-//! limit are not carried until the features that give them a meaning (Celery interop) land; the
-//! format version lets them return.
+//! Every field has a meaning today, and a test. Celery's `group`, `origin` and `shadow` are not
+//! carried until the features that give them a meaning land; the format version lets them return.
+//! [`celeriac::celery`](crate::celery) (feature `celery`) reads and writes Celery's own format.
 //!
 //! On the wire an envelope is a 4-byte magic (`CLR` + format version) followed by its bincode encoding.
 //! [`Envelope::from_bytes`] enforces [`DecodeLimits`] and never panics on any input. Format 3 dropped
@@ -216,6 +216,11 @@ impl Envelope {
         limits.check(bytes)?;
         if let Some(body) = bytes.strip_prefix(&MAGIC) {
             return crate::codec::bincode::decode_typed(body, limits);
+        }
+        // Celery's task message, in kombu's JSON envelope: a JSON object.
+        #[cfg(feature = "celery")]
+        if bytes.first() == Some(&b'{') {
+            return crate::celery::decode(bytes);
         }
         if let Some(envelope) = legacy::decode(bytes, limits) {
             return envelope;

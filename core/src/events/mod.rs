@@ -67,6 +67,9 @@
 
 mod emitter;
 mod host;
+
+#[cfg(feature = "celery")]
+pub(crate) use self::host::hostname;
 mod record;
 
 pub(crate) use self::host::{

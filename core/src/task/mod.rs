@@ -60,6 +60,21 @@ pub trait Task: Send + Sync + 'static {
     type Args: TaskArgs;
     /// What a successful run returns.
     type Output: Serialize + Send + 'static;
+    /// The names of the task's arguments, in order: how keyword arguments sent by Python Celery
+    /// bind to them (see [`celeriac::celery`](crate::celery)). `#[task]` fills it in from the
+    /// function's parameters; the default, none, takes arguments by position only.
+    ///
+    /// ```
+    /// use celeriac::Task;
+    ///
+    /// #[celeriac::task]
+    /// async fn send_code(mobile: String, code: String) -> Result<String, std::io::Error> {
+    ///     Ok(format!("{code} to {mobile}"))
+    /// }
+    ///
+    /// assert_eq!(send_code::ARG_NAMES, ["mobile", "code"]);
+    /// ```
+    const ARG_NAMES: &'static [&'static str] = &[];
 
     /// The task's options; defaults to [`TaskOptions::default`].
     fn options() -> TaskOptions {

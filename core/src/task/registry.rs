@@ -16,7 +16,7 @@ pub(crate) type Handler = fn(TaskContext) -> BoxFuture<'static, Result<TaskOutpu
 fn handle<T: Task>(ctx: TaskContext) -> BoxFuture<'static, Result<TaskOutput, TaskError>> {
     Box::pin(async move {
         let app = ctx.app().clone();
-        let args: T::Args = app.decode_args(ctx.envelope())?;
+        let args = app.decode_args::<T>(ctx.envelope())?;
         let output = T::run(ctx, args).await?;
         let bytes = app
             .codec()
@@ -33,7 +33,7 @@ fn rate_key<T: Task>(
     app: &crate::App,
     envelope: &crate::Envelope,
 ) -> Result<super::ArgsKey, TaskError> {
-    let args: T::Args = app.decode_args(envelope)?;
+    let args = app.decode_args::<T>(envelope)?;
     T::rate_limit_key(&args).map_err(|error| TaskError::failed(Box::new(error)))
 }
 

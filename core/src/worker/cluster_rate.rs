@@ -105,7 +105,7 @@ async fn send_back(
             .headers
             .insert(RATE_SLOT_HEADER.to_owned(), String::new());
     }
-    let bytes = match later.to_bytes() {
+    let bytes = match shared.app.encode_envelope(&later) {
         Ok(bytes) => bytes,
         Err(error) => {
             tracing::warn!(error = %Report(&error), "cannot encode a rate-limited task again; requeueing it");

@@ -19,6 +19,11 @@ pub(crate) fn task(
     let name = attrs.name.clone().unwrap_or_else(|| ident.to_string());
     let arg_names: Vec<_> = signature.args.iter().map(|(name, _)| name).collect();
     let arg_types: Vec<_> = signature.args.iter().map(|(_, ty)| ty).collect();
+    // As Python names them in keyword arguments (a raw identifier without its `r#`).
+    let arg_name_strings: Vec<String> = arg_names
+        .iter()
+        .map(|name| name.to_string().trim_start_matches("r#").to_owned())
+        .collect();
     let output = &signature.output;
     // A return type that is not `Result<T, E>` or `()` is an error at it: every use of it is
     // spanned there.
@@ -167,6 +172,7 @@ pub(crate) fn task(
         const _: () = {
             impl #krate::Task for #ident {
                 const NAME: &'static str = #name;
+                const ARG_NAMES: &'static [&'static str] = &[#(#arg_name_strings),*];
                 type Args = #args_tuple;
                 #output_decl
 

@@ -1,0 +1,369 @@
+//! Celery's task message to celeriac's [`Envelope`] and back.
+
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value, json};
+
+use super::message::{DeliveryInfo, KombuMessage, Properties};
+use super::{ARGS_CONTENT_TYPE, CeleryError};
+use crate::codec::CodecError;
+use crate::{Envelope, TaskId};
+
+/// An ETA further ahead than this is refused as absurd (a Celery worker would hold such a task
+/// in memory for good).
+const MAX_ETA_AHEAD: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
+/// The highest priority Celery uses (0–9); higher values are lowered to it.
+const MAX_PRIORITY: i64 = 9;
+
+/// The headers of protocol 2 that are not application headers.
+const PROTOCOL_HEADERS: [&str; 20] = [
+    "lang",
+    "task",
+    "id",
+    "shadow",
+    "eta",
+    "expires",
+    "group",
+    "group_index",
+    "retries",
+    "timelimit",
+    "root_id",
+    "parent_id",
+    "argsrepr",
+    "kwargsrepr",
+    "origin",
+    "ignore_result",
+    "replaced_task_nesting",
+    "stamped_headers",
+    "stamps",
+    "redelivered",
+];
+
+/// What `argsrepr` and `kwargsrepr` say: arguments are not written where logs and monitors show
+/// them (they may be personal data, such as a phone number).
+const REDACTED: &str = "(redacted)";
+
+/// Reads a Celery task message (kombu's JSON envelope) as an envelope.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
+    decode_message(bytes).map_err(CeleryError::decoding)
+}
+
+fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
+    let message = KombuMessage::from_json(bytes)?;
+    let headers = &message.headers;
+    let task = match headers.get("task") {
+        Some(Value::String(task)) if !task.is_empty() => task.clone(),
+        Some(_) => return Err(CeleryError::header("task", "not a task name")),
+        None => return Err(CeleryError::header("task", "missing")),
+    };
+    let id = match headers.get("id") {
+        Some(Value::String(id)) => task_id("id", id)?,
+        Some(_) => return Err(CeleryError::header("id", "not a string")),
+        None => return Err(CeleryError::header("id", "missing")),
+    };
+    let queue = match &message.properties.delivery_info {
+        Some(info) if !info.routing_key.is_empty() => info.routing_key.clone(),
+        _ => {
+            return Err(CeleryError::header(
+                "delivery_info",
+                "no routing key (kombu needs it to acknowledge the message)",
+            ));
+        }
+    };
+    let (args, embed) = body(&message.body_bytes()?)?;
+    refuse_workflow(&embed)?;
+
+    let mut envelope = Envelope::new(task, queue, args, ARGS_CONTENT_TYPE);
+    envelope.id = id;
+    envelope.retries = match headers.get("retries") {
+        None | Some(Value::Null) => 0,
+        Some(value) => value
+            .as_u64()
+            .and_then(|retries| u32::try_from(retries).ok())
+            .ok_or_else(|| CeleryError::header("retries", format!("not a count: {value}")))?,
+    };
+    let now = crate::clock::now();
+    envelope.eta = time(headers, "eta")?;
+    if let Some(eta) = envelope.eta
+        && eta
+            .duration_since(now)
+            .is_ok_and(|ahead| ahead > MAX_ETA_AHEAD)
+    {
+        return Err(CeleryError::header(
+            "eta",
+            "more than ten years ahead: refused as absurd",
+        ));
+    }
+    envelope.expires = time(headers, "expires")?;
+    envelope.time_limit = time_limit(headers.get("timelimit"))?;
+    envelope.parent_id = optional_id(headers, "parent_id")?;
+    envelope.root_id = optional_id(headers, "root_id")?;
+    envelope.store_result = !matches!(headers.get("ignore_result"), Some(Value::Bool(true)));
+    envelope.priority = message
+        .properties
+        .priority
+        .map(|priority| priority.clamp(0, MAX_PRIORITY) as u8);
+    envelope.reply_to = message
+        .properties
+        .reply_to
+        .clone()
+        .filter(|reply_to| !reply_to.is_empty());
+    for (name, value) in headers {
+        if PROTOCOL_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        let value = match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        envelope.headers.insert(name.clone(), value);
+    }
+    Ok(envelope)
+}
+
+/// The body's `[args, kwargs]` (as JSON bytes) and its `embed`.
+fn body(bytes: &[u8]) -> Result<(Vec<u8>, Value), CeleryError> {
+    let body: Value = serde_json::from_slice(bytes)
+        .map_err(|error| CeleryError::Body(format!("not JSON: {error}")))?;
+    let Value::Array(mut parts) = body else {
+        return Err(CeleryError::Body(
+            "not an array `[args, kwargs, embed]`".into(),
+        ));
+    };
+    if parts.len() != 3 {
+        return Err(CeleryError::Body(format!(
+            "an array of {} element(s), not `[args, kwargs, embed]`",
+            parts.len()
+        )));
+    }
+    let embed = parts.pop().unwrap_or_default();
+    let kwargs = parts.pop().unwrap_or_default();
+    let args = parts.pop().unwrap_or_default();
+    if !args.is_array() {
+        return Err(CeleryError::Body("`args` is not an array".into()));
+    }
+    if !kwargs.is_object() {
+        return Err(CeleryError::Body("`kwargs` is not an object".into()));
+    }
+    if !(embed.is_object() || embed.is_null()) {
+        return Err(CeleryError::Body("`embed` is not an object".into()));
+    }
+    let args = serde_json::to_vec(&[args, kwargs])
+        .map_err(|error| CeleryError::Body(error.to_string()))?;
+    Ok((args, embed))
+}
+
+/// Refuses a message that carries a workflow: celeriac does not honour Celery's yet, and a
+/// workflow silently cut short is worse than a refused message.
+fn refuse_workflow(embed: &Value) -> Result<(), CeleryError> {
+    for part in ["callbacks", "errbacks", "chain", "chord"] {
+        match embed.get(part) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) if items.is_empty() => {}
+            Some(_) => {
+                return Err(CeleryError::Unsupported(format!(
+                    "a Celery workflow in the message (`{part}`)"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn task_id(name: &'static str, text: &str) -> Result<TaskId, CeleryError> {
+    text.parse().map_err(|_| {
+        CeleryError::header(
+            name,
+            format!("`{text}` is not a UUID (celeriac's task ids are UUIDs)"),
+        )
+    })
+}
+
+fn optional_id(
+    headers: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<TaskId>, CeleryError> {
+    match headers.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => task_id(name, text).map(Some),
+        Some(other) => Err(CeleryError::header(name, format!("not an id: {other}"))),
+    }
+}
+
+/// An ISO 8601 time header (without an offset: UTC), if set.
+fn time(
+    headers: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<SystemTime>, CeleryError> {
+    let text = match headers.get(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(text)) => text,
+        Some(other) => {
+            return Err(CeleryError::header(
+                name,
+                format!("not an ISO 8601 time: {other}"),
+            ));
+        }
+    };
+    let parsed = DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .or_else(|_| {
+            NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").map(|time| time.and_utc())
+        })
+        .map_err(|error| {
+            CeleryError::header(name, format!("`{text}` is not an ISO 8601 time: {error}"))
+        })?;
+    Ok(Some(SystemTime::from(parsed)))
+}
+
+/// `[hard, soft]` in seconds, either null: the lower one set.
+fn time_limit(value: Option<&Value>) -> Result<Option<Duration>, CeleryError> {
+    let limits = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(limits)) if limits.len() <= 2 => limits,
+        Some(other) => {
+            return Err(CeleryError::header(
+                "timelimit",
+                format!("not `[hard, soft]`: {other}"),
+            ));
+        }
+    };
+    let mut lowest: Option<Duration> = None;
+    for limit in limits {
+        if limit.is_null() {
+            continue;
+        }
+        let seconds = limit
+            .as_f64()
+            .filter(|seconds| seconds.is_finite() && *seconds > 0.0)
+            .ok_or_else(|| {
+                CeleryError::header("timelimit", format!("not a number of seconds: {limit}"))
+            })?;
+        let limit = Duration::try_from_secs_f64(seconds)
+            .map_err(|error| CeleryError::header("timelimit", error.to_string()))?;
+        lowest = Some(lowest.map_or(limit, |lowest| lowest.min(limit)));
+    }
+    Ok(lowest)
+}
+
+/// Writes `envelope` as a Celery task message (kombu's JSON envelope) that a Python worker runs.
+pub(crate) fn encode(envelope: &Envelope) -> Result<Vec<u8>, CodecError> {
+    encode_message(envelope).map_err(CeleryError::encoding)
+}
+
+fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
+    if envelope.workflow.is_some() {
+        return Err(CeleryError::Unsupported(
+            "celeriac workflows (chains, groups, chords, links) in Celery's format".into(),
+        ));
+    }
+    let (args, kwargs) = match envelope.content_type.as_str() {
+        ARGS_CONTENT_TYPE => serde_json::from_slice::<(Value, Value)>(&envelope.args)
+            .map_err(|error| CeleryError::Arguments(format!("not `[args, kwargs]`: {error}")))?,
+        "application/json" => {
+            let args: Value = serde_json::from_slice(&envelope.args)
+                .map_err(|error| CeleryError::Arguments(error.to_string()))?;
+            // Arguments are a tuple (an array); a lone value or none (`null`) is taken as one.
+            let args = match args {
+                Value::Array(_) => args,
+                Value::Null => json!([]),
+                other => json!([other]),
+            };
+            (args, json!({}))
+        }
+        other => {
+            return Err(CeleryError::Unsupported(format!(
+                "arguments encoded as `{other}`: an app in Celery's format encodes them as JSON (`JsonCodec`)"
+            )));
+        }
+    };
+    let embed = json!({"callbacks": null, "errbacks": null, "chain": null, "chord": null});
+    let body = serde_json::to_vec(&[args, kwargs, embed])
+        .map_err(|error| CeleryError::Body(error.to_string()))?;
+
+    let id = envelope.id.to_string();
+    let iso = |time: Option<SystemTime>| {
+        time.map_or(Value::Null, |time| {
+            Value::String(DateTime::<Utc>::from(time).to_rfc3339_opts(SecondsFormat::Micros, false))
+        })
+    };
+    let mut headers = Map::new();
+    headers.insert("lang".into(), json!("rs"));
+    headers.insert("task".into(), json!(envelope.task));
+    headers.insert("id".into(), json!(id));
+    headers.insert("shadow".into(), Value::Null);
+    headers.insert("eta".into(), iso(envelope.eta));
+    headers.insert("expires".into(), iso(envelope.expires));
+    headers.insert("group".into(), Value::Null);
+    headers.insert("group_index".into(), Value::Null);
+    headers.insert("retries".into(), json!(envelope.retries));
+    let hard = envelope
+        .time_limit
+        .map_or(Value::Null, |limit| json!(limit.as_secs_f64()));
+    headers.insert("timelimit".into(), json!([hard, null]));
+    let root = envelope.root_id.unwrap_or(envelope.id).to_string();
+    headers.insert("root_id".into(), json!(root));
+    headers.insert(
+        "parent_id".into(),
+        envelope
+            .parent_id
+            .map_or(Value::Null, |parent| json!(parent.to_string())),
+    );
+    headers.insert("argsrepr".into(), json!(REDACTED));
+    headers.insert("kwargsrepr".into(), json!(REDACTED));
+    headers.insert("origin".into(), json!(origin()));
+    headers.insert("ignore_result".into(), json!(!envelope.store_result));
+    headers.insert("replaced_task_nesting".into(), json!(0));
+    headers.insert("stamped_headers".into(), Value::Null);
+    headers.insert("stamps".into(), json!({}));
+    for (name, value) in &envelope.headers {
+        if !PROTOCOL_HEADERS.contains(&name.as_str()) {
+            headers.insert(name.clone(), json!(value));
+        }
+    }
+
+    let expiration = envelope.expires.map(|expires| {
+        let left = expires
+            .duration_since(crate::clock::now())
+            .unwrap_or(Duration::ZERO);
+        left.as_millis().to_string()
+    });
+    let mut message = KombuMessage {
+        body: Value::Null,
+        content_encoding: Some("utf-8".into()),
+        content_type: Some("application/json".into()),
+        headers,
+        properties: Properties {
+            correlation_id: Some(id),
+            reply_to: Some(envelope.reply_to.clone().unwrap_or_default()),
+            delivery_mode: Some(2),
+            expiration,
+            delivery_info: Some(DeliveryInfo {
+                exchange: String::new(),
+                routing_key: envelope.queue.clone(),
+                other: Map::new(),
+            }),
+            priority: Some(i64::from(envelope.priority.unwrap_or(0))),
+            body_encoding: None,
+            delivery_tag: Some(uuid::Uuid::new_v4().to_string()),
+            other: Map::new(),
+        },
+    };
+    message.set_body(&body);
+    message.to_json()
+}
+
+/// Who sends: `celeriac<pid>@<host>`, as Celery's producers say `gen<pid>@<host>`.
+fn origin() -> &'static str {
+    static ORIGIN: OnceLock<String> = OnceLock::new();
+    ORIGIN.get_or_init(|| {
+        format!(
+            "celeriac{}@{}",
+            std::process::id(),
+            crate::events::hostname()
+        )
+    })
+}
