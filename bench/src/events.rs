@@ -1,7 +1,12 @@
-//! `celeriac-bench events <broker>`: what worker events cost a worker — the drain of no-ops by a
-//! worker that sends events beside one that sends none, alternating rounds, medians. A subscriber
-//! listens throughout, so the events are really carried (on Redis and RabbitMQ, through the
-//! server); it counts the messages without decoding them, which is a monitor's work elsewhere.
+//! `celeriac-bench events <broker>` and `celeriac-bench signing <broker>`: what an opt-in feature
+//! costs a worker — the drain of no-ops with the feature beside the drain without it, alternating
+//! rounds, medians.
+//!
+//! - Events: the worker sends events. A subscriber listens throughout, so the events are really
+//!   carried (on Redis and RabbitMQ, through the server); it counts the messages without decoding
+//!   them, which is a monitor's work elsewhere.
+//! - Signing: the tasks are signed (HMAC-SHA256) by their producer, and the worker verifies each
+//!   before decoding it.
 
 use celeriac::{App, MemoryBroker};
 use futures::StreamExt;
@@ -10,37 +15,59 @@ use serde::Serialize;
 use crate::results::median;
 use crate::{BrokerKind, measure};
 
+/// The feature measured.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum Feature {
+    Events,
+    Signing,
+}
+
 #[derive(Debug, Serialize)]
-pub(crate) struct EventsReport {
+pub(crate) struct FeatureReport {
+    feature: Feature,
     broker: BrokerKind,
     machine: String,
     tasks: u64,
     rounds: usize,
-    drain_without_events_per_sec: f64,
-    drain_with_events_per_sec: f64,
-    /// With ÷ without (target ≥ 0.85).
+    drain_without_per_sec: f64,
+    drain_with_per_sec: f64,
+    /// With ÷ without (events: target ≥ 0.85).
     ratio: f64,
+    /// What the feature adds to each task, in microseconds (from the two medians).
+    cost_micros_per_task: f64,
     /// Messages (batches of events) the subscriber received over the rounds with events.
     batches_received: u64,
 }
 
 pub(crate) async fn run(
+    feature: Feature,
     broker: BrokerKind,
     broker_url: &str,
     tasks: u64,
     rounds: usize,
-) -> Result<EventsReport, Box<dyn std::error::Error>> {
-    let queue = format!("bench-events-{}", uuid::Uuid::new_v4().simple());
-    let builder = App::builder()
-        .default_queue(&queue)
-        .register::<crate::measure::bench_noop>();
-    let builder = match broker {
-        BrokerKind::Memory => builder.broker(MemoryBroker::new()),
-        BrokerKind::Redis => builder.broker(measure::redis_broker(broker_url).await?),
-        BrokerKind::Amqp => builder.broker(measure::amqp_broker(broker_url, 1).await?),
+) -> Result<FeatureReport, Box<dyn std::error::Error>> {
+    let queue = format!("bench-{feature:?}-{}", uuid::Uuid::new_v4().simple()).to_lowercase();
+    let broker_choice = match broker {
+        BrokerKind::Memory => Broker::Memory(MemoryBroker::new()),
+        BrokerKind::Redis => Broker::Redis(measure::redis_broker(broker_url).await?),
+        BrokerKind::Amqp => Broker::Amqp(measure::amqp_broker(broker_url, 1).await?),
     };
-    let app = builder.build()?;
-    eprintln!("celeriac-bench events: {broker:?} broker, {tasks} tasks × {rounds} rounds");
+    let builder = || {
+        let builder = App::builder()
+            .default_queue(&queue)
+            .register::<crate::measure::bench_noop>();
+        match &broker_choice {
+            Broker::Memory(broker) => builder.broker(broker.clone()),
+            Broker::Redis(broker) => builder.broker(broker.clone()),
+            Broker::Amqp(broker) => builder.broker(broker.clone()),
+        }
+    };
+    let app = builder().build()?;
+    // Signing: the same broker, the tasks signed by their producer and checked by the worker.
+    let key = celeriac::signing::SigningKey::new("bench", [7u8; 32])?;
+    let signed = builder().sign_with(key).build()?;
+    eprintln!("celeriac-bench {feature:?}: {broker:?} broker, {tasks} tasks × {rounds} rounds");
     // A subscriber counting the messages that arrive (each a batch of events), so that events are
     // really carried; decoding them is a monitor's work, in its own process.
     let bus = app
@@ -70,12 +97,17 @@ pub(crate) async fn run(
     };
     let (mut without, mut with) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
-        for events in [false, true] {
-            shape.events = events;
+        for on in [false, true] {
+            shape.events = on && matches!(feature, Feature::Events);
+            let app = if on && matches!(feature, Feature::Signing) {
+                &signed
+            } else {
+                &app
+            };
             app.delay_batch::<crate::measure::bench_noop>((0..tasks).map(|n| (n,)))
                 .await?;
-            let rate = tasks as f64 / measure::drain(&app, shape).await?;
-            if events {
+            let rate = tasks as f64 / measure::drain(app, shape).await?;
+            if on {
                 with.push(rate)
             } else {
                 without.push(rate)
@@ -85,38 +117,62 @@ pub(crate) async fn run(
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     counting.abort();
     let (without, with) = (median(without), median(with));
-    Ok(EventsReport {
+    Ok(FeatureReport {
+        feature,
         broker,
         machine: crate::process::machine_description(),
         tasks,
         rounds,
-        drain_without_events_per_sec: without,
-        drain_with_events_per_sec: with,
+        drain_without_per_sec: without,
+        drain_with_per_sec: with,
         ratio: with / without,
+        cost_micros_per_task: (1.0 / with - 1.0 / without) * 1e6,
         batches_received: received.load(std::sync::atomic::Ordering::Relaxed),
     })
 }
 
-pub(crate) fn print(report: &EventsReport) {
+pub(crate) fn print(report: &FeatureReport) {
+    let feature = match report.feature {
+        Feature::Events => "events",
+        Feature::Signing => "signing",
+    };
     println!();
     println!(
-        "events · {:?} broker · {} · {} tasks × {} rounds",
+        "{feature} · {:?} broker · {} · {} tasks × {} rounds",
         report.broker, report.machine, report.tasks, report.rounds
     );
     println!(
         "{:<34}{:>12.0} tasks/s",
-        "drain, no events (median)", report.drain_without_events_per_sec
+        format!("drain, no {feature} (median)"),
+        report.drain_without_per_sec
     );
     println!(
         "{:<34}{:>12.0} tasks/s",
-        "drain, events (median)", report.drain_with_events_per_sec
+        format!("drain, {feature} (median)"),
+        report.drain_with_per_sec
     );
+    match report.feature {
+        Feature::Events => println!(
+            "{:<34}{:>12.2} (target ≥ 0.85)",
+            "with ÷ without", report.ratio
+        ),
+        Feature::Signing => println!("{:<34}{:>12.2}", "with ÷ without", report.ratio),
+    }
     println!(
-        "{:<34}{:>12.2} (target ≥ 0.85)",
-        "with ÷ without", report.ratio
+        "{:<34}{:>12.2} µs",
+        "cost per task", report.cost_micros_per_task
     );
-    println!(
-        "{:<34}{:>12}",
-        "event batches received", report.batches_received
-    );
+    if matches!(report.feature, Feature::Events) {
+        println!(
+            "{:<34}{:>12}",
+            "event batches received", report.batches_received
+        );
+    }
+}
+
+/// The broker both apps share.
+enum Broker {
+    Memory(MemoryBroker),
+    Redis(celeriac::redis::RedisBroker),
+    Amqp(celeriac::amqp::AmqpBroker),
 }

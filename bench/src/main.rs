@@ -188,6 +188,22 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// What signed messages cost: the drain of signed no-ops (verified by the worker) beside
+    /// unsigned ones, alternating rounds.
+    Signing {
+        /// Broker to benchmark.
+        #[arg(value_enum)]
+        broker: BrokerKind,
+        /// Tasks per drain.
+        #[arg(long, default_value_t = 100_000)]
+        tasks: u64,
+        /// Rounds of each kind (alternating); medians are reported.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// The wall time of `chord(group of N no-ops, callback)` with one in-process worker (memory:
     /// memory backend; redis and amqp: Redis backend), beside Python Celery's same chord.
     Chord {
@@ -335,15 +351,27 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         return Ok(());
     }
-    if let Some(Command::Events {
-        broker,
-        tasks,
-        rounds,
-        json,
-    }) = &cli.command
-    {
-        let report =
-            events::run(*broker, cli.broker_url(*broker), *tasks, (*rounds).max(1)).await?;
+    if let Some((
+        feature,
+        Command::Events {
+            broker,
+            tasks,
+            rounds,
+            json,
+        }
+        | Command::Signing {
+            broker,
+            tasks,
+            rounds,
+            json,
+        },
+    )) = cli.command.as_ref().and_then(|command| match command {
+        Command::Events { .. } => Some((events::Feature::Events, command)),
+        Command::Signing { .. } => Some((events::Feature::Signing, command)),
+        _ => None,
+    }) {
+        let url = cli.broker_url(*broker);
+        let report = events::run(feature, *broker, url, *tasks, (*rounds).max(1)).await?;
         events::print(&report);
         if let Some(path) = json {
             std::fs::write(path, serde_json::to_string_pretty(&report)?)?;

@@ -85,6 +85,7 @@ pub mod metrics;
 pub mod result;
 pub mod retry;
 pub mod service;
+pub mod signing;
 pub mod task;
 #[cfg(feature = "test-util")]
 pub mod testing;

@@ -52,6 +52,8 @@ pub struct AppBuilder {
     /// Whether tasks are sent in Celery's format.
     #[cfg(feature = "celery")]
     celery_wire: bool,
+    /// The keys that sign and verify messages.
+    signing: crate::signing::Keys,
 }
 
 impl AppBuilder {
@@ -78,6 +80,7 @@ impl AppBuilder {
             coordination: None,
             #[cfg(feature = "celery")]
             celery_wire: false,
+            signing: crate::signing::Keys::default(),
             broker_coordination: None,
         }
     }
@@ -253,6 +256,57 @@ impl AppBuilder {
         self
     }
 
+    /// Signs every message this app sends with `key`, and makes its workers run only messages
+    /// signed by a key they accept (this one, and those of
+    /// [`accept_signatures_of`](Self::accept_signatures_of)); see [`celeriac::signing`](crate::signing).
+    ///
+    /// ```
+    /// use celeriac::App;
+    /// use celeriac::signing::SigningKey;
+    ///
+    /// #[celeriac::task]
+    /// async fn send_code(mobile: String) -> Result<String, std::io::Error> {
+    ///     Ok(mobile)
+    /// }
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # tokio::runtime::Builder::new_current_thread().enable_time().build()?.block_on(async {
+    /// let key = SigningKey::new("2026-11", [42u8; 32])?;
+    /// let app = App::builder()
+    ///     .broker_url("memory://")
+    ///     .sign_with(key)
+    ///     .register::<send_code>()
+    ///     .build()?;
+    /// send_code::delay(&app, "13800000000".into()).await?;
+    /// assert_eq!(celeriac::testing::run_until_idle(&app).await?.succeeded, 1);
+    /// # Ok(()) })
+    /// # }
+    /// ```
+    pub fn sign_with(mut self, key: crate::signing::SigningKey) -> Self {
+        self.signing.sign_with(key);
+        self
+    }
+
+    /// Makes this app's workers also run messages signed by `key` (a key being retired, or the
+    /// next one before producers switch to it).
+    ///
+    /// ```
+    /// use celeriac::App;
+    /// use celeriac::signing::SigningKey;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let app = App::builder()
+    ///     .broker_url("memory://")
+    ///     .sign_with(SigningKey::new("2026-12", [2u8; 32])?)
+    ///     .accept_signatures_of(SigningKey::new("2026-11", [1u8; 32])?)
+    ///     .build()?;
+    /// # let _ = app; Ok(()) }
+    /// ```
+    pub fn accept_signatures_of(mut self, key: crate::signing::SigningKey) -> Self {
+        self.signing.accept(key);
+        self
+    }
+
     /// Sends tasks as Python Celery does (its message protocol 2 in kombu's JSON envelope, see
     /// [`celeriac::celery`](crate::celery)), so that Python workers run them; arguments and
     /// results are encoded as JSON ([`JsonCodec`](crate::codec::JsonCodec)). Workers read both
@@ -352,6 +406,13 @@ impl AppBuilder {
                 reason: "must not be empty".into(),
             });
         }
+        #[cfg(feature = "celery")]
+        if self.celery_wire && self.signing.any() {
+            return Err(BuildError::InvalidSetting {
+                setting: "sign_with",
+                reason: "an app that sends Celery's format cannot sign its messages: Python workers would not read them, and Python producers cannot sign theirs".into(),
+            });
+        }
         let mut registry = Registry::default();
         for registration in &self.registrations {
             registration.insert_into(&mut registry)?;
@@ -427,6 +488,7 @@ impl AppBuilder {
                 sent_events: self.task_events.then(crate::events::SentEvents::default),
                 #[cfg(feature = "celery")]
                 celery_wire: self.celery_wire,
+                signing: self.signing.any().then_some(self.signing),
             }),
         })
     }

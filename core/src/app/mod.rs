@@ -75,6 +75,8 @@ struct AppInner {
     /// Whether tasks are sent in Celery's format.
     #[cfg(feature = "celery")]
     celery_wire: bool,
+    /// The keys that sign and verify messages, if any.
+    signing: Option<crate::signing::Keys>,
 }
 
 impl App {
@@ -321,7 +323,20 @@ impl App {
         if self.inner.celery_wire {
             return crate::celery::encode(envelope);
         }
-        envelope.to_bytes()
+        let bytes = envelope.to_bytes()?;
+        Ok(match &self.inner.signing {
+            Some(keys) => keys.sign(bytes),
+            None => bytes,
+        })
+    }
+
+    /// The envelope in a delivered message: its signature checked first if this app has keys
+    /// (see [`celeriac::signing`](crate::signing)).
+    pub(crate) fn open_envelope(&self, bytes: &[u8]) -> Result<Envelope, CodecError> {
+        match &self.inner.signing {
+            Some(keys) => Envelope::from_bytes(keys.verify(bytes)?, &self.inner.limits),
+            None => Envelope::from_bytes(crate::signing::unverified(bytes), &self.inner.limits),
+        }
     }
 
     fn outgoing(&self, envelope: &Envelope) -> Result<Outgoing, EnqueueError> {

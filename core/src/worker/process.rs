@@ -95,7 +95,7 @@ pub(super) async fn process(
     stop_now: &CancellationToken,
 ) -> Option<PendingAck> {
     let app = &shared.app;
-    let mut envelope = match Envelope::from_bytes(delivery.payload(), app.decode_limits()) {
+    let mut envelope = match app.open_envelope(delivery.payload()) {
         Ok(envelope) => envelope,
         Err(error) => {
             let reason = format!("undecodable message: {}", Report(&error));
