@@ -25,6 +25,23 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 /// Which broker to benchmark.
+/// A drain with an opt-in feature beside one without it.
+#[derive(clap::Args, Debug)]
+struct FeatureRun {
+    /// Broker to benchmark.
+    #[arg(value_enum)]
+    broker: BrokerKind,
+    /// Tasks per drain.
+    #[arg(long, default_value_t = 100_000)]
+    tasks: u64,
+    /// Rounds of each kind (alternating); medians are reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 enum BrokerKind {
@@ -174,36 +191,10 @@ enum Command {
     },
     /// What worker events cost: the drain of no-ops by a worker sending events beside one that
     /// sends none, alternating rounds (target: ≥ 85 %).
-    Events {
-        /// Broker to benchmark.
-        #[arg(value_enum)]
-        broker: BrokerKind,
-        /// Tasks per drain.
-        #[arg(long, default_value_t = 100_000)]
-        tasks: u64,
-        /// Rounds of each kind (alternating); medians are reported.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Also write the results as JSON to this file.
-        #[arg(long)]
-        json: Option<std::path::PathBuf>,
-    },
+    Events(FeatureRun),
     /// What signed messages cost: the drain of signed no-ops (verified by the worker) beside
     /// unsigned ones, alternating rounds.
-    Signing {
-        /// Broker to benchmark.
-        #[arg(value_enum)]
-        broker: BrokerKind,
-        /// Tasks per drain.
-        #[arg(long, default_value_t = 100_000)]
-        tasks: u64,
-        /// Rounds of each kind (alternating); medians are reported.
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        /// Also write the results as JSON to this file.
-        #[arg(long)]
-        json: Option<std::path::PathBuf>,
-    },
+    Signing(FeatureRun),
     /// The wall time of `chord(group of N no-ops, callback)` with one in-process worker (memory:
     /// memory backend; redis and amqp: Redis backend), beside Python Celery's same chord.
     Chord {
@@ -351,25 +342,21 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         return Ok(());
     }
+    let feature_run = match &cli.command {
+        Some(Command::Events(run)) => Some((events::Feature::Events, run)),
+        Some(Command::Signing(run)) => Some((events::Feature::Signing, run)),
+        _ => None,
+    };
     if let Some((
         feature,
-        Command::Events {
-            broker,
-            tasks,
-            rounds,
-            json,
-        }
-        | Command::Signing {
+        FeatureRun {
             broker,
             tasks,
             rounds,
             json,
         },
-    )) = cli.command.as_ref().and_then(|command| match command {
-        Command::Events { .. } => Some((events::Feature::Events, command)),
-        Command::Signing { .. } => Some((events::Feature::Signing, command)),
-        _ => None,
-    }) {
+    )) = feature_run
+    {
         let url = cli.broker_url(*broker);
         let report = events::run(feature, *broker, url, *tasks, (*rounds).max(1)).await?;
         events::print(&report);
