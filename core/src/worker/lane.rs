@@ -12,7 +12,7 @@ use futures::stream::FuturesUnordered;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
-use super::process::{process, settle};
+use super::process::{Stops, process, settle};
 use crate::broker::Delivery;
 use crate::metrics::{MetricsCache, TaskMetrics};
 
@@ -43,7 +43,11 @@ pub(super) async fn lane(
         }
         // Panics in task code and in the user's layers are caught in the run path (`CatchPanic`),
         // the one place; handling a delivery runs no other user code.
-        if let Some(pending) = process(&shared, index, &mut metrics, delivery, &stop_now).await {
+        let stops = Stops {
+            fetching: &stop_fetching,
+            now: &stop_now,
+        };
+        if let Some(pending) = process(&shared, index, &mut metrics, delivery, stops).await {
             confirming.push(pending);
         }
     }

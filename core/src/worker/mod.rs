@@ -246,6 +246,7 @@ impl WorkerBuilder {
         };
         Ok(Worker {
             shared: Arc::new(Shared {
+                broker_delays: self.app.broker().capabilities().delays,
                 app: self.app,
                 layered,
                 rate_limiters,
@@ -292,6 +293,8 @@ impl fmt::Debug for WorkerBuilder {
 /// What the worker shares with each run.
 struct Shared {
     app: App,
+    /// Whether the broker holds messages until their ETA (else this worker holds early ones).
+    broker_delays: bool,
     /// The user's tower layers around the task, if any.
     layered: Option<BoxTaskService>,
     rate_limiters: HashMap<&'static str, RateLimiter>,

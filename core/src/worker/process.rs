@@ -92,8 +92,9 @@ pub(super) async fn process(
     lane: usize,
     lane_metrics: &mut LaneMetrics,
     mut delivery: Delivery,
-    stop_now: &CancellationToken,
+    stops: Stops<'_>,
 ) -> Option<PendingAck> {
+    let stop_now = stops.now;
     let app = &shared.app;
     let mut envelope = match app.open_envelope(delivery.payload()) {
         Ok(envelope) => envelope,
@@ -142,9 +143,22 @@ pub(super) async fn process(
         settle("ack", &queue, delivery.ack()).await;
         return None;
     }
+    let mut now = now;
     if let Some(eta) = envelope.eta.filter(|eta| *eta > now + EARLY_TOLERANCE) {
-        Box::pin(put_back_early(shared, delivery, &envelope, eta)).await;
-        return None;
+        if shared.broker_delays {
+            Box::pin(put_back_early(shared, delivery, &envelope, eta)).await;
+            return None;
+        }
+        // A broker without delays (kombu's layout, as Celery uses Redis) leaves ETAs to the
+        // workers, as Celery's do: this lane holds the task, unacknowledged, until it is due.
+        let due = tokio::time::sleep_until(clock::instant_at(eta));
+        tokio::select! {
+            () = due => now = clock::now(),
+            () = stops.fetching.cancelled() => {
+                settle("requeue", &queue, delivery.requeue()).await;
+                return None;
+            }
+        }
     }
     if envelope
         .workflow
@@ -444,6 +458,14 @@ impl Future for PendingAck {
         report("ack", &self.queue, result);
         Poll::Ready(())
     }
+}
+
+/// What stops a lane's work: the end of fetching (a shutdown began), and the end of the grace
+/// period (running tasks are stopped).
+#[derive(Clone, Copy)]
+pub(super) struct Stops<'a> {
+    pub(super) fetching: &'a CancellationToken,
+    pub(super) now: &'a CancellationToken,
 }
 
 /// Sends a message that arrived well before its ETA back to the broker with that ETA.
