@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use std::time::{Duration, UNIX_EPOCH};
 
 use celeriac::beat::{BeatReport, CatchUp, Entry};
+use celeriac::broker::BrokerError;
+use celeriac::election::{Election, Term};
 use celeriac::{App, BuildError, MemoryBroker, TaskContext};
 use celeriac_tests::beat::{BeatProcess, beat_tick, leader, now_millis, recorded_ticks};
 use celeriac_tests::harness::{BackgroundWorker, amqp_url, redis_url, skipped, unique_queue};
@@ -133,6 +135,68 @@ async fn catch_up_latest_sends_only_the_newest_missed_tick() {
         .filter(|pair| pair[1] - pair[0] > 1_000)
         .count();
     assert_eq!(gaps, 1, "one hole, where the ticks were skipped: {ticks:?}");
+}
+
+/// An election this process always wins, whose first term carries `record`: what a predecessor
+/// wrote down before it died.
+#[derive(Debug)]
+struct Inherits {
+    record: Mutex<Option<Vec<u8>>>,
+}
+
+#[celeriac::async_trait]
+impl Election for Inherits {
+    fn redacted_url(&self) -> String {
+        "test://inherits".into()
+    }
+
+    fn lease(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+
+    async fn campaign(&self) -> Result<Option<Term>, BrokerError> {
+        let record = self.record.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Ok(Some(Term::new("term", record)))
+    }
+
+    async fn renew(&self, _: &Term) -> Result<bool, BrokerError> {
+        Ok(true)
+    }
+
+    async fn record(&self, _: &Term, _: &[u8]) -> Result<bool, BrokerError> {
+        Ok(true)
+    }
+
+    async fn resign(&self, _: Term) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn ticks_a_predecessor_left_pending_count_as_resent_and_new_ones_as_sent() {
+    let app = memory_app(&unique_queue("beat"));
+    // The predecessor wrote down the tick of three seconds ago, and died before sending it.
+    let last = (now_millis() / 1_000 - 3) * 1_000;
+    let record = format!(r#"{{"entries":{{"inherit":{{"last":{last},"pending":[{last}]}}}}}}"#);
+    let entry = Entry::every(
+        "inherit",
+        Duration::from_secs(1),
+        local_tick::s("inherit".into()),
+    );
+    let beat = app
+        .beat()
+        .election(Inherits {
+            record: Mutex::new(Some(record.into_bytes())),
+        })
+        .entry(entry.catch_up(CatchUp::All))
+        .build()
+        .expect("the beat builds");
+    let report = beat
+        .run_until(tokio::time::sleep(Duration::from_millis(1_500)))
+        .await;
+    // The inherited tick is sent again; the ticks due since, in the same round, are new.
+    assert_eq!(report.resent, 1, "{report:?}");
+    assert!(report.sent >= 3, "{report:?}");
 }
 
 #[tokio::test(start_paused = true)]

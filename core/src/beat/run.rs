@@ -118,8 +118,13 @@ impl Leader {
         let election = &self.election;
         let renew_every = election.lease() / 3;
         let mut ledger = Ledger::parse(term.take_record().as_deref());
-        // Ticks the last leader wrote down and may not have sent: sent again, under their ids.
-        let mut resending = ledger.has_pending();
+        // Ticks the last leader wrote down and may not have sent: sent again, under their ids
+        // (and counted as resent; ticks that fall due in this term are counted as sent).
+        let mut inherited: Vec<(String, Millis)> = ledger
+            .entries
+            .iter()
+            .flat_map(|(name, line)| line.pending.iter().map(|&tick| (name.clone(), tick)))
+            .collect();
         let mut renew_at = Instant::now() + renew_every;
         loop {
             let now = now_millis();
@@ -135,8 +140,7 @@ impl Leader {
                     Ok(false) => return Ended::Lost,
                     Err(error) => return self.unreachable(&error),
                 }
-                self.send_pending(&mut ledger, resending).await;
-                resending = false;
+                self.send_pending(&mut ledger, &mut inherited).await;
                 match election.record(&term, &ledger.to_bytes()).await {
                     Ok(true) => {}
                     Ok(false) => return Ended::Lost,
@@ -173,7 +177,7 @@ impl Leader {
 
     /// Sends every pending tick, oldest first per entry; a tick that cannot be sent stays pending
     /// (with the entry's later ones) and is tried again.
-    async fn send_pending(&self, ledger: &mut Ledger, resending: bool) {
+    async fn send_pending(&self, ledger: &mut Ledger, inherited: &mut Vec<(String, Millis)>) {
         for (timing, message) in self.timings.iter().zip(&self.messages) {
             let Some(line) = ledger.entries.get_mut(&timing.name) else {
                 continue;
@@ -182,6 +186,13 @@ impl Leader {
                 match self.send(timing, message, tick).await {
                     Ok(id) => {
                         line.pending.remove(0);
+                        let resending = inherited
+                            .iter()
+                            .position(|(name, inherited)| {
+                                *name == timing.name && *inherited == tick
+                            })
+                            .map(|at| inherited.swap_remove(at))
+                            .is_some();
                         let counter = if resending {
                             &self.counts.resent
                         } else {
