@@ -363,7 +363,7 @@ fn origin() -> &'static str {
         format!(
             "celeriac{}@{}",
             std::process::id(),
-            crate::events::hostname()
+            crate::events::host_name()
         )
     })
 }

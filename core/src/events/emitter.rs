@@ -73,11 +73,11 @@ pub(crate) struct EventTasks {
 }
 
 impl Emitter {
-    /// Starts sending events to `bus` as `hostname` (default `celeriac@<host>:<pid>`), with a
-    /// heartbeat every `freq` carrying what `processed` counts. Says the worker is online.
+    /// Starts sending events to `bus` as `hostname`, with a heartbeat every `freq` carrying what
+    /// `processed` counts. Says the worker is online.
     pub(crate) fn start(
         bus: Arc<dyn EventBus>,
-        hostname: Option<String>,
+        hostname: Arc<str>,
         freq: Duration,
         online: EventKind,
         processed: impl Fn() -> u64 + Send + Sync + 'static,
@@ -122,10 +122,9 @@ impl Emitter {
     /// (or a `worker-offline` event is out). A producer's (`task-sent`) has no heartbeat.
     pub(crate) fn publishing(
         bus: Arc<dyn EventBus>,
-        hostname: Option<String>,
+        hostname: Arc<str>,
     ) -> (Arc<Self>, JoinHandle<()>) {
         let pid = std::process::id();
-        let hostname = hostname.unwrap_or_else(|| format!("celeriac@{}:{pid}", host::hostname()));
         // Twice the threads a multi-threaded runtime has by default: few threads share one.
         let count = std::thread::available_parallelism()
             .map_or(1, usize::from)
@@ -138,7 +137,7 @@ impl Emitter {
             })
             .collect();
         let emitter = Arc::new(Self {
-            hostname: hostname.into(),
+            hostname,
             pid,
             shards,
             shard_capacity: BUFFER.div_ceil(count).max(BATCH),
@@ -341,7 +340,7 @@ mod tests {
             .subscribe(EVENTS_TOPIC)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let (emitter, publisher) = Emitter::publishing(bus, Some("w".into()));
+        let (emitter, publisher) = Emitter::publishing(bus, "w".into());
         let runs: Vec<TaskId> = (0..2_000).map(|_| TaskId::new()).collect();
         let emitting = runs.iter().map(|&uuid| {
             let emitter = emitter.clone();

@@ -67,14 +67,17 @@
 
 mod emitter;
 mod host;
-
-#[cfg(feature = "celery")]
-pub(crate) use self::host::hostname;
 mod record;
 
 pub(crate) use self::host::{
     hostname as host_name, loadavg as host_loadavg, rss_bytes as host_rss_bytes,
 };
+
+/// The name a process's events and replies carry unless it is given one:
+/// `celeriac@<host>:<pid>`.
+pub(crate) fn default_hostname() -> String {
+    format!("celeriac@{}:{}", host_name(), std::process::id())
+}
 mod monitor;
 
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -98,7 +101,7 @@ impl SentEvents {
             .emitter
             .get_or_init(|| async {
                 match app.broker().event_bus().await {
-                    Ok(Some(bus)) => Some(Emitter::publishing(bus, None).0),
+                    Ok(Some(bus)) => Some(Emitter::publishing(bus, default_hostname().into()).0),
                     Ok(None) => {
                         tracing::warn!(broker = %app.broker().redacted_url(), "this broker carries no events; no task-sent events");
                         None

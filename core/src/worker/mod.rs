@@ -237,12 +237,7 @@ impl WorkerBuilder {
             .collect();
         let hostname: Arc<str> = match &self.events.hostname {
             Some(name) => name.as_str().into(),
-            None => format!(
-                "celeriac@{}:{}",
-                crate::events::host_name(),
-                std::process::id()
-            )
-            .into(),
+            None => crate::events::default_hostname().into(),
         };
         Ok(Worker {
             shared: Arc::new(Shared {

@@ -63,7 +63,7 @@ impl Worker {
         let shared = self.shared.clone();
         let (emitter, tasks) = Emitter::start(
             bus,
-            Some(self.shared.hostname.to_string()),
+            self.shared.hostname.clone(),
             self.events.heartbeat,
             online,
             move || shared.report.processed(),
