@@ -206,12 +206,14 @@ async fn code_store(serve: &ServeArgs) -> Result<Arc<dyn CodeStore>, Box<dyn std
     })
 }
 
+/// Serves the web app; `metrics` is the Prometheus recorder, installed before anything that
+/// records (a worker's first queue-depth sample comes at its start).
 async fn serve(
     serve: &ServeArgs,
     app: celeriac::App,
     store: Arc<dyn CodeStore>,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let metrics = prometheus()?.install_recorder()?;
     celeriac::metrics::describe();
     let state = AppState {
         app,
@@ -244,6 +246,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         None => {
             // Everything in one process: the web server, a worker, and the beat that purges
             // expired codes every minute.
+            let metrics = prometheus()?.install_recorder()?;
             let store = code_store(&cli.serve).await?;
             let app = app(
                 "memory://",
@@ -259,7 +262,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 .build()?;
             let working = tokio::spawn(worker.run());
             let beating = tokio::spawn(beat.run());
-            serve(&cli.serve, app, store).await?;
+            serve(&cli.serve, app, store, metrics).await?;
             working.await??;
             beating.await?;
         }
@@ -274,8 +277,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 None,
                 None,
             )?;
+            let metrics = prometheus()?.install_recorder()?;
             let store = code_store(&args).await?;
-            serve(&args, app, store).await?;
+            serve(&args, app, store, metrics).await?;
         }
         Some(Mode::Worker { broker, work }) => {
             let app = app(
