@@ -78,10 +78,34 @@ ensure_browser() {
   }
 }
 
+# Python Celery (and the Redis client it uses) for the interop tests, in a virtualenv under target/,
+# pinned by tests/python/requirements.txt. Made once; remade when the requirements change.
+ensure_python_celery() {
+  local venv=target/celery-venv requirements=tests/python/requirements.txt
+  export CELERIAC_PYTHON="$PWD/$venv/bin/python"
+  if [[ -x $CELERIAC_PYTHON ]] && cmp -s "$requirements" "$venv/requirements.txt"; then return; fi
+  if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+    say "installing python3 and python3-venv"
+    apt_install python3 python3-venv || {
+      echo "error: the Celery interop tests need Python 3 with venv (apt-get install python3 python3-venv)." >&2
+      exit 1
+    }
+  fi
+  say "installing Python Celery in $venv (for the interop tests)"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" || {
+    echo "error: pip could not install $requirements (the Celery interop tests need it)." >&2
+    exit 1
+  }
+  cp "$requirements" "$venv/requirements.txt"
+}
+
 # Only start local services for the brokers whose URL is not given explicitly.
 [[ -n ${CELERIAC_REDIS_URL:-} ]] || ensure_redis
 [[ -n ${CELERIAC_AMQP_URL:-} ]] || ensure_rabbitmq
 [[ -n ${CELERIAC_SKIP_BROWSER:-} ]] || ensure_browser
+ensure_python_celery
 
 # Earlier runs leave their uniquely named queues behind (durable on RabbitMQ): remove them first,
 # so the shared servers do not fill up run after run. A failed cleanup only warns.

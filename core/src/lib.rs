@@ -150,6 +150,12 @@ pub mod guide {
     /// defers runs without holding a worker; coming from Celery.
     #[doc = include_str!("docs/rate-limits.md")]
     pub mod rate_limits {}
+
+    /// Sharing queues with Python Celery: which way tasks go, how arguments map, kombu's Redis
+    /// layout and what celeriac adds to it.
+    #[cfg(all(feature = "celery", feature = "redis"))]
+    #[doc = include_str!("docs/celery.md")]
+    pub mod celery {}
 }
 
 /// The Redis broker (`celeriac-redis`), for brokers configured beyond their URL.

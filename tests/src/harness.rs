@@ -48,6 +48,65 @@ pub async fn require_redis(
     }
 }
 
+/// A broker on kombu's Redis layout (Python Celery's) for a test, under `global_keyprefix` (so
+/// tests do not share `unacked`), with a short visibility timeout and restore interval. Panics when
+/// Redis is unreachable; returns `None` only when explicitly skipped.
+pub async fn require_kombu(
+    global_keyprefix: &str,
+    configure: impl FnOnce(celeriac_redis::KombuBrokerBuilder) -> celeriac_redis::KombuBrokerBuilder,
+) -> Option<celeriac_redis::KombuBroker> {
+    if skipped("redis") {
+        return None;
+    }
+    let builder = celeriac_redis::KombuBroker::builder(&redis_url())
+        .global_keyprefix(global_keyprefix)
+        .visibility_timeout(Duration::from_secs(2))
+        .restore_interval(Duration::from_millis(200))
+        .operation_timeout(Duration::from_secs(5));
+    match configure(builder).connect().await {
+        Ok(broker) => Some(broker),
+        Err(error) => panic!(
+            "Redis is required by this test and is unreachable: {error}. Run `scripts/test.sh`, which \
+             starts it, or set CELERIAC_REDIS_URL (CELERIAC_SKIP_BROKERS=redis skips, outside CI)."
+        ),
+    }
+}
+
+/// The Python interpreter of a virtualenv with Celery (`CELERIAC_PYTHON`, else the one
+/// `scripts/test.sh` makes at `target/celery-venv`). Panics under CI when there is none; outside
+/// CI, says the test is skipped and returns `None`.
+pub fn require_python_celery() -> Option<std::path::PathBuf> {
+    let python = std::env::var_os("CELERIAC_PYTHON")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/celery-venv/bin/python")
+        });
+    let works = std::process::Command::new(&python)
+        .args(["-c", "import celery, redis"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if works {
+        return Some(python);
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "Python Celery is required under CI and {} cannot import it: run `scripts/test.sh`, which \
+         makes the virtualenv, or set CELERIAC_PYTHON",
+        python.display()
+    );
+    eprintln!(
+        "SKIPPED: Python Celery interop test ({} cannot import celery; `scripts/test.sh` installs it)",
+        python.display()
+    );
+    None
+}
+
+/// The folder of the interop tests' Python modules.
+pub fn python_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
+}
+
 /// The RabbitMQ server the adapter tests use: `CELERIAC_AMQP_URL`, or the local default.
 pub fn amqp_url() -> String {
     std::env::var("CELERIAC_AMQP_URL")

@@ -55,6 +55,7 @@ mod coordination;
 mod error;
 mod events;
 mod keys;
+mod kombu;
 mod reply;
 mod result_listener;
 mod result_writes;
@@ -76,6 +77,7 @@ use crate::config::Settings;
 pub use crate::coordination::{RedisCoordination, RedisCoordinationBuilder};
 use crate::error::bounded;
 use crate::keys::QueueKeys;
+pub use crate::kombu::{KombuBroker, KombuBrokerBuilder};
 pub use crate::results::{RedisResultBackend, RedisResultBackendBuilder};
 use crate::scripts::SCRIPTS;
 

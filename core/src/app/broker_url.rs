@@ -30,10 +30,12 @@ impl BrokerChoice {
         }
     }
 
-    pub(super) fn into_broker(self) -> Result<Arc<dyn Broker>, BuildError> {
+    /// The broker. With `celery_layout`, a `redis://` URL stands for kombu's layout (Python
+    /// Celery's), so that Python workers share the queues.
+    pub(super) fn into_broker(self, celery_layout: bool) -> Result<Arc<dyn Broker>, BuildError> {
         match self {
             Self::Given(broker) => Ok(broker),
-            Self::Url(url) => from_url(&url),
+            Self::Url(url) => from_url(&url, celery_layout),
             Self::EnvMissing(var) => Err(BuildError::BrokerEnvMissing { var }),
         }
     }
@@ -93,7 +95,7 @@ pub(super) fn memory_coordination(url: &::url::Url) -> crate::coordination::Memo
     memory_broker(&memory_name(url)).coordination()
 }
 
-fn from_url(url: &str) -> Result<Arc<dyn Broker>, BuildError> {
+fn from_url(url: &str, celery_layout: bool) -> Result<Arc<dyn Broker>, BuildError> {
     let redacted = RedactedUrl::new(url);
     let invalid = |reason: String| BuildError::BrokerUrl {
         url: redacted.redacted().to_owned(),
@@ -107,10 +109,17 @@ fn from_url(url: &str) -> Result<Arc<dyn Broker>, BuildError> {
     };
     match parsed.scheme() {
         "memory" => Ok(Arc::new(memory_broker(&memory_name(&parsed)))),
+        #[cfg(not(feature = "redis"))]
+        "redis" | "rediss" if celery_layout => Err(feature_off("redis")),
         "redis" | "rediss" => {
             #[cfg(feature = "redis")]
             {
-                Ok(Arc::new(LazyBroker::new(redacted, redis_connector())))
+                let connector = if celery_layout {
+                    kombu_connector()
+                } else {
+                    redis_connector()
+                };
+                Ok(Arc::new(LazyBroker::new(redacted, connector)))
             }
             #[cfg(not(feature = "redis"))]
             {
@@ -161,6 +170,22 @@ fn redis_connector() -> Connector {
         connect: |url| {
             Box::pin(async move {
                 let broker = celeriac_redis::RedisBroker::connect(&url).await?;
+                Ok(Arc::new(broker) as Arc<dyn Broker>)
+            })
+        },
+        election: None,
+    }
+}
+
+/// kombu's Redis layout, which Python Celery's workers read (see `AppBuilder::celery_compat`).
+#[cfg(feature = "redis")]
+fn kombu_connector() -> Connector {
+    Connector {
+        system: "redis",
+        capabilities: celeriac_redis::KombuBroker::CAPABILITIES,
+        connect: |url| {
+            Box::pin(async move {
+                let broker = celeriac_redis::KombuBroker::connect(&url).await?;
                 Ok(Arc::new(broker) as Arc<dyn Broker>)
             })
         },

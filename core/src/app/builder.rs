@@ -312,6 +312,11 @@ impl AppBuilder {
     /// results are encoded as JSON ([`JsonCodec`](crate::codec::JsonCodec)). Workers read both
     /// formats either way.
     ///
+    /// On a `redis://` (or `rediss://`) [`broker_url`](Self::broker_url), the broker keeps kombu's
+    /// layout, as Python Celery's Redis transport does ([`KombuBroker`](crate::redis::KombuBroker)):
+    /// Python and Rust workers then share the queues, and each restores what the other left
+    /// unacknowledged when it died.
+    ///
     /// ```
     /// use celeriac::App;
     ///
@@ -469,7 +474,11 @@ impl AppBuilder {
                 broker: broker.describe(),
             });
         }
-        let broker = broker.into_broker()?;
+        #[cfg(feature = "celery")]
+        let celery_layout = self.celery_wire;
+        #[cfg(not(feature = "celery"))]
+        let celery_layout = false;
+        let broker = broker.into_broker(celery_layout)?;
         Ok(App {
             inner: Arc::new(AppInner {
                 state: self.state,

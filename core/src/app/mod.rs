@@ -347,7 +347,11 @@ impl App {
                 source,
             })?;
         let mut outgoing = Outgoing::new(envelope.queue.clone(), bytes);
-        outgoing.not_before = envelope.eta;
+        // A broker without delays delivers it at once; the worker holds it until its ETA, which
+        // is in the envelope.
+        if self.broker().capabilities().delays {
+            outgoing.not_before = envelope.eta;
+        }
         outgoing.priority = envelope.priority;
         Ok(outgoing)
     }
@@ -438,8 +442,13 @@ impl App {
             let bound = crate::celery::bind(&envelope.args, T::ARG_NAMES)
                 .map_err(TaskError::InvalidArgs)?;
             let json = crate::codec::JsonCodec::new();
-            return T::Args::decode_from(&json, &bound, &self.inner.limits)
-                .map_err(TaskError::InvalidArgs);
+            return T::Args::decode_from(&json, &bound, &self.inner.limits).map_err(|error| {
+                TaskError::InvalidArgs(crate::celery::name_the_argument(
+                    &bound,
+                    T::ARG_NAMES,
+                    error,
+                ))
+            });
         }
         let codec = self.codec_for(&envelope.content_type).ok_or_else(|| {
             TaskError::InvalidArgs(CodecError::UnsupportedContentType(

@@ -61,6 +61,38 @@ fn bind_values(celery_args: &[u8], names: &[&str]) -> Result<Vec<Value>, CeleryE
         .collect()
 }
 
+/// `error`, from decoding `bound` (what [`bind`] made) as the task's argument types, with the
+/// argument it is about named: `argument `mobile`: invalid type: integer …`. Errors that point at
+/// no argument are returned as they are.
+pub(crate) fn name_the_argument(bound: &[u8], names: &[&str], error: CodecError) -> CodecError {
+    let CodecError::Decode { source, .. } = &error else {
+        return error;
+    };
+    // serde_json's message ends `at line 1 column N` (it reaches us through erased_serde, as text).
+    let text = source.to_string();
+    let Some((message, column)) = text
+        .rsplit_once(" at line 1 column ")
+        .and_then(|(message, column)| Some((message.to_owned(), column.parse::<usize>().ok()?)))
+    else {
+        return error;
+    };
+    let Ok(values) = serde_json::from_slice::<Vec<Value>>(bound) else {
+        return error;
+    };
+    // `bound` is `[v0,v1,…]`, compact. serde_json's column is that of the last byte it read: in a
+    // value it rejects, or the separator before one it rejects on sight (`[`, `{`).
+    let at = column.saturating_sub(1);
+    let mut end = 0;
+    let position = values.iter().position(|value| {
+        end += 1 + serde_json::to_vec(value).map_or(0, |text| text.len());
+        at < end
+    });
+    let Some(name) = position.and_then(|position| names.get(position)) else {
+        return error;
+    };
+    CeleryError::Arguments(format!("argument `{name}`: {message}")).decoding()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +148,37 @@ mod tests {
         }
         let error = bound(r#"[[], {"a": 1}]"#, &[]).err().unwrap_or_default();
         assert!(error.contains("positional arguments only"), "{error}");
+    }
+
+    #[test]
+    fn a_mistyped_argument_is_named() {
+        use crate::codec::CodecExt;
+        let names = ["mobile", "code", "attempt"];
+        let json = crate::codec::JsonCodec::new();
+        let limits = crate::codec::DecodeLimits::default();
+        let cases = [
+            (
+                r#"[[13800000000, "123456", 1], {}]"#,
+                "argument `mobile`: invalid type: integer",
+            ),
+            (
+                r#"[["m", ["1", "2"], 1], {}]"#,
+                "argument `code`: invalid type: sequence",
+            ),
+            (
+                r#"[["m", "c"], {"attempt": "one"}]"#,
+                "argument `attempt`: invalid type: string",
+            ),
+        ];
+        for (args, expected) in cases {
+            let bound = bind(args.as_bytes(), &names).unwrap();
+            let error = json
+                .decode::<(String, String, u32)>(&bound, &limits)
+                .unwrap_err();
+            let error = name_the_argument(&bound, &names, error);
+            let text = crate::error::Report(&error).to_string();
+            assert!(text.contains(expected), "{args}: {text}");
+            assert!(!text.contains("column"), "{text}");
+        }
     }
 }

@@ -54,7 +54,7 @@ mod message;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use self::arguments::bind;
+pub(crate) use self::arguments::{bind, name_the_argument};
 pub(crate) use self::convert::{decode, encode};
 
 /// The content type of a Celery task's arguments inside an [`Envelope`](crate::Envelope): the

@@ -491,8 +491,16 @@ pub(super) async fn send_back(
     what: &str,
 ) {
     let queue = delivery.shared_queue();
-    let mut outgoing = Outgoing::new(&*queue, payload).not_before(eta);
-    outgoing.priority = envelope.priority;
+    let mut outgoing = Outgoing::new(&*queue, payload);
+    // A broker without delays delivers it at once, and the worker that takes it holds it until
+    // its ETA (which is in the message); one without priorities keeps the priority in the message
+    // only (kombu's layout places it by that).
+    if shared.broker_delays {
+        outgoing.not_before = Some(eta);
+    }
+    if shared.broker_priorities {
+        outgoing.priority = envelope.priority;
+    }
     match shared.app.broker().publish(outgoing).await {
         Ok(()) => settle("ack", &queue, delivery.ack()).await,
         Err(error) => {

@@ -33,6 +33,8 @@ async fn clean_redis() -> Result<usize, Error> {
         "celeriac-test*",
         "celeriac-bench:*",
         "celeriac:election:{celeriac-test.*",
+        // Dead letters of the Celery interop tests (kombu's layout, no prefix).
+        "_celeriac.dead.celeriac-test.*",
     ] {
         let keys: Vec<String> = {
             let mut scan: redis::AsyncIter<'_, String> = conn.scan_match(pattern).await?;

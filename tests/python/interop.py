@@ -1,0 +1,48 @@
+"""The Python side of celeriac's Celery interop tests: the shop's SMS task as its Django project
+defines it, on the broker and queue the Rust test names in the environment.
+
+    INTEROP_BROKER_URL  redis://127.0.0.1:6379/0
+    INTEROP_QUEUE       the queue to send to and consume from
+    INTEROP_PREFIX      kombu's global_keyprefix (may be empty)
+    INTEROP_BACKEND_URL Celery's result backend (unset: none)
+
+The task records each run by RPUSHing JSON onto the Redis list `celeriac-test-interop-ran:<queue>`.
+"""
+
+import json
+import os
+
+import redis
+from celery import Celery
+
+BROKER_URL = os.environ.get("INTEROP_BROKER_URL", "redis://127.0.0.1:6379/0")
+QUEUE = os.environ.get("INTEROP_QUEUE", "celery")
+PREFIX = os.environ.get("INTEROP_PREFIX", "")
+
+app = Celery("interop", broker=BROKER_URL, backend=os.environ.get("INTEROP_BACKEND_URL"))
+app.conf.task_default_queue = QUEUE
+app.conf.broker_transport_options = {"global_keyprefix": PREFIX} if PREFIX else {}
+app.conf.worker_hijack_root_logger = False
+app.conf.broker_connection_retry_on_startup = True
+
+_runs = redis.Redis.from_url(BROKER_URL)
+
+
+@app.task(bind=True, name="ccp_send_sms_code", retry_backoff=3, max_retries=3)
+def ccp_send_sms_code(self, mobile, sms_code):
+    """Records the call instead of sending an SMS; returns 0 as the shop's task does, and fails
+    (as a gateway would) for the number "0"."""
+    if mobile == "0":
+        raise ValueError("no such number: 0")
+    _runs.rpush(
+        "celeriac-test-interop-ran:" + QUEUE,
+        json.dumps(
+            {
+                "mobile": mobile,
+                "sms_code": sms_code,
+                "id": self.request.id,
+                "retries": self.request.retries,
+            }
+        ),
+    )
+    return 0

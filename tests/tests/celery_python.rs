@@ -1,0 +1,255 @@
+//! Python Celery 5.7 and celeriac on one Redis, in kombu's layout: Python's
+//! `ccp_send_sms_code.delay(mobile, code)` runs on a Rust worker, and a Rust `delay` runs on a
+//! Python worker. The Python side is `tests/python/`; `scripts/test.sh` installs Celery in a
+//! virtualenv under `target/`.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use celeriac::{App, TaskError};
+use celeriac_tests::harness::{
+    eventually, python_dir, redis_url, require_python_celery, unique_queue,
+};
+use redis::AsyncCommands;
+
+/// The calls the Rust task ran: (mobile, sms_code, redelivered).
+static RAN: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// The shop's task, in Rust, under the name Python sends it by.
+#[celeriac::task(name = "ccp_send_sms_code")]
+async fn ccp_send_sms_code(mobile: String, sms_code: String) -> Result<i32, TaskError> {
+    RAN.lock().unwrap().push((mobile, sms_code));
+    Ok(0)
+}
+
+fn ran_for(mobile_prefix: &str) -> Vec<(String, String)> {
+    let mut ran: Vec<_> = RAN
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(mobile, _)| mobile.starts_with(mobile_prefix))
+        .cloned()
+        .collect();
+    ran.sort();
+    ran
+}
+
+fn python_command(python: &Path, queue: &str) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(python);
+    command
+        .current_dir(python_dir())
+        .env("INTEROP_BROKER_URL", redis_url())
+        .env("INTEROP_QUEUE", queue)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .kill_on_drop(true);
+    command
+}
+
+/// Sends `calls` from Python (see `tests/python/send.py`); returns its line for each call:
+/// `{"id": …}`, with `"result"` or `"error"` for calls that wait for their result.
+async fn python_sends(
+    python: &Path,
+    queue: &str,
+    calls: serde_json::Value,
+) -> Vec<serde_json::Value> {
+    let output = python_command(python, queue)
+        .arg("send.py")
+        .arg(calls.to_string())
+        .output()
+        .await
+        .expect("run send.py");
+    assert!(
+        output.status.success(),
+        "send.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line from send.py"))
+        .collect()
+}
+
+fn celery_app(queue: &str) -> App {
+    App::builder()
+        .broker_url(redis_url())
+        .celery_compat()
+        .default_queue(queue)
+        .register::<ccp_send_sms_code>()
+        .build()
+        .expect("app")
+}
+
+/// The shop's own line, `ccp_send_sms_code.delay(mobile, sms_code)`, and `apply_async` with
+/// keyword arguments, a priority and a countdown, all run on a Rust worker with their arguments;
+/// a call with a missing argument and one with a number for a string are dead-lettered with the
+/// reason, not run and not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_delay_runs_on_a_rust_worker() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("py_to_rust");
+    let app = celery_app(&queue);
+    let sent = tokio::time::Instant::now();
+    let lines = python_sends(
+        &python,
+        &queue,
+        serde_json::json!([
+            {"args": ["1390000001", "111111"]},
+            {"kwargs": {"mobile": "1390000002", "sms_code": "222222"}},
+            {"args": ["1390000003"], "kwargs": {"sms_code": "333333"}, "options": {"priority": 6}},
+            {"args": ["1390000004", "444444"], "options": {"countdown": 2}},
+            {"args": ["1390000005"], "send_task": true},
+            {"args": [1390000006_u64, "666666"]},
+        ]),
+    )
+    .await;
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    let worker = app.worker().concurrency(4).build().expect("worker");
+    let broker = app.broker().clone();
+    let done_queue = queue.clone();
+    let report = worker
+        .run_until(async move {
+            eventually(
+                Duration::from_secs(20),
+                "four runs and two dead letters",
+                || async {
+                    ran_for("139000000").len() == 4
+                        && broker
+                            .stats(&done_queue)
+                            .await
+                            .is_ok_and(|stats| stats.dead_lettered == 2)
+                },
+            )
+            .await;
+        })
+        .await
+        .expect("worker");
+    assert_eq!(
+        ran_for("139000000"),
+        [
+            ("1390000001".to_owned(), "111111".to_owned()),
+            ("1390000002".to_owned(), "222222".to_owned()),
+            ("1390000003".to_owned(), "333333".to_owned()),
+            ("1390000004".to_owned(), "444444".to_owned()),
+        ]
+    );
+    assert!(
+        sent.elapsed() >= Duration::from_secs(2),
+        "the countdown was honoured"
+    );
+    assert_eq!(report.succeeded, 4);
+    let letters = app
+        .broker()
+        .dead_letters(&queue, 10)
+        .await
+        .expect("dead letters");
+    let reasons: Vec<&str> = letters
+        .iter()
+        .map(|letter| letter.reason.as_str())
+        .collect();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|reason| reason.contains("missing argument `sms_code`")),
+        "the missing argument is named: {reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|reason| reason.contains("argument `mobile`: invalid type: integer")),
+        "the mistyped argument is named: {reasons:?}"
+    );
+    let stats = app.broker().stats(&queue).await.expect("stats");
+    assert_eq!((stats.ready, stats.unacked), (0, 0));
+}
+
+/// A Rust `delay` (and one with a countdown) runs on a Python Celery worker, which acknowledges
+/// it in kombu's way: nothing is left in `unacked`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_delay_runs_on_a_python_worker() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("rust_to_py");
+    let app = celery_app(&queue);
+    let first = ccp_send_sms_code::delay(&app, "1380000001".into(), "123456".into())
+        .await
+        .expect("delay");
+    let second = ccp_send_sms_code::delay(&app, "1380000002".into(), "654321".into())
+        .countdown(Duration::from_secs(1))
+        .await
+        .expect("delay with a countdown");
+    let mut worker = python_command(&python, &queue)
+        .args(["-m", "celery", "-A", "interop", "worker", "--pool", "solo"])
+        .args([
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ])
+        .args(["-Q", &queue, "--loglevel", "WARNING"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start a Python Celery worker");
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ran_key = format!("celeriac-test-interop-ran:{queue}");
+    eventually(
+        Duration::from_secs(30),
+        "the Python worker to run both",
+        || {
+            let mut conn = conn.clone();
+            let key = ran_key.clone();
+            async move { conn.llen::<_, u64>(&key).await.unwrap_or(0) == 2 }
+        },
+    )
+    .await;
+    let runs: Vec<String> = conn.lrange(&ran_key, 0, -1).await.unwrap();
+    let runs: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|run| serde_json::from_str(run).unwrap())
+        .collect();
+    let mut seen: Vec<(String, String, String)> = runs
+        .iter()
+        .map(|run| {
+            (
+                run["mobile"].as_str().unwrap().to_owned(),
+                run["sms_code"].as_str().unwrap().to_owned(),
+                run["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (
+                "1380000001".to_owned(),
+                "123456".to_owned(),
+                first.id().to_string()
+            ),
+            (
+                "1380000002".to_owned(),
+                "654321".to_owned(),
+                second.id().to_string()
+            ),
+        ]
+    );
+    // Python acknowledged both: kombu's `unacked` holds nothing of this queue.
+    eventually(Duration::from_secs(10), "Python's acks", || async {
+        app.broker()
+            .stats(&queue)
+            .await
+            .is_ok_and(|stats| stats.ready == 0 && stats.unacked == 0)
+    })
+    .await;
+    worker.start_kill().expect("stop the Python worker");
+    let _ = worker.wait().await;
+    let _: () = conn.del(&ran_key).await.unwrap();
+}
