@@ -42,6 +42,7 @@ fn python_command(python: &Path, queue: &str) -> tokio::process::Command {
         .current_dir(python_dir())
         .env("INTEROP_BROKER_URL", redis_url())
         .env("INTEROP_QUEUE", queue)
+        .env("INTEROP_BACKEND_URL", redis_url())
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .kill_on_drop(true);
     command
@@ -168,14 +169,21 @@ async fn python_delay_runs_on_a_rust_worker() {
 }
 
 /// A Rust `delay` (and one with a countdown) runs on a Python Celery worker, which acknowledges
-/// it in kombu's way: nothing is left in `unacked`.
+/// it in kombu's way (nothing is left in `unacked`); the Rust caller gets Python's results typed,
+/// and a Python exception as the task's failure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_delay_runs_on_a_python_worker() {
     let Some(python) = require_python_celery() else {
         return;
     };
     let queue = unique_queue("rust_to_py");
-    let app = celery_app(&queue);
+    let app = App::builder()
+        .broker_url(redis_url())
+        .result_backend_url(redis_url())
+        .celery_compat()
+        .default_queue(&queue)
+        .build()
+        .expect("app");
     let first = ccp_send_sms_code::delay(&app, "1380000001".into(), "123456".into())
         .await
         .expect("delay");
@@ -183,6 +191,9 @@ async fn rust_delay_runs_on_a_python_worker() {
         .countdown(Duration::from_secs(1))
         .await
         .expect("delay with a countdown");
+    let refused = ccp_send_sms_code::delay(&app, "0".into(), "000000".into())
+        .await
+        .expect("delay");
     let mut worker = python_command(&python, &queue)
         .args(["-m", "celery", "-A", "interop", "worker", "--pool", "solo"])
         .args([
@@ -241,7 +252,28 @@ async fn rust_delay_runs_on_a_python_worker() {
             ),
         ]
     );
-    // Python acknowledged both: kombu's `unacked` holds nothing of this queue.
+    // Python's results, typed: its return value, and its exception as a failure.
+    assert_eq!(
+        first
+            .get_timeout(Duration::from_secs(30))
+            .await
+            .expect("first result"),
+        0
+    );
+    assert_eq!(
+        second
+            .get_timeout(Duration::from_secs(30))
+            .await
+            .expect("second result"),
+        0
+    );
+    match refused.get_timeout(Duration::from_secs(30)).await {
+        Err(celeriac::ResultError::Failed { message, .. }) => {
+            assert_eq!(message, "ValueError: no such number: 0");
+        }
+        other => panic!("expected Python's ValueError, got {other:?}"),
+    }
+    // Python acknowledged all three: kombu's `unacked` holds nothing of this queue.
     eventually(Duration::from_secs(10), "Python's acks", || async {
         app.broker()
             .stats(&queue)
@@ -252,4 +284,52 @@ async fn rust_delay_runs_on_a_python_worker() {
     worker.start_kill().expect("stop the Python worker");
     let _ = worker.wait().await;
     let _: () = conn.del(&ran_key).await.unwrap();
+}
+
+/// A task that fails, for Python's `AsyncResult.get()` to raise its error.
+#[celeriac::task(name = "sms_gateway_down")]
+async fn sms_gateway_down(mobile: String) -> Result<i32, TaskError> {
+    Err(TaskError::msg(format!("the SMS gateway refused {mobile}")))
+}
+
+/// Python's `AsyncResult.get()` returns what a Rust task returned, and raises what one failed
+/// with: the Rust worker stores Celery's result meta and publishes it where Python waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_gets_the_results_of_rust_tasks() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("py_gets");
+    let app = App::builder()
+        .broker_url(redis_url())
+        .result_backend_url(redis_url())
+        .celery_compat()
+        .default_queue(&queue)
+        .register::<ccp_send_sms_code>()
+        .register::<sms_gateway_down>()
+        .build()
+        .expect("app");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = app.worker().concurrency(2).build().expect("worker");
+    let running = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let lines = python_sends(
+        &python,
+        &queue,
+        serde_json::json!([
+            {"args": ["1370000001", "777777"], "options": {}, "get": true},
+            {"send_task": "sms_gateway_down", "args": ["1370000002"], "get": true},
+        ]),
+    )
+    .await;
+    let _ = stop.send(());
+    let report = running.await.expect("join").expect("worker");
+    assert_eq!(lines[0]["result"], 0, "{lines:?}");
+    let error = lines[1]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the SMS gateway refused 1370000002"),
+        "Python raises the Rust task's error: {lines:?}"
+    );
+    assert_eq!((report.succeeded, report.dead_lettered), (1, 1));
 }

@@ -252,3 +252,69 @@ async fn garbage_on_a_list_is_dead_lettered_and_the_next_message_arrives() {
             .all(|letter| letter.reason.contains("not a kombu message"))
     );
 }
+
+/// Celery's result backend: a waiter wakes when a result is stored by another process (here a
+/// raw `SET` + `PUBLISH`, as Python's backend writes it), and a first success is never replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_results_wake_waiters_and_keep_the_first_success() {
+    use celeriac::result::ResultBackend;
+    use celeriac::{ResultState, StoredResult};
+    if celeriac_tests::harness::skipped("redis") {
+        return;
+    }
+    let prefix = "celeriac-test-celery-results:";
+    let backend = celeriac_redis::CeleryResultBackend::builder(&redis_url())
+        .global_keyprefix(prefix)
+        .connect()
+        .await
+        .expect("Redis is required by this test (scripts/test.sh starts it)");
+    let id = uuid::Uuid::new_v4().to_string();
+    let waiting = tokio::spawn({
+        let backend = backend.clone();
+        let id = id.clone();
+        async move { backend.wait_ready(&id).await }
+    });
+    // Whether the waiter subscribed before the write or reads after it, it sees the result.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let key = format!("{prefix}celery-task-meta-{id}");
+    let meta = format!(
+        r#"{{"status": "SUCCESS", "result": 5, "traceback": null, "children": [], "date_done": "2026-11-30T12:00:00.000000+00:00", "task_id": "{id}"}}"#
+    );
+    let mut conn = redis().await;
+    let _: () = conn.set_ex(&key, &meta, 600).await.unwrap();
+    let _: () = conn.publish(&key, &meta).await.unwrap();
+    let stored = within(Duration::from_secs(5), "the waiter to wake", waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.state, ResultState::Success);
+    assert_eq!(&stored.body[..], meta.as_bytes());
+    // A second run's failure, or a second success, does not replace the first success.
+    let failure = StoredResult::new(ResultState::Failure, br#"{"status": "FAILURE"}"#.to_vec());
+    assert!(
+        !backend
+            .store(&id, failure, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    let again = StoredResult::new(
+        ResultState::Success,
+        br#"{"status": "SUCCESS", "result": 6}"#.to_vec(),
+    );
+    assert!(
+        !backend
+            .store(&id, again, Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        &backend.fetch(&id).await.unwrap().unwrap().body[..],
+        meta.as_bytes()
+    );
+    backend.forget(&id).await.unwrap();
+    assert!(backend.fetch(&id).await.unwrap().is_none());
+    // Garbage under the key is an error, not a panic.
+    let _: () = conn.set_ex(&key, "garbage", 600).await.unwrap();
+    assert!(backend.fetch(&id).await.is_err());
+    let _: () = conn.del(&key).await.unwrap();
+}

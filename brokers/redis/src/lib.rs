@@ -48,6 +48,7 @@
 mod acks;
 mod batching;
 mod bounded;
+mod celery_results;
 mod client_options;
 mod config;
 mod consumer;
@@ -73,6 +74,7 @@ use celeriac_core::{
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+pub use crate::celery_results::{CeleryResultBackend, CeleryResultBackendBuilder};
 use crate::config::Settings;
 pub use crate::coordination::{RedisCoordination, RedisCoordinationBuilder};
 use crate::error::bounded;

@@ -1,5 +1,6 @@
 //! Wake-ups for callers waiting on results: one pub/sub connection per backend, subscribed to the
-//! backend's results channel while anyone in the process waits.
+//! backend's results channel while anyone in the process waits (or, for Celery's format, to the
+//! channel of each task waited on).
 //!
 //! Writers publish the ids of the results they stored on one channel, once per batch (not once per
 //! result: that would cost Redis a command per task). The listener hands each id to the callers
@@ -87,12 +88,31 @@ struct Waiting {
     published: watch::Sender<()>,
 }
 
+/// Where stored results are announced.
+pub(crate) enum Channels {
+    /// One channel for every task; a message holds the ids stored (one per line).
+    Shared(String),
+    /// A channel per task, the prefix followed by its id (Celery's `celery-task-meta-<id>`); a
+    /// message holds the result itself.
+    PerTask(String),
+}
+
+impl Channels {
+    /// The channel that announces task `id`.
+    fn of(&self, id: &str) -> String {
+        match self {
+            Self::Shared(channel) => channel.clone(),
+            Self::PerTask(prefix) => format!("{prefix}{id}"),
+        }
+    }
+}
+
 /// Owns the pub/sub connection: every command and every message goes through it, one at a time.
 pub(crate) struct Listener {
     client: redis::Client,
     url: String,
     timeout: Duration,
-    channel: String,
+    channels: Channels,
     waiting: HashMap<String, Waiting>,
     epoch: watch::Sender<u64>,
 }
@@ -102,13 +122,13 @@ impl Listener {
         client: redis::Client,
         url: String,
         timeout: Duration,
-        channel: String,
+        channels: Channels,
     ) -> Self {
         Self {
             client,
             url,
             timeout,
-            channel,
+            channels,
             waiting: HashMap::new(),
             epoch: watch::channel(0).0,
         }
@@ -162,7 +182,15 @@ impl Listener {
                     }
                     message = messages.next() => {
                         let Some(message) = message else { break };
-                        self.announce(message.get_payload_bytes());
+                        match &self.channels {
+                            Channels::Shared(_) => self.announce(message.get_payload_bytes()),
+                            Channels::PerTask(prefix) => {
+                                let channel = message.get_channel_name();
+                                if let Some(id) = channel.strip_prefix(prefix.as_str()) {
+                                    self.announce(id.as_bytes());
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -170,12 +198,17 @@ impl Listener {
         }
     }
 
-    /// Opens the pub/sub connection, subscribed to the channel if anyone waits.
+    /// Opens the pub/sub connection, subscribed to the channels of those who wait.
     async fn connect(&self) -> Result<(PubSubSink, PubSubStream), BrokerError> {
         let pubsub = bounded("subscribe", self.timeout, self.client.get_async_pubsub()).await?;
         let (mut sink, stream) = pubsub.split();
-        if !self.waiting.is_empty() {
-            bounded("subscribe", self.timeout, sink.subscribe(&self.channel)).await?;
+        let channels: Vec<String> = match &self.channels {
+            Channels::Shared(channel) if !self.waiting.is_empty() => vec![channel.clone()],
+            Channels::Shared(_) => Vec::new(),
+            Channels::PerTask(_) => self.waiting.keys().map(|id| self.channels.of(id)).collect(),
+        };
+        if !channels.is_empty() {
+            bounded("subscribe", self.timeout, sink.subscribe(channels)).await?;
         }
         Ok((sink, stream))
     }
@@ -184,9 +217,17 @@ impl Listener {
     async fn obey(&mut self, command: Command, sink: &mut PubSubSink) -> Result<(), BrokerError> {
         match command {
             Command::Watch(id, reply) => {
-                if self.waiting.is_empty()
-                    && let Err(error) =
-                        bounded("subscribe", self.timeout, sink.subscribe(&self.channel)).await
+                let subscribe = match self.channels {
+                    Channels::Shared(_) => self.waiting.is_empty(),
+                    Channels::PerTask(_) => !self.waiting.contains_key(&id),
+                };
+                if subscribe
+                    && let Err(error) = bounded(
+                        "subscribe",
+                        self.timeout,
+                        sink.subscribe(self.channels.of(&id)),
+                    )
+                    .await
                 {
                     let shown = BrokerError::Unavailable {
                         op: "subscribe",
@@ -203,8 +244,14 @@ impl Listener {
                 let _ = reply.send(Ok((waiting.published.subscribe(), self.epoch.subscribe())));
             }
             Command::Unwatch(id) => {
-                if self.forget(&id) && self.waiting.is_empty() {
-                    bounded("unsubscribe", self.timeout, sink.unsubscribe(&self.channel)).await?;
+                let unsubscribe = self.forget(&id)
+                    && match self.channels {
+                        Channels::Shared(_) => self.waiting.is_empty(),
+                        Channels::PerTask(_) => true,
+                    };
+                if unsubscribe {
+                    let channel = self.channels.of(&id);
+                    bounded("unsubscribe", self.timeout, sink.unsubscribe(channel)).await?;
                 }
             }
         }
@@ -239,7 +286,7 @@ impl Listener {
         }
     }
 
-    /// Wakes the callers waiting on the ids a writer announced (one per line).
+    /// Wakes the callers waiting on the ids announced (one per line).
     fn announce(&self, payload: &[u8]) {
         for id in payload.split(|byte| *byte == b'\n') {
             let waiting = std::str::from_utf8(id)

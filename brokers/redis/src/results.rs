@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client_options::{ClientOptions, client_option_setters};
 use crate::error::bounded;
-use crate::result_listener::{self, Command, Listener, Watch};
+use crate::result_listener::{self, Channels, Command, Listener, Watch};
 use crate::result_writes;
 use crate::scripts::SCRIPTS;
 
@@ -142,7 +142,7 @@ impl RedisResultBackend {
                 self.inner.client.clone(),
                 self.inner.url.redacted().to_owned(),
                 self.inner.timeout,
-                self.channel(),
+                Channels::Shared(self.channel()),
             );
             tokio::spawn(listener.run(receiver, self.inner.stop.clone()));
             commands

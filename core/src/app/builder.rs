@@ -446,8 +446,14 @@ impl AppBuilder {
             });
         }
         let broker = self.broker.ok_or(BuildError::NoBroker)?;
+        // An app in Celery's format keeps Celery's layouts: kombu's on Redis brokers, Celery's
+        // result meta in Redis result backends.
+        #[cfg(feature = "celery")]
+        let celery_layout = self.celery_wire;
+        #[cfg(not(feature = "celery"))]
+        let celery_layout = false;
         let result_backend = match self.result_backend {
-            Some(choice) => Some(choice.into_backend(broker.url())?),
+            Some(choice) => Some(choice.into_backend(broker.url(), celery_layout)?),
             None => self
                 .broker_results
                 .or_else(|| broker.default_result_backend())
@@ -474,10 +480,6 @@ impl AppBuilder {
                 broker: broker.describe(),
             });
         }
-        #[cfg(feature = "celery")]
-        let celery_layout = self.celery_wire;
-        #[cfg(not(feature = "celery"))]
-        let celery_layout = false;
         let broker = broker.into_broker(celery_layout)?;
         Ok(App {
             inner: Arc::new(AppInner {

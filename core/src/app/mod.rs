@@ -330,6 +330,22 @@ impl App {
         })
     }
 
+    /// `record` in `state` as this app's result backend keeps it: Celery's result meta (which
+    /// Python reads) for an app in Celery's format, celeriac's record otherwise.
+    pub(crate) fn result_to_store(
+        &self,
+        record: &crate::result::record::ResultRecord,
+        state: crate::ResultState,
+        id: TaskId,
+    ) -> Result<crate::StoredResult, CodecError> {
+        #[cfg(feature = "celery")]
+        if self.inner.celery_wire {
+            return crate::celery::to_meta(record, state, id);
+        }
+        let _ = id;
+        record.to_stored(state)
+    }
+
     /// The envelope in a delivered message: its signature checked first if this app has keys
     /// (see [`celeriac::signing`](crate::signing)).
     pub(crate) fn open_envelope(&self, bytes: &[u8]) -> Result<Envelope, CodecError> {

@@ -208,15 +208,25 @@ fn time(
             ));
         }
     };
+    parse_iso(text)
+        .map(Some)
+        .map_err(|reason| CeleryError::header(name, reason))
+}
+
+/// An ISO 8601 time as Celery writes it (without an offset: UTC).
+pub(super) fn parse_iso(text: &str) -> Result<SystemTime, String> {
     let parsed = DateTime::parse_from_rfc3339(text)
         .map(|time| time.with_timezone(&Utc))
         .or_else(|_| {
             NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").map(|time| time.and_utc())
         })
-        .map_err(|error| {
-            CeleryError::header(name, format!("`{text}` is not an ISO 8601 time: {error}"))
-        })?;
-    Ok(Some(SystemTime::from(parsed)))
+        .map_err(|error| format!("`{text}` is not an ISO 8601 time: {error}"))?;
+    Ok(SystemTime::from(parsed))
+}
+
+/// `time` in ISO 8601, UTC, to the microsecond, as Python's `isoformat()` writes it.
+pub(super) fn iso(time: SystemTime) -> String {
+    DateTime::<Utc>::from(time).to_rfc3339_opts(SecondsFormat::Micros, false)
 }
 
 /// `[hard, soft]` in seconds, either null: the lower one set.
@@ -285,11 +295,7 @@ fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
         .map_err(|error| CeleryError::Body(error.to_string()))?;
 
     let id = envelope.id.to_string();
-    let iso = |time: Option<SystemTime>| {
-        time.map_or(Value::Null, |time| {
-            Value::String(DateTime::<Utc>::from(time).to_rfc3339_opts(SecondsFormat::Micros, false))
-        })
-    };
+    let iso = |time: Option<SystemTime>| time.map_or(Value::Null, |time| Value::String(iso(time)));
     let mut headers = Map::new();
     headers.insert("lang".into(), json!("rs"));
     headers.insert("task".into(), json!(envelope.task));

@@ -51,11 +51,13 @@
 mod arguments;
 mod convert;
 mod message;
+mod results;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use self::arguments::{bind, name_the_argument};
 pub(crate) use self::convert::{decode, encode};
+pub(crate) use self::results::{from_meta, to_meta};
 
 /// The content type of a Celery task's arguments inside an [`Envelope`](crate::Envelope): the
 /// JSON array `[args, kwargs]`, bound to the task's parameters when it runs.

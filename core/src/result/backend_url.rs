@@ -30,19 +30,25 @@ impl ResultBackendChoice {
     }
 
     /// The backend; `broker_url` is the app's broker URL when it was given as one (`rpc://` sends
-    /// results over that RabbitMQ).
+    /// results over that RabbitMQ). With `celery_format`, a `redis://` URL keeps results as
+    /// Celery's Redis backend does.
     pub(crate) fn into_backend(
         self,
         broker_url: Option<&str>,
+        celery_format: bool,
     ) -> Result<Arc<dyn ResultBackend>, BuildError> {
         match self {
             Self::Given(backend) => Ok(backend),
-            Self::Url(url) => from_url(&url, broker_url),
+            Self::Url(url) => from_url(&url, broker_url, celery_format),
         }
     }
 }
 
-fn from_url(url: &str, broker_url: Option<&str>) -> Result<Arc<dyn ResultBackend>, BuildError> {
+fn from_url(
+    url: &str,
+    broker_url: Option<&str>,
+    celery_format: bool,
+) -> Result<Arc<dyn ResultBackend>, BuildError> {
     let redacted = RedactedUrl::new(url);
     let invalid = |reason: String| BuildError::ResultBackendUrl {
         url: redacted.redacted().to_owned(),
@@ -55,10 +61,14 @@ fn from_url(url: &str, broker_url: Option<&str>) -> Result<Arc<dyn ResultBackend
         "redis" | "rediss" => {
             #[cfg(feature = "redis")]
             {
+                if celery_format {
+                    return Ok(Arc::new(LazyCeleryRedis::new(redacted)));
+                }
                 Ok(Arc::new(LazyRedis::new(redacted)))
             }
             #[cfg(not(feature = "redis"))]
             {
+                let _ = celery_format;
                 Err(invalid(
                     "needs the `redis` feature of celeriac: `cargo add celeriac --features redis`"
                         .to_owned(),
@@ -169,5 +179,52 @@ impl ResultBackend for LazyRedis {
         ttl: Duration,
     ) -> Result<bool, BrokerError> {
         self.connected().await?.fail_chord(chord, member, ttl).await
+    }
+}
+
+/// Celery's Redis result backend, connected on first use.
+#[cfg(feature = "redis")]
+#[derive(Debug)]
+struct LazyCeleryRedis(crate::lazy::LazyClient<celeriac_redis::CeleryResultBackend>);
+
+#[cfg(feature = "redis")]
+impl LazyCeleryRedis {
+    fn new(url: RedactedUrl) -> Self {
+        Self(crate::lazy::LazyClient::new(url, |url| {
+            Box::pin(async move { celeriac_redis::CeleryResultBackend::connect(&url).await })
+        }))
+    }
+}
+
+#[cfg(feature = "redis")]
+#[async_trait]
+impl ResultBackend for LazyCeleryRedis {
+    fn system(&self) -> &'static str {
+        "redis"
+    }
+
+    fn redacted_url(&self) -> String {
+        self.0.url().redacted().to_owned()
+    }
+
+    async fn store(
+        &self,
+        id: &str,
+        result: StoredResult,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        self.0.connected().await?.store(id, result, ttl).await
+    }
+
+    async fn fetch(&self, id: &str) -> Result<Option<StoredResult>, BrokerError> {
+        self.0.connected().await?.fetch(id).await
+    }
+
+    async fn wait_ready(&self, id: &str) -> Result<StoredResult, BrokerError> {
+        self.0.connected().await?.wait_ready(id).await
+    }
+
+    async fn forget(&self, id: &str) -> Result<(), BrokerError> {
+        self.0.connected().await?.forget(id).await
     }
 }

@@ -30,4 +30,6 @@ pub use celeriac_core::{ChordJoin, ResultBackend, ResultState, StoredResult};
 pub use self::async_result::AsyncResult;
 pub(crate) use self::backend_url::ResultBackendChoice;
 pub use self::error::ResultError;
+#[cfg(feature = "celery")]
+pub(crate) use self::record::{Cause, ResultRecord};
 pub use celeriac_core::MemoryResultBackend;

@@ -80,8 +80,15 @@ impl ResultRecord {
     }
 
     /// Decodes a stored record's body; anything that is not one is an error.
+    /// Celery's result meta (JSON, from `AppBuilder::celery_compat` or a Python worker) is read
+    /// too.
     pub(crate) fn from_body(body: &[u8], limits: &DecodeLimits) -> Result<Self, CodecError> {
         match body.split_first() {
+            #[cfg(feature = "celery")]
+            Some((b'{', _)) => {
+                limits.check(body)?;
+                crate::celery::from_meta(body)
+            }
             Some((&VERSION, record)) => crate::codec::bincode::decode_typed(record, limits),
             Some((&VERSION_1, record)) => {
                 let mut record = record.to_vec();

@@ -44,7 +44,7 @@ async fn write(
         return;
     };
     let task = &record.task;
-    let stored = match record.to_stored(state) {
+    let stored = match app.result_to_store(&record, state, id) {
         Ok(stored) => stored,
         Err(error) => {
             tracing::error!(%task, task.id = %id, error = %Report(&error), "cannot encode the task's result");

@@ -1,0 +1,310 @@
+//! Task results in Celery's format on Redis, so that Python's `AsyncResult.get()` reads what a Rust
+//! worker stored and a Rust `AsyncResult` reads what a Python worker stored: see
+//! [`CeleryResultBackend`].
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use celeriac_core::{BrokerError, RedactedUrl, ResultBackend, ResultState, StoredResult};
+use redis::Script;
+use redis::aio::ConnectionManager;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::bounded;
+use crate::result_listener::{self, Channels, Command, Listener, Watch};
+
+static STORE: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("scripts/celery_store.lua")));
+
+/// A [`ResultBackend`] that keeps results as Celery's Redis backend does: the JSON meta
+/// `{"status": …, "result": …, "traceback": …, "children": …, "date_done": …, "task_id": …}` under
+/// `celery-task-meta-<id>`, published on a channel of the same name when stored.
+///
+/// It stores what it is given: celeriac's app writes Celery's meta into it when built with
+/// `celery_compat()` (which picks this backend for a `redis://` result backend URL). A first
+/// success is never replaced, whichever language stored it.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), celeriac::BrokerError> {
+/// let results = celeriac_redis::CeleryResultBackend::builder("redis://127.0.0.1:6379/0")
+///     .global_keyprefix("shop:") // result_backend_transport_options = {"global_keyprefix": "shop:"}
+///     .connect()
+///     .await?;
+/// # let _ = results; Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct CeleryResultBackend {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: redis::Client,
+    conn: ConnectionManager,
+    url: RedactedUrl,
+    timeout: Duration,
+    prefix: String,
+    listener: OnceLock<mpsc::UnboundedSender<Command>>,
+    stop: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// Configures a [`CeleryResultBackend`].
+#[derive(Debug)]
+#[must_use]
+pub struct CeleryResultBackendBuilder {
+    url: RedactedUrl,
+    timeout: Duration,
+    prefix: String,
+}
+
+impl CeleryResultBackendBuilder {
+    /// The `global_keyprefix` of Celery's `result_backend_transport_options` (default none).
+    pub fn global_keyprefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Timeout of each Redis operation (default 5 s).
+    pub fn operation_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Connects.
+    pub async fn connect(self) -> Result<CeleryResultBackend, BrokerError> {
+        let client = crate::client_for(&self.url, None)?;
+        let conn = crate::manager(&client, &self.url, self.timeout)
+            .await
+            .map_err(|source| BrokerError::Connect {
+                url: self.url.redacted().to_owned(),
+                source,
+            })?;
+        Ok(CeleryResultBackend {
+            inner: Arc::new(Inner {
+                client,
+                conn,
+                url: self.url,
+                timeout: self.timeout,
+                prefix: self.prefix,
+                listener: OnceLock::new(),
+                stop: CancellationToken::new(),
+            }),
+        })
+    }
+}
+
+impl CeleryResultBackend {
+    /// Connects with default settings to `redis://…` (or `rediss://`).
+    pub async fn connect(url: &str) -> Result<Self, BrokerError> {
+        Self::builder(url).connect().await
+    }
+
+    /// Starts configuring a backend for `url`.
+    pub fn builder(url: &str) -> CeleryResultBackendBuilder {
+        CeleryResultBackendBuilder {
+            url: RedactedUrl::new(url),
+            timeout: Duration::from_secs(5),
+            prefix: String::new(),
+        }
+    }
+
+    fn key_prefix(&self) -> String {
+        format!("{}celery-task-meta-", self.inner.prefix)
+    }
+
+    fn key(&self, id: &str) -> String {
+        format!("{}{id}", self.key_prefix())
+    }
+
+    fn listener(&self) -> &mpsc::UnboundedSender<Command> {
+        self.inner.listener.get_or_init(|| {
+            let (commands, receiver) = mpsc::unbounded_channel();
+            let listener = Listener::new(
+                self.inner.client.clone(),
+                self.inner.url.redacted().to_owned(),
+                self.inner.timeout,
+                Channels::PerTask(self.key_prefix()),
+            );
+            tokio::spawn(listener.run(receiver, self.inner.stop.clone()));
+            commands
+        })
+    }
+
+    async fn watch(&self, id: &str) -> Result<Watch, BrokerError> {
+        result_listener::watch(self.listener(), id).await
+    }
+}
+
+/// The state a Celery status stands for.
+fn state_of(status: &str) -> Option<ResultState> {
+    Some(match status {
+        "PENDING" | "RECEIVED" => ResultState::Pending,
+        "STARTED" => ResultState::Started,
+        "RETRY" => ResultState::Retry,
+        "SUCCESS" => ResultState::Success,
+        "FAILURE" | "REJECTED" | "IGNORED" => ResultState::Failure,
+        "REVOKED" => ResultState::Revoked,
+        _ => return None,
+    })
+}
+
+/// The rank of `ResultState::replaces`, as `celery_store.lua` compares them.
+fn rank(state: ResultState) -> u8 {
+    match state {
+        ResultState::Started | ResultState::Retry => 1,
+        ResultState::Failure | ResultState::Revoked => 2,
+        ResultState::Success => 3,
+        _ => 0,
+    }
+}
+
+/// Reads a stored meta's state; the meta itself is the record's body.
+fn stored(id: &str, meta: Vec<u8>) -> Result<StoredResult, BrokerError> {
+    #[derive(serde::Deserialize)]
+    struct Status<'a> {
+        #[serde(borrow)]
+        status: std::borrow::Cow<'a, str>,
+    }
+    let status = serde_json::from_slice::<Status<'_>>(&meta).map_err(|error| {
+        BrokerError::Invalid(format!(
+            "the Celery result of task {id} is not a result meta: {error}"
+        ))
+    })?;
+    let state = state_of(&status.status).ok_or_else(|| {
+        BrokerError::Invalid(format!(
+            "the Celery result of task {id} has the unknown status `{}`",
+            status.status
+        ))
+    })?;
+    Ok(StoredResult::new(state, Bytes::from(meta)))
+}
+
+impl std::fmt::Debug for CeleryResultBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CeleryResultBackend")
+            .field("url", &self.inner.url)
+            .field("global_keyprefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl ResultBackend for CeleryResultBackend {
+    fn system(&self) -> &'static str {
+        "redis"
+    }
+
+    fn redacted_url(&self) -> String {
+        self.inner.url.redacted().to_owned()
+    }
+
+    async fn store(
+        &self,
+        id: &str,
+        result: StoredResult,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let mut invocation = STORE.key(self.key(id));
+        invocation
+            .arg(result.body.as_ref())
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .arg(rank(result.state));
+        let mut conn = self.inner.conn.clone();
+        let stored: u64 = bounded(
+            "store_result",
+            self.inner.timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await?;
+        Ok(stored == 1)
+    }
+
+    async fn fetch(&self, id: &str) -> Result<Option<StoredResult>, BrokerError> {
+        let mut conn = self.inner.conn.clone();
+        let meta: Option<Vec<u8>> = bounded(
+            "get_result",
+            self.inner.timeout,
+            redis::cmd("GET").arg(self.key(id)).query_async(&mut conn),
+        )
+        .await?;
+        meta.map(|meta| stored(id, meta)).transpose()
+    }
+
+    async fn wait_ready(&self, id: &str) -> Result<StoredResult, BrokerError> {
+        // Subscribe first, then read: a result stored in between is seen by one or the other.
+        let mut watch = self.watch(id).await?;
+        loop {
+            watch.mark_seen();
+            if let Some(stored) = self.fetch(id).await?.filter(|s| s.state.is_ready()) {
+                return Ok(stored);
+            }
+            watch.changed().await?;
+        }
+    }
+
+    async fn forget(&self, id: &str) -> Result<(), BrokerError> {
+        let mut conn = self.inner.conn.clone();
+        bounded::<()>(
+            "forget_result",
+            self.inner.timeout,
+            redis::cmd("DEL").arg(self.key(id)).query_async(&mut conn),
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn celery_statuses_are_states_and_garbage_is_an_error() {
+        let meta = br#"{"status": "SUCCESS", "result": 5, "traceback": null}"#.to_vec();
+        assert_eq!(stored("t", meta).unwrap().state, ResultState::Success);
+        let meta = br#"{"status": "REVOKED"}"#.to_vec();
+        assert_eq!(stored("t", meta).unwrap().state, ResultState::Revoked);
+        for bad in [
+            &b"not json"[..],
+            br#"{"status": "NAPPING"}"#,
+            br#"{"result": 1}"#,
+        ] {
+            assert!(stored("t", bad.to_vec()).is_err());
+        }
+    }
+
+    #[test]
+    fn ranks_follow_the_replacement_rule() {
+        for new in [
+            ResultState::Pending,
+            ResultState::Started,
+            ResultState::Retry,
+            ResultState::Success,
+            ResultState::Failure,
+            ResultState::Revoked,
+        ] {
+            for old in [
+                ResultState::Pending,
+                ResultState::Started,
+                ResultState::Retry,
+                ResultState::Success,
+                ResultState::Failure,
+                ResultState::Revoked,
+            ] {
+                let (n, o) = (rank(new), rank(old));
+                assert_eq!(
+                    n > o || (n == o && n < 3),
+                    new.replaces(old),
+                    "{new} over {old}"
+                );
+            }
+        }
+    }
+}
