@@ -333,3 +333,103 @@ async fn python_gets_the_results_of_rust_tasks() {
     );
     assert_eq!((report.succeeded, report.dead_lettered), (1, 1));
 }
+
+/// The shop's task while the SMS gateway is down, in Rust: it asks to be retried in a second.
+#[celeriac::task(name = "ccp_send_sms_code")]
+async fn ccp_send_sms_code_gateway_down(
+    mobile: String,
+    sms_code: String,
+) -> Result<i32, TaskError> {
+    let _ = (mobile, sms_code);
+    Err(TaskError::retry_after(Duration::from_secs(1)))
+}
+
+/// A retry crosses languages: a Python-sent task that a Rust worker retries goes back to the queue
+/// as Celery's retry (same id, `retries` + 1, an ETA), and a Python worker runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_retry_of_a_python_task_runs_on_a_python_worker() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("retry_crosses");
+    let lines = python_sends(
+        &python,
+        &queue,
+        serde_json::json!([{"args": ["1360000001", "135790"]}]),
+    )
+    .await;
+    let id = lines[0]["id"].as_str().expect("an id").to_owned();
+    let app = App::builder()
+        .broker_url(redis_url())
+        .celery_compat()
+        .default_queue(&queue)
+        .register::<ccp_send_sms_code_gateway_down>()
+        .build()
+        .expect("app");
+    let worker = app.worker().build().expect("worker");
+    let waiting_queue = queue.clone();
+    let waiting_id = id.clone();
+    let report = worker
+        .run_until(async move {
+            eventually(Duration::from_secs(10), "the retry in the queue", || {
+                retry_waiting(waiting_queue.clone(), waiting_id.clone())
+            })
+            .await;
+        })
+        .await
+        .expect("worker");
+    assert_eq!(report.retried, 1);
+    let mut worker = python_command(&python, &queue)
+        .args(["-m", "celery", "-A", "interop", "worker", "--pool", "solo"])
+        .args([
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ])
+        .args(["-Q", &queue, "--loglevel", "WARNING"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start a Python Celery worker");
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ran_key = format!("celeriac-test-interop-ran:{queue}");
+    eventually(
+        Duration::from_secs(30),
+        "the Python worker to run the retry",
+        || {
+            let mut conn = conn.clone();
+            let key = ran_key.clone();
+            async move { conn.llen::<_, u64>(&key).await.unwrap_or(0) == 1 }
+        },
+    )
+    .await;
+    worker.start_kill().expect("stop the Python worker");
+    let _ = worker.wait().await;
+    let run: String = conn.lindex(&ran_key, 0).await.unwrap();
+    let run: serde_json::Value = serde_json::from_str(&run).unwrap();
+    assert_eq!(run["id"], id.as_str(), "the retry keeps the task's id");
+    assert_eq!(run["retries"], 1, "Python sees the retry count");
+    assert_eq!(run["mobile"], "1360000001");
+    let _: () = conn.del(&ran_key).await.unwrap();
+}
+
+/// Whether task `id`'s first retry waits in `queue`, on its list or held (unacknowledged) by a
+/// worker until its ETA.
+async fn retry_waiting(queue: String, id: String) -> bool {
+    let Ok(mut conn) = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+    else {
+        return false;
+    };
+    let listed: Vec<String> = conn.lrange(&queue, 0, -1).await.unwrap_or_default();
+    let held: Vec<String> = conn.hvals("unacked").await.unwrap_or_default();
+    listed
+        .iter()
+        .chain(&held)
+        .any(|message| message.contains(&id) && message.contains("\"retries\":1"))
+}

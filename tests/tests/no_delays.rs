@@ -105,6 +105,29 @@ async fn an_early_task_is_held_by_the_worker_until_it_is_due() {
     assert_eq!(broker.published.load(Ordering::SeqCst), 1);
 }
 
+/// A short wait too (a retry's back-off of half a second): without delays in the broker, no
+/// tolerance for early delivery applies.
+#[tokio::test(start_paused = true)]
+async fn a_task_due_in_less_than_a_second_waits_for_its_time() {
+    let (broker, ran) = (NoDelays::default(), Ran::default());
+    let app = app(&broker, &ran);
+    let sent_at = Instant::now();
+    later::delay(&app)
+        .countdown(Duration::from_millis(500))
+        .await
+        .expect("sent");
+    celeriac::testing::run_until_idle(&app)
+        .await
+        .expect("the worker runs");
+    let runs = ran.0.lock().map(|runs| runs.clone()).unwrap_or_default();
+    assert_eq!(runs.len(), 1);
+    let waited = runs[0] - sent_at;
+    assert!(
+        waited >= Duration::from_millis(490) && waited < Duration::from_secs(2),
+        "ran after {waited:?}"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_held_task_goes_back_to_the_queue_when_the_worker_stops() {
     let (broker, ran) = (NoDelays::default(), Ran::default());

@@ -288,6 +288,12 @@ impl App {
         if let Some(priority) = priority.filter(|p| *p > 9) {
             return Err(invalid(format!("priority {priority} is above 9")));
         }
+        if priority.is_some() && self.broker().capabilities().max_priority.is_none() {
+            return Err(invalid(format!(
+                "the broker ({}) does not order messages by priority; use a queue per priority",
+                self.broker().system()
+            )));
+        }
         let encoded =
             self.inner
                 .codec
@@ -364,11 +370,15 @@ impl App {
             })?;
         let mut outgoing = Outgoing::new(envelope.queue.clone(), bytes);
         // A broker without delays delivers it at once; the worker holds it until its ETA, which
-        // is in the envelope.
-        if self.broker().capabilities().delays {
+        // is in the envelope. A priority goes to a broker that orders by it (sends check that it
+        // does); otherwise it stays in the envelope only (a retry of a Celery message keeps it).
+        let capabilities = self.broker().capabilities();
+        if capabilities.delays {
             outgoing.not_before = envelope.eta;
         }
-        outgoing.priority = envelope.priority;
+        if capabilities.max_priority.is_some() {
+            outgoing.priority = envelope.priority;
+        }
         Ok(outgoing)
     }
 

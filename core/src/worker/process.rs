@@ -33,8 +33,8 @@ use crate::service::{RunTask, TaskRequest};
 use crate::task::registry::RegisteredTask;
 use crate::{Envelope, RetryDecision, TaskContext, TaskError, TaskId, clock};
 
-/// A message whose ETA is further ahead than this (producer clock ahead, or a broker without delayed
-/// delivery) goes back to the broker with its ETA instead of running early.
+/// A message from a broker that delays whose ETA is further ahead than this (a producer clock ahead)
+/// goes back to the broker with its ETA instead of running early.
 const EARLY_TOLERANCE: Duration = Duration::from_secs(1);
 
 /// Awaits a settlement and logs it if it failed.
@@ -144,7 +144,14 @@ pub(super) async fn process(
         return None;
     }
     let mut now = now;
-    if let Some(eta) = envelope.eta.filter(|eta| *eta > now + EARLY_TOLERANCE) {
+    // A broker that delays delivered it at about its time: a little early is due. Without delays,
+    // the message came at once and the worker keeps the whole wait.
+    let tolerance = if shared.broker_delays {
+        EARLY_TOLERANCE
+    } else {
+        Duration::ZERO
+    };
+    if let Some(eta) = envelope.eta.filter(|eta| *eta > now + tolerance) {
         if shared.broker_delays {
             Box::pin(put_back_early(shared, delivery, &envelope, eta)).await;
             return None;
