@@ -64,6 +64,14 @@ struct BrokerArgs {
     /// `redis://…`. Defaults to the broker for a Redis broker; a RabbitMQ broker needs one.
     #[arg(long, env = "CELERIAC_COORDINATION_URL", hide_env_values = true)]
     coordination: Option<String>,
+    /// Speak Python Celery's wire format (kombu's layout on Redis, Celery's result meta), so that
+    /// the shop's Django code (`ccp_send_sms_code.delay(mobile, sms_code)`) and Python workers
+    /// share the queues with this process.
+    #[arg(long, env = "CELERIAC_CELERY")]
+    celery: bool,
+    /// The queue tasks are sent to and taken from (Celery's `task_default_queue`).
+    #[arg(long, env = "CELERIAC_QUEUE", default_value = celeriac::DEFAULT_QUEUE)]
+    queue: String,
 }
 
 impl BrokerArgs {
@@ -163,15 +171,19 @@ fn gateway(work: &WorkArgs) -> Result<Arc<dyn SmsGateway>, Box<dyn std::error::E
 /// The app for `broker`. A process that runs tasks registers them, with the gateway they need; a
 /// web process only sends them.
 fn app(
-    broker: &str,
-    result_backend: Option<&str>,
-    coordination: Option<&str>,
+    broker: &BrokerArgs,
     gateway: Option<Arc<dyn SmsGateway>>,
     codes: Option<Codes>,
 ) -> Result<celeriac::App, Box<dyn std::error::Error>> {
+    let (result_backend, coordination) = (broker.result_backend(), broker.coordination.as_deref());
     let mut builder = celeriac::App::builder()
-        .broker_url(broker)
+        .broker_url(&broker.broker)
+        .default_queue(&broker.queue)
         .enqueue_timeout(Duration::from_secs(3));
+    if broker.celery {
+        builder = builder.celery_compat();
+    }
+    let broker = broker.broker.as_str();
     if let Some(url) = result_backend {
         builder = builder.result_backend_url(url);
     }
@@ -248,10 +260,15 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             // expired codes every minute.
             let metrics = prometheus()?.install_recorder()?;
             let store = code_store(&cli.serve).await?;
+            let embedded = BrokerArgs {
+                broker: "memory://".to_owned(),
+                result_backend: None,
+                coordination: None,
+                celery: false,
+                queue: celeriac::DEFAULT_QUEUE.to_owned(),
+            };
             let app = app(
-                "memory://",
-                None,
-                None,
+                &embedded,
                 Some(gateway(&cli.work)?),
                 Some(Codes(store.clone())),
             )?;
@@ -270,25 +287,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             broker,
             serve: args,
         }) => {
-            let app = app(
-                &broker.broker,
-                broker.result_backend(),
-                broker.coordination.as_deref(),
-                None,
-                None,
-            )?;
+            let app = app(&broker, None, None)?;
             let metrics = prometheus()?.install_recorder()?;
             let store = code_store(&args).await?;
             serve(&args, app, store, metrics).await?;
         }
         Some(Mode::Worker { broker, work }) => {
-            let app = app(
-                &broker.broker,
-                broker.result_backend(),
-                broker.coordination.as_deref(),
-                Some(gateway(&work)?),
-                None,
-            )?;
+            let app = app(&broker, Some(gateway(&work)?), None)?;
             let _metrics = prometheus()?.install_recorder()?;
             app.worker()
                 .concurrency(work.concurrency)

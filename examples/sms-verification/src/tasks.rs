@@ -25,6 +25,9 @@ impl std::fmt::Debug for Gateway {
 /// `Gateway` fails to build. Its outcome is kept (`ignore_result = false`: tasks returning `()` keep
 /// none by default) so the page can show whether the SMS went out.
 ///
+/// Its parameters are named as the seed's Python task names them (`mobile`, `sms_code`), so that in
+/// the `--celery` mode a Django producer's keyword arguments bind too.
+///
 /// One SMS per number per minute (the seed's hand-written `send_flag`): a second send for the same
 /// `mobile` within 60 s is refused with `EnqueueError::Duplicate`, across every web process sharing
 /// the coordination store.
@@ -39,10 +42,11 @@ impl std::fmt::Debug for Gateway {
 pub async fn ccp_send_sms_code(
     State(Gateway(gateway)): State<Gateway>,
     mobile: String,
-    code: String,
+    sms_code: String,
 ) -> Result<(), GatewayError> {
-    let text =
-        format!("Your verification code is {code}. It expires in {CODE_VALID_MINUTES} minutes.");
+    let text = format!(
+        "Your verification code is {sms_code}. It expires in {CODE_VALID_MINUTES} minutes."
+    );
     gateway.send(&mobile, &text).await
 }
 
