@@ -81,7 +81,7 @@ ensure_browser() {
 # Python Celery (and the Redis client it uses) for the interop tests, in a virtualenv under target/,
 # pinned by tests/python/requirements.txt. Made once; remade when the requirements change.
 ensure_python_celery() {
-  local venv=target/celery-venv requirements=tests/python/requirements.txt
+  local venv=target/celery-interop-venv requirements=tests/python/requirements.txt
   export CELERIAC_PYTHON="$PWD/$venv/bin/python"
   if [[ -x $CELERIAC_PYTHON ]] && cmp -s "$requirements" "$venv/requirements.txt"; then return; fi
   if ! command -v python3 >/dev/null || ! python3 -c 'import venv, ensurepip' 2>/dev/null; then

@@ -21,6 +21,8 @@ use crate::{BrokerKind, measure};
 pub(crate) enum Feature {
     Events,
     Signing,
+    /// Celery's wire format (and, on Redis, kombu's layout) against celeriac's own.
+    Celery,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,6 +69,16 @@ pub(crate) async fn run(
     // Signing: the same broker, the tasks signed by their producer and checked by the worker.
     let key = celeriac::signing::SigningKey::new("bench", [7u8; 32])?;
     let signed = builder().sign_with(key).build()?;
+    // Celery's format: on Redis, the broker of kombu's layout as well (its own queue's lists).
+    let celery = match (&broker_choice, feature) {
+        (Broker::Redis(_), Feature::Celery) => App::builder()
+            .default_queue(&queue)
+            .register::<crate::measure::bench_noop>()
+            .broker(celeriac::redis::KombuBroker::connect(broker_url).await?)
+            .celery_compat()
+            .build()?,
+        _ => builder().celery_compat().build()?,
+    };
     eprintln!("celeriac-bench {feature:?}: {broker:?} broker, {tasks} tasks × {rounds} rounds");
     // A subscriber counting the messages that arrive (each a batch of events), so that events are
     // really carried; decoding them is a monitor's work, in its own process.
@@ -99,10 +111,10 @@ pub(crate) async fn run(
     for _ in 0..rounds {
         for on in [false, true] {
             shape.events = on && matches!(feature, Feature::Events);
-            let app = if on && matches!(feature, Feature::Signing) {
-                &signed
-            } else {
-                &app
+            let app = match feature {
+                Feature::Signing if on => &signed,
+                Feature::Celery if on => &celery,
+                _ => &app,
             };
             app.delay_batch::<crate::measure::bench_noop>((0..tasks).map(|n| (n,)))
                 .await?;
@@ -135,6 +147,7 @@ pub(crate) fn print(report: &FeatureReport) {
     let feature = match report.feature {
         Feature::Events => "events",
         Feature::Signing => "signing",
+        Feature::Celery => "Celery's format",
     };
     println!();
     println!(
@@ -157,6 +170,10 @@ pub(crate) fn print(report: &FeatureReport) {
             "with ÷ without", report.ratio
         ),
         Feature::Signing => println!("{:<34}{:>12.2}", "with ÷ without", report.ratio),
+        Feature::Celery => println!(
+            "{:<34}{:>12.2} (target ≥ 0.50)",
+            "Celery's ÷ celeriac's", report.ratio
+        ),
     }
     println!(
         "{:<34}{:>12.2} µs",

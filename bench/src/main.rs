@@ -195,6 +195,10 @@ enum Command {
     /// What signed messages cost: the drain of signed no-ops (verified by the worker) beside
     /// unsigned ones, alternating rounds.
     Signing(FeatureRun),
+    /// What Celery's wire format costs: the drain of no-ops sent and run in Celery's format
+    /// (`celery_compat()`: on Redis, kombu's layout) beside celeriac's own, alternating rounds
+    /// (target: ≥ 50 %).
+    Celery(FeatureRun),
     /// The wall time of `chord(group of N no-ops, callback)` with one in-process worker (memory:
     /// memory backend; redis and amqp: Redis backend), beside Python Celery's same chord.
     Chord {
@@ -345,6 +349,7 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let feature_run = match &cli.command {
         Some(Command::Events(run)) => Some((events::Feature::Events, run)),
         Some(Command::Signing(run)) => Some((events::Feature::Signing, run)),
+        Some(Command::Celery(run)) => Some((events::Feature::Celery, run)),
         _ => None,
     };
     if let Some((

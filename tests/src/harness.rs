@@ -73,14 +73,14 @@ pub async fn require_kombu(
 }
 
 /// The Python interpreter of a virtualenv with Celery (`CELERIAC_PYTHON`, else the one
-/// `scripts/test.sh` makes at `target/celery-venv`). Panics under CI when there is none; outside
+/// `scripts/test.sh` makes at `target/celery-interop-venv`). Panics under CI when there is none; outside
 /// CI, says the test is skipped and returns `None`.
 pub fn require_python_celery() -> Option<std::path::PathBuf> {
     let python = std::env::var_os("CELERIAC_PYTHON")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/celery-venv/bin/python")
+                .join("../target/celery-interop-venv/bin/python")
         });
     let works = std::process::Command::new(&python)
         .args(["-c", "import celery, redis"])

@@ -23,6 +23,9 @@ use crate::error::bounded;
 /// How long one `BRPOP` blocks: how late a consumer notices that its stream was dropped.
 const BLOCK: Duration = Duration::from_secs(1);
 
+/// The most messages one `take.lua` call takes (each needs a free prefetch slot).
+const TAKE_BATCH: usize = 128;
+
 /// Base64 and kombu's envelope around a message: the list limit is this much above the consumer's.
 fn list_limit(max_message_bytes: usize) -> usize {
     max_message_bytes
@@ -122,53 +125,51 @@ pub(super) async fn consume(
 
 type Sender = mpsc::UnboundedSender<Result<Delivery, BrokerError>>;
 
-/// Takes messages while the stream is wanted and a prefetch slot is free.
+/// Takes messages while the stream is wanted and prefetch slots are free.
 async fn fetch(consumer: Arc<Consumer>, mut blocking: MultiplexedConnection, sender: Sender) {
     let mut rotation = 0;
     // A message popped by BRPOP but not yet recorded (the record failed): recorded first.
     let mut popped: Option<(usize, Bytes)> = None;
     let mut failures = 0u32;
     loop {
-        let slot = tokio::select! {
+        let first = tokio::select! {
             slot = consumer.window.acquire() => slot,
             () = sender.closed() => break,
         };
-        let mut slot = Some(slot);
-        while let Some(held) = slot.take() {
+        let mut slots = vec![first];
+        while slots.len() < TAKE_BATCH {
+            match consumer.window.try_acquire() {
+                Some(slot) => slots.push(slot),
+                None => break,
+            }
+        }
+        loop {
             if sender.is_closed() && popped.is_none() {
-                break;
+                return;
             }
             rotation = (rotation + 1) % consumer.rotations.len().max(1);
-            let outcome = match popped.take() {
-                Some((pair, item)) => match consumer.take(rotation, Some((pair, &item))).await {
-                    Ok(taken) => Ok(taken),
-                    Err(error) => {
-                        popped = Some((pair, item));
-                        Err(error)
+            let outcome = match consumer.take(rotation, popped.as_ref(), slots.len()).await {
+                Ok(taken) if taken.is_empty() => {
+                    popped = None;
+                    consumer.block(rotation, &mut blocking).await.map(|got| {
+                        popped = got;
+                        false
+                    })
+                }
+                Ok(taken) => {
+                    popped = None;
+                    failures = 0;
+                    // A closed stream hands a delivery back; dropping it restores the message.
+                    for (taken, slot) in taken.into_iter().zip(slots.drain(..)) {
+                        let _ = sender.send(Ok(consumer.delivery(taken, slot)));
                     }
-                },
-                None => consumer.take(rotation, None).await,
-            };
-            let outcome = match outcome {
-                Ok(Some(taken)) => Ok(Some(taken)),
-                Ok(None) => match consumer.block(rotation, &mut blocking).await {
-                    Ok(Some(pair_item)) => {
-                        popped = Some(pair_item);
-                        Ok(None)
-                    }
-                    Ok(None) => Ok(None),
-                    Err(error) => Err(error),
-                },
+                    Ok(true)
+                }
                 Err(error) => Err(error),
             };
             match outcome {
-                Ok(Some(taken)) => {
-                    failures = 0;
-                    let delivery = consumer.delivery(taken, held);
-                    // A closed stream hands the delivery back; dropping it restores the message.
-                    let _ = sender.send(Ok(delivery));
-                }
-                Ok(None) => slot = Some(held),
+                Ok(true) => break,
+                Ok(false) => {}
                 Err(error) => {
                     failures = failures.saturating_add(1);
                     let transient = error.is_transient();
@@ -181,23 +182,21 @@ async fn fetch(consumer: Arc<Consumer>, mut blocking: MultiplexedConnection, sen
                     if let Ok(fresh) = consumer.broker.blocking_connection().await {
                         blocking = fresh;
                     }
-                    slot = Some(held);
                 }
             }
-        }
-        if sender.is_closed() && popped.is_none() {
-            break;
         }
     }
 }
 
 impl Consumer {
-    /// Takes the next message (or records `popped`, which BRPOP took) with `take.lua`.
+    /// Takes up to `count` messages (recording `popped`, which BRPOP took, first) with
+    /// `take.lua`.
     async fn take(
         &self,
         rotation: usize,
-        popped: Option<(usize, &Bytes)>,
-    ) -> Result<Option<Taken>, BrokerError> {
+        popped: Option<&(usize, Bytes)>,
+        count: usize,
+    ) -> Result<Vec<Taken>, BrokerError> {
         let rotation = &self.rotations[rotation];
         let settings = &self.broker.settings;
         let mut invocation = SCRIPTS.take.prepare_invoke();
@@ -206,41 +205,48 @@ impl Consumer {
         }
         invocation
             .arg(epoch_seconds(SystemTime::now()))
-            .arg(uuid::Uuid::new_v4().to_string())
+            .arg(format!("{}:", uuid::Uuid::new_v4()))
             .arg(self.list_limit);
         match popped {
-            Some((pair, item)) => invocation.arg(item.as_ref()).arg(pair),
+            Some((pair, item)) => invocation.arg(item.as_ref()).arg(*pair),
             None => invocation.arg("").arg(0),
         };
+        invocation.arg(count);
         let mut conn = self.broker.conn.clone();
         let reply: Vec<redis::Value> = bounded(
-            "take a message",
+            "take messages",
             settings.operation_timeout,
             invocation.invoke_async(&mut conn),
         )
         .await?;
-        if reply.is_empty() {
-            return Ok(None);
-        }
         let unexpected = || BrokerError::Invalid("unexpected reply from take.lua".to_owned());
-        let [item, pair, tag, redelivered] =
-            <[redis::Value; 4]>::try_from(reply).map_err(|_| unexpected())?;
-        let item: Vec<u8> = redis::from_redis_value(item).map_err(|_| unexpected())?;
-        let pair: usize = redis::from_redis_value(pair).map_err(|_| unexpected())?;
-        let tag: String = redis::from_redis_value(tag).map_err(|_| unexpected())?;
-        let redelivered: i64 = redis::from_redis_value(redelivered).map_err(|_| unexpected())?;
-        let queue = pair
-            .checked_sub(1)
-            .and_then(|pair| rotation.pair_queue.get(pair))
-            .copied()
-            .ok_or_else(|| BrokerError::Invalid(format!("take.lua answered pair {pair}")))?;
-        self.held().insert(tag.clone());
-        Ok(Some(Taken {
-            item: Bytes::from(item),
-            queue,
-            tag,
-            redelivered: redelivered == 1,
-        }))
+        if reply.len() % 4 != 0 {
+            return Err(unexpected());
+        }
+        let mut taken = Vec::with_capacity(reply.len() / 4);
+        let mut fields = reply.into_iter();
+        while let (Some(item), Some(pair), Some(tag), Some(redelivered)) =
+            (fields.next(), fields.next(), fields.next(), fields.next())
+        {
+            let item: Vec<u8> = redis::from_redis_value(item).map_err(|_| unexpected())?;
+            let pair: usize = redis::from_redis_value(pair).map_err(|_| unexpected())?;
+            let tag: String = redis::from_redis_value(tag).map_err(|_| unexpected())?;
+            let redelivered: i64 =
+                redis::from_redis_value(redelivered).map_err(|_| unexpected())?;
+            let queue = pair
+                .checked_sub(1)
+                .and_then(|pair| rotation.pair_queue.get(pair))
+                .copied()
+                .ok_or_else(|| BrokerError::Invalid(format!("take.lua answered pair {pair}")))?;
+            self.held().insert(tag.clone());
+            taken.push(Taken {
+                item: Bytes::from(item),
+                queue,
+                tag,
+                redelivered: redelivered == 1,
+            });
+        }
+        Ok(taken)
     }
 
     /// Waits up to [`BLOCK`] for a message on any list; returns it with its pair.
@@ -344,7 +350,7 @@ impl KombuAcker {
 impl Acknowledger for KombuAcker {
     async fn ack(mut self: Box<Self>) -> Result<(), BrokerError> {
         let tag = self.settle();
-        self.consumer.broker.ack(&tag).await
+        self.consumer.broker.ack(tag).await
     }
 
     async fn requeue(mut self: Box<Self>) -> Result<(), BrokerError> {

@@ -79,7 +79,18 @@ struct KombuInner {
     sweeping: AtomicBool,
     /// The connection of celeriac's own events and remote control, made when first asked for.
     events_conn: tokio::sync::OnceCell<ConnectionManager>,
+    /// The acknowledgements waiting to go out together, started by the first.
+    acks: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Ack>>,
 }
+
+/// One acknowledgement, and who waits for it.
+struct Ack {
+    tag: String,
+    done: tokio::sync::oneshot::Sender<Result<(), BrokerError>>,
+}
+
+/// Most acknowledgements in one transaction.
+const ACK_BATCH: usize = 1_000;
 
 #[derive(Clone, Debug)]
 struct KombuSettings {
@@ -151,6 +162,7 @@ impl KombuBrokerBuilder {
                 settings: self.settings,
                 sweeping: AtomicBool::new(false),
                 events_conn: tokio::sync::OnceCell::new(),
+                acks: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -241,13 +253,23 @@ impl KombuInner {
         }
     }
 
-    async fn ack(&self, tag: &str) -> Result<(), BrokerError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .zrem(&self.layout.unacked_index, tag)
-            .hdel(&self.layout.unacked, tag);
-        let mut conn = self.conn.clone();
-        bounded::<()>("ack", self.timeout(), pipe.query_async(&mut conn)).await
+    /// Acknowledges `tag` as kombu does (`ZREM unacked_index`, `HDEL unacked`). Acks that come
+    /// while a batch is on its way go out together in the next one; each caller waits for its own.
+    async fn ack(&self, tag: String) -> Result<(), BrokerError> {
+        let acks = self.acks.get_or_init(|| {
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(send_acks(
+                self.conn.clone(),
+                self.layout.clone(),
+                self.timeout(),
+                receiver,
+            ));
+            sender
+        });
+        let (done, acked) = tokio::sync::oneshot::channel();
+        let gone = || BrokerError::Disconnected { op: "ack" };
+        acks.send(Ack { tag, done }).map_err(|_| gone())?;
+        acked.await.map_err(|_| gone())?
     }
 
     async fn dead_letter(&self, tag: &str, dead: &str, record: &[u8]) -> Result<(), BrokerError> {
@@ -309,6 +331,31 @@ impl KombuInner {
                 return Ok(count);
             }
             cursor = next;
+        }
+    }
+}
+
+/// Sends the acknowledgements that arrive, in batches, until every sender is gone.
+async fn send_acks(
+    mut conn: ConnectionManager,
+    layout: Layout,
+    timeout: Duration,
+    mut requests: tokio::sync::mpsc::UnboundedReceiver<Ack>,
+) {
+    let mut batch = Vec::with_capacity(ACK_BATCH);
+    while requests.recv_many(&mut batch, ACK_BATCH).await > 0 {
+        let tags: Vec<&str> = batch.iter().map(|ack| ack.tag.as_str()).collect();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .zrem(&layout.unacked_index, &tags)
+            .hdel(&layout.unacked, &tags);
+        let result = bounded::<()>("ack", timeout, pipe.query_async(&mut conn)).await;
+        for ack in batch.drain(..) {
+            let outcome = match &result {
+                Ok(()) => Ok(()),
+                Err(error) => Err(crate::acks::copy(error, "redis ack failed")),
+            };
+            let _ = ack.done.send(outcome);
         }
     }
 }
