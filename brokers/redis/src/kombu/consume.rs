@@ -220,7 +220,7 @@ impl Consumer {
         )
         .await?;
         let unexpected = || BrokerError::Invalid("unexpected reply from take.lua".to_owned());
-        if reply.len() % 4 != 0 {
+        if !reply.len().is_multiple_of(4) {
             return Err(unexpected());
         }
         let mut taken = Vec::with_capacity(reply.len() / 4);
