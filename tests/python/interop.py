@@ -11,6 +11,7 @@ The task records each run by RPUSHing JSON onto the Redis list `celeriac-test-in
 
 import json
 import os
+import time
 
 import redis
 from celery import Celery
@@ -30,8 +31,8 @@ _runs = redis.Redis.from_url(BROKER_URL)
 
 @app.task(bind=True, name="ccp_send_sms_code", retry_backoff=3, max_retries=3)
 def ccp_send_sms_code(self, mobile, sms_code):
-    """Records the call instead of sending an SMS; returns 0 as the shop's task does, and fails
-    (as a gateway would) for the number "0"."""
+    """Records the call instead of sending an SMS; returns 0 as the shop's task does. Fails (as a
+    gateway would) for the number "0"; hangs for a minute, after recording, for the code "hang"."""
     if mobile == "0":
         raise ValueError("no such number: 0")
     _runs.rpush(
@@ -45,4 +46,6 @@ def ccp_send_sms_code(self, mobile, sms_code):
             }
         ),
     )
+    if sms_code == "hang":
+        time.sleep(60)
     return 0

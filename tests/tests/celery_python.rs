@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use celeriac::{App, TaskError};
+use celeriac::{App, Broker, TaskError};
 use celeriac_tests::harness::{
     eventually, python_dir, redis_url, require_python_celery, unique_queue,
 };
@@ -432,4 +432,91 @@ async fn retry_waiting(queue: String, id: String) -> bool {
         .iter()
         .chain(&held)
         .any(|message| message.contains(&id) && message.contains("\"retries\":1"))
+}
+
+/// A Python worker SIGKILLed while it holds tasks: a Rust worker restores the ones kombu recorded
+/// as unacknowledged (the prefetched ones) after the visibility timeout, and runs them. (The task
+/// it was running is lost: Celery acknowledges a task when it starts, unless `acks_late`. The
+/// threads pool lets the Python worker prefetch while its one thread hangs.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_killed_python_worker_held_runs_on_a_rust_worker() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("py_killed");
+    python_sends(
+        &python,
+        &queue,
+        serde_json::json!([
+            {"args": ["1350000000", "hang"]},
+            {"args": ["1350000001", "111111"]},
+            {"args": ["1350000002", "222222"]},
+            {"args": ["1350000003", "333333"]},
+        ]),
+    )
+    .await;
+    let mut worker = python_command(&python, &queue)
+        .args([
+            "-m", "celery", "-A", "interop", "worker", "--pool", "threads",
+        ])
+        .args(["--concurrency", "1", "--prefetch-multiplier", "4"])
+        .args([
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ])
+        .args(["-Q", &queue, "--loglevel", "WARNING"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start a Python Celery worker");
+    // The Python worker runs the hanging task and holds the three others, unacknowledged.
+    let broker = celeriac_tests::harness::require_kombu("", |builder| builder)
+        .await
+        .expect("Redis is required by this test");
+    eventually(
+        Duration::from_secs(30),
+        "the Python worker to hold three tasks",
+        || async {
+            broker
+                .stats(&queue)
+                .await
+                .is_ok_and(|stats| stats.unacked == 3 && stats.ready == 0)
+        },
+    )
+    .await;
+    worker.start_kill().expect("SIGKILL the Python worker");
+    let _ = worker.wait().await;
+
+    let app = App::builder()
+        .broker(broker)
+        .celery_compat()
+        .default_queue(&queue)
+        .register::<ccp_send_sms_code>()
+        .build()
+        .expect("app");
+    let report = app
+        .worker()
+        .build()
+        .expect("worker")
+        .run_until(async {
+            eventually(
+                Duration::from_secs(20),
+                "the Rust worker to run the three",
+                || async { ran_for("135000000").len() == 3 },
+            )
+            .await;
+        })
+        .await
+        .expect("worker");
+    assert_eq!(
+        ran_for("135000000"),
+        [
+            ("1350000001".to_owned(), "111111".to_owned()),
+            ("1350000002".to_owned(), "222222".to_owned()),
+            ("1350000003".to_owned(), "333333".to_owned()),
+        ]
+    );
+    assert_eq!(report.succeeded, 3);
+    let stats = app.broker().stats(&queue).await.expect("stats");
+    assert_eq!((stats.ready, stats.unacked), (0, 0));
 }
