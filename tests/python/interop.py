@@ -49,3 +49,15 @@ def ccp_send_sms_code(self, mobile, sms_code):
     if sms_code == "hang":
         time.sleep(60)
     return 0
+
+
+@app.task(name="tasks.add")
+def add(x, y):
+    """For workflows: a sum."""
+    return x + y
+
+
+@app.task(name="tasks.mul")
+def mul(x, y):
+    """For workflows: a product."""
+    return x * y

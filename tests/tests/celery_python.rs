@@ -520,3 +520,114 @@ async fn what_a_killed_python_worker_held_runs_on_a_rust_worker() {
     let stats = app.broker().stats(&queue).await.expect("stats");
     assert_eq!((stats.ready, stats.unacked), (0, 0));
 }
+
+/// For workflows: the Python tasks `tasks.add` and `tasks.mul`, in Rust.
+#[celeriac::task(name = "tasks.add")]
+async fn add(x: i64, y: i64) -> Result<i64, TaskError> {
+    Ok(x + y)
+}
+
+/// The products the Rust `tasks.mul` computed, to tell which worker ran a step.
+static PRODUCTS: Mutex<Vec<(i64, i64)>> = Mutex::new(Vec::new());
+
+#[celeriac::task(name = "tasks.mul")]
+async fn mul(x: i64, y: i64) -> Result<i64, TaskError> {
+    PRODUCTS.lock().unwrap().push((x, y));
+    Ok(x * y)
+}
+
+/// Runs `python canvas.py <what>` (see `tests/python/canvas.py`) while a Rust worker serves
+/// `queue`; returns what it printed.
+async fn python_workflow(
+    python: &Path,
+    queue: &str,
+    what: &str,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let app = App::builder()
+        .broker_url(redis_url())
+        .result_backend_url(redis_url())
+        .celery_compat()
+        .default_queue(queue)
+        .register::<add>()
+        .register::<mul>()
+        .build()
+        .expect("app");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = app.worker().concurrency(4).build().expect("worker");
+    let running = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let mut command = python_command(python, queue);
+    command.arg("canvas.py").arg(what);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().await.expect("run canvas.py");
+    let _ = stop.send(());
+    running.await.expect("join").expect("worker");
+    assert!(
+        output.status.success(),
+        "canvas.py {what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("a JSON line from canvas.py")
+}
+
+/// A chain built in Python runs on a Rust worker: each step's output goes first in the next
+/// step's arguments (not into the immutable last one), steps keep the ids Python gave them, and
+/// Python reads every step's result. A `link` callback is sent with the output too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_chain_and_link_run_on_a_rust_worker() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("py_chain");
+    let chain = python_workflow(&python, &queue, "chain", &[]).await;
+    assert_eq!(chain, serde_json::json!({"last": 101, "mul": 30}));
+    let link = python_workflow(&python, &queue, "link", &[]).await;
+    assert_eq!(link, serde_json::json!({"add": 3}));
+    // The link's product was computed here (its result is not waited for in Python).
+    eventually(Duration::from_secs(5), "the link's callback", || async {
+        PRODUCTS.lock().unwrap().contains(&(3, 3))
+    })
+    .await;
+    assert!(PRODUCTS.lock().unwrap().contains(&(3, 10)));
+}
+
+/// A chain handed over between languages: its first step runs on the Rust worker, which sends the
+/// next step in Celery's format (with the rest of the chain) to a queue a Python worker serves;
+/// Python finishes the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rust_worker_hands_a_chain_over_to_a_python_worker() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("chain_rust");
+    let python_queue = unique_queue("chain_python");
+    let mut python_worker = python_command(&python, &python_queue)
+        .args(["-m", "celery", "-A", "interop", "worker", "--pool", "solo"])
+        .args([
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ])
+        .args(["-Q", &python_queue, "--loglevel", "WARNING"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start a Python Celery worker");
+    let handover = python_workflow(
+        &python,
+        &queue,
+        "handover",
+        &[("INTEROP_PY_QUEUE", python_queue.as_str())],
+    )
+    .await;
+    python_worker.start_kill().expect("stop the Python worker");
+    let _ = python_worker.wait().await;
+    assert_eq!(handover, serde_json::json!({"last": 101, "mul": 50}));
+    assert!(
+        !PRODUCTS.lock().unwrap().contains(&(5, 10)),
+        "the Python worker computed the product, not the Rust one"
+    );
+}

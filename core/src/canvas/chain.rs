@@ -132,6 +132,16 @@ pub(crate) fn next_message(
     previous: &[u8],
 ) -> Result<Envelope, CodecError> {
     let mut args = std::mem::take(&mut step.args);
+    #[cfg(feature = "celery")]
+    if step.takes_previous && step.content_type == crate::celery::ARGS_CONTENT_TYPE {
+        // A step of a Celery workflow: the output goes first in Celery's `args`.
+        args =
+            crate::celery::prepend_result(previous, &args).map_err(|error| CodecError::Encode {
+                content_type: "Celery arguments",
+                source: Box::new(error),
+            })?;
+        step.takes_previous = false;
+    }
     if step.takes_previous {
         let codec = app.codec();
         if step.content_type != codec.content_type() {

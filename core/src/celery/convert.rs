@@ -74,9 +74,10 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
         }
     };
     let (args, embed) = body(&message.body_bytes()?)?;
-    refuse_workflow(&embed)?;
+    let workflow = super::canvas::from_embed(&embed, &queue)?;
 
     let mut envelope = Envelope::new(task, queue, args, ARGS_CONTENT_TYPE);
+    envelope.workflow = workflow.map(Box::new);
     envelope.id = id;
     envelope.retries = match headers.get("retries") {
         None | Some(Value::Null) => 0,
@@ -154,23 +155,6 @@ fn body(bytes: &[u8]) -> Result<(Vec<u8>, Value), CeleryError> {
     let args = serde_json::to_vec(&[args, kwargs])
         .map_err(|error| CeleryError::Body(error.to_string()))?;
     Ok((args, embed))
-}
-
-/// Refuses a message that carries a workflow: celeriac does not honour Celery's yet, and a
-/// workflow silently cut short is worse than a refused message.
-fn refuse_workflow(embed: &Value) -> Result<(), CeleryError> {
-    for part in ["callbacks", "errbacks", "chain", "chord"] {
-        match embed.get(part) {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(items)) if items.is_empty() => {}
-            Some(_) => {
-                return Err(CeleryError::Unsupported(format!(
-                    "a Celery workflow in the message (`{part}`)"
-                )));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn task_id(name: &'static str, text: &str) -> Result<TaskId, CeleryError> {
@@ -265,11 +249,6 @@ pub(crate) fn encode(envelope: &Envelope) -> Result<Vec<u8>, CodecError> {
 }
 
 fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
-    if envelope.workflow.is_some() {
-        return Err(CeleryError::Unsupported(
-            "celeriac workflows (chains, groups, chords, links) in Celery's format".into(),
-        ));
-    }
     let (args, kwargs) = match envelope.content_type.as_str() {
         ARGS_CONTENT_TYPE => serde_json::from_slice::<(Value, Value)>(&envelope.args)
             .map_err(|error| CeleryError::Arguments(format!("not `[args, kwargs]`: {error}")))?,
@@ -290,7 +269,10 @@ fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
             )));
         }
     };
-    let embed = json!({"callbacks": null, "errbacks": null, "chain": null, "chord": null});
+    let embed = match envelope.workflow.as_deref() {
+        Some(workflow) => super::canvas::to_embed(workflow)?,
+        None => json!({"callbacks": null, "errbacks": null, "chain": null, "chord": null}),
+    };
     let body = serde_json::to_vec(&[args, kwargs, embed])
         .map_err(|error| CeleryError::Body(error.to_string()))?;
 

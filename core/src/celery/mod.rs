@@ -28,9 +28,12 @@
 //! A missing, extra or twice-given argument, or one of the wrong type, fails the task with a reason
 //! that names it, and it is dead-lettered.
 //!
-//! Not honoured yet, and refused with a reason rather than dropped: a message whose `embed` holds
-//! a workflow (`callbacks`, `errbacks`, `chain`, `chord`), and sending a celeriac workflow in
-//! Celery's format. A task id that is not a UUID (Celery allows any string) is refused too.
+//! Workflows: a message's `embed.chain` and `embed.callbacks` (a chain or `link` built in Python)
+//! become the envelope's workflow, so a Rust worker sends the next step, with its output first in
+//! the step's arguments unless the signature is immutable; and a Rust worker's next step is sent
+//! with Celery's `embed`, so Python workers carry on. Not honoured yet, and refused with a reason
+//! rather than dropped: `errbacks`, `link_error`, chords and nested workflows as steps. A task id
+//! that is not a UUID (Celery allows any string) is refused too.
 //!
 //! [`Envelope`]: crate::Envelope
 //! [`Envelope::id`]: crate::Envelope::id
@@ -49,6 +52,7 @@
 //! [`Envelope::queue`]: crate::Envelope::queue
 
 mod arguments;
+mod canvas;
 mod convert;
 mod message;
 mod results;
@@ -56,6 +60,7 @@ mod results;
 mod tests;
 
 pub(crate) use self::arguments::{bind, name_the_argument};
+pub(crate) use self::canvas::prepend_result;
 pub(crate) use self::convert::{decode, encode};
 pub(crate) use self::results::{from_meta, to_meta};
 

@@ -1,0 +1,301 @@
+//! Celery's canvas on the wire (`embed.callbacks` and `embed.chain`) to celeriac's workflow and
+//! back, so that a chain built in Python runs on Rust workers and a Rust worker's next step runs
+//! on Python ones.
+//!
+//! A signature is `{"task", "args", "kwargs", "options", "subtask_type", "immutable"}`; Celery keeps
+//! a chain's rest **reversed** (the next step last). A step's arguments stay Celery's
+//! `[args, kwargs]` ([`ARGS_CONTENT_TYPE`]); the previous output is put first in `args` unless the
+//! signature is immutable.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::{ARGS_CONTENT_TYPE, CeleryError};
+use crate::TaskId;
+use crate::envelope::{ChainLink, Step, Workflow};
+
+/// The workflow in a message's `embed`; `None` when it has none. `queue` is where steps that
+/// name none go (the message's own queue). What celeriac does not honour yet is refused with a
+/// reason, never dropped.
+pub(super) fn from_embed(embed: &Value, queue: &str) -> Result<Option<Workflow>, CeleryError> {
+    for part in ["errbacks", "chord"] {
+        if !empty(embed.get(part)) {
+            return Err(CeleryError::Unsupported(format!(
+                "a Celery workflow's `{part}` in the message"
+            )));
+        }
+    }
+    let link = signatures(embed.get("callbacks"), "callbacks")?
+        .iter()
+        .map(|signature| step(signature, queue))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut chain = Vec::new();
+    for signature in signatures(embed.get("chain"), "chain")?.iter().rev() {
+        let mut link = ChainLink::new(step(signature, queue)?);
+        let options = signature.get("options");
+        if !empty(options.and_then(|options| options.get("link_error"))) {
+            return Err(CeleryError::Unsupported(
+                "a Celery workflow's `link_error` in the message".into(),
+            ));
+        }
+        let callbacks = options.and_then(|options| options.get("link"));
+        let callbacks = match callbacks {
+            Some(Value::Object(_)) => callbacks.into_iter().cloned().collect(),
+            other => signatures(other, "link")?,
+        };
+        for callback in &callbacks {
+            link.link.push(step(callback, queue)?);
+        }
+        chain.push(link);
+    }
+    if chain.is_empty() && link.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Workflow {
+        chain,
+        link,
+        ..Workflow::default()
+    }))
+}
+
+/// The `embed` of a message whose envelope carries `workflow`.
+pub(super) fn to_embed(workflow: &Workflow) -> Result<Value, CeleryError> {
+    if !workflow.link_error.is_empty() || workflow.chord.is_some() || workflow.chord_callback {
+        return Err(CeleryError::Unsupported(
+            "celeriac's error callbacks and chords in Celery's format".into(),
+        ));
+    }
+    let callbacks = workflow
+        .link
+        .iter()
+        .map(signature)
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut chain = Vec::with_capacity(workflow.chain.len());
+    for link in workflow.chain.iter().rev() {
+        if !link.link_error.is_empty() {
+            return Err(CeleryError::Unsupported(
+                "celeriac's error callbacks in Celery's format".into(),
+            ));
+        }
+        let mut step = signature(&link.step)?;
+        if !link.link.is_empty() {
+            let callbacks = link
+                .link
+                .iter()
+                .map(signature)
+                .collect::<Result<Vec<_>, _>>()?;
+            step["options"]["link"] = Value::Array(callbacks);
+        }
+        chain.push(step);
+    }
+    Ok(json!({
+        "callbacks": if callbacks.is_empty() { Value::Null } else { Value::Array(callbacks) },
+        "errbacks": null,
+        "chain": if chain.is_empty() { Value::Null } else { Value::Array(chain) },
+        "chord": null,
+    }))
+}
+
+/// `[args, kwargs]` (JSON) with `previous` (a JSON value) first in `args`.
+pub(crate) fn prepend_result(previous: &[u8], args: &[u8]) -> Result<Vec<u8>, CeleryError> {
+    let previous: Value = serde_json::from_slice(previous).map_err(|error| {
+        CeleryError::Arguments(format!("the previous task's output is not JSON: {error}"))
+    })?;
+    let (mut args, kwargs): (Vec<Value>, Map<String, Value>) = serde_json::from_slice(args)
+        .map_err(|error| CeleryError::Arguments(format!("not `[args, kwargs]`: {error}")))?;
+    args.insert(0, previous);
+    serde_json::to_vec(&(args, kwargs)).map_err(|error| CeleryError::Arguments(error.to_string()))
+}
+
+fn empty(value: Option<&Value>) -> bool {
+    match value {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(items)) => items.is_empty(),
+        Some(_) => false,
+    }
+}
+
+fn signatures(value: Option<&Value>, part: &str) -> Result<Vec<Value>, CeleryError> {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => Ok(items.clone()),
+        Some(other) => Err(CeleryError::Body(format!(
+            "`{part}` is not a list of signatures: {other}"
+        ))),
+    }
+}
+
+/// A Celery signature as a workflow step.
+fn step(signature: &Value, queue: &str) -> Result<Step, CeleryError> {
+    let bad = |reason: String| CeleryError::Body(format!("a signature in the workflow: {reason}"));
+    let Value::Object(fields) = signature else {
+        return Err(bad(format!("not an object: {signature}")));
+    };
+    let task = match fields.get("task") {
+        Some(Value::String(task)) if !task.is_empty() => task.clone(),
+        _ => return Err(bad("no task name".into())),
+    };
+    if !matches!(fields.get("subtask_type"), None | Some(Value::Null)) {
+        return Err(CeleryError::Unsupported(format!(
+            "a nested Celery workflow (`{}`) as a step",
+            fields["subtask_type"]
+        )));
+    }
+    let args = match fields.get("args") {
+        None | Some(Value::Null) => Value::Array(Vec::new()),
+        Some(args @ Value::Array(_)) => args.clone(),
+        Some(other) => return Err(bad(format!("`args` is not a list: {other}"))),
+    };
+    let kwargs = match fields.get("kwargs") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(kwargs @ Value::Object(_)) => kwargs.clone(),
+        Some(other) => return Err(bad(format!("`kwargs` is not an object: {other}"))),
+    };
+    let options = match fields.get("options") {
+        Some(Value::Object(options)) => options.clone(),
+        _ => Map::new(),
+    };
+    let id = match options.get("task_id") {
+        Some(Value::String(id)) => id
+            .parse()
+            .map_err(|_| bad(format!("task id `{id}` is not a UUID")))?,
+        _ => TaskId::new(),
+    };
+    let countdown = match options.get("countdown") {
+        Some(Value::Number(seconds)) => seconds
+            .as_f64()
+            .filter(|seconds| seconds.is_finite() && *seconds >= 0.0 && *seconds < 1e9)
+            .map(Duration::from_secs_f64),
+        _ => None,
+    };
+    let queue = match options.get("queue") {
+        Some(Value::String(queue)) if !queue.is_empty() => queue.clone(),
+        _ => queue.to_owned(),
+    };
+    let immutable = matches!(fields.get("immutable"), Some(Value::Bool(true)));
+    let args = serde_json::to_vec(&[args, kwargs]).map_err(|error| bad(error.to_string()))?;
+    Ok(Step {
+        id,
+        task,
+        queue,
+        args,
+        content_type: ARGS_CONTENT_TYPE.to_owned(),
+        takes_previous: !immutable,
+        args_schema: None,
+        store_result: true,
+        priority: None,
+        time_limit: None,
+        countdown,
+        eta: None,
+        expires_in: None,
+        expires_at: None,
+        headers: Default::default(),
+        reply_to: match options.get("reply_to") {
+            Some(Value::String(reply_to)) if !reply_to.is_empty() => Some(reply_to.clone()),
+            _ => None,
+        },
+    })
+}
+
+/// A workflow step as a Celery signature.
+fn signature(step: &Step) -> Result<Value, CeleryError> {
+    let (args, kwargs) = match step.content_type.as_str() {
+        ARGS_CONTENT_TYPE => serde_json::from_slice::<(Value, Value)>(&step.args)
+            .map_err(|error| CeleryError::Arguments(format!("not `[args, kwargs]`: {error}")))?,
+        "application/json" => match serde_json::from_slice::<Value>(&step.args)
+            .map_err(|error| CeleryError::Arguments(error.to_string()))?
+        {
+            args @ Value::Array(_) => (args, json!({})),
+            Value::Null => (json!([]), json!({})),
+            other => (json!([other]), json!({})),
+        },
+        other => {
+            return Err(CeleryError::Unsupported(format!(
+                "a step's arguments encoded as `{other}`: an app in Celery's format encodes them as JSON"
+            )));
+        }
+    };
+    let mut options = json!({"task_id": step.id.to_string(), "queue": step.queue});
+    if let Some(countdown) = step.countdown {
+        options["countdown"] = json!(countdown.as_secs_f64());
+    }
+    if let Some(reply_to) = &step.reply_to {
+        options["reply_to"] = json!(reply_to);
+    }
+    Ok(json!({
+        "task": step.task,
+        "args": args,
+        "kwargs": kwargs,
+        "options": options,
+        "subtask_type": null,
+        "immutable": !step.takes_previous,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Captured from Celery 5.7: `chain(add.s(1, 2), mul.s(10), add.si(100, 1))`'s first message.
+    const CHAIN: &str = r#"{"callbacks": null, "errbacks": null, "chain": [{"task": "tasks.add", "args": [100, 1], "kwargs": {}, "options": {"countdown": 0, "task_id": "c75496ff-0000-4000-8000-000000000001", "reply_to": "287784ce"}, "subtask_type": null, "immutable": true}, {"task": "tasks.mul", "args": [10], "kwargs": {}, "options": {"task_id": "6ef7214b-0000-4000-8000-000000000002", "reply_to": "287784ce"}, "subtask_type": null, "immutable": false}], "chord": null}"#;
+
+    #[test]
+    fn a_python_chain_is_a_workflow_next_step_first() {
+        let embed: Value = serde_json::from_str(CHAIN).unwrap();
+        let workflow = from_embed(&embed, "celery").unwrap().unwrap();
+        let tasks: Vec<&str> = workflow
+            .chain
+            .iter()
+            .map(|link| link.step.task.as_str())
+            .collect();
+        assert_eq!(tasks, ["tasks.mul", "tasks.add"]);
+        let mul = &workflow.chain[0].step;
+        assert!(mul.takes_previous);
+        assert_eq!(mul.id.to_string(), "6ef7214b-0000-4000-8000-000000000002");
+        assert_eq!(mul.queue, "celery");
+        assert!(!workflow.chain[1].step.takes_previous);
+        let args = prepend_result(b"3", &mul.args).unwrap();
+        assert_eq!(String::from_utf8(args).unwrap(), "[[3,10],{}]");
+        // And back: Celery's order again, the rest after this step.
+        let back = to_embed(&workflow).unwrap();
+        assert_eq!(back["chain"][0]["task"], "tasks.add");
+        assert_eq!(back["chain"][0]["immutable"], true);
+        assert_eq!(back["chain"][1]["task"], "tasks.mul");
+        assert_eq!(back["chain"][1]["args"], json!([10]));
+    }
+
+    #[test]
+    fn callbacks_are_links_and_what_is_not_honoured_is_refused() {
+        let embed = json!({"callbacks": [{"task": "tasks.mul", "args": [3], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false}], "errbacks": null, "chain": null, "chord": null});
+        let workflow = from_embed(&embed, "q").unwrap().unwrap();
+        assert_eq!(workflow.link.len(), 1);
+        assert!(
+            from_embed(&json!({"callbacks": null, "chain": []}), "q")
+                .unwrap()
+                .is_none()
+        );
+        for refused in [
+            json!({"errbacks": [{"task": "t"}]}),
+            json!({"chord": {"task": "t"}}),
+            json!({"chain": [{"task": "t", "subtask_type": "group"}]}),
+            json!({"chain": [{"task": "t", "options": {"link_error": [{"task": "e"}]}}]}),
+        ] {
+            assert!(
+                matches!(from_embed(&refused, "q"), Err(CeleryError::Unsupported(_))),
+                "{refused}"
+            );
+        }
+        for bad in [
+            json!({"chain": "x"}),
+            json!({"callbacks": [{"args": []}]}),
+            json!({"callbacks": [{"task": "t", "args": 1}]}),
+            json!({"callbacks": [{"task": "t", "options": {"task_id": "nope"}}]}),
+        ] {
+            assert!(
+                matches!(from_embed(&bad, "q"), Err(CeleryError::Body(_))),
+                "{bad}"
+            );
+        }
+    }
+}

@@ -1,0 +1,36 @@
+"""Builds Celery workflows in Python for celeriac's interop tests and waits for their results.
+
+    python canvas.py chain        chain(add.s(1, 2), mul.s(10), add.si(100, 1)), all on INTEROP_QUEUE
+    python canvas.py link         add.apply_async((1, 2), link=mul.s(3)) on INTEROP_QUEUE
+    python canvas.py handover     chain(add.s(2, 3), mul.s(10), add.si(100, 1)), its first step
+                                  on INTEROP_QUEUE and the others on INTEROP_PY_QUEUE
+
+Prints one JSON line: the results it waited for.
+"""
+
+import json
+import os
+import sys
+
+from celery import chain
+
+from interop import add, mul
+
+what = sys.argv[1]
+if what == "chain":
+    last = chain(add.s(1, 2), mul.s(10), add.si(100, 1)).apply_async()
+    out = {"last": last.get(timeout=30), "mul": last.parent.get(timeout=30)}
+elif what == "link":
+    first = add.apply_async((1, 2), link=mul.s(3))
+    out = {"add": first.get(timeout=30)}
+elif what == "handover":
+    python_queue = os.environ["INTEROP_PY_QUEUE"]
+    last = chain(
+        add.s(2, 3),
+        mul.s(10).set(queue=python_queue),
+        add.si(100, 1).set(queue=python_queue),
+    ).apply_async()
+    out = {"last": last.get(timeout=30), "mul": last.parent.get(timeout=30)}
+else:
+    sys.exit(f"unknown workflow {what}")
+print(json.dumps(out), flush=True)
