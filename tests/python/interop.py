@@ -5,6 +5,7 @@ defines it, on the broker and queue the Rust test names in the environment.
     INTEROP_QUEUE       the queue to send to and consume from
     INTEROP_PREFIX      kombu's global_keyprefix (may be empty)
     INTEROP_BACKEND_URL Celery's result backend (unset: none)
+    INTEROP_VISIBILITY  kombu's visibility_timeout in seconds; also restores every second
 
 The task records each run by RPUSHing JSON onto the Redis list `celeriac-test-interop-ran:<queue>`.
 """
@@ -23,6 +24,12 @@ PREFIX = os.environ.get("INTEROP_PREFIX", "")
 app = Celery("interop", broker=BROKER_URL, backend=os.environ.get("INTEROP_BACKEND_URL"))
 app.conf.task_default_queue = QUEUE
 app.conf.broker_transport_options = {"global_keyprefix": PREFIX} if PREFIX else {}
+if os.environ.get("INTEROP_VISIBILITY"):
+    app.conf.broker_transport_options.update(
+        visibility_timeout=float(os.environ["INTEROP_VISIBILITY"]),
+        unacked_restore_interval=1,
+        unacked_restore_throttle=1,
+    )
 app.conf.worker_hijack_root_logger = False
 app.conf.broker_connection_retry_on_startup = True
 

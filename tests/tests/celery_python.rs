@@ -631,3 +631,88 @@ async fn a_rust_worker_hands_a_chain_over_to_a_python_worker() {
         "the Python worker computed the product, not the Rust one"
     );
 }
+
+/// A Rust worker SIGKILLed while it holds tasks (its SMS gateway never answers): a Python worker's
+/// restore sweep finds them in kombu's `unacked` hash once the visibility timeout passed, and runs
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_killed_rust_worker_held_runs_on_a_python_worker() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("rust_killed");
+    python_sends(
+        &python,
+        &queue,
+        serde_json::json!([
+            {"args": ["1330000001", "111111"]},
+            {"args": ["1330000002", "222222"]},
+            {"args": ["1330000003", "333333"]},
+        ]),
+    )
+    .await;
+    let mut rust_worker = tokio::process::Command::new(env!("CARGO_BIN_EXE_celeriac-test-worker"))
+        .args([&format!("celery+{}", redis_url()), &queue, "2000", "5", "4"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start celeriac-test-worker");
+    let broker = celeriac_tests::harness::require_kombu("", |builder| builder)
+        .await
+        .expect("Redis is required by this test");
+    eventually(
+        Duration::from_secs(20),
+        "the Rust worker to hold the three",
+        || async {
+            broker
+                .stats(&queue)
+                .await
+                .is_ok_and(|stats| stats.unacked == 3 && stats.ready == 0)
+        },
+    )
+    .await;
+    rust_worker.start_kill().expect("SIGKILL the Rust worker");
+    let _ = rust_worker.wait().await;
+
+    let mut python_worker = python_command(&python, &queue)
+        .env("INTEROP_VISIBILITY", "2")
+        .args(["-m", "celery", "-A", "interop", "worker", "--pool", "solo"])
+        .args([
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ])
+        .args(["-Q", &queue, "--loglevel", "WARNING"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start a Python Celery worker");
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ran_key = format!("celeriac-test-interop-ran:{queue}");
+    eventually(
+        Duration::from_secs(30),
+        "the Python worker to run the three",
+        || {
+            let mut conn = conn.clone();
+            let key = ran_key.clone();
+            async move { conn.llen::<_, u64>(&key).await.unwrap_or(0) == 3 }
+        },
+    )
+    .await;
+    python_worker.start_kill().expect("stop the Python worker");
+    let _ = python_worker.wait().await;
+    let runs: Vec<String> = conn.lrange(&ran_key, 0, -1).await.unwrap();
+    let mut mobiles: Vec<String> = runs
+        .iter()
+        .map(|run| {
+            let run: serde_json::Value = serde_json::from_str(run).unwrap();
+            run["mobile"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    mobiles.sort();
+    assert_eq!(mobiles, ["1330000001", "1330000002", "1330000003"]);
+    let _: () = conn.del(&ran_key).await.unwrap();
+}

@@ -4,7 +4,9 @@
 //!
 //! Usage: `celeriac-test-worker <broker-url> <queue> <visibility-ms> <max-deliveries> <concurrency>`
 //! (with `CELERIAC_TEST_WORKER_EVENTS=<ms>`, it sends events with a heartbeat that often)
-//! where the broker URL is `redis://…` or `amqp://…`.
+//! where the broker URL is `redis://…` or `amqp://…`, or `celery+redis://…` for Celery's format on
+//! kombu's layout (the interop tests), where `ccp_send_sms_code` hangs, as with a gateway that
+//! never answers.
 
 use std::process::ExitCode;
 use std::sync::OnceLock;
@@ -62,6 +64,13 @@ async fn rl_process(run: String, n: u64) -> Result<(), redis::RedisError> {
         .await
 }
 
+/// The shop's task with an SMS gateway that never answers (`celery+redis://` only).
+#[celeriac::task(name = "ccp_send_sms_code")]
+async fn ccp_send_sms_code_hanging(mobile: String, sms_code: String) {
+    let _ = (mobile, sms_code);
+    std::future::pending::<()>().await;
+}
+
 /// Kills the worker process that runs it, as a poison message would.
 #[celeriac::task(name = "crash_worker")]
 fn crash_worker() {
@@ -106,6 +115,20 @@ async fn run(
         .await?;
     let _ = RECORDER.set(recorder.clone());
     let _ = celeriac_tests::workflows::RECORDER.set(recorder);
+    if let Some(url) = url.strip_prefix("celery+") {
+        let broker = celeriac_redis::KombuBroker::builder(url)
+            .visibility_timeout(Duration::from_millis(visibility_ms))
+            .connect()
+            .await?;
+        let app = App::builder()
+            .broker(broker)
+            .celery_compat()
+            .default_queue(queue)
+            .register::<ccp_send_sms_code_hanging>()
+            .build()?;
+        app.worker().concurrency(concurrency).build()?.run().await?;
+        return Ok(());
+    }
     let broker: std::sync::Arc<dyn Broker> = if url.starts_with("amqp") {
         std::sync::Arc::new(
             AmqpBroker::builder(url)
