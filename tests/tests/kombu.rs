@@ -318,3 +318,47 @@ async fn celery_results_wake_waiters_and_keep_the_first_success() {
     assert!(backend.fetch(&id).await.is_err());
     let _: () = conn.del(&key).await.unwrap();
 }
+
+/// A message far larger than the consumer's limit (huge kwargs from a Python producer) is
+/// dead-lettered inside Redis, unread by the worker, with the reason; the next one arrives.
+#[tokio::test]
+async fn a_huge_message_is_dead_lettered_unread() {
+    let Some(broker) = require_kombu("celeriac-test-kombu-huge:", |b| b).await else {
+        return;
+    };
+    let queue = unique_queue("huge");
+    let huge = python_message(&queue, "huge-tag", 0).replace(
+        r#""content-encoding": "utf-8""#,
+        &format!(
+            r#""content-encoding": "utf-8", "padding": "{}""#,
+            "x".repeat(3 << 20)
+        ),
+    );
+    let mut conn = redis().await;
+    let _: () = conn
+        .lpush(format!("celeriac-test-kombu-huge:{queue}"), &huge)
+        .await
+        .unwrap();
+    broker
+        .publish(Outgoing::new(queue.clone(), b"next".to_vec()))
+        .await
+        .unwrap();
+    let mut stream = broker
+        .consume(std::slice::from_ref(&queue), ConsumeOptions::default())
+        .await
+        .unwrap();
+    let delivery = within(Duration::from_secs(5), "the next message", stream.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&delivery.payload()[..], b"next");
+    delivery.ack().await.unwrap();
+    let letters = broker.dead_letters(&queue, 10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].reason.contains("exceeds"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(letters[0].payload.len(), huge.len());
+}
