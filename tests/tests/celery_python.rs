@@ -716,3 +716,92 @@ async fn what_a_killed_rust_worker_held_runs_on_a_python_worker() {
     assert_eq!(mobiles, ["1330000001", "1330000002", "1330000003"]);
     let _: () = conn.del(&ran_key).await.unwrap();
 }
+
+/// `GET path` on 127.0.0.1:`port` (HTTP/1.0), the body; `None` while nothing listens.
+async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    let response = String::from_utf8_lossy(&response).into_owned();
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_owned())
+}
+
+/// Flower lists a Rust worker: the worker's events also go out in Celery's format, so Flower
+/// (2.2, from PyPI) shows it online, with the tasks it ran counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flower_lists_a_rust_worker_online_with_its_task_counts() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("flower");
+    let port = celeriac_tests::harness::free_port();
+    let mut flower = python_command(&python, &queue)
+        .args(["-m", "celery", "-A", "interop", "flower"])
+        .args([format!("--port={port}"), "--address=127.0.0.1".to_owned()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start Flower");
+    let app = celery_app(&queue);
+    let hostname = format!("rust-sms-{}@celeriac-test", std::process::id());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = app
+        .worker()
+        .events(true)
+        .hostname(hostname.clone())
+        .heartbeat_interval(Duration::from_secs(1))
+        .build()
+        .expect("worker");
+    let running = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let listed = |page: &str| -> Option<serde_json::Value> {
+        let page: serde_json::Value = serde_json::from_str(page).ok()?;
+        page["data"]
+            .as_array()?
+            .iter()
+            .find(|worker| worker["hostname"] == hostname.as_str())
+            .cloned()
+    };
+    // Flower has the worker's heartbeats (so it listens) before the task's events go out.
+    let mut online = false;
+    for _ in 0..150 {
+        if let Some(page) = http_get(port, "/workers?json=1").await
+            && listed(&page).is_some_and(|worker| worker["status"] == true)
+        {
+            online = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(online, "Flower lists the Rust worker online");
+    ccp_send_sms_code::delay(&app, "1320000001".into(), "424242".into())
+        .await
+        .expect("delay");
+    let mut seen = None;
+    for _ in 0..150 {
+        if let Some(page) = http_get(port, "/workers?json=1").await
+            && let Some(worker) = listed(&page)
+            && worker["status"] == true
+            && worker["task-succeeded"] == 1
+        {
+            seen = Some(worker);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = stop.send(());
+    running.await.expect("join").expect("worker");
+    flower.start_kill().expect("stop Flower");
+    let _ = flower.wait().await;
+    let worker = seen.expect("Flower lists the Rust worker online, with one task succeeded");
+    assert_eq!(worker["sw_ident"], "rs-celeriac");
+    assert_eq!(worker["task-received"], 1);
+}

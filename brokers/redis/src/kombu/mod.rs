@@ -1,6 +1,7 @@
 //! A broker on kombu's Redis layout, the one Python Celery's Redis transport uses, so that Python
 //! and Rust workers share queues: see [`KombuBroker`].
 
+mod celery_events;
 mod consume;
 mod layout;
 mod restore;
@@ -510,8 +511,9 @@ impl Broker for KombuBroker {
         .await
     }
 
-    /// celeriac's own worker events and remote control, on the channels `<global_keyprefix>celeriac:<topic>`
-    /// (Celery's events, which Flower reads, are not sent yet).
+    /// celeriac's own worker events and remote control, on the channels
+    /// `<global_keyprefix>celeriac:<topic>`; worker events also in Celery's format on
+    /// `/<db>.celeryev/…`, where Flower reads them.
     async fn event_bus(&self) -> Result<Option<Arc<dyn celeriac_core::EventBus>>, BrokerError> {
         let inner = &self.inner;
         let conn = inner
@@ -522,12 +524,20 @@ impl Broker for KombuBroker {
                 url: inner.url.redacted().to_owned(),
                 source,
             })?;
-        let bus = crate::events::RedisEventBus::new(
+        let inner_bus = crate::events::RedisEventBus::new(
             inner.client.clone(),
             conn.clone(),
             &format!("{}celeriac", inner.settings.global_keyprefix),
             inner.timeout(),
         );
+        let db = inner.client.get_connection_info().redis_settings().db();
+        let bus = celery_events::KombuEventBus {
+            inner: inner_bus,
+            conn: conn.clone(),
+            channel_prefix: format!("{}/{db}.celeryev/", inner.settings.global_keyprefix),
+            timeout: inner.timeout(),
+            clock: std::sync::atomic::AtomicU64::new(0),
+        };
         Ok(Some(Arc::new(bus)))
     }
 
