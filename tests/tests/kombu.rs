@@ -362,3 +362,62 @@ async fn a_huge_message_is_dead_lettered_unread() {
     );
     assert_eq!(letters[0].payload.len(), huge.len());
 }
+
+#[celeriac::task(name = "kombu_url_task")]
+async fn kombu_url_task(n: u32) -> Result<u32, celeriac::TaskError> {
+    Ok(n)
+}
+
+/// `?layout=kombu` picks kombu's layout by URL (as the `celeriac` command needs, to read a Celery
+/// deployment's queues), with kombu's transport options as query parameters; a bad one is a
+/// clear error without the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_layout_and_its_options_come_from_the_url() {
+    if celeriac_tests::harness::skipped("redis") {
+        return;
+    }
+    let queue = unique_queue("by_url");
+    let url = format!(
+        "{}?layout=kombu&global_keyprefix=celeriac-test-kombu-url:&visibility_timeout=60",
+        redis_url()
+    );
+    let app = celeriac::App::builder()
+        .broker_url(&url)
+        .default_queue(&queue)
+        .register::<kombu_url_task>()
+        .build()
+        .unwrap();
+    kombu_url_task::delay(&app, 7).await.unwrap();
+    let waiting: u64 = redis()
+        .await
+        .llen(format!("celeriac-test-kombu-url:{queue}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting, 1,
+        "the task waits in kombu's list, under the prefix"
+    );
+    assert_eq!(app.broker().len(&queue).await.unwrap(), 1);
+    let report = app
+        .worker()
+        .build()
+        .unwrap()
+        .run_until(async {
+            eventually(Duration::from_secs(10), "the task to run", || async {
+                app.broker().len(&queue).await.is_ok_and(|len| len == 0)
+            })
+            .await;
+        })
+        .await
+        .unwrap();
+    assert_eq!(report.succeeded, 1);
+
+    let bad = celeriac::App::builder()
+        .broker_url("redis://:hunter2@127.0.0.1:6379/0?layout=kombu&visibility_timeout=soon")
+        .build()
+        .unwrap();
+    let error = bad.broker().len("celery").await.unwrap_err();
+    let text = format!("{error} {error:?}");
+    assert!(text.contains("visibility_timeout `soon`"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+}

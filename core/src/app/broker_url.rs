@@ -1,4 +1,5 @@
 //! Choosing a broker by URL: `memory://`, `redis://`, `rediss://`, `amqp://`, `amqps://`.
+//! `redis://…?layout=kombu` (or an app with `celery_compat`) is kombu's layout, Python Celery's.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -114,7 +115,10 @@ fn from_url(url: &str, celery_layout: bool) -> Result<Arc<dyn Broker>, BuildErro
         "redis" | "rediss" => {
             #[cfg(feature = "redis")]
             {
-                let connector = if celery_layout {
+                let kombu = parsed
+                    .query_pairs()
+                    .any(|(name, value)| name == "layout" && value == "kombu");
+                let connector = if celery_layout || kombu {
                     kombu_connector()
                 } else {
                     redis_connector()

@@ -100,6 +100,8 @@ struct KombuSettings {
     operation_timeout: Duration,
     global_keyprefix: String,
     tls_roots_pem: Option<String>,
+    /// Why the URL's options are wrong, reported by `connect`.
+    invalid: Option<String>,
 }
 
 /// Configures a [`KombuBroker`].
@@ -147,6 +149,12 @@ impl KombuBrokerBuilder {
     /// Connects. Fails if the URL is invalid or the server cannot be reached within the operation
     /// timeout.
     pub async fn connect(self) -> Result<KombuBroker, BrokerError> {
+        if let Some(reason) = &self.settings.invalid {
+            return Err(BrokerError::Invalid(format!(
+                "redis URL {}: {reason}",
+                self.url.redacted()
+            )));
+        }
         let client = crate::client_for(&self.url, self.settings.tls_roots_pem.as_deref())?;
         let conn = crate::manager(&client, &self.url, self.settings.operation_timeout)
             .await
@@ -181,16 +189,43 @@ impl KombuBroker {
     }
 
     /// Starts configuring a broker for `url`.
+    ///
+    /// The URL may carry kombu's transport options `global_keyprefix` and `visibility_timeout`
+    /// (seconds) as query parameters, and `layout=kombu`, which is how an app or the `celeriac`
+    /// command picks this broker by URL:
+    /// `redis://127.0.0.1:6379/0?layout=kombu&global_keyprefix=shop:&visibility_timeout=3600`.
+    /// The builder's methods override them.
     pub fn builder(url: &str) -> KombuBrokerBuilder {
+        let mut settings = KombuSettings {
+            visibility_timeout: Duration::from_secs(3600),
+            restore_interval: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(5),
+            global_keyprefix: String::new(),
+            tls_roots_pem: None,
+            invalid: None,
+        };
+        if let Ok(parsed) = url::Url::parse(url) {
+            for (name, value) in parsed.query_pairs() {
+                match name.as_ref() {
+                    "global_keyprefix" => settings.global_keyprefix = value.into_owned(),
+                    "visibility_timeout" => match value.parse::<f64>() {
+                        Ok(seconds) if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 => {
+                            settings.visibility_timeout =
+                                Duration::from_secs_f64(seconds).max(Duration::from_millis(300));
+                        }
+                        _ => {
+                            settings.invalid = Some(format!(
+                                "visibility_timeout `{value}` is not a number of seconds"
+                            ));
+                        }
+                    },
+                    _ => {}
+                }
+            }
+        }
         KombuBrokerBuilder {
             url: RedactedUrl::new(url),
-            settings: KombuSettings {
-                visibility_timeout: Duration::from_secs(3600),
-                restore_interval: Duration::from_secs(10),
-                operation_timeout: Duration::from_secs(5),
-                global_keyprefix: String::new(),
-                tls_roots_pem: None,
-            },
+            settings,
         }
     }
 }
