@@ -2,6 +2,8 @@
 
     python canvas.py chain        chain(add.s(1, 2), mul.s(10), add.si(100, 1)), all on INTEROP_QUEUE
     python canvas.py link         add.apply_async((1, 2), link=mul.s(3)) on INTEROP_QUEUE
+    python canvas.py errback      add.apply_async((1, "x"), link_error=note_failure.s()) on
+                                  INTEROP_QUEUE: the Rust add refuses "x"
     python canvas.py handover     chain(add.s(2, 3), mul.s(10), add.si(100, 1)), its first step
                                   on INTEROP_QUEUE and the others on INTEROP_PY_QUEUE
 
@@ -14,7 +16,7 @@ import sys
 
 from celery import chain
 
-from interop import add, mul
+from interop import add, mul, note_failure
 
 what = sys.argv[1]
 if what == "chain":
@@ -23,6 +25,13 @@ if what == "chain":
 elif what == "link":
     first = add.apply_async((1, 2), link=mul.s(3))
     out = {"add": first.get(timeout=30)}
+elif what == "errback":
+    failing = add.apply_async((1, "x"), link_error=note_failure.s())
+    try:
+        failing.get(timeout=30)
+        out = {"id": failing.id, "error": None}
+    except Exception as error:  # the task's failure, as Python sees it
+        out = {"id": failing.id, "error": f"{type(error).__name__}: {error}"}
 elif what == "handover":
     python_queue = os.environ["INTEROP_PY_QUEUE"]
     last = chain(

@@ -68,3 +68,9 @@ def add(x, y):
 def mul(x, y):
     """For workflows: a product."""
     return x * y
+
+
+@app.task(name="tasks.note_failure")
+def note_failure(task_id):
+    """For workflows: an error callback, given the failed task's id."""
+    return task_id

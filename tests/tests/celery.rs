@@ -98,9 +98,9 @@ async fn python_s_messages_run_typed_tasks_and_bad_ones_are_dead_lettered() {
         (
             python_message(
                 "tasks.add",
-                json!([[2, 3], {}, {"errbacks": [{"task": "tasks.add", "args": [1], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": true}]}]),
+                json!([[2, 3], {}, {"chord": {"task": "tasks.add", "args": [1], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false}}]),
             ),
-            "a Celery workflow's `errbacks` in the message",
+            "a Celery workflow's `chord` in the message",
         ),
     ];
     for ((_, bytes), _) in &bad {

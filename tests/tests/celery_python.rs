@@ -805,3 +805,59 @@ async fn flower_lists_a_rust_worker_online_with_its_task_counts() {
     assert_eq!(worker["sw_ident"], "rs-celeriac");
     assert_eq!(worker["task-received"], 1);
 }
+
+/// The ids the Rust error callback `tasks.note_failure` was given.
+static FAILURES_NOTED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[celeriac::task(name = "tasks.note_failure")]
+async fn note_failure(task_id: String) -> Result<String, TaskError> {
+    FAILURES_NOTED.lock().unwrap().push(task_id.clone());
+    Ok(task_id)
+}
+
+/// A Python `link_error` on a task that fails on a Rust worker (an argument of the wrong type): the
+/// failure reaches Python's `get()`, and the error callback runs, given the failed task's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_errback_runs_when_the_rust_task_fails() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("py_errback");
+    let app = App::builder()
+        .broker_url(redis_url())
+        .result_backend_url(redis_url())
+        .celery_compat()
+        .default_queue(&queue)
+        .register::<add>()
+        .register::<note_failure>()
+        .build()
+        .expect("app");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = app.worker().concurrency(2).build().expect("worker");
+    let running = tokio::spawn(worker.run_until(async move {
+        let _ = stopped.await;
+    }));
+    let output = python_command(&python, &queue)
+        .args(["canvas.py", "errback"])
+        .output()
+        .await
+        .expect("run canvas.py");
+    assert!(
+        output.status.success(),
+        "canvas.py errback failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let outcome: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let id = outcome["id"].as_str().expect("an id").to_owned();
+    eventually(Duration::from_secs(10), "the error callback", || async {
+        FAILURES_NOTED.lock().unwrap().contains(&id)
+    })
+    .await;
+    let _ = stop.send(());
+    running.await.expect("join").expect("worker");
+    let error = outcome["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("TaskError: ") && error.contains("argument `y`: invalid type"),
+        "Python raises the Rust worker's reason: {outcome}"
+    );
+}

@@ -19,82 +19,82 @@ use crate::envelope::{ChainLink, Step, Workflow};
 /// name none go (the message's own queue). What celeriac does not honour yet is refused with a
 /// reason, never dropped.
 pub(super) fn from_embed(embed: &Value, queue: &str) -> Result<Option<Workflow>, CeleryError> {
-    for part in ["errbacks", "chord"] {
-        if !empty(embed.get(part)) {
-            return Err(CeleryError::Unsupported(format!(
-                "a Celery workflow's `{part}` in the message"
-            )));
-        }
+    if !empty(embed.get("chord")) {
+        return Err(CeleryError::Unsupported(
+            "a Celery workflow's `chord` in the message".into(),
+        ));
     }
-    let link = signatures(embed.get("callbacks"), "callbacks")?
-        .iter()
-        .map(|signature| step(signature, queue))
-        .collect::<Result<Vec<_>, _>>()?;
+    let link = steps(embed.get("callbacks"), "callbacks", queue)?;
+    let link_error = steps(embed.get("errbacks"), "errbacks", queue)?;
     let mut chain = Vec::new();
     for signature in signatures(embed.get("chain"), "chain")?.iter().rev() {
         let mut link = ChainLink::new(step(signature, queue)?);
         let options = signature.get("options");
-        if !empty(options.and_then(|options| options.get("link_error"))) {
-            return Err(CeleryError::Unsupported(
-                "a Celery workflow's `link_error` in the message".into(),
-            ));
-        }
-        let callbacks = options.and_then(|options| options.get("link"));
-        let callbacks = match callbacks {
-            Some(Value::Object(_)) => callbacks.into_iter().cloned().collect(),
-            other => signatures(other, "link")?,
-        };
-        for callback in &callbacks {
-            link.link.push(step(callback, queue)?);
-        }
+        link.link = steps(
+            options.and_then(|options| options.get("link")),
+            "link",
+            queue,
+        )?;
+        link.link_error = steps(
+            options.and_then(|options| options.get("link_error")),
+            "link_error",
+            queue,
+        )?;
         chain.push(link);
     }
-    if chain.is_empty() && link.is_empty() {
+    if chain.is_empty() && link.is_empty() && link_error.is_empty() {
         return Ok(None);
     }
     Ok(Some(Workflow {
         chain,
         link,
+        link_error,
         ..Workflow::default()
     }))
 }
 
 /// The `embed` of a message whose envelope carries `workflow`.
 pub(super) fn to_embed(workflow: &Workflow) -> Result<Value, CeleryError> {
-    if !workflow.link_error.is_empty() || workflow.chord.is_some() || workflow.chord_callback {
+    if workflow.chord.is_some() || workflow.chord_callback {
         return Err(CeleryError::Unsupported(
-            "celeriac's error callbacks and chords in Celery's format".into(),
+            "celeriac's chords in Celery's format".into(),
         ));
     }
-    let callbacks = workflow
-        .link
-        .iter()
-        .map(signature)
-        .collect::<Result<Vec<_>, _>>()?;
     let mut chain = Vec::with_capacity(workflow.chain.len());
     for link in workflow.chain.iter().rev() {
-        if !link.link_error.is_empty() {
-            return Err(CeleryError::Unsupported(
-                "celeriac's error callbacks in Celery's format".into(),
-            ));
-        }
         let mut step = signature(&link.step)?;
         if !link.link.is_empty() {
-            let callbacks = link
-                .link
-                .iter()
-                .map(signature)
-                .collect::<Result<Vec<_>, _>>()?;
-            step["options"]["link"] = Value::Array(callbacks);
+            step["options"]["link"] = signature_list(&link.link)?;
+        }
+        if !link.link_error.is_empty() {
+            step["options"]["link_error"] = signature_list(&link.link_error)?;
         }
         chain.push(step);
     }
     Ok(json!({
-        "callbacks": if callbacks.is_empty() { Value::Null } else { Value::Array(callbacks) },
-        "errbacks": null,
+        "callbacks": signature_list(&workflow.link)?,
+        "errbacks": signature_list(&workflow.link_error)?,
         "chain": if chain.is_empty() { Value::Null } else { Value::Array(chain) },
         "chord": null,
     }))
+}
+
+/// `steps` as a list of signatures, `null` when there are none (as Celery writes it).
+fn signature_list(steps: &[Step]) -> Result<Value, CeleryError> {
+    if steps.is_empty() {
+        return Ok(Value::Null);
+    }
+    steps
+        .iter()
+        .map(signature)
+        .collect::<Result<Vec<_>, _>>()
+        .map(Value::Array)
+}
+
+/// What an error callback of a Celery workflow is given first: the failed task's id (Celery sends
+/// errbacks so when it cannot call them in its own process).
+pub(crate) fn failed_task_id(id: TaskId) -> Vec<u8> {
+    Value::String(id.to_string()).to_string().into_bytes()
 }
 
 /// `[args, kwargs]` (JSON) with `previous` (a JSON value) first in `args`.
@@ -116,9 +116,18 @@ fn empty(value: Option<&Value>) -> bool {
     }
 }
 
+/// The steps of a list of signatures (or of one signature, as `link` may be).
+fn steps(value: Option<&Value>, part: &str, queue: &str) -> Result<Vec<Step>, CeleryError> {
+    signatures(value, part)?
+        .iter()
+        .map(|signature| step(signature, queue))
+        .collect()
+}
+
 fn signatures(value: Option<&Value>, part: &str) -> Result<Vec<Value>, CeleryError> {
     match value {
         None | Some(Value::Null) => Ok(Vec::new()),
+        Some(single @ Value::Object(_)) => Ok(vec![single.clone()]),
         Some(Value::Array(items)) => Ok(items.clone()),
         Some(other) => Err(CeleryError::Body(format!(
             "`{part}` is not a list of signatures: {other}"
@@ -275,11 +284,18 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+        let errbacks = from_embed(&json!({"errbacks": [{"task": "e"}]}), "q")
+            .unwrap()
+            .unwrap();
+        assert_eq!(errbacks.link_error.len(), 1);
+        assert_eq!(to_embed(&errbacks).unwrap()["errbacks"][0]["task"], "e");
+        assert_eq!(
+            failed_task_id(TaskId::from(uuid::Uuid::nil())),
+            br#""00000000-0000-0000-0000-000000000000""#
+        );
         for refused in [
-            json!({"errbacks": [{"task": "t"}]}),
             json!({"chord": {"task": "t"}}),
             json!({"chain": [{"task": "t", "subtask_type": "group"}]}),
-            json!({"chain": [{"task": "t", "options": {"link_error": [{"task": "e"}]}}]}),
         ] {
             assert!(
                 matches!(from_embed(&refused, "q"), Err(CeleryError::Unsupported(_))),
@@ -288,6 +304,7 @@ mod tests {
         }
         for bad in [
             json!({"chain": "x"}),
+            json!({"errbacks": 3}),
             json!({"callbacks": [{"args": []}]}),
             json!({"callbacks": [{"task": "t", "args": 1}]}),
             json!({"callbacks": [{"task": "t", "options": {"task_id": "nope"}}]}),

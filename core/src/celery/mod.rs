@@ -31,9 +31,10 @@
 //! Workflows: a message's `embed.chain` and `embed.callbacks` (a chain or `link` built in Python)
 //! become the envelope's workflow, so a Rust worker sends the next step, with its output first in
 //! the step's arguments unless the signature is immutable; and a Rust worker's next step is sent
-//! with Celery's `embed`, so Python workers carry on. Not honoured yet, and refused with a reason
-//! rather than dropped: `errbacks`, `link_error`, chords and nested workflows as steps. A task id
-//! that is not a UUID (Celery allows any string) is refused too.
+//! with Celery's `embed`, so Python workers carry on. Error callbacks (`errbacks`, `link_error`) are
+//! sent with the failed task's id first, as Celery sends those it cannot call in its own process.
+//! Not honoured yet, and refused with a reason rather than dropped: chords and nested workflows as
+//! steps. A task id that is not a UUID (Celery allows any string) is refused too.
 //!
 //! [`Envelope`]: crate::Envelope
 //! [`Envelope::id`]: crate::Envelope::id
@@ -60,7 +61,7 @@ mod results;
 mod tests;
 
 pub(crate) use self::arguments::{bind, name_the_argument};
-pub(crate) use self::canvas::prepend_result;
+pub(crate) use self::canvas::{failed_task_id, prepend_result};
 pub(crate) use self::convert::{decode, encode};
 pub(crate) use self::results::{from_meta, to_meta};
 

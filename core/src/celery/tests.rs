@@ -103,7 +103,7 @@ fn hostile_celery_messages_are_refused_with_the_reason() {
     weird_type["content-type"] = json!("application/x-python-serialize");
     let mut no_route: Value = serde_json::from_str(ADD).unwrap_or_default();
     no_route["properties"]["delivery_info"] = Value::Null;
-    let errbacks = json!([[1], {}, {"errbacks": [{"task": "tasks.log", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": true}]}]);
+    let chord = json!([[1], {}, {"chord": {"task": "tasks.xsum", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false}}]);
     let cases = [
         (with_body(ADD, json!({"not": "a list"})), "not an array"),
         (
@@ -123,8 +123,8 @@ fn hostile_celery_messages_are_refused_with_the_reason() {
             "`embed` is not an object",
         ),
         (
-            with_body(ADD, errbacks),
-            "a Celery workflow's `errbacks` in the message",
+            with_body(ADD, chord),
+            "a Celery workflow's `chord` in the message",
         ),
         (bad_base64.to_string(), "bad base64"),
         (weird_type.to_string(), "is not accepted"),

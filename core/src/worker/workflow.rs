@@ -176,6 +176,13 @@ async fn send_errbacks(app: &App, envelope: &Envelope, errbacks: &[Step], messag
         }
     };
     for errback in errbacks {
+        // An error callback of a Celery workflow is given the failed task's id, as Celery does.
+        #[cfg(feature = "celery")]
+        let failure = if errback.content_type == crate::celery::ARGS_CONTENT_TYPE {
+            crate::celery::failed_task_id(envelope.id)
+        } else {
+            failure.clone()
+        };
         let sent = match next_message(app, errback.clone(), Some(envelope), &failure) {
             Ok(message) => app
                 .publish(message)
