@@ -4,6 +4,7 @@
     python canvas.py link         add.apply_async((1, 2), link=mul.s(3)) on INTEROP_QUEUE
     python canvas.py errback      add.apply_async((1, "x"), link_error=note_failure.s()) on
                                   INTEROP_QUEUE: the Rust add refuses "x"
+    python canvas.py group        group(add.s(i, i) for i in range(5)) on INTEROP_QUEUE
     python canvas.py handover     chain(add.s(2, 3), mul.s(10), add.si(100, 1)), its first step
                                   on INTEROP_QUEUE and the others on INTEROP_PY_QUEUE
 
@@ -14,7 +15,7 @@ import json
 import os
 import sys
 
-from celery import chain
+from celery import chain, group
 
 from interop import add, mul, note_failure
 
@@ -25,6 +26,9 @@ if what == "chain":
 elif what == "link":
     first = add.apply_async((1, 2), link=mul.s(3))
     out = {"add": first.get(timeout=30)}
+elif what == "group":
+    members = group(add.s(i, i) for i in range(5)).apply_async()
+    out = {"results": members.get(timeout=30)}
 elif what == "errback":
     failing = add.apply_async((1, "x"), link_error=note_failure.s())
     try:

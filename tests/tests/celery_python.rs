@@ -576,15 +576,18 @@ async fn python_workflow(
 
 /// A chain built in Python runs on a Rust worker: each step's output goes first in the next
 /// step's arguments (not into the immutable last one), steps keep the ids Python gave them, and
-/// Python reads every step's result. A `link` callback is sent with the output too.
+/// Python reads every step's result. A group's members run and Python joins their results, in
+/// order. A `link` callback is sent with the output too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_python_chain_and_link_run_on_a_rust_worker() {
+async fn a_python_chain_group_and_link_run_on_a_rust_worker() {
     let Some(python) = require_python_celery() else {
         return;
     };
     let queue = unique_queue("py_chain");
     let chain = python_workflow(&python, &queue, "chain", &[]).await;
     assert_eq!(chain, serde_json::json!({"last": 101, "mul": 30}));
+    let members = python_workflow(&python, &queue, "group", &[]).await;
+    assert_eq!(members, serde_json::json!({"results": [0, 2, 4, 6, 8]}));
     let link = python_workflow(&python, &queue, "link", &[]).await;
     assert_eq!(link, serde_json::json!({"add": 3}));
     // The link's product was computed here (its result is not waited for in Python).
