@@ -72,6 +72,55 @@ async fn python_sends(
         .collect()
 }
 
+/// Starts a Python Celery worker on `queue` with pool `pool` (`interop.py`'s tasks), `env` and
+/// `extra` arguments.
+fn python_worker(
+    python: &Path,
+    queue: &str,
+    pool: &str,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> tokio::process::Child {
+    let mut command = python_command(python, queue);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
+        .args(["-m", "celery", "-A", "interop", "worker", "--pool", pool])
+        .args([
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+        ])
+        .args(["-Q", queue, "--loglevel", "WARNING"])
+        .args(extra)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start a Python Celery worker")
+}
+
+/// Waits until the Python task has run `count` times for `queue` (`interop.py` records each run in
+/// a Redis list), then returns the runs and removes the record.
+async fn python_runs(queue: &str, count: u64, what: &str) -> Vec<serde_json::Value> {
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("celeriac-test-interop-ran:{queue}");
+    eventually(Duration::from_secs(30), what, || {
+        let mut conn = conn.clone();
+        let key = key.clone();
+        async move { conn.llen::<_, u64>(&key).await.unwrap_or(0) >= count }
+    })
+    .await;
+    let runs: Vec<String> = conn.lrange(&key, 0, -1).await.unwrap();
+    let _: () = conn.del(&key).await.unwrap();
+    runs.iter()
+        .map(|run| serde_json::from_str(run).expect("a run recorded as JSON"))
+        .collect()
+}
+
 fn celery_app(queue: &str) -> App {
     App::builder()
         .broker_url(redis_url())
@@ -194,38 +243,8 @@ async fn rust_delay_runs_on_a_python_worker() {
     let refused = ccp_send_sms_code::delay(&app, "0".into(), "000000".into())
         .await
         .expect("delay");
-    let mut worker = python_command(&python, &queue)
-        .args(["-m", "celery", "-A", "interop", "worker", "--pool", "solo"])
-        .args([
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ])
-        .args(["-Q", &queue, "--loglevel", "WARNING"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a Python Celery worker");
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let ran_key = format!("celeriac-test-interop-ran:{queue}");
-    eventually(
-        Duration::from_secs(30),
-        "the Python worker to run both",
-        || {
-            let mut conn = conn.clone();
-            let key = ran_key.clone();
-            async move { conn.llen::<_, u64>(&key).await.unwrap_or(0) == 2 }
-        },
-    )
-    .await;
-    let runs: Vec<String> = conn.lrange(&ran_key, 0, -1).await.unwrap();
-    let runs: Vec<serde_json::Value> = runs
-        .iter()
-        .map(|run| serde_json::from_str(run).unwrap())
-        .collect();
+    let mut worker = python_worker(&python, &queue, "solo", &[], &[]);
+    let runs = python_runs(&queue, 2, "the Python worker to run both").await;
     let mut seen: Vec<(String, String, String)> = runs
         .iter()
         .map(|run| {
@@ -283,7 +302,6 @@ async fn rust_delay_runs_on_a_python_worker() {
     .await;
     worker.start_kill().expect("stop the Python worker");
     let _ = worker.wait().await;
-    let _: () = conn.del(&ran_key).await.unwrap();
 }
 
 /// A task that fails, for Python's `AsyncResult.get()` to raise its error.
@@ -379,41 +397,14 @@ async fn a_rust_retry_of_a_python_task_runs_on_a_python_worker() {
         .await
         .expect("worker");
     assert_eq!(report.retried, 1);
-    let mut worker = python_command(&python, &queue)
-        .args(["-m", "celery", "-A", "interop", "worker", "--pool", "solo"])
-        .args([
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ])
-        .args(["-Q", &queue, "--loglevel", "WARNING"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a Python Celery worker");
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let ran_key = format!("celeriac-test-interop-ran:{queue}");
-    eventually(
-        Duration::from_secs(30),
-        "the Python worker to run the retry",
-        || {
-            let mut conn = conn.clone();
-            let key = ran_key.clone();
-            async move { conn.llen::<_, u64>(&key).await.unwrap_or(0) == 1 }
-        },
-    )
-    .await;
+    let mut worker = python_worker(&python, &queue, "solo", &[], &[]);
+    let runs = python_runs(&queue, 1, "the Python worker to run the retry").await;
     worker.start_kill().expect("stop the Python worker");
     let _ = worker.wait().await;
-    let run: String = conn.lindex(&ran_key, 0).await.unwrap();
-    let run: serde_json::Value = serde_json::from_str(&run).unwrap();
+    let run = &runs[0];
     assert_eq!(run["id"], id.as_str(), "the retry keeps the task's id");
     assert_eq!(run["retries"], 1, "Python sees the retry count");
     assert_eq!(run["mobile"], "1360000001");
-    let _: () = conn.del(&ran_key).await.unwrap();
 }
 
 /// Whether task `id`'s first retry waits in `queue`, on its list or held (unacknowledged) by a
@@ -455,20 +446,13 @@ async fn what_a_killed_python_worker_held_runs_on_a_rust_worker() {
         ]),
     )
     .await;
-    let mut worker = python_command(&python, &queue)
-        .args([
-            "-m", "celery", "-A", "interop", "worker", "--pool", "threads",
-        ])
-        .args(["--concurrency", "1", "--prefetch-multiplier", "4"])
-        .args([
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ])
-        .args(["-Q", &queue, "--loglevel", "WARNING"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a Python Celery worker");
+    let mut worker = python_worker(
+        &python,
+        &queue,
+        "threads",
+        &[],
+        &["--concurrency", "1", "--prefetch-multiplier", "4"],
+    );
     // The Python worker runs the hanging task and holds the three others, unacknowledged.
     let broker = celeriac_tests::harness::require_kombu("", |builder| builder)
         .await
@@ -608,17 +592,7 @@ async fn a_rust_worker_hands_a_chain_over_to_a_python_worker() {
     };
     let queue = unique_queue("chain_rust");
     let python_queue = unique_queue("chain_python");
-    let mut python_worker = python_command(&python, &python_queue)
-        .args(["-m", "celery", "-A", "interop", "worker", "--pool", "solo"])
-        .args([
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ])
-        .args(["-Q", &python_queue, "--loglevel", "WARNING"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a Python Celery worker");
+    let mut python_side = python_worker(&python, &python_queue, "solo", &[], &[]);
     let handover = python_workflow(
         &python,
         &queue,
@@ -626,8 +600,8 @@ async fn a_rust_worker_hands_a_chain_over_to_a_python_worker() {
         &[("INTEROP_PY_QUEUE", python_queue.as_str())],
     )
     .await;
-    python_worker.start_kill().expect("stop the Python worker");
-    let _ = python_worker.wait().await;
+    python_side.start_kill().expect("stop the Python worker");
+    let _ = python_side.wait().await;
     assert_eq!(handover, serde_json::json!({"last": 101, "mul": 50}));
     assert!(
         !PRODUCTS.lock().unwrap().contains(&(5, 10)),
@@ -677,47 +651,17 @@ async fn what_a_killed_rust_worker_held_runs_on_a_python_worker() {
     rust_worker.start_kill().expect("SIGKILL the Rust worker");
     let _ = rust_worker.wait().await;
 
-    let mut python_worker = python_command(&python, &queue)
-        .env("INTEROP_VISIBILITY", "2")
-        .args(["-m", "celery", "-A", "interop", "worker", "--pool", "solo"])
-        .args([
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ])
-        .args(["-Q", &queue, "--loglevel", "WARNING"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a Python Celery worker");
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let ran_key = format!("celeriac-test-interop-ran:{queue}");
-    eventually(
-        Duration::from_secs(30),
-        "the Python worker to run the three",
-        || {
-            let mut conn = conn.clone();
-            let key = ran_key.clone();
-            async move { conn.llen::<_, u64>(&key).await.unwrap_or(0) == 3 }
-        },
-    )
-    .await;
-    python_worker.start_kill().expect("stop the Python worker");
-    let _ = python_worker.wait().await;
-    let runs: Vec<String> = conn.lrange(&ran_key, 0, -1).await.unwrap();
-    let mut mobiles: Vec<String> = runs
+    let mut python_side =
+        python_worker(&python, &queue, "solo", &[("INTEROP_VISIBILITY", "2")], &[]);
+    let runs = python_runs(&queue, 3, "the Python worker to run the three").await;
+    python_side.start_kill().expect("stop the Python worker");
+    let _ = python_side.wait().await;
+    let mut mobiles: Vec<&str> = runs
         .iter()
-        .map(|run| {
-            let run: serde_json::Value = serde_json::from_str(run).unwrap();
-            run["mobile"].as_str().unwrap().to_owned()
-        })
+        .map(|run| run["mobile"].as_str().unwrap_or_default())
         .collect();
     mobiles.sort();
     assert_eq!(mobiles, ["1330000001", "1330000002", "1330000003"]);
-    let _: () = conn.del(&ran_key).await.unwrap();
 }
 
 /// `GET path` on 127.0.0.1:`port` (HTTP/1.0), the body; `None` while nothing listens.

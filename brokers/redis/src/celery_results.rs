@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::bounded;
-use crate::result_listener::{self, Channels, Command, Listener, Watch};
+use crate::result_listener::{self, Channels, Command, Watch};
 
 static STORE: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("scripts/celery_store.lua")));
@@ -126,15 +126,13 @@ impl CeleryResultBackend {
 
     fn listener(&self) -> &mpsc::UnboundedSender<Command> {
         self.inner.listener.get_or_init(|| {
-            let (commands, receiver) = mpsc::unbounded_channel();
-            let listener = Listener::new(
+            result_listener::start(
                 self.inner.client.clone(),
                 self.inner.url.redacted().to_owned(),
                 self.inner.timeout,
                 Channels::PerTask(self.key_prefix()),
-            );
-            tokio::spawn(listener.run(receiver, self.inner.stop.clone()));
-            commands
+                self.inner.stop.clone(),
+            )
         })
     }
 

@@ -29,6 +29,20 @@ pub(crate) enum Command {
 
 type Watched = Result<(watch::Receiver<()>, watch::Receiver<u64>), BrokerError>;
 
+/// Starts a listener on `channels` (it runs until `stop`); the sender is its command channel.
+pub(crate) fn start(
+    client: redis::Client,
+    url: String,
+    timeout: Duration,
+    channels: Channels,
+    stop: CancellationToken,
+) -> mpsc::UnboundedSender<Command> {
+    let (commands, receiver) = mpsc::unbounded_channel();
+    let listener = Listener::new(client, url, timeout, channels);
+    tokio::spawn(listener.run(receiver, stop));
+    commands
+}
+
 /// Registers a wait on task `id`; the subscription is confirmed by Redis when this returns.
 pub(crate) async fn watch(
     listener: &mpsc::UnboundedSender<Command>,

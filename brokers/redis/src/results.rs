@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::client_options::{ClientOptions, client_option_setters};
 use crate::error::bounded;
-use crate::result_listener::{self, Channels, Command, Listener, Watch};
+use crate::result_listener::{self, Channels, Command, Watch};
 use crate::result_writes;
 use crate::scripts::SCRIPTS;
 
@@ -137,15 +137,13 @@ impl RedisResultBackend {
 
     fn listener(&self) -> &mpsc::UnboundedSender<Command> {
         self.inner.listener.get_or_init(|| {
-            let (commands, receiver) = mpsc::unbounded_channel();
-            let listener = Listener::new(
+            result_listener::start(
                 self.inner.client.clone(),
                 self.inner.url.redacted().to_owned(),
                 self.inner.timeout,
                 Channels::Shared(self.channel()),
-            );
-            tokio::spawn(listener.run(receiver, self.inner.stop.clone()));
-            commands
+                self.inner.stop.clone(),
+            )
         })
     }
 

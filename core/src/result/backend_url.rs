@@ -62,7 +62,7 @@ fn from_url(
             #[cfg(feature = "redis")]
             {
                 if celery_format {
-                    return Ok(Arc::new(LazyCeleryRedis::new(redacted)));
+                    return Ok(Arc::new(LazyRedis::celery(redacted)));
                 }
                 Ok(Arc::new(LazyRedis::new(redacted)))
             }
@@ -102,33 +102,50 @@ fn rpc(broker_url: Option<&str>) -> Result<Arc<dyn ResultBackend>, &'static str>
     }
 }
 
-/// The Redis result backend, connected on first use.
+/// A result backend on Redis, connected on first use: celeriac's own
+/// ([`RedisResultBackend`](celeriac_redis::RedisResultBackend), which joins chords) or Celery's
+/// ([`CeleryResultBackend`](celeriac_redis::CeleryResultBackend)).
 #[cfg(feature = "redis")]
 #[derive(Debug)]
-struct LazyRedis(crate::lazy::LazyClient<celeriac_redis::RedisResultBackend>);
+struct LazyRedis<B: ResultBackend + Clone> {
+    backend: crate::lazy::LazyClient<B>,
+    /// What `B::joins_chords` answers, known before connecting.
+    joins_chords: bool,
+}
 
 #[cfg(feature = "redis")]
-impl LazyRedis {
+impl LazyRedis<celeriac_redis::RedisResultBackend> {
     fn new(url: RedactedUrl) -> Self {
-        Self(crate::lazy::LazyClient::new(url, |url| {
-            Box::pin(async move { celeriac_redis::RedisResultBackend::connect(&url).await })
-        }))
+        Self {
+            backend: crate::lazy::LazyClient::new(url, |url| {
+                Box::pin(async move { celeriac_redis::RedisResultBackend::connect(&url).await })
+            }),
+            joins_chords: true,
+        }
     }
+}
 
-    async fn connected(&self) -> Result<&celeriac_redis::RedisResultBackend, BrokerError> {
-        self.0.connected().await
+#[cfg(feature = "redis")]
+impl LazyRedis<celeriac_redis::CeleryResultBackend> {
+    fn celery(url: RedactedUrl) -> Self {
+        Self {
+            backend: crate::lazy::LazyClient::new(url, |url| {
+                Box::pin(async move { celeriac_redis::CeleryResultBackend::connect(&url).await })
+            }),
+            joins_chords: false,
+        }
     }
 }
 
 #[cfg(feature = "redis")]
 #[async_trait]
-impl ResultBackend for LazyRedis {
+impl<B: ResultBackend + Clone> ResultBackend for LazyRedis<B> {
     fn system(&self) -> &'static str {
         "redis"
     }
 
     fn redacted_url(&self) -> String {
-        self.0.url().redacted().to_owned()
+        self.backend.url().redacted().to_owned()
     }
 
     async fn store(
@@ -137,23 +154,23 @@ impl ResultBackend for LazyRedis {
         result: StoredResult,
         ttl: Duration,
     ) -> Result<bool, BrokerError> {
-        self.connected().await?.store(id, result, ttl).await
+        self.backend.connected().await?.store(id, result, ttl).await
     }
 
     async fn fetch(&self, id: &str) -> Result<Option<StoredResult>, BrokerError> {
-        self.connected().await?.fetch(id).await
+        self.backend.connected().await?.fetch(id).await
     }
 
     async fn wait_ready(&self, id: &str) -> Result<StoredResult, BrokerError> {
-        self.connected().await?.wait_ready(id).await
+        self.backend.connected().await?.wait_ready(id).await
     }
 
     async fn forget(&self, id: &str) -> Result<(), BrokerError> {
-        self.connected().await?.forget(id).await
+        self.backend.connected().await?.forget(id).await
     }
 
     fn joins_chords(&self) -> bool {
-        true
+        self.joins_chords
     }
 
     async fn join_chord(
@@ -164,12 +181,16 @@ impl ResultBackend for LazyRedis {
         output: bytes::Bytes,
         ttl: Duration,
     ) -> Result<super::ChordJoin, BrokerError> {
-        let backend = self.connected().await?;
+        let backend = self.backend.connected().await?;
         backend.join_chord(chord, member, size, output, ttl).await
     }
 
     async fn chord_fired(&self, chord: &str, ttl: Duration) -> Result<(), BrokerError> {
-        self.connected().await?.chord_fired(chord, ttl).await
+        self.backend
+            .connected()
+            .await?
+            .chord_fired(chord, ttl)
+            .await
     }
 
     async fn fail_chord(
@@ -178,53 +199,10 @@ impl ResultBackend for LazyRedis {
         member: u32,
         ttl: Duration,
     ) -> Result<bool, BrokerError> {
-        self.connected().await?.fail_chord(chord, member, ttl).await
-    }
-}
-
-/// Celery's Redis result backend, connected on first use.
-#[cfg(feature = "redis")]
-#[derive(Debug)]
-struct LazyCeleryRedis(crate::lazy::LazyClient<celeriac_redis::CeleryResultBackend>);
-
-#[cfg(feature = "redis")]
-impl LazyCeleryRedis {
-    fn new(url: RedactedUrl) -> Self {
-        Self(crate::lazy::LazyClient::new(url, |url| {
-            Box::pin(async move { celeriac_redis::CeleryResultBackend::connect(&url).await })
-        }))
-    }
-}
-
-#[cfg(feature = "redis")]
-#[async_trait]
-impl ResultBackend for LazyCeleryRedis {
-    fn system(&self) -> &'static str {
-        "redis"
-    }
-
-    fn redacted_url(&self) -> String {
-        self.0.url().redacted().to_owned()
-    }
-
-    async fn store(
-        &self,
-        id: &str,
-        result: StoredResult,
-        ttl: Duration,
-    ) -> Result<bool, BrokerError> {
-        self.0.connected().await?.store(id, result, ttl).await
-    }
-
-    async fn fetch(&self, id: &str) -> Result<Option<StoredResult>, BrokerError> {
-        self.0.connected().await?.fetch(id).await
-    }
-
-    async fn wait_ready(&self, id: &str) -> Result<StoredResult, BrokerError> {
-        self.0.connected().await?.wait_ready(id).await
-    }
-
-    async fn forget(&self, id: &str) -> Result<(), BrokerError> {
-        self.0.connected().await?.forget(id).await
+        self.backend
+            .connected()
+            .await?
+            .fail_chord(chord, member, ttl)
+            .await
     }
 }
