@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use celeriac::{App, Broker, TaskError};
 use celeriac_tests::harness::{
-    eventually, python_dir, redis_url, require_python_celery, unique_queue,
+    BackgroundWorker, eventually, python_dir, redis_url, require_python_celery, unique_queue,
 };
 use redis::AsyncCommands;
 
@@ -119,6 +119,15 @@ async fn python_runs(queue: &str, count: u64, what: &str) -> Vec<serde_json::Val
     runs.iter()
         .map(|run| serde_json::from_str(run).expect("a run recorded as JSON"))
         .collect()
+}
+
+/// An app in Celery's format on the tests' Redis, with Celery's result backend there.
+fn celery_app_with_results(queue: &str) -> celeriac::AppBuilder {
+    App::builder()
+        .broker_url(redis_url())
+        .result_backend_url(redis_url())
+        .celery_compat()
+        .default_queue(queue)
 }
 
 fn celery_app(queue: &str) -> App {
@@ -318,20 +327,12 @@ async fn python_gets_the_results_of_rust_tasks() {
         return;
     };
     let queue = unique_queue("py_gets");
-    let app = App::builder()
-        .broker_url(redis_url())
-        .result_backend_url(redis_url())
-        .celery_compat()
-        .default_queue(&queue)
+    let app = celery_app_with_results(&queue)
         .register::<ccp_send_sms_code>()
         .register::<sms_gateway_down>()
         .build()
         .expect("app");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = app.worker().concurrency(2).build().expect("worker");
-    let running = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let running = BackgroundWorker::start(app.worker().concurrency(2).build().expect("worker"));
     let lines = python_sends(
         &python,
         &queue,
@@ -341,8 +342,7 @@ async fn python_gets_the_results_of_rust_tasks() {
         ]),
     )
     .await;
-    let _ = stop.send(());
-    let report = running.await.expect("join").expect("worker");
+    let report = running.stop().await;
     assert_eq!(lines[0]["result"], 0, "{lines:?}");
     let error = lines[1]["error"].as_str().unwrap_or_default();
     assert!(
@@ -528,28 +528,19 @@ async fn python_workflow(
     what: &str,
     env: &[(&str, &str)],
 ) -> serde_json::Value {
-    let app = App::builder()
-        .broker_url(redis_url())
-        .result_backend_url(redis_url())
-        .celery_compat()
-        .default_queue(queue)
+    let app = celery_app_with_results(queue)
         .register::<add>()
         .register::<mul>()
         .build()
         .expect("app");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = app.worker().concurrency(4).build().expect("worker");
-    let running = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let running = BackgroundWorker::start(app.worker().concurrency(4).build().expect("worker"));
     let mut command = python_command(python, queue);
     command.arg("canvas.py").arg(what);
     for (name, value) in env {
         command.env(name, value);
     }
     let output = command.output().await.expect("run canvas.py");
-    let _ = stop.send(());
-    running.await.expect("join").expect("worker");
+    running.stop().await;
     assert!(
         output.status.success(),
         "canvas.py {what} failed: {}",
@@ -698,7 +689,6 @@ async fn flower_lists_a_rust_worker_online_with_its_task_counts() {
         .expect("start Flower");
     let app = celery_app(&queue);
     let hostname = format!("rust-sms-{}@celeriac-test", std::process::id());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = app
         .worker()
         .events(true)
@@ -706,9 +696,7 @@ async fn flower_lists_a_rust_worker_online_with_its_task_counts() {
         .heartbeat_interval(Duration::from_secs(1))
         .build()
         .expect("worker");
-    let running = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let running = BackgroundWorker::start(worker);
     let listed = |page: &str| -> Option<serde_json::Value> {
         let page: serde_json::Value = serde_json::from_str(page).ok()?;
         page["data"]
@@ -744,8 +732,7 @@ async fn flower_lists_a_rust_worker_online_with_its_task_counts() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let _ = stop.send(());
-    running.await.expect("join").expect("worker");
+    running.stop().await;
     flower.start_kill().expect("stop Flower");
     let _ = flower.wait().await;
     let worker = seen.expect("Flower lists the Rust worker online, with one task succeeded");
@@ -770,20 +757,12 @@ async fn a_python_errback_runs_when_the_rust_task_fails() {
         return;
     };
     let queue = unique_queue("py_errback");
-    let app = App::builder()
-        .broker_url(redis_url())
-        .result_backend_url(redis_url())
-        .celery_compat()
-        .default_queue(&queue)
+    let app = celery_app_with_results(&queue)
         .register::<add>()
         .register::<note_failure>()
         .build()
         .expect("app");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = app.worker().concurrency(2).build().expect("worker");
-    let running = tokio::spawn(worker.run_until(async move {
-        let _ = stopped.await;
-    }));
+    let running = BackgroundWorker::start(app.worker().concurrency(2).build().expect("worker"));
     let output = python_command(&python, &queue)
         .args(["canvas.py", "errback"])
         .output()
@@ -800,8 +779,7 @@ async fn a_python_errback_runs_when_the_rust_task_fails() {
         FAILURES_NOTED.lock().unwrap().contains(&id)
     })
     .await;
-    let _ = stop.send(());
-    running.await.expect("join").expect("worker");
+    running.stop().await;
     let error = outcome["error"].as_str().unwrap_or_default();
     assert!(
         error.starts_with("TaskError: ") && error.contains("argument `y`: invalid type"),
