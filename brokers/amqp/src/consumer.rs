@@ -22,7 +22,32 @@ use crate::topology;
 
 type Incoming = BoxStream<'static, (Arc<str>, Result<lapin::message::Delivery, lapin::Error>)>;
 
+/// Attempts at starting a consumer when its connection is lost meanwhile.
+const START_ATTEMPTS: u32 = 3;
+
 pub(crate) async fn start(
+    shared: Arc<Shared>,
+    queues: &[String],
+    options: ConsumeOptions,
+) -> Result<DeliveryStream, BrokerError> {
+    let mut attempt = 1;
+    loop {
+        match start_once(shared.clone(), queues, options).await {
+            // The connection closed under the new channel (RabbitMQ closes it on a hard protocol
+            // error, such as a method on a channel it has not finished opening): a fresh link and
+            // channel, a few times, before the caller sees it.
+            Err(error) if error.is_transient() && attempt < START_ATTEMPTS => {
+                tracing::debug!(error = %celeriac_core::Report(&error), attempt, "cannot start consuming; trying again");
+                tokio::time::sleep(std::time::Duration::from_millis(100 * u64::from(attempt)))
+                    .await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn start_once(
     shared: Arc<Shared>,
     queues: &[String],
     options: ConsumeOptions,
