@@ -13,6 +13,7 @@ use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::client_options::ClientOptions;
 use crate::error::bounded;
 use crate::result_listener::{self, Channels, Command, Watch};
 
@@ -60,40 +61,39 @@ impl Drop for Inner {
 #[derive(Debug)]
 #[must_use]
 pub struct CeleryResultBackendBuilder {
-    url: RedactedUrl,
-    timeout: Duration,
-    prefix: String,
+    /// Its key prefix is Celery's `global_keyprefix` (default none).
+    options: ClientOptions,
 }
 
 impl CeleryResultBackendBuilder {
     /// The `global_keyprefix` of Celery's `result_backend_transport_options` (default none).
     pub fn global_keyprefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        self.options.key_prefix = prefix.into();
         self
     }
 
     /// Timeout of each Redis operation (default 5 s).
     pub fn operation_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.options.timeout = timeout;
         self
     }
 
     /// Connects.
     pub async fn connect(self) -> Result<CeleryResultBackend, BrokerError> {
-        let client = crate::client_for(&self.url, None)?;
-        let conn = crate::manager(&client, &self.url, self.timeout)
-            .await
-            .map_err(|source| BrokerError::Connect {
-                url: self.url.redacted().to_owned(),
-                source,
-            })?;
+        let (client, conn) = self.options.connect().await?;
+        let ClientOptions {
+            url,
+            key_prefix,
+            timeout,
+            ..
+        } = self.options;
         Ok(CeleryResultBackend {
             inner: Arc::new(Inner {
                 client,
                 conn,
-                url: self.url,
-                timeout: self.timeout,
-                prefix: self.prefix,
+                url,
+                timeout,
+                prefix: key_prefix,
                 listener: OnceLock::new(),
                 stop: CancellationToken::new(),
             }),
@@ -109,11 +109,9 @@ impl CeleryResultBackend {
 
     /// Starts configuring a backend for `url`.
     pub fn builder(url: &str) -> CeleryResultBackendBuilder {
-        CeleryResultBackendBuilder {
-            url: RedactedUrl::new(url),
-            timeout: Duration::from_secs(5),
-            prefix: String::new(),
-        }
+        let mut options = ClientOptions::new(url);
+        options.key_prefix = String::new();
+        CeleryResultBackendBuilder { options }
     }
 
     fn key_prefix(&self) -> String {

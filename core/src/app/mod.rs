@@ -368,18 +368,29 @@ impl App {
                 task: envelope.task.clone(),
                 source,
             })?;
-        let mut outgoing = Outgoing::new(envelope.queue.clone(), bytes);
-        // A broker without delays delivers it at once; the worker holds it until its ETA, which
-        // is in the envelope. A priority goes to a broker that orders by it (sends check that it
-        // does); otherwise it stays in the envelope only (a retry of a Celery message keeps it).
+        Ok(self.message_for_broker(&envelope.queue, bytes, envelope.eta, envelope.priority))
+    }
+
+    /// `payload` for `queue` as this app's broker takes it. A broker without delays delivers it
+    /// at once, and the worker holds it until its ETA, which is in the message. A priority goes
+    /// to a broker that orders by it (sends check that it does); otherwise it stays in the message
+    /// only (a retry of a Celery message keeps it so).
+    pub(crate) fn message_for_broker(
+        &self,
+        queue: &str,
+        payload: impl Into<bytes::Bytes>,
+        eta: Option<std::time::SystemTime>,
+        priority: Option<u8>,
+    ) -> Outgoing {
+        let mut outgoing = Outgoing::new(queue, payload);
         let capabilities = self.broker().capabilities();
         if capabilities.delays {
-            outgoing.not_before = envelope.eta;
+            outgoing.not_before = eta;
         }
         if capabilities.max_priority.is_some() {
-            outgoing.priority = envelope.priority;
+            outgoing.priority = priority;
         }
-        Ok(outgoing)
+        outgoing
     }
 
     /// Publishes envelopes in one batch, within the enqueue timeout.

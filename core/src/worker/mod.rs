@@ -242,7 +242,6 @@ impl WorkerBuilder {
         Ok(Worker {
             shared: Arc::new(Shared {
                 broker_delays: self.app.broker().capabilities().delays,
-                broker_priorities: self.app.broker().capabilities().max_priority.is_some(),
                 app: self.app,
                 layered,
                 rate_limiters,
@@ -291,9 +290,6 @@ struct Shared {
     app: App,
     /// Whether the broker holds messages until their ETA (else this worker holds early ones).
     broker_delays: bool,
-    /// Whether the broker orders messages by priority (else a message sent back keeps its
-    /// priority in its payload only).
-    broker_priorities: bool,
     /// The user's tower layers around the task, if any.
     layered: Option<BoxTaskService>,
     rate_limiters: HashMap<&'static str, RateLimiter>,

@@ -20,7 +20,7 @@ use super::control::Running;
 use super::lane::LaneMetrics;
 use super::workflow;
 use super::{Counters, Shared};
-use crate::broker::{BrokerError, Delivery, Outgoing};
+use crate::broker::{BrokerError, Delivery};
 use crate::error::Report;
 use crate::events::{EventKind, Record};
 use crate::layers::catch_panic::CatchPanic;
@@ -498,16 +498,9 @@ pub(super) async fn send_back(
     what: &str,
 ) {
     let queue = delivery.shared_queue();
-    let mut outgoing = Outgoing::new(&*queue, payload);
-    // A broker without delays delivers it at once, and the worker that takes it holds it until
-    // its ETA (which is in the message); one without priorities keeps the priority in the message
-    // only (kombu's layout places it by that).
-    if shared.broker_delays {
-        outgoing.not_before = Some(eta);
-    }
-    if shared.broker_priorities {
-        outgoing.priority = envelope.priority;
-    }
+    let outgoing = shared
+        .app
+        .message_for_broker(&queue, payload, Some(eta), envelope.priority);
     match shared.app.broker().publish(outgoing).await {
         Ok(()) => settle("ack", &queue, delivery.ack()).await,
         Err(error) => {
