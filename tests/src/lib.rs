@@ -7,6 +7,7 @@ pub mod browser;
 pub mod cli;
 pub mod harness;
 pub mod hostile;
+pub mod python_celery;
 pub mod rate_limits;
 pub mod raw_amqp;
 pub mod results;

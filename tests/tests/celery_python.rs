@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use celeriac::{App, Broker, TaskError};
 use celeriac_tests::harness::{
-    BackgroundWorker, eventually, python_dir, redis_url, require_python_celery, unique_queue,
+    BackgroundWorker, eventually, redis_url, require_python_celery, unique_queue,
 };
+use celeriac_tests::python_celery::{python_command, python_runs, python_sends, python_worker};
 use redis::AsyncCommands;
 
 /// The calls the Rust task ran: (mobile, sms_code, redelivered).
@@ -34,91 +35,6 @@ fn ran_for(mobile_prefix: &str) -> Vec<(String, String)> {
         .collect();
     ran.sort();
     ran
-}
-
-fn python_command(python: &Path, queue: &str) -> tokio::process::Command {
-    let mut command = tokio::process::Command::new(python);
-    command
-        .current_dir(python_dir())
-        .env("INTEROP_BROKER_URL", redis_url())
-        .env("INTEROP_QUEUE", queue)
-        .env("INTEROP_BACKEND_URL", redis_url())
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .kill_on_drop(true);
-    command
-}
-
-/// Sends `calls` from Python (see `tests/python/send.py`); returns its line for each call:
-/// `{"id": …}`, with `"result"` or `"error"` for calls that wait for their result.
-async fn python_sends(
-    python: &Path,
-    queue: &str,
-    calls: serde_json::Value,
-) -> Vec<serde_json::Value> {
-    let output = python_command(python, queue)
-        .arg("send.py")
-        .arg(calls.to_string())
-        .output()
-        .await
-        .expect("run send.py");
-    assert!(
-        output.status.success(),
-        "send.py failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("a JSON line from send.py"))
-        .collect()
-}
-
-/// Starts a Python Celery worker on `queue` with pool `pool` (`interop.py`'s tasks), `env` and
-/// `extra` arguments.
-fn python_worker(
-    python: &Path,
-    queue: &str,
-    pool: &str,
-    env: &[(&str, &str)],
-    extra: &[&str],
-) -> tokio::process::Child {
-    let mut command = python_command(python, queue);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command
-        .args(["-m", "celery", "-A", "interop", "worker", "--pool", pool])
-        .args([
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ])
-        .args(["-Q", queue, "--loglevel", "WARNING"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start a Python Celery worker")
-}
-
-/// Waits until the Python task has run `count` times for `queue` (`interop.py` records each run in
-/// a Redis list), then returns the runs and removes the record.
-async fn python_runs(queue: &str, count: u64, what: &str) -> Vec<serde_json::Value> {
-    let mut conn = redis::Client::open(redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let key = format!("celeriac-test-interop-ran:{queue}");
-    eventually(Duration::from_secs(30), what, || {
-        let mut conn = conn.clone();
-        let key = key.clone();
-        async move { conn.llen::<_, u64>(&key).await.unwrap_or(0) >= count }
-    })
-    .await;
-    let runs: Vec<String> = conn.lrange(&key, 0, -1).await.unwrap();
-    let _: () = conn.del(&key).await.unwrap();
-    runs.iter()
-        .map(|run| serde_json::from_str(run).expect("a run recorded as JSON"))
-        .collect()
 }
 
 /// An app in Celery's format on the tests' Redis, with Celery's result backend there.
@@ -653,91 +569,6 @@ async fn what_a_killed_rust_worker_held_runs_on_a_python_worker() {
         .collect();
     mobiles.sort();
     assert_eq!(mobiles, ["1330000001", "1330000002", "1330000003"]);
-}
-
-/// `GET path` on 127.0.0.1:`port` (HTTP/1.0), the body; `None` while nothing listens.
-async fn http_get(port: u16, path: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.ok()?;
-    let response = String::from_utf8_lossy(&response).into_owned();
-    response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_owned())
-}
-
-/// Flower lists a Rust worker: the worker's events also go out in Celery's format, so Flower
-/// (2.2, from PyPI) shows it online, with the tasks it ran counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flower_lists_a_rust_worker_online_with_its_task_counts() {
-    let Some(python) = require_python_celery() else {
-        return;
-    };
-    let queue = unique_queue("flower");
-    let port = celeriac_tests::harness::free_port();
-    let mut flower = python_command(&python, &queue)
-        .args(["-m", "celery", "-A", "interop", "flower"])
-        .args([format!("--port={port}"), "--address=127.0.0.1".to_owned()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start Flower");
-    let app = celery_app(&queue);
-    let hostname = format!("rust-sms-{}@celeriac-test", std::process::id());
-    let worker = app
-        .worker()
-        .events(true)
-        .hostname(hostname.clone())
-        .heartbeat_interval(Duration::from_secs(1))
-        .build()
-        .expect("worker");
-    let running = BackgroundWorker::start(worker);
-    let listed = |page: &str| -> Option<serde_json::Value> {
-        let page: serde_json::Value = serde_json::from_str(page).ok()?;
-        page["data"]
-            .as_array()?
-            .iter()
-            .find(|worker| worker["hostname"] == hostname.as_str())
-            .cloned()
-    };
-    // Flower has the worker's heartbeats (so it listens) before the task's events go out.
-    let mut online = false;
-    for _ in 0..150 {
-        if let Some(page) = http_get(port, "/workers?json=1").await
-            && listed(&page).is_some_and(|worker| worker["status"] == true)
-        {
-            online = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(online, "Flower lists the Rust worker online");
-    ccp_send_sms_code::delay(&app, "1320000001".into(), "424242".into())
-        .await
-        .expect("delay");
-    let mut seen = None;
-    for _ in 0..150 {
-        if let Some(page) = http_get(port, "/workers?json=1").await
-            && let Some(worker) = listed(&page)
-            && worker["status"] == true
-            && worker["task-succeeded"] == 1
-        {
-            seen = Some(worker);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    running.stop().await;
-    flower.start_kill().expect("stop Flower");
-    let _ = flower.wait().await;
-    let worker = seen.expect("Flower lists the Rust worker online, with one task succeeded");
-    assert_eq!(worker["sw_ident"], "rs-celeriac");
-    assert_eq!(worker["task-received"], 1);
 }
 
 /// The ids the Rust error callback `tasks.note_failure` was given.

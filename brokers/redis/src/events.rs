@@ -60,6 +60,22 @@ impl EventBus for RedisEventBus {
     }
 
     async fn subscribe(&self, topic: &str) -> Result<EventStream, BrokerError> {
+        let events = self
+            .subscribe_also(topic, None)
+            .await?
+            .map(|(_, payload)| Ok(payload));
+        Ok(Box::pin(events))
+    }
+}
+
+impl RedisEventBus {
+    /// The messages on `topic`'s channel and, on the same connection (so both end together),
+    /// those on the channel `also`: `(true, payload)` for the latter.
+    pub(crate) async fn subscribe_also(
+        &self,
+        topic: &str,
+        also: Option<&str>,
+    ) -> Result<impl futures::Stream<Item = (bool, Bytes)> + Send + use<>, BrokerError> {
         celeriac_core::validate_topic(topic)?;
         let channel = format!("{}:{topic}", self.prefix);
         let mut pubsub = bounded(
@@ -68,15 +84,20 @@ impl EventBus for RedisEventBus {
             self.client.get_async_pubsub(),
         )
         .await?;
+        let mut channels = vec![channel];
+        channels.extend(also.map(str::to_owned));
         bounded(
             "subscribe to events",
             self.timeout,
-            pubsub.subscribe(&channel),
+            pubsub.subscribe(&channels),
         )
         .await?;
-        let events = pubsub
-            .into_on_message()
-            .map(|message| Ok(Bytes::from(message.get_payload_bytes().to_vec())));
-        Ok(Box::pin(events))
+        let also = also.map(str::to_owned);
+        Ok(pubsub.into_on_message().map(move |message| {
+            let other = also
+                .as_deref()
+                .is_some_and(|also| message.get_channel_name() == also);
+            (other, Bytes::from(message.get_payload_bytes().to_vec()))
+        }))
     }
 }

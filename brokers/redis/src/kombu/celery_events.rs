@@ -12,12 +12,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine;
 use bytes::Bytes;
-use celeriac_core::{BrokerError, EVENTS_TOPIC, EventBus, EventStream};
+use celeriac_core::{BrokerError, CONTROL_TOPIC, EVENTS_TOPIC, EventBus, EventStream};
+use futures::StreamExt;
 use redis::aio::ConnectionManager;
 use serde_json::{Map, Value, json};
 
 use crate::error::bounded;
 use crate::events::RedisEventBus;
+
+use super::pidbox;
 
 /// What Celery's receivers read as the software's name.
 const SW_IDENT: &str = "rs-celeriac";
@@ -29,6 +32,10 @@ pub(super) struct KombuEventBus {
     pub(super) conn: ConnectionManager,
     /// `<global_keyprefix>/<db>.celeryev/`.
     pub(super) channel_prefix: String,
+    /// `<global_keyprefix>/<db>.celery.pidbox`, where Celery's remote-control requests go.
+    pub(super) pidbox_channel: String,
+    /// kombu's `global_keyprefix`, before the lists remote-control replies go on.
+    pub(super) key_prefix: String,
     pub(super) timeout: Duration,
     /// Celery's Lamport clock, as a receiver orders events by it.
     pub(super) clock: AtomicU64,
@@ -45,6 +52,9 @@ impl std::fmt::Debug for KombuEventBus {
 #[async_trait]
 impl EventBus for KombuEventBus {
     async fn publish(&self, topic: &str, messages: Vec<Bytes>) -> Result<(), BrokerError> {
+        if topic.starts_with(pidbox::REPLY_TOPIC_PREFIX) {
+            return self.reply_to_celery(topic, &messages).await;
+        }
         let celery = if topic == EVENTS_TOPIC {
             messages
                 .iter()
@@ -59,7 +69,7 @@ impl EventBus for KombuEventBus {
             for (routing_key, body, hostname) in &celery {
                 pipe.publish(
                     format!("{}{routing_key}", self.channel_prefix),
-                    envelope(routing_key, body, hostname),
+                    envelope("celeryev", routing_key, json!({"hostname": hostname}), body),
                 )
                 .ignore();
             }
@@ -77,8 +87,56 @@ impl EventBus for KombuEventBus {
         own
     }
 
+    /// celeriac's commands and, for `control`, Celery's remote-control requests as celeriac's.
     async fn subscribe(&self, topic: &str) -> Result<EventStream, BrokerError> {
-        self.inner.subscribe(topic).await
+        if topic != CONTROL_TOPIC {
+            return self.inner.subscribe(topic).await;
+        }
+        let commands = self
+            .inner
+            .subscribe_also(topic, Some(&self.pidbox_channel))
+            .await?
+            .filter_map(|(celery, payload)| {
+                let command = if celery {
+                    pidbox::command_for(&payload, pidbox::now_epoch()).map(Bytes::from)
+                } else {
+                    Some(payload)
+                };
+                std::future::ready(command.map(Ok))
+            });
+        Ok(Box::pin(commands))
+    }
+}
+
+impl KombuEventBus {
+    /// Sends a worker's replies to a Celery request where the Python client waits: pushed on
+    /// `<global_keyprefix><routing key>.reply.celery.pidbox`, which expires in 10 s as kombu's do.
+    async fn reply_to_celery(&self, topic: &str, replies: &[Bytes]) -> Result<(), BrokerError> {
+        let mut pipe = redis::pipe();
+        let mut any = false;
+        for reply in replies {
+            let clock = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+            if let Some((routing_key, envelope)) = pidbox::celery_reply(topic, reply, clock) {
+                let list = format!(
+                    "{}{routing_key}.{}",
+                    self.key_prefix,
+                    pidbox::REPLY_EXCHANGE
+                );
+                pipe.lpush(&list, envelope).ignore();
+                pipe.pexpire(&list, 10_000).ignore();
+                any = true;
+            }
+        }
+        if !any {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        bounded(
+            "reply to Celery's remote control",
+            self.timeout,
+            pipe.query_async(&mut conn),
+        )
+        .await
     }
 }
 
@@ -87,16 +145,17 @@ fn utcoffset() -> f64 {
     -f64::from(chrono::Local::now().offset().local_minus_utc()) / 3600.0
 }
 
-/// kombu's envelope around an event body, as Python's dispatcher sends it.
-fn envelope(routing_key: &str, body: &[u8], hostname: &str) -> Vec<u8> {
+/// kombu's envelope around a transient JSON message (an event, a remote-control reply), as
+/// Python's dispatcher and mailbox send them.
+pub(super) fn envelope(exchange: &str, routing_key: &str, headers: Value, body: &[u8]) -> Vec<u8> {
     json!({
         "body": base64::engine::general_purpose::STANDARD.encode(body),
         "content-encoding": "utf-8",
         "content-type": "application/json",
-        "headers": {"hostname": hostname},
+        "headers": headers,
         "properties": {
             "delivery_mode": 1,
-            "delivery_info": {"exchange": "celeryev", "routing_key": routing_key},
+            "delivery_info": {"exchange": exchange, "routing_key": routing_key},
             "priority": 0,
             "body_encoding": "base64",
             "delivery_tag": uuid::Uuid::new_v4().to_string(),
@@ -286,8 +345,13 @@ mod tests {
 
     #[test]
     fn the_envelope_is_kombus() {
-        let envelope: Value =
-            serde_json::from_slice(&envelope("worker.heartbeat", b"{}", "sms@vm")).unwrap();
+        let envelope: Value = serde_json::from_slice(&envelope(
+            "celeryev",
+            "worker.heartbeat",
+            json!({"hostname": "sms@vm"}),
+            b"{}",
+        ))
+        .unwrap();
         assert_eq!(
             envelope["properties"]["delivery_info"]["exchange"],
             "celeryev"

@@ -4,6 +4,7 @@
 mod celery_events;
 mod consume;
 mod layout;
+mod pidbox;
 mod restore;
 
 use std::fmt;
@@ -570,6 +571,8 @@ impl Broker for KombuBroker {
             inner: inner_bus,
             conn: conn.clone(),
             channel_prefix: format!("{}/{db}.celeryev/", inner.settings.global_keyprefix),
+            pidbox_channel: format!("{}/{db}.celery.pidbox", inner.settings.global_keyprefix),
+            key_prefix: inner.settings.global_keyprefix.clone(),
             timeout: inner.timeout(),
             clock: std::sync::atomic::AtomicU64::new(0),
         };

@@ -1,0 +1,237 @@
+//! What Celery's monitoring tools see of a Rust worker on kombu's Redis layout: Flower's worker
+//! list and worker page, and `celery inspect` / `celery control` over Celery's remote control
+//! (kombu's pidbox). The Python side is `tests/python/`; `scripts/test.sh` installs it.
+
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use celeriac::{App, TaskError};
+use celeriac_tests::harness::{
+    BackgroundWorker, eventually, redis_url, require_python_celery, unique_queue,
+};
+use celeriac_tests::python_celery::{http_get, python_command, python_inspect, python_sends};
+use serde_json::json;
+
+/// The mobiles the Rust task was called for.
+static RAN: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The shop's task, in Rust, under the name Python sends it by.
+#[celeriac::task(name = "ccp_send_sms_code")]
+async fn ccp_send_sms_code(mobile: String, sms_code: String) -> Result<i32, TaskError> {
+    let _ = sms_code;
+    RAN.lock().unwrap().push(mobile);
+    Ok(0)
+}
+
+fn celery_app(queue: &str) -> App {
+    App::builder()
+        .broker_url(redis_url())
+        .celery_compat()
+        .default_queue(queue)
+        .register::<ccp_send_sms_code>()
+        .build()
+        .expect("app")
+}
+
+/// Flower lists a Rust worker: the worker's events also go out in Celery's format, so Flower
+/// (2.2, from PyPI) shows it online, with the tasks it ran counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flower_lists_a_rust_worker_online_with_its_task_counts() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("flower");
+    let port = celeriac_tests::harness::free_port();
+    let mut flower = python_command(&python, &queue)
+        .args(["-m", "celery", "-A", "interop", "flower"])
+        .args([format!("--port={port}"), "--address=127.0.0.1".to_owned()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start Flower");
+    let app = celery_app(&queue);
+    let hostname = format!("rust-sms-{}@celeriac-test", std::process::id());
+    let worker = app
+        .worker()
+        .events(true)
+        .hostname(hostname.clone())
+        .heartbeat_interval(Duration::from_secs(1))
+        .build()
+        .expect("worker");
+    let running = BackgroundWorker::start(worker);
+    let listed = |page: &str| -> Option<serde_json::Value> {
+        let page: serde_json::Value = serde_json::from_str(page).ok()?;
+        page["data"]
+            .as_array()?
+            .iter()
+            .find(|worker| worker["hostname"] == hostname.as_str())
+            .cloned()
+    };
+    // Flower has the worker's heartbeats (so it listens) before the task's events go out.
+    let mut online = false;
+    for _ in 0..150 {
+        if let Some(page) = http_get(port, "/workers?json=1").await
+            && listed(&page).is_some_and(|worker| worker["status"] == true)
+        {
+            online = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(online, "Flower lists the Rust worker online");
+    ccp_send_sms_code::delay(&app, "1320000001".into(), "424242".into())
+        .await
+        .expect("delay");
+    let mut seen = None;
+    for _ in 0..150 {
+        if let Some(page) = http_get(port, "/workers?json=1").await
+            && let Some(worker) = listed(&page)
+            && worker["status"] == true
+            && worker["task-succeeded"] == 1
+        {
+            seen = Some(worker);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The worker page asks the worker over the pidbox (`stats`, `registered`, `active_queues`,
+    // `conf`, …) and 404s without its `stats`.
+    let page = http_get(port, &format!("/worker/{hostname}")).await;
+    running.stop().await;
+    flower.start_kill().expect("stop Flower");
+    let _ = flower.wait().await;
+    let worker = seen.expect("Flower lists the Rust worker online, with one task succeeded");
+    assert_eq!(worker["sw_ident"], "rs-celeriac");
+    assert_eq!(worker["task-received"], 1);
+    let page = page.expect("Flower answers the worker page");
+    for shown in ["(tokio tasks)", "ccp_send_sms_code", queue.as_str()] {
+        assert!(
+            page.contains(shown),
+            "the worker page shows {shown:?}: {}",
+            page.get(page.find("tab-pool").unwrap_or(0)..)
+                .unwrap_or(&page)
+        );
+    }
+}
+
+/// `celery inspect` reaches a Rust worker: it answers `ping`, `stats`, `registered`,
+/// `active_queues`, `conf` and the task lists in Celery's shapes, and nobody else's requests;
+/// `celery control revoke` makes it drop the task when it arrives, and `rate_limit` sets its
+/// limit (an unknown task is Celery's `error` reply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_inspect_and_control_reach_a_rust_worker() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("pidbox");
+    let app = celery_app(&queue);
+    let hostname = format!("rust-pidbox-{}@celeriac-test", std::process::id());
+    let worker = app
+        .worker()
+        .hostname(hostname.clone())
+        .concurrency(3)
+        .build()
+        .expect("worker");
+    let running = BackgroundWorker::start(worker);
+    let mut answers = json!(null);
+    for _ in 0..10 {
+        answers = python_inspect(
+            &python,
+            &queue,
+            &hostname,
+            &[
+                "ping",
+                "stats",
+                "registered",
+                "active_queues",
+                "conf",
+                "active",
+                "reserved",
+                "scheduled",
+                "revoked",
+            ],
+        )
+        .await;
+        if !answers["ping"].is_null() {
+            break;
+        }
+    }
+    let of = |method: &str| answers[method][hostname.as_str()].clone();
+    assert_eq!(of("ping"), json!({"ok": "pong"}), "{answers}");
+    let stats = of("stats");
+    assert_eq!(stats["pid"], std::process::id(), "{stats}");
+    assert_eq!(stats["pool"]["max-concurrency"], 3, "{stats}");
+    assert_eq!(stats["broker"]["transport"], "redis", "{stats}");
+    assert!(
+        stats["prefetch_count"]
+            .as_u64()
+            .is_some_and(|prefetch| prefetch >= 3),
+        "{stats}"
+    );
+    assert_eq!(of("registered"), json!(["ccp_send_sms_code"]));
+    assert_eq!(of("active_queues")[0]["name"], queue.as_str());
+    assert_eq!(of("conf")["task_default_queue"], queue.as_str());
+    for empty in ["active", "reserved", "scheduled", "revoked"] {
+        assert_eq!(of(empty), json!([]), "{empty}");
+    }
+    // Another worker's name: the Rust worker stays silent.
+    let elsewhere = python_inspect(&python, &queue, "nobody@nowhere", &["ping"]).await;
+    assert_eq!(elsewhere["ping"], json!(null), "{elsewhere}");
+
+    let revoked = uuid::Uuid::new_v4().to_string();
+    let answers = python_inspect(
+        &python,
+        &queue,
+        &hostname,
+        &[
+            &format!("revoke:{revoked}"),
+            "rate_limit:ccp_send_sms_code:100/m",
+            "rate_limit:no_such_task:1/s",
+        ],
+    )
+    .await;
+    assert_eq!(
+        answers[format!("revoke:{revoked}")],
+        json!([{hostname.as_str(): {"ok": "tasks flagged as revoked"}}])
+    );
+    assert_eq!(
+        answers["rate_limit:ccp_send_sms_code:100/m"],
+        json!([{hostname.as_str(): {"ok": "new rate limit set successfully"}}])
+    );
+    assert!(
+        answers["rate_limit:no_such_task:1/s"][0][hostname.as_str()]["error"]
+            .as_str()
+            .is_some_and(|error| error.contains("no_such_task")),
+        "{answers}"
+    );
+    // The revoked id is dropped when it comes; the next task runs.
+    python_sends(
+        &python,
+        &queue,
+        json!([
+            {"args": ["1310000001", "111111"], "options": {"task_id": revoked}},
+            {"args": ["1310000002", "222222"]},
+        ]),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the second task to run",
+        || async {
+            RAN.lock()
+                .unwrap()
+                .iter()
+                .any(|mobile| mobile == "1310000002")
+        },
+    )
+    .await;
+    let report = running.stop().await;
+    assert_eq!(report.revoked, 1);
+    assert!(
+        !RAN.lock()
+            .unwrap()
+            .iter()
+            .any(|mobile| mobile == "1310000001")
+    );
+}
