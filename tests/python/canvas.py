@@ -7,6 +7,12 @@
     python canvas.py group        group(add.s(i, i) for i in range(5)) on INTEROP_QUEUE
     python canvas.py handover     chain(add.s(2, 3), mul.s(10), add.si(100, 1)), its first step
                                   on INTEROP_QUEUE and the others on INTEROP_PY_QUEUE
+    python canvas.py chord        chord(add.s(i, i) for i in range(4))(xsum.s()) on INTEROP_QUEUE
+    python canvas.py chord_fail   chord([add.s(1, 1), add.s(1, "x")])(xsum.s()) on INTEROP_QUEUE:
+                                  the Rust add refuses "x"
+    python canvas.py chord_mixed  chord(add.s(i, 100) for i in range(6))(xsum.s()), the members
+                                  alternately on INTEROP_QUEUE and INTEROP_PY_QUEUE, the callback
+                                  on INTEROP_PY_QUEUE
 
 Prints one JSON line: the results it waited for.
 """
@@ -15,9 +21,9 @@ import json
 import os
 import sys
 
-from celery import chain, group
+from celery import chain, chord, group
 
-from interop import add, mul, note_failure
+from interop import add, mul, note_failure, xsum
 
 what = sys.argv[1]
 if what == "chain":
@@ -44,6 +50,22 @@ elif what == "handover":
         add.si(100, 1).set(queue=python_queue),
     ).apply_async()
     out = {"last": last.get(timeout=30), "mul": last.parent.get(timeout=30)}
+elif what == "chord":
+    result = chord(add.s(i, i) for i in range(4))(xsum.s())
+    out = {"sum": result.get(timeout=30), "id": result.id}
+elif what == "chord_fail":
+    result = chord([add.s(1, 1), add.s(1, "x")])(xsum.s())
+    try:
+        out = {"sum": result.get(timeout=30)}
+    except Exception as error:  # the chord's failure, as Python sees it
+        out = {"error": f"{type(error).__name__}: {error}", "id": result.id}
+elif what == "chord_mixed":
+    python_queue = os.environ["INTEROP_PY_QUEUE"]
+    header = [
+        add.s(i, 100).set(queue=python_queue) if i % 2 else add.s(i, 100) for i in range(6)
+    ]
+    result = chord(header)(xsum.s().set(queue=python_queue))
+    out = {"sum": result.get(timeout=30)}
 else:
     sys.exit(f"unknown workflow {what}")
 print(json.dumps(out), flush=True)

@@ -70,6 +70,12 @@ def mul(x, y):
     return x * y
 
 
+@app.task(name="tasks.xsum")
+def xsum(numbers):
+    """For chords: the sum of the members' results."""
+    return sum(numbers)
+
+
 @app.task(name="tasks.note_failure")
 def note_failure(task_id):
     """For workflows: an error callback, given the failed task's id."""

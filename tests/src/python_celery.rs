@@ -133,3 +133,25 @@ pub async fn python_inspect(
     );
     serde_json::from_slice(&output.stdout).expect("JSON from remote_control.py")
 }
+
+/// Runs `python canvas.py <what>` (see `tests/python/canvas.py`): builds a Celery workflow on
+/// `queue`, waits for its results and returns what it printed. `env` adds to its environment.
+pub async fn python_canvas(
+    python: &Path,
+    queue: &str,
+    what: &str,
+    env: &[(&str, &str)],
+) -> serde_json::Value {
+    let mut command = python_command(python, queue);
+    command.arg("canvas.py").arg(what);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let output = command.output().await.expect("run canvas.py");
+    assert!(
+        output.status.success(),
+        "canvas.py {what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("a JSON line from canvas.py")
+}

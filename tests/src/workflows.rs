@@ -364,8 +364,10 @@ pub async fn send_crash_chord(app: &App, size: i64) -> (AsyncResult<i64>, String
 /// writers racing, repeats answered `Complete` again only until the callback is marked sent, and
 /// one first failure.
 pub async fn backend_joins_chords(backend: std::sync::Arc<dyn celeriac::result::ResultBackend>) {
-    use celeriac::result::ChordJoin;
+    use celeriac::result::{ChordJoin, ChordPart};
     let chord = TaskId::new().to_string();
+    let task = TaskId::new().to_string();
+    let task = task.as_str();
     let ttl = Duration::from_secs(300);
     let output = |n: u32| bytes::Bytes::from(n.to_le_bytes().to_vec());
     assert!(backend.joins_chords());
@@ -375,7 +377,11 @@ pub async fn backend_joins_chords(backend: std::sync::Arc<dyn celeriac::result::
         let (backend, chord) = (backend.clone(), chord.clone());
         async move {
             backend
-                .join_chord(&chord, member, size, output(member), ttl)
+                .join_chord(
+                    ChordPart::new(&chord, member, size, task),
+                    output(member),
+                    ttl,
+                )
                 .await
         }
     });
@@ -386,6 +392,7 @@ pub async fn backend_joins_chords(backend: std::sync::Arc<dyn celeriac::result::
         .filter_map(|join| match join {
             ChordJoin::Complete(outputs) => Some(outputs),
             ChordJoin::Waiting => None,
+            other => panic!("a chord of successes cannot fail: {other:?}"),
         })
         .collect();
     // The completing write, and maybe repeats racing after it, before anyone marked it sent.
@@ -396,13 +403,13 @@ pub async fn backend_joins_chords(backend: std::sync::Arc<dyn celeriac::result::
     // A repeat before the callback is marked sent is answered `Complete` (its first sender may have
     // died); after, `Waiting`.
     let repeat = backend
-        .join_chord(&chord, 7, size, output(99), ttl)
+        .join_chord(ChordPart::new(&chord, 7, size, task), output(99), ttl)
         .await
         .expect("a join");
     assert!(matches!(repeat, ChordJoin::Complete(_)), "{repeat:?}");
     backend.chord_fired(&chord, ttl).await.expect("marked sent");
     let repeat = backend
-        .join_chord(&chord, 7, size, output(99), ttl)
+        .join_chord(ChordPart::new(&chord, 7, size, task), output(99), ttl)
         .await
         .expect("a join");
     assert_eq!(repeat, ChordJoin::Waiting);
@@ -413,7 +420,11 @@ pub async fn backend_joins_chords(backend: std::sync::Arc<dyn celeriac::result::
         let (backend, chord) = (backend.clone(), other.clone());
         async move {
             backend
-                .join_chord(&chord, member, size, output(member), ttl)
+                .join_chord(
+                    ChordPart::new(&chord, member, size, task),
+                    output(member),
+                    ttl,
+                )
                 .await
         }
     });
@@ -424,11 +435,21 @@ pub async fn backend_joins_chords(backend: std::sync::Arc<dyn celeriac::result::
         .count();
     assert_eq!(completions, 1);
 
-    assert!(backend.fail_chord(&chord, 3, ttl).await.expect("failed"));
-    assert!(!backend.fail_chord(&chord, 4, ttl).await.expect("failed"));
     assert!(
         backend
-            .fail_chord(&chord, 3, ttl)
+            .fail_chord(ChordPart::new(&chord, 3, size, task), "boom", ttl)
+            .await
+            .expect("failed")
+    );
+    assert!(
+        !backend
+            .fail_chord(ChordPart::new(&chord, 4, size, task), "boom", ttl)
+            .await
+            .expect("failed")
+    );
+    assert!(
+        backend
+            .fail_chord(ChordPart::new(&chord, 3, size, task), "boom", ttl)
             .await
             .expect("the same member again")
     );

@@ -100,7 +100,7 @@ async fn python_s_messages_run_typed_tasks_and_bad_ones_are_dead_lettered() {
                 "tasks.add",
                 json!([[2, 3], {}, {"chord": {"task": "tasks.add", "args": [1], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false}}]),
             ),
-            "a Celery workflow's `chord` in the message",
+            "a chord's member without its `group` and `group_index` headers",
         ),
     ];
     for ((_, bytes), _) in &bad {

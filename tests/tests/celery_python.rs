@@ -12,7 +12,9 @@ use celeriac::{App, Broker, TaskError};
 use celeriac_tests::harness::{
     BackgroundWorker, eventually, redis_url, require_python_celery, unique_queue,
 };
-use celeriac_tests::python_celery::{python_command, python_runs, python_sends, python_worker};
+use celeriac_tests::python_celery::{
+    python_canvas, python_command, python_runs, python_sends, python_worker,
+};
 use redis::AsyncCommands;
 
 /// The calls the Rust task ran: (mobile, sms_code, redelivered).
@@ -450,19 +452,9 @@ async fn python_workflow(
         .build()
         .expect("app");
     let running = BackgroundWorker::start(app.worker().concurrency(4).build().expect("worker"));
-    let mut command = python_command(python, queue);
-    command.arg("canvas.py").arg(what);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    let output = command.output().await.expect("run canvas.py");
+    let printed = python_canvas(python, queue, what, env).await;
     running.stop().await;
-    assert!(
-        output.status.success(),
-        "canvas.py {what} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("a JSON line from canvas.py")
+    printed
 }
 
 /// A chain built in Python runs on a Rust worker: each step's output goes first in the next

@@ -60,7 +60,9 @@ pub use self::events::{
 };
 pub use self::memory_results::MemoryResultBackend;
 pub use self::prefetch::{PrefetchSlot, PrefetchWindow};
-pub use self::results::{ChordJoin, ResultBackend, ResultState, StoredResult};
+pub use self::results::{
+    ChordJoin, ChordPart, ResultBackend, ResultState, StoredResult, UNSIZED_CHORD,
+};
 pub use self::url::RedactedUrl;
 
 /// Re-exported for broker implementations: [`Broker`] and [`Acknowledger`] are `#[async_trait]` traits.

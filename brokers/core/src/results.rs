@@ -224,8 +224,8 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
         false
     }
 
-    /// Records the output of member `member` (of `size`) of chord `chord`, kept for `ttl`, in one
-    /// atomic step, and says whether the caller is to send the chord's callback.
+    /// Records the output of chord member `part`, kept for `ttl`, in one atomic step, and says
+    /// whether the caller is to send the chord's callback.
     ///
     /// The join is idempotent: a member recorded twice (a run repeated after a crash) keeps its first
     /// output and counts once. It answers [`ChordJoin::Complete`] to the write that records the last
@@ -234,13 +234,11 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
     /// exactly once in normal runs and at least once across a crash.
     async fn join_chord(
         &self,
-        chord: &str,
-        member: u32,
-        size: u32,
+        part: ChordPart<'_>,
         output: Bytes,
         ttl: Duration,
     ) -> Result<ChordJoin, BrokerError> {
-        let _ = (chord, member, size, output, ttl);
+        let _ = (part, output, ttl);
         Err(BrokerError::Unsupported {
             system: self.system(),
             feature: "chords",
@@ -256,16 +254,19 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
         })
     }
 
-    /// Records that member `member` of chord `chord` failed for good. Returns whether it is the
-    /// chord's first failure (or the same member's again), so its error callback is sent once per
-    /// chord, and again only by a repeat of the run that sent it.
+    /// Records that chord member `part` failed for good, with `error`. Returns whether the caller
+    /// is to fail the chord now (store its failure, send its error callbacks): at the chord's
+    /// first failure (or the same member's again), so that happens once per chord, and again only
+    /// by a repeat of the run that did it. A backend that reports a chord's failure only once
+    /// every member is in, as Celery's does, answers `true` to the member that completes it, and
+    /// [`ChordJoin::Failed`] to a succeeding member that completes it.
     async fn fail_chord(
         &self,
-        chord: &str,
-        member: u32,
+        part: ChordPart<'_>,
+        error: &str,
         ttl: Duration,
     ) -> Result<bool, BrokerError> {
-        let _ = (chord, member, ttl);
+        let _ = (part, error, ttl);
         Err(BrokerError::Unsupported {
             system: self.system(),
             feature: "chords",
@@ -273,11 +274,51 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
     }
 }
 
+/// A chord member, as a result backend joins it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChordPart<'a> {
+    /// The chord's id: its join's key.
+    pub chord: &'a str,
+    /// The member's place in the chord's group, from 0.
+    pub index: u32,
+    /// How many members the chord has; `0` when the backend keeps that itself (Celery's chords,
+    /// whose sender writes their size to the result backend).
+    pub size: u32,
+    /// The member's task id.
+    pub task_id: &'a str,
+}
+
+impl<'a> ChordPart<'a> {
+    /// Member `index` (of `size`) of chord `chord`, run as task `task_id`.
+    ///
+    /// ```
+    /// let part = celeriac_core::ChordPart::new("chord-id", 2, 5, "task-id");
+    /// assert_eq!((part.index, part.size), (2, 5));
+    /// ```
+    pub fn new(chord: &'a str, index: u32, size: u32, task_id: &'a str) -> Self {
+        Self {
+            chord,
+            index,
+            size,
+            task_id,
+        }
+    }
+}
+
+/// Why a backend that keeps no chord sizes refuses a member of a chord of size 0 (Celery's).
+pub const UNSIZED_CHORD: &str = "a Celery chord (its size kept in the result backend) needs Celery's result backend: `celery_compat()` with a `redis://` result backend";
+
 /// What a chord member's [`join`](ResultBackend::join_chord) found.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ChordJoin {
     /// Members are still missing, or the callback was sent already.
     Waiting,
     /// Every member is in: their outputs, in member order. The caller sends the callback.
     Complete(Vec<Bytes>),
+    /// Every member is in, and one failed: why. The caller fails the chord (stores its failure,
+    /// sends its error callbacks). Only backends that report failures once every member is in
+    /// (Celery's) answer this.
+    Failed(String),
 }

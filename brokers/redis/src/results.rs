@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use celeriac_core::{BrokerError, ChordJoin, RedactedUrl, ResultBackend, StoredResult};
+use celeriac_core::{BrokerError, ChordJoin, ChordPart, RedactedUrl, ResultBackend, StoredResult};
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -216,12 +216,14 @@ impl ResultBackend for RedisResultBackend {
 
     async fn join_chord(
         &self,
-        chord: &str,
-        member: u32,
-        size: u32,
+        part: ChordPart<'_>,
         output: Bytes,
         ttl: Duration,
     ) -> Result<ChordJoin, BrokerError> {
+        let (chord, member, size) = (part.chord, part.index, part.size);
+        if size == 0 {
+            return Ok(ChordJoin::Failed(celeriac_core::UNSIZED_CHORD.to_owned()));
+        }
         let mut invocation = SCRIPTS.chord_join.key(self.chord_key(chord, "members"));
         invocation
             .key(self.chord_key(chord, "sent"))
@@ -275,12 +277,12 @@ impl ResultBackend for RedisResultBackend {
 
     async fn fail_chord(
         &self,
-        chord: &str,
-        member: u32,
+        part: ChordPart<'_>,
+        _error: &str,
         ttl: Duration,
     ) -> Result<bool, BrokerError> {
-        let mut invocation = SCRIPTS.chord_fail.key(self.chord_key(chord, "failed"));
-        invocation.arg(member).arg(ttl_ms(ttl));
+        let mut invocation = SCRIPTS.chord_fail.key(self.chord_key(part.chord, "failed"));
+        invocation.arg(part.index).arg(ttl_ms(ttl));
         let mut conn = self.inner.conn.clone();
         let first: i64 = bounded(
             "fail_chord",

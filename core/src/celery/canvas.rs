@@ -13,70 +13,132 @@ use serde_json::{Map, Value, json};
 
 use super::{ARGS_CONTENT_TYPE, CeleryError};
 use crate::TaskId;
-use crate::envelope::{ChainLink, Step, Workflow};
+use crate::envelope::{ChainLink, ChordMember, Step, Workflow};
+
+/// The group a message belongs to: its `group` and `group_index` headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct GroupPlace {
+    pub(super) group: TaskId,
+    pub(super) index: Option<u32>,
+}
 
 /// The workflow in a message's `embed`; `None` when it has none. `queue` is where steps that
-/// name none go (the message's own queue). What celeriac does not honour yet is refused with a
-/// reason, never dropped.
-pub(super) fn from_embed(embed: &Value, queue: &str) -> Result<Option<Workflow>, CeleryError> {
-    if !empty(embed.get("chord")) {
-        return Err(CeleryError::Unsupported(
-            "a Celery workflow's `chord` in the message".into(),
-        ));
-    }
+/// name none go (the message's own queue); `group` the message's place in a group, which a
+/// chord's member has. What celeriac does not honour yet is refused with a reason, never
+/// dropped.
+pub(super) fn from_embed(
+    embed: &Value,
+    queue: &str,
+    group: Option<GroupPlace>,
+) -> Result<Option<Workflow>, CeleryError> {
+    let chord = match embed.get("chord") {
+        None | Some(Value::Null) => None,
+        Some(callback) => Some(chord_member(callback, queue, group)?),
+    };
     let link = steps(embed.get("callbacks"), "callbacks", queue)?;
     let link_error = steps(embed.get("errbacks"), "errbacks", queue)?;
     let mut chain = Vec::new();
     for signature in signatures(embed.get("chain"), "chain")?.iter().rev() {
-        let mut link = ChainLink::new(step(signature, queue)?);
-        let options = signature.get("options");
-        link.link = steps(
-            options.and_then(|options| options.get("link")),
-            "link",
-            queue,
-        )?;
-        link.link_error = steps(
-            options.and_then(|options| options.get("link_error")),
-            "link_error",
-            queue,
-        )?;
-        chain.push(link);
+        chain.push(chain_link(signature, queue)?);
     }
-    if chain.is_empty() && link.is_empty() && link_error.is_empty() {
+    if chain.is_empty() && link.is_empty() && link_error.is_empty() && chord.is_none() {
         return Ok(None);
     }
     Ok(Some(Workflow {
         chain,
         link,
         link_error,
+        chord,
         ..Workflow::default()
     }))
 }
 
-/// The `embed` of a message whose envelope carries `workflow`.
-pub(super) fn to_embed(workflow: &Workflow) -> Result<Value, CeleryError> {
-    if workflow.chord.is_some() || workflow.chord_callback {
-        return Err(CeleryError::Unsupported(
-            "celeriac's chords in Celery's format".into(),
+/// A signature as a chain's step, with its own `link` and `link_error`.
+fn chain_link(signature: &Value, queue: &str) -> Result<ChainLink, CeleryError> {
+    let mut link = ChainLink::new(step(signature, queue)?);
+    let options = signature.get("options");
+    link.link = steps(
+        options.and_then(|options| options.get("link")),
+        "link",
+        queue,
+    )?;
+    link.link_error = steps(
+        options.and_then(|options| options.get("link_error")),
+        "link_error",
+        queue,
+    )?;
+    Ok(link)
+}
+
+/// A member of a Celery chord: `callback` is `embed.chord`; the chord is joined under the group's
+/// id, in Celery's keys, and its size is what the sender wrote there.
+fn chord_member(
+    callback: &Value,
+    queue: &str,
+    group: Option<GroupPlace>,
+) -> Result<ChordMember, CeleryError> {
+    let Some(GroupPlace {
+        group,
+        index: Some(index),
+    }) = group
+    else {
+        return Err(CeleryError::Body(
+            "a chord's member without its `group` and `group_index` headers".into(),
         ));
-    }
+    };
+    let callback = chain_link(callback, queue)?;
+    let link_error = callback.link_error.clone();
+    Ok(ChordMember {
+        chord: group,
+        index,
+        size: 0,
+        callback,
+        link_error,
+    })
+}
+
+/// The `embed` of a message whose envelope carries `workflow`, and the message's place in its
+/// chord's group (its `group` and `group_index` headers).
+pub(super) fn to_embed(workflow: &Workflow) -> Result<(Value, Option<GroupPlace>), CeleryError> {
     let mut chain = Vec::with_capacity(workflow.chain.len());
     for link in workflow.chain.iter().rev() {
-        let mut step = signature(&link.step)?;
-        if !link.link.is_empty() {
-            step["options"]["link"] = signature_list(&link.link)?;
-        }
-        if !link.link_error.is_empty() {
-            step["options"]["link_error"] = signature_list(&link.link_error)?;
-        }
-        chain.push(step);
+        chain.push(link_signature(link)?);
     }
-    Ok(json!({
+    let (chord, group) = match &workflow.chord {
+        // Only Celery's chords (whose size the result backend keeps) travel in Celery's format.
+        Some(member) if member.size == 0 => (
+            link_signature(&member.callback)?,
+            Some(GroupPlace {
+                group: member.chord,
+                index: Some(member.index),
+            }),
+        ),
+        Some(_) => {
+            return Err(CeleryError::Unsupported(
+                "celeriac's chords in Celery's format".into(),
+            ));
+        }
+        None => (Value::Null, None),
+    };
+    let embed = json!({
         "callbacks": signature_list(&workflow.link)?,
         "errbacks": signature_list(&workflow.link_error)?,
         "chain": if chain.is_empty() { Value::Null } else { Value::Array(chain) },
-        "chord": null,
-    }))
+        "chord": chord,
+    });
+    Ok((embed, group))
+}
+
+/// A chain's step as a signature, with its own `link` and `link_error`.
+fn link_signature(link: &ChainLink) -> Result<Value, CeleryError> {
+    let mut step = signature(&link.step)?;
+    if !link.link.is_empty() {
+        step["options"]["link"] = signature_list(&link.link)?;
+    }
+    if !link.link_error.is_empty() {
+        step["options"]["link_error"] = signature_list(&link.link_error)?;
+    }
+    Ok(step)
 }
 
 /// `steps` as a list of signatures, `null` when there are none (as Celery writes it).
@@ -106,14 +168,6 @@ pub(crate) fn prepend_result(previous: &[u8], args: &[u8]) -> Result<Vec<u8>, Ce
         .map_err(|error| CeleryError::Arguments(format!("not `[args, kwargs]`: {error}")))?;
     args.insert(0, previous);
     serde_json::to_vec(&(args, kwargs)).map_err(|error| CeleryError::Arguments(error.to_string()))
-}
-
-fn empty(value: Option<&Value>) -> bool {
-    match value {
-        None | Some(Value::Null) => true,
-        Some(Value::Array(items)) => items.is_empty(),
-        Some(_) => false,
-    }
 }
 
 /// The steps of a list of signatures (or of one signature, as `link` may be).
@@ -252,7 +306,7 @@ mod tests {
     #[test]
     fn a_python_chain_is_a_workflow_next_step_first() {
         let embed: Value = serde_json::from_str(CHAIN).unwrap();
-        let workflow = from_embed(&embed, "celery").unwrap().unwrap();
+        let workflow = from_embed(&embed, "celery", None).unwrap().unwrap();
         let tasks: Vec<&str> = workflow
             .chain
             .iter()
@@ -267,7 +321,8 @@ mod tests {
         let args = prepend_result(b"3", &mul.args).unwrap();
         assert_eq!(String::from_utf8(args).unwrap(), "[[3,10],{}]");
         // And back: Celery's order again, the rest after this step.
-        let back = to_embed(&workflow).unwrap();
+        let (back, group) = to_embed(&workflow).unwrap();
+        assert_eq!(group, None);
         assert_eq!(back["chain"][0]["task"], "tasks.add");
         assert_eq!(back["chain"][0]["immutable"], true);
         assert_eq!(back["chain"][1]["task"], "tasks.mul");
@@ -277,42 +332,84 @@ mod tests {
     #[test]
     fn callbacks_are_links_and_what_is_not_honoured_is_refused() {
         let embed = json!({"callbacks": [{"task": "tasks.mul", "args": [3], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false}], "errbacks": null, "chain": null, "chord": null});
-        let workflow = from_embed(&embed, "q").unwrap().unwrap();
+        let workflow = from_embed(&embed, "q", None).unwrap().unwrap();
         assert_eq!(workflow.link.len(), 1);
         assert!(
-            from_embed(&json!({"callbacks": null, "chain": []}), "q")
+            from_embed(&json!({"callbacks": null, "chain": []}), "q", None)
                 .unwrap()
                 .is_none()
         );
-        let errbacks = from_embed(&json!({"errbacks": [{"task": "e"}]}), "q")
+        let errbacks = from_embed(&json!({"errbacks": [{"task": "e"}]}), "q", None)
             .unwrap()
             .unwrap();
         assert_eq!(errbacks.link_error.len(), 1);
-        assert_eq!(to_embed(&errbacks).unwrap()["errbacks"][0]["task"], "e");
+        assert_eq!(to_embed(&errbacks).unwrap().0["errbacks"][0]["task"], "e");
         assert_eq!(
             failed_task_id(TaskId::from(uuid::Uuid::nil())),
             br#""00000000-0000-0000-0000-000000000000""#
         );
-        for refused in [
-            json!({"chord": {"task": "t"}}),
-            json!({"chain": [{"task": "t", "subtask_type": "group"}]}),
-        ] {
-            assert!(
-                matches!(from_embed(&refused, "q"), Err(CeleryError::Unsupported(_))),
-                "{refused}"
-            );
-        }
+        let nested = json!({"chain": [{"task": "t", "subtask_type": "group"}]});
+        assert!(
+            matches!(
+                from_embed(&nested, "q", None),
+                Err(CeleryError::Unsupported(_))
+            ),
+            "a nested group is refused"
+        );
         for bad in [
             json!({"chain": "x"}),
             json!({"errbacks": 3}),
             json!({"callbacks": [{"args": []}]}),
             json!({"callbacks": [{"task": "t", "args": 1}]}),
             json!({"callbacks": [{"task": "t", "options": {"task_id": "nope"}}]}),
+            // A chord's member that does not say where it is in the group.
+            json!({"chord": {"task": "t"}}),
         ] {
             assert!(
-                matches!(from_embed(&bad, "q"), Err(CeleryError::Body(_))),
+                matches!(from_embed(&bad, "q", None), Err(CeleryError::Body(_))),
                 "{bad}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod chord_tests {
+    use super::*;
+
+    /// Captured from Celery 5.7: a header message of `chord([add.s(1, 2), add.s(3, 4)])(xsum.s())`.
+    const CHORD: &str = r#"{"callbacks": null, "errbacks": null, "chain": null, "chord": {"task": "tasks.xsum", "args": [], "kwargs": {}, "options": {"task_id": "ae7faaa0-0000-4000-8000-000000000003", "reply_to": "287784ce", "group_id": "a829edec-0000-4000-8000-000000000004", "link_error": [{"task": "tasks.note_failure", "args": [], "kwargs": {}, "options": {}, "subtask_type": null, "immutable": false}]}, "subtask_type": null, "immutable": false}}"#;
+
+    #[test]
+    fn a_python_chords_member_joins_under_its_group_and_goes_back_as_it_came() {
+        let embed: Value = serde_json::from_str(CHORD).unwrap();
+        let group: TaskId = "a829edec-0000-4000-8000-000000000004".parse().unwrap();
+        let place = GroupPlace {
+            group,
+            index: Some(1),
+        };
+        let workflow = from_embed(&embed, "celery", Some(place)).unwrap().unwrap();
+        let member = workflow.chord.as_ref().unwrap();
+        assert_eq!((member.chord, member.index, member.size), (group, 1, 0));
+        assert_eq!(member.callback.step.task, "tasks.xsum");
+        assert_eq!(
+            member.callback.step.id.to_string(),
+            "ae7faaa0-0000-4000-8000-000000000003"
+        );
+        assert_eq!(member.link_error.len(), 1);
+        // A retry sends it on as a chord's member still.
+        let (back, back_place) = to_embed(&workflow).unwrap();
+        assert_eq!(back_place, Some(place));
+        assert_eq!(back["chord"]["task"], "tasks.xsum");
+        assert_eq!(
+            back["chord"]["options"]["link_error"][0]["task"],
+            "tasks.note_failure"
+        );
+        // Without `group_index`, it cannot be joined.
+        let unplaced = GroupPlace { group, index: None };
+        assert!(matches!(
+            from_embed(&embed, "celery", Some(unplaced)),
+            Err(CeleryError::Body(_))
+        ));
     }
 }

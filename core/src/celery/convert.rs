@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
+use super::canvas::GroupPlace;
 use super::message::{DeliveryInfo, KombuMessage, Properties};
 use super::{ARGS_CONTENT_TYPE, CeleryError};
 use crate::codec::CodecError;
@@ -74,7 +75,25 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
         }
     };
     let (args, embed) = body(&message.body_bytes()?)?;
-    let workflow = super::canvas::from_embed(&embed, &queue)?;
+    let group = match headers.get("group") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(group)) => Some(GroupPlace {
+            group: task_id("group", group)?,
+            index: match headers.get("group_index") {
+                None | Some(Value::Null) => None,
+                Some(index) => Some(
+                    index
+                        .as_u64()
+                        .and_then(|index| u32::try_from(index).ok())
+                        .ok_or_else(|| {
+                            CeleryError::header("group_index", format!("not an index: {index}"))
+                        })?,
+                ),
+            },
+        }),
+        Some(_) => return Err(CeleryError::header("group", "not a string")),
+    };
+    let workflow = super::canvas::from_embed(&embed, &queue, group)?;
 
     let mut envelope = Envelope::new(task, queue, args, ARGS_CONTENT_TYPE);
     envelope.workflow = workflow.map(Box::new);
@@ -269,9 +288,12 @@ fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
             )));
         }
     };
-    let embed = match envelope.workflow.as_deref() {
+    let (embed, group) = match envelope.workflow.as_deref() {
         Some(workflow) => super::canvas::to_embed(workflow)?,
-        None => json!({"callbacks": null, "errbacks": null, "chain": null, "chord": null}),
+        None => (
+            json!({"callbacks": null, "errbacks": null, "chain": null, "chord": null}),
+            None,
+        ),
     };
     let body = serde_json::to_vec(&[args, kwargs, embed])
         .map_err(|error| CeleryError::Body(error.to_string()))?;
@@ -285,8 +307,16 @@ fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
     headers.insert("shadow".into(), Value::Null);
     headers.insert("eta".into(), iso(envelope.eta));
     headers.insert("expires".into(), iso(envelope.expires));
-    headers.insert("group".into(), Value::Null);
-    headers.insert("group_index".into(), Value::Null);
+    headers.insert(
+        "group".into(),
+        group.map_or(Value::Null, |place| json!(place.group.to_string())),
+    );
+    headers.insert(
+        "group_index".into(),
+        group
+            .and_then(|place| place.index)
+            .map_or(Value::Null, |index| json!(index)),
+    );
     headers.insert("retries".into(), json!(envelope.retries));
     let hard = envelope
         .time_limit

@@ -124,7 +124,7 @@ fn hostile_celery_messages_are_refused_with_the_reason() {
         ),
         (
             with_body(ADD, chord),
-            "a Celery workflow's `chord` in the message",
+            "a chord's member without its `group` and `group_index` headers",
         ),
         (bad_base64.to_string(), "bad base64"),
         (weird_type.to_string(), "is not accepted"),

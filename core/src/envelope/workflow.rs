@@ -95,11 +95,12 @@ impl ChainLink {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct ChordMember {
-    /// The chord's id: its join's key in the result backend.
+    /// The chord's id: its join's key in the result backend. For celeriac's chords it is the
+    /// callback's id; for Celery's, the group's.
     pub chord: TaskId,
     /// This member's place in the group, from 0.
     pub index: u32,
-    /// How many members the chord has.
+    /// How many members the chord has; `0` when the result backend keeps that (Celery's chords).
     pub size: u32,
     /// The callback, sent with every member's output once all succeeded. Its id is the chord's
     /// result id.

@@ -132,7 +132,8 @@ impl LazyRedis<celeriac_redis::CeleryResultBackend> {
             backend: crate::lazy::LazyClient::new(url, |url| {
                 Box::pin(async move { celeriac_redis::CeleryResultBackend::connect(&url).await })
             }),
-            joins_chords: false,
+            // Celery's chords, in Celery's keys.
+            joins_chords: true,
         }
     }
 }
@@ -175,14 +176,12 @@ impl<B: ResultBackend + Clone> ResultBackend for LazyRedis<B> {
 
     async fn join_chord(
         &self,
-        chord: &str,
-        member: u32,
-        size: u32,
+        part: super::ChordPart<'_>,
         output: bytes::Bytes,
         ttl: Duration,
     ) -> Result<super::ChordJoin, BrokerError> {
         let backend = self.backend.connected().await?;
-        backend.join_chord(chord, member, size, output, ttl).await
+        backend.join_chord(part, output, ttl).await
     }
 
     async fn chord_fired(&self, chord: &str, ttl: Duration) -> Result<(), BrokerError> {
@@ -195,14 +194,14 @@ impl<B: ResultBackend + Clone> ResultBackend for LazyRedis<B> {
 
     async fn fail_chord(
         &self,
-        chord: &str,
-        member: u32,
+        part: super::ChordPart<'_>,
+        error: &str,
         ttl: Duration,
     ) -> Result<bool, BrokerError> {
         self.backend
             .connected()
             .await?
-            .fail_chord(chord, member, ttl)
+            .fail_chord(part, error, ttl)
             .await
     }
 }

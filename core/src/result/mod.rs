@@ -25,7 +25,7 @@ pub(crate) mod record;
 pub(crate) mod store;
 
 #[doc(inline)]
-pub use celeriac_core::{ChordJoin, ResultBackend, ResultState, StoredResult};
+pub use celeriac_core::{ChordJoin, ChordPart, ResultBackend, ResultState, StoredResult};
 
 pub use self::async_result::AsyncResult;
 pub(crate) use self::backend_url::ResultBackendChoice;

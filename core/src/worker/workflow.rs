@@ -11,7 +11,7 @@ use crate::canvas::chain::{next_in_chain, next_message, workflow};
 use crate::envelope::{ChordMember, Step, Workflow};
 use crate::error::Report;
 use crate::result::record::Cause;
-use crate::result::{ChordJoin, store};
+use crate::result::{ChordJoin, ChordPart, store};
 use crate::{App, CodecExt, Envelope};
 
 /// After a success with `output` (encoded with the app's codec). Returns `false` when something
@@ -58,23 +58,44 @@ async fn join(app: &App, envelope: &Envelope, member: &ChordMember, output: &[u8
         tracing::error!(task = %envelope.task, task.id = %envelope.id, chord = %member.chord, "a chord's member ran on a worker without a result backend: the chord cannot complete");
         return true;
     };
-    if member.index >= member.size {
+    if !backend.joins_chords() {
+        let reason = format!(
+            "a chord's member ran on a worker whose result backend ({}) does not join chords",
+            backend.system()
+        );
+        tracing::error!(task = %envelope.task, task.id = %envelope.id, chord = %member.chord, %reason, "chord failed");
+        fail_chord(app, envelope, member, Cause::Failed, reason).await;
+        return true;
+    }
+    // Size 0: the backend keeps it (Celery's chords).
+    if member.size != 0 && member.index >= member.size {
         let reason = format!(
             "member {} of a chord of {} (a message no celeriac sent)",
             member.index, member.size
         );
         tracing::error!(task = %envelope.task, task.id = %envelope.id, chord = %member.chord, %reason, "chord failed");
-        store::stopped(app, member.chord, envelope, Cause::Failed, reason).await;
+        store::stopped(
+            app,
+            member.callback.step.id,
+            envelope,
+            Cause::Failed,
+            reason,
+        )
+        .await;
         return true;
     }
     let (chord, ttl) = (member.chord.to_string(), app.result_expires());
+    let task_id = envelope.id.to_string();
+    let part = ChordPart::new(&chord, member.index, member.size, &task_id);
     let output = Bytes::copy_from_slice(output);
-    let outputs = match backend
-        .join_chord(&chord, member.index, member.size, output, ttl)
-        .await
-    {
-        Ok(ChordJoin::Waiting) => return true,
+    let outputs = match backend.join_chord(part, output, ttl).await {
         Ok(ChordJoin::Complete(outputs)) => outputs,
+        Ok(ChordJoin::Failed(reason)) => {
+            tracing::warn!(task = %envelope.task, task.id = %envelope.id, %chord, %reason, "chord failed");
+            fail_chord(app, envelope, member, Cause::Failed, reason).await;
+            return true;
+        }
+        Ok(_) => return true,
         Err(error) => {
             tracing::warn!(task = %envelope.task, task.id = %envelope.id, %chord, error = %Report(&error), "cannot join the chord; requeueing the task");
             return false;
@@ -95,7 +116,14 @@ async fn join(app: &App, envelope: &Envelope, member: &ChordMember, output: &[u8
                 Report(&error)
             );
             tracing::error!(task = %envelope.task, task.id = %envelope.id, %chord, %reason, "chord failed");
-            store::stopped(app, member.chord, envelope, Cause::Failed, reason).await;
+            store::stopped(
+                app,
+                member.callback.step.id,
+                envelope,
+                Cause::Failed,
+                reason,
+            )
+            .await;
             return true;
         }
     };
@@ -141,19 +169,39 @@ async fn stop(app: &App, envelope: &Envelope, workflow: &Workflow, cause: Cause,
         return;
     };
     let chord = member.chord.to_string();
+    let task_id = envelope.id.to_string();
+    let part = ChordPart::new(&chord, member.index, member.size, &task_id);
     match backend
-        .fail_chord(&chord, member.index, app.result_expires())
+        .fail_chord(part, &message, app.result_expires())
         .await
     {
         Ok(true) => {
-            send_errbacks(app, envelope, &member.link_error, &message).await;
-            store::stopped(app, member.chord, envelope, cause, message).await;
+            // Celery's chords (whose size the backend keeps) say which member failed, as Celery's
+            // `ChordError` does, whichever member completes the chord.
+            let message = if member.size == 0 {
+                format!("Dependency {} raised TaskError: {message}", envelope.id)
+            } else {
+                message
+            };
+            fail_chord(app, envelope, member, cause, message).await;
         }
         Ok(false) => {}
         Err(error) => {
             tracing::error!(task = %envelope.task, task.id = %envelope.id, %chord, error = %Report(&error), "cannot record the chord's failure");
         }
     }
+}
+
+/// Fails the chord `member` belongs to: its error callbacks, then its result (the callback's).
+async fn fail_chord(
+    app: &App,
+    envelope: &Envelope,
+    member: &ChordMember,
+    cause: Cause,
+    message: String,
+) {
+    send_errbacks(app, envelope, &member.link_error, &message).await;
+    store::stopped(app, member.callback.step.id, envelope, cause, message).await;
 }
 
 /// Sends each of `errbacks` with the [`TaskFailure`] of `envelope`'s task. What cannot be sent is

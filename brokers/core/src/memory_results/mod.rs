@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use self::chords::Chords;
-use crate::{BrokerError, ChordJoin, ResultBackend, StoredResult};
+use crate::{BrokerError, ChordJoin, ChordPart, ResultBackend, StoredResult};
 
 mod chords;
 
@@ -224,13 +224,16 @@ impl ResultBackend for MemoryResultBackend {
 
     async fn join_chord(
         &self,
-        chord: &str,
-        member: u32,
-        size: u32,
+        part: ChordPart<'_>,
         output: Bytes,
         ttl: Duration,
     ) -> Result<ChordJoin, BrokerError> {
-        Ok(self.chords().join(chord, member, size, output, ttl))
+        if part.size == 0 {
+            return Ok(ChordJoin::Failed(crate::UNSIZED_CHORD.to_owned()));
+        }
+        Ok(self
+            .chords()
+            .join(part.chord, part.index, part.size, output, ttl))
     }
 
     async fn chord_fired(&self, chord: &str, ttl: Duration) -> Result<(), BrokerError> {
@@ -240,11 +243,11 @@ impl ResultBackend for MemoryResultBackend {
 
     async fn fail_chord(
         &self,
-        chord: &str,
-        member: u32,
+        part: ChordPart<'_>,
+        _error: &str,
         ttl: Duration,
     ) -> Result<bool, BrokerError> {
-        Ok(self.chords().fail(chord, member, ttl))
+        Ok(self.chords().fail(part.chord, part.index, ttl))
     }
 }
 

@@ -7,18 +7,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use celeriac_core::{BrokerError, RedactedUrl, ResultBackend, ResultState, StoredResult};
+use celeriac_core::{
+    BrokerError, ChordJoin, ChordPart, RedactedUrl, ResultBackend, ResultState, StoredResult,
+};
 use redis::Script;
 use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+mod chords;
 
 use crate::client_options::ClientOptions;
 use crate::error::bounded;
 use crate::result_listener::{self, Channels, Command, Watch};
 
 static STORE: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(include_str!("scripts/celery_store.lua")));
+    std::sync::LazyLock::new(|| Script::new(include_str!("../scripts/celery_store.lua")));
 
 /// A [`ResultBackend`] that keeps results as Celery's Redis backend does: the JSON meta
 /// `{"status": …, "result": …, "traceback": …, "children": …, "date_done": …, "task_id": …}` under
@@ -254,6 +258,39 @@ impl ResultBackend for CeleryResultBackend {
             redis::cmd("DEL").arg(self.key(id)).query_async(&mut conn),
         )
         .await
+    }
+
+    /// Celery's chords: joined in Celery's keys, the size being what the chord's sender wrote.
+    fn joins_chords(&self) -> bool {
+        true
+    }
+
+    async fn join_chord(
+        &self,
+        part: ChordPart<'_>,
+        output: Bytes,
+        ttl: Duration,
+    ) -> Result<ChordJoin, BrokerError> {
+        self.join_celery_chord(part, chords::Outcome::Succeeded(&output), ttl)
+            .await
+    }
+
+    async fn chord_fired(&self, chord: &str, _ttl: Duration) -> Result<(), BrokerError> {
+        self.celery_chord_sent(chord).await
+    }
+
+    /// Records the failure in the join; `true` when it completes the chord (Celery fails a chord
+    /// once every member is in).
+    async fn fail_chord(
+        &self,
+        part: ChordPart<'_>,
+        error: &str,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let joined = self
+            .join_celery_chord(part, chords::Outcome::Failed(error), ttl)
+            .await?;
+        Ok(matches!(joined, ChordJoin::Failed(_)))
     }
 }
 

@@ -1,0 +1,133 @@
+//! Chords built in Python (Celery 5.7) whose members run on Rust workers, alone or beside Python
+//! workers: the members are joined in Celery's Redis keys (`celery-taskset-meta-<group>.j` …),
+//! so each language's members count, the callback is sent once, in Celery's format, to whichever
+//! worker serves its queue, and a failed member fails the chord as Celery reports it.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use celeriac::{App, AsyncResult, TaskError, TaskId};
+use celeriac_tests::harness::{BackgroundWorker, redis_url, require_python_celery, unique_queue};
+use celeriac_tests::python_celery::{python_canvas, python_worker};
+use serde_json::json;
+
+/// The members the Rust `tasks.add` ran: (x, y).
+static ADDED: Mutex<Vec<(i64, i64)>> = Mutex::new(Vec::new());
+
+/// The callbacks the Rust `tasks.xsum` ran.
+static SUMMED: Mutex<Vec<Vec<i64>>> = Mutex::new(Vec::new());
+
+#[celeriac::task(name = "tasks.add")]
+async fn add(x: i64, y: i64) -> Result<i64, TaskError> {
+    ADDED.lock().unwrap().push((x, y));
+    Ok(x + y)
+}
+
+#[celeriac::task(name = "tasks.xsum")]
+async fn xsum(numbers: Vec<i64>) -> Result<i64, TaskError> {
+    SUMMED.lock().unwrap().push(numbers.clone());
+    Ok(numbers.iter().sum())
+}
+
+/// A Rust worker on `queue`, in Celery's format, with Celery's result backend; and its app.
+fn rust_worker(queue: &str) -> (App, BackgroundWorker) {
+    let app = App::builder()
+        .broker_url(redis_url())
+        .result_backend_url(redis_url())
+        .celery_compat()
+        .default_queue(queue)
+        .register::<add>()
+        .register::<xsum>()
+        .build()
+        .expect("app");
+    let worker = app.worker().concurrency(4).build().expect("worker");
+    (app, BackgroundWorker::start(worker))
+}
+
+/// A chord whose members and callback all run on a Rust worker: the callback gets the members'
+/// results in group order, once, and Python's `get()` of the chord reads its sum. A chord whose
+/// member fails (a string for a number) is failed, and the callback never runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_chord_runs_on_a_rust_worker() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("py_chord");
+    let (app, running) = rust_worker(&queue);
+    let chord = python_canvas(&python, &queue, "chord", &[]).await;
+    let failed = python_canvas(&python, &queue, "chord_fail", &[]).await;
+    // Python raises the failed member's error; the chord's own result says which member it was.
+    let chord_id: TaskId = failed["id"]
+        .as_str()
+        .expect("the chord's id")
+        .parse()
+        .expect("a UUID");
+    let chord_result = AsyncResult::<i64>::from_id(&app, chord_id)
+        .get_timeout(Duration::from_secs(30))
+        .await;
+    running.stop().await;
+    assert_eq!(chord["sum"], 12, "{chord}");
+    let summed = SUMMED.lock().unwrap().clone();
+    assert_eq!(
+        summed
+            .iter()
+            .filter(|numbers| **numbers == [0, 2, 4, 6])
+            .count(),
+        1,
+        "the callback ran once, with the results in group order: {summed:?}"
+    );
+    let error = failed["error"].as_str().expect("the chord failed");
+    assert!(error.contains(r#"string "x", expected i64"#), "{error}");
+    let chord_error = chord_result.expect_err("the chord failed").to_string();
+    assert!(
+        chord_error.contains("Dependency") && chord_error.contains(r#"string "x""#),
+        "{chord_error}"
+    );
+    assert!(
+        !summed.iter().any(|numbers| numbers.len() == 2),
+        "the failed chord's callback did not run: {summed:?}"
+    );
+}
+
+/// One chord, its members alternately on a Rust and a Python worker and its callback on the
+/// Python one: both languages' members are counted in the one join, and the callback the last
+/// member sends (in either language) runs on Python with all six results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chords_members_in_both_languages_join_as_one() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("chord_rust");
+    let python_queue = unique_queue("chord_python");
+    let mut python_side = python_worker(&python, &python_queue, "solo", &[], &[]);
+    let (_, running) = rust_worker(&queue);
+    let mixed = python_canvas(
+        &python,
+        &queue,
+        "chord_mixed",
+        &[("INTEROP_PY_QUEUE", python_queue.as_str())],
+    )
+    .await;
+    running.stop().await;
+    python_side.start_kill().expect("stop the Python worker");
+    let _ = python_side.wait().await;
+    assert_eq!(mixed, json!({"sum": 615}));
+    let added = ADDED.lock().unwrap().clone();
+    for rust_member in [(0, 100), (2, 100), (4, 100)] {
+        assert!(added.contains(&rust_member), "{added:?}");
+    }
+    for python_member in [(1, 100), (3, 100), (5, 100)] {
+        assert!(
+            !added.contains(&python_member),
+            "a Python member ran on Rust: {added:?}"
+        );
+    }
+    assert!(
+        !SUMMED
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|numbers| numbers.len() == 6),
+        "the callback ran on the Python worker"
+    );
+}
