@@ -9,6 +9,19 @@ use redis::AsyncCommands;
 
 use crate::harness::{eventually, python_dir, redis_url};
 
+/// An app in Celery's format on the tests' Redis, sending to and serving `queue`.
+pub fn celery_app(queue: &str) -> celeriac::AppBuilder {
+    celeriac::App::builder()
+        .broker_url(redis_url())
+        .celery_compat()
+        .default_queue(queue)
+}
+
+/// [`celery_app`] with Celery's result backend, on the tests' Redis too.
+pub fn celery_app_with_results(queue: &str) -> celeriac::AppBuilder {
+    celery_app(queue).result_backend_url(redis_url())
+}
+
 pub fn python_command(python: &Path, queue: &str) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(python);
     command

@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use celeriac::{App, AsyncResult, TaskError, TaskId};
-use celeriac_tests::harness::{BackgroundWorker, redis_url, require_python_celery, unique_queue};
-use celeriac_tests::python_celery::{python_canvas, python_worker};
+use celeriac_tests::harness::{BackgroundWorker, require_python_celery, unique_queue};
+use celeriac_tests::python_celery::{celery_app_with_results, python_canvas, python_worker};
 use serde_json::json;
 
 /// The members the Rust `tasks.add` ran: (x, y).
@@ -31,11 +31,7 @@ async fn xsum(numbers: Vec<i64>) -> Result<i64, TaskError> {
 
 /// A Rust worker on `queue`, in Celery's format, with Celery's result backend; and its app.
 fn rust_worker(queue: &str) -> (App, BackgroundWorker) {
-    let app = App::builder()
-        .broker_url(redis_url())
-        .result_backend_url(redis_url())
-        .celery_compat()
-        .default_queue(queue)
+    let app = celery_app_with_results(queue)
         .register::<add>()
         .register::<xsum>()
         .build()

@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use celeriac::{App, TaskError};
-use celeriac_tests::harness::{
-    BackgroundWorker, eventually, redis_url, require_python_celery, unique_queue,
+use celeriac_tests::harness::{BackgroundWorker, eventually, require_python_celery, unique_queue};
+use celeriac_tests::python_celery::{
+    celery_app, http_get, python_command, python_inspect, python_sends,
 };
-use celeriac_tests::python_celery::{http_get, python_command, python_inspect, python_sends};
 use serde_json::json;
 
 /// The mobiles the Rust task was called for.
@@ -24,11 +24,9 @@ async fn ccp_send_sms_code(mobile: String, sms_code: String) -> Result<i32, Task
     Ok(0)
 }
 
-fn celery_app(queue: &str) -> App {
-    App::builder()
-        .broker_url(redis_url())
-        .celery_compat()
-        .default_queue(queue)
+/// The shop's app, in Celery's format, on `queue`.
+fn sms_app(queue: &str) -> App {
+    celery_app(queue)
         .register::<ccp_send_sms_code>()
         .build()
         .expect("app")
@@ -50,7 +48,7 @@ async fn flower_lists_a_rust_worker_online_with_its_task_counts() {
         .stderr(Stdio::null())
         .spawn()
         .expect("start Flower");
-    let app = celery_app(&queue);
+    let app = sms_app(&queue);
     let hostname = format!("rust-sms-{}@celeriac-test", std::process::id());
     let worker = app
         .worker()
@@ -125,7 +123,7 @@ async fn celery_inspect_and_control_reach_a_rust_worker() {
         return;
     };
     let queue = unique_queue("pidbox");
-    let app = celery_app(&queue);
+    let app = sms_app(&queue);
     let hostname = format!("rust-pidbox-{}@celeriac-test", std::process::id());
     let worker = app
         .worker()

@@ -13,7 +13,8 @@ use celeriac_tests::harness::{
     BackgroundWorker, eventually, redis_url, require_python_celery, unique_queue,
 };
 use celeriac_tests::python_celery::{
-    python_canvas, python_command, python_runs, python_sends, python_worker,
+    celery_app, celery_app_with_results, python_canvas, python_command, python_runs, python_sends,
+    python_worker,
 };
 use redis::AsyncCommands;
 
@@ -39,20 +40,9 @@ fn ran_for(mobile_prefix: &str) -> Vec<(String, String)> {
     ran
 }
 
-/// An app in Celery's format on the tests' Redis, with Celery's result backend there.
-fn celery_app_with_results(queue: &str) -> celeriac::AppBuilder {
-    App::builder()
-        .broker_url(redis_url())
-        .result_backend_url(redis_url())
-        .celery_compat()
-        .default_queue(queue)
-}
-
-fn celery_app(queue: &str) -> App {
-    App::builder()
-        .broker_url(redis_url())
-        .celery_compat()
-        .default_queue(queue)
+/// The shop's app, in Celery's format, on `queue`.
+fn sms_app(queue: &str) -> App {
+    celery_app(queue)
         .register::<ccp_send_sms_code>()
         .build()
         .expect("app")
@@ -68,7 +58,7 @@ async fn python_delay_runs_on_a_rust_worker() {
         return;
     };
     let queue = unique_queue("py_to_rust");
-    let app = celery_app(&queue);
+    let app = sms_app(&queue);
     let sent = tokio::time::Instant::now();
     let lines = python_sends(
         &python,

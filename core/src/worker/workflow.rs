@@ -63,8 +63,7 @@ async fn join(app: &App, envelope: &Envelope, member: &ChordMember, output: &[u8
             "a chord's member ran on a worker whose result backend ({}) does not join chords",
             backend.system()
         );
-        tracing::error!(task = %envelope.task, task.id = %envelope.id, chord = %member.chord, %reason, "chord failed");
-        fail_chord(app, envelope, member, Cause::Failed, reason).await;
+        chord_failed(app, envelope, member, reason).await;
         return true;
     }
     // Size 0: the backend keeps it (Celery's chords).
@@ -73,15 +72,7 @@ async fn join(app: &App, envelope: &Envelope, member: &ChordMember, output: &[u8
             "member {} of a chord of {} (a message no celeriac sent)",
             member.index, member.size
         );
-        tracing::error!(task = %envelope.task, task.id = %envelope.id, chord = %member.chord, %reason, "chord failed");
-        store::stopped(
-            app,
-            member.callback.step.id,
-            envelope,
-            Cause::Failed,
-            reason,
-        )
-        .await;
+        chord_failed(app, envelope, member, reason).await;
         return true;
     }
     let (chord, ttl) = (member.chord.to_string(), app.result_expires());
@@ -91,8 +82,7 @@ async fn join(app: &App, envelope: &Envelope, member: &ChordMember, output: &[u8
     let outputs = match backend.join_chord(part, output, ttl).await {
         Ok(ChordJoin::Complete(outputs)) => outputs,
         Ok(ChordJoin::Failed(reason)) => {
-            tracing::warn!(task = %envelope.task, task.id = %envelope.id, %chord, %reason, "chord failed");
-            fail_chord(app, envelope, member, Cause::Failed, reason).await;
+            chord_failed(app, envelope, member, reason).await;
             return true;
         }
         Ok(_) => return true,
@@ -115,15 +105,7 @@ async fn join(app: &App, envelope: &Envelope, member: &ChordMember, output: &[u8
                 callback.step.task,
                 Report(&error)
             );
-            tracing::error!(task = %envelope.task, task.id = %envelope.id, %chord, %reason, "chord failed");
-            store::stopped(
-                app,
-                member.callback.step.id,
-                envelope,
-                Cause::Failed,
-                reason,
-            )
-            .await;
+            chord_failed(app, envelope, member, reason).await;
             return true;
         }
     };
@@ -190,6 +172,12 @@ async fn stop(app: &App, envelope: &Envelope, workflow: &Workflow, cause: Cause,
             tracing::error!(task = %envelope.task, task.id = %envelope.id, %chord, error = %Report(&error), "cannot record the chord's failure");
         }
     }
+}
+
+/// The chord `member` belongs to cannot complete, for `reason`: logged, then failed.
+async fn chord_failed(app: &App, envelope: &Envelope, member: &ChordMember, reason: String) {
+    tracing::error!(task = %envelope.task, task.id = %envelope.id, chord = %member.chord, %reason, "chord failed");
+    fail_chord(app, envelope, member, Cause::Failed, reason).await;
 }
 
 /// Fails the chord `member` belongs to: its error callbacks, then its result (the callback's).
