@@ -1,7 +1,8 @@
 """The Python side of celeriac's Celery interop tests: the shop's SMS task as its Django project
 defines it, on the broker and queue the Rust test names in the environment.
 
-    INTEROP_BROKER_URL  redis://127.0.0.1:6379/0
+    INTEROP_BROKER_URL  redis://127.0.0.1:6379/0 (or amqp://…)
+    INTEROP_RECORD_URL  the Redis where runs are recorded (unset: INTEROP_BROKER_URL)
     INTEROP_QUEUE       the queue to send to and consume from
     INTEROP_PREFIX      kombu's global_keyprefix (may be empty)
     INTEROP_BACKEND_URL Celery's result backend (unset: none)
@@ -33,7 +34,7 @@ if os.environ.get("INTEROP_VISIBILITY"):
 app.conf.worker_hijack_root_logger = False
 app.conf.broker_connection_retry_on_startup = True
 
-_runs = redis.Redis.from_url(BROKER_URL)
+_runs = redis.Redis.from_url(os.environ.get("INTEROP_RECORD_URL", BROKER_URL))
 
 
 @app.task(bind=True, name="ccp_send_sms_code", retry_backoff=3, max_retries=3)

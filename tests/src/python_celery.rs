@@ -27,6 +27,7 @@ pub fn python_command(python: &Path, queue: &str) -> tokio::process::Command {
     command
         .current_dir(python_dir())
         .env("INTEROP_BROKER_URL", redis_url())
+        .env("INTEROP_RECORD_URL", redis_url())
         .env("INTEROP_QUEUE", queue)
         .env("INTEROP_BACKEND_URL", redis_url())
         .env("PYTHONDONTWRITEBYTECODE", "1")
@@ -41,7 +42,18 @@ pub async fn python_sends(
     queue: &str,
     calls: serde_json::Value,
 ) -> Vec<serde_json::Value> {
+    python_sends_on(python, &redis_url(), queue, calls).await
+}
+
+/// [`python_sends`] through the broker at `broker_url` (Redis or RabbitMQ).
+pub async fn python_sends_on(
+    python: &Path,
+    broker_url: &str,
+    queue: &str,
+    calls: serde_json::Value,
+) -> Vec<serde_json::Value> {
     let output = python_command(python, queue)
+        .env("INTEROP_BROKER_URL", broker_url)
         .arg("send.py")
         .arg(calls.to_string())
         .output()

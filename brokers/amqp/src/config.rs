@@ -13,6 +13,8 @@ pub(crate) struct Settings {
     pub(crate) tls_roots_pem: Option<String>,
     /// The connection's heartbeat in seconds, instead of the URL's or the server's.
     pub(crate) heartbeat: Option<u16>,
+    /// Celery's task messages go out and come in as Celery sends them (see `crate::celery`).
+    pub(crate) celery_format: bool,
 }
 
 /// The largest AMQP frame we offer RabbitMQ by default: its own default. Offering it when
@@ -49,6 +51,7 @@ impl Default for Settings {
             frame_max: None,
             tls_roots_pem: None,
             heartbeat: None,
+            celery_format: false,
         }
     }
 }

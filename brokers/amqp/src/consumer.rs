@@ -190,7 +190,12 @@ impl Consumer {
                 continue;
             }
             self.shared.add_unacked(&queue, 1);
-            let payload = Bytes::from(delivery.data);
+            let celery = if self.shared.settings.celery_format {
+                crate::celery::from_amqp(&delivery, &queue)
+            } else {
+                None
+            };
+            let payload = Bytes::from(celery.unwrap_or(delivery.data));
             let acker = AmqpAcker {
                 shared: self.shared.clone(),
                 queue: queue.clone(),
@@ -231,9 +236,13 @@ async fn recount(
             .publish_dead_letter(queue, &delivery.data, &reason)
             .await?;
     } else {
-        let priority = *delivery.properties.priority();
         shared
-            .publish_recounted(queue, &delivery.data, deliveries, priority)
+            .publish_recounted(
+                queue,
+                &delivery.data,
+                deliveries,
+                delivery.properties.clone(),
+            )
             .await?;
     }
     acks.ack_now(delivery.delivery_tag).await

@@ -228,12 +228,7 @@ impl AmqpElection {
             ShortString::from(SEQUENCE_HEADER),
             AMQPValue::LongLongInt(sequence),
         );
-        let token = Publication {
-            queue: &self.inner.queue,
-            payload: record,
-            priority: None,
-            headers,
-        };
+        let token = Publication::with_headers(&self.inner.queue, record, headers);
         self.inner.shared.publish(link, vec![token]).await
     }
 

@@ -51,6 +51,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 mod acks;
+mod celery;
 mod config;
 mod consumer;
 mod dead;
@@ -221,6 +222,24 @@ impl AmqpBrokerBuilder {
         self
     }
 
+    /// Shares queues with Python Celery (default off): a task message in Celery's format (kombu's
+    /// JSON envelope, as an app built with `celery_compat()` writes it) is published as Celery
+    /// publishes it — the body `[args, kwargs, embed]` alone, the protocol's headers as an AMQP
+    /// table, `correlation_id`, `reply_to` and `priority` as properties — and a delivery that
+    /// carries Celery's task headers is handed to the worker as Celery's message. Queues are
+    /// declared as Celery declares them (durable, no arguments, unless
+    /// [`max_priority`](Self::max_priority) is set). `celery_compat()` on an `amqp://` URL turns
+    /// this on.
+    ///
+    /// ```
+    /// let builder = celeriac_amqp::AmqpBroker::builder("amqp://127.0.0.1/%2f").celery_format(true);
+    /// # let _ = builder;
+    /// ```
+    pub fn celery_format(mut self, on: bool) -> Self {
+        self.settings.celery_format = on;
+        self
+    }
+
     /// Connects, failing if RabbitMQ cannot be reached within the operation timeout.
     pub async fn connect(self) -> Result<AmqpBroker, BrokerError> {
         let shared = Arc::new(Shared::new(self.url, self.settings));
@@ -309,6 +328,14 @@ impl Broker for AmqpBroker {
                 "message priorities without `max_priority`",
             ));
         }
+        let celery: Vec<_> = if self.shared.settings.celery_format {
+            messages
+                .iter()
+                .map(|message| celery::to_amqp(&message.payload))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let link = self.shared.link().await?;
         let mut routes = Vec::with_capacity(messages.len());
         for message in &messages {
@@ -321,11 +348,24 @@ impl Broker for AmqpBroker {
         let publications = messages
             .iter()
             .zip(&routes)
-            .map(|(message, route)| Publication {
-                queue: route,
-                payload: &message.payload,
-                priority: message.priority,
-                headers: FieldTable::default(),
+            .enumerate()
+            .map(|(index, (message, route))| {
+                if let Some(Some((body, properties))) = celery.get(index) {
+                    return Publication {
+                        queue: route,
+                        payload: body,
+                        properties: properties.clone(),
+                    };
+                }
+                let properties = lapin::BasicProperties::default();
+                Publication {
+                    queue: route,
+                    payload: &message.payload,
+                    properties: match message.priority {
+                        Some(priority) => properties.with_priority(priority.min(9)),
+                        None => properties,
+                    },
+                }
             })
             .collect();
         self.shared.publish(&link, publications).await

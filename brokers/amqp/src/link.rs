@@ -35,8 +35,25 @@ const CHUNK_MIN: usize = 64;
 pub(crate) struct Publication<'a> {
     pub(crate) queue: &'a str,
     pub(crate) payload: &'a [u8],
-    pub(crate) priority: Option<u8>,
-    pub(crate) headers: FieldTable,
+    /// Its properties; it is sent persistent whatever they say.
+    pub(crate) properties: BasicProperties,
+}
+
+impl<'a> Publication<'a> {
+    /// `payload` for `queue` with `headers` (none when empty).
+    pub(crate) fn with_headers(queue: &'a str, payload: &'a [u8], headers: FieldTable) -> Self {
+        let properties = BasicProperties::default();
+        let properties = if headers.inner().is_empty() {
+            properties
+        } else {
+            properties.with_headers(headers)
+        };
+        Self {
+            queue,
+            payload,
+            properties,
+        }
+    }
 }
 
 /// A live connection and what was declared on it.
@@ -330,13 +347,7 @@ impl Shared {
         let timeout = self.timeout();
         let mut confirms = Vec::with_capacity(publications.len());
         for publication in publications {
-            let mut properties = BasicProperties::default().with_delivery_mode(2);
-            if let Some(priority) = publication.priority {
-                properties = properties.with_priority(priority.min(9));
-            }
-            if !publication.headers.inner().is_empty() {
-                properties = properties.with_headers(publication.headers);
-            }
+            let properties = publication.properties.with_delivery_mode(2);
             let confirm = bounded(
                 "publish",
                 timeout,
@@ -387,40 +398,32 @@ impl Shared {
         let dead = dead_queue(queue);
         self.publish(
             &link,
-            vec![Publication {
-                queue: &dead,
-                payload,
-                priority: None,
-                headers,
-            }],
+            vec![Publication::with_headers(&dead, payload, headers)],
         )
         .await
     }
 
-    /// Publishes `payload` back to `queue`, counting one more delivery that ended without an ack.
+    /// Publishes `payload` back to `queue` with its own `properties` (a Celery message keeps its
+    /// protocol's headers), counting one more delivery that ended without an ack.
     pub(crate) async fn publish_recounted(
         &self,
         queue: &str,
         payload: &[u8],
         deliveries: u32,
-        priority: Option<u8>,
+        properties: BasicProperties,
     ) -> Result<(), BrokerError> {
         let link = self.link().await?;
-        let mut headers = FieldTable::default();
+        let mut headers = properties.headers().clone().unwrap_or_default();
         headers.insert(
             DELIVERIES_HEADER.into(),
             AMQPValue::LongLongInt(i64::from(deliveries)),
         );
-        self.publish(
-            &link,
-            vec![Publication {
-                queue,
-                payload,
-                priority,
-                headers,
-            }],
-        )
-        .await
+        let publication = Publication {
+            queue,
+            payload,
+            properties: properties.with_headers(headers),
+        };
+        self.publish(&link, vec![publication]).await
     }
 }
 

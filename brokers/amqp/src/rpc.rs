@@ -249,12 +249,7 @@ async fn send_replies(shared: Arc<Shared>, mut replies: mpsc::UnboundedReceiver<
                         ShortString::from(ID_HEADER),
                         AMQPValue::LongString(LongString::from(reply.id.as_bytes())),
                     );
-                    Publication {
-                        queue: &reply.queue,
-                        payload: &reply.bytes,
-                        priority: None,
-                        headers,
-                    }
+                    Publication::with_headers(&reply.queue, &reply.bytes, headers)
                 })
                 .collect();
             shared.publish(&link, publications).await

@@ -133,7 +133,12 @@ fn from_url(url: &str, celery_layout: bool) -> Result<Arc<dyn Broker>, BuildErro
         "amqp" | "amqps" => {
             #[cfg(feature = "amqp")]
             {
-                Ok(Arc::new(LazyBroker::new(redacted, amqp_connector())))
+                let connector = if celery_layout {
+                    amqp_celery_connector()
+                } else {
+                    amqp_connector()
+                };
+                Ok(Arc::new(LazyBroker::new(redacted, connector)))
             }
             #[cfg(not(feature = "amqp"))]
             {
@@ -211,6 +216,23 @@ fn amqp_connector() -> Connector {
         election: Some(|url, name, lease| {
             Arc::new(celeriac_amqp::AmqpElection::new(url, name).lease(lease))
         }),
+    }
+}
+
+/// RabbitMQ with Celery's task messages as Celery sends them (see `AppBuilder::celery_compat`).
+#[cfg(feature = "amqp")]
+fn amqp_celery_connector() -> Connector {
+    Connector {
+        connect: |url| {
+            Box::pin(async move {
+                let broker = celeriac_amqp::AmqpBroker::builder(&url)
+                    .celery_format(true)
+                    .connect()
+                    .await?;
+                Ok(Arc::new(broker) as Arc<dyn Broker>)
+            })
+        },
+        ..amqp_connector()
     }
 }
 

@@ -315,7 +315,10 @@ impl AppBuilder {
     /// On a `redis://` (or `rediss://`) [`broker_url`](Self::broker_url), the broker keeps kombu's
     /// layout, as Python Celery's Redis transport does ([`KombuBroker`](crate::redis::KombuBroker)):
     /// Python and Rust workers then share the queues, and each restores what the other left
-    /// unacknowledged when it died.
+    /// unacknowledged when it died. On an `amqp://` (or `amqps://`) URL, RabbitMQ carries the task
+    /// messages as Celery sends them there (the body alone, the protocol's headers as an AMQP
+    /// table: [`AmqpBrokerBuilder::celery_format`](crate::amqp::AmqpBrokerBuilder::celery_format)),
+    /// in queues declared as Celery declares them.
     ///
     /// ```
     /// use celeriac::App;

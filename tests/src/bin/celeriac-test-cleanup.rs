@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use celeriac_tests::harness::{amqp_url, redis_url};
 use futures::future::join_all;
-use lapin::options::QueueDeleteOptions;
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
 use redis::AsyncCommands;
 
@@ -65,6 +65,14 @@ async fn clean_amqp(names: Vec<String>) -> Result<usize, Error> {
         for deleted in join_all(deletions).await {
             deleted?;
             removed += 1;
+        }
+        // Python Celery declares a direct exchange of the queue's name beside each queue
+        // (deleting one that does not exist is not an error).
+        let exchanges = chunk.iter().map(|name| {
+            channel.exchange_delete(name.as_str().into(), ExchangeDeleteOptions::default())
+        });
+        for deleted in join_all(exchanges).await {
+            deleted?;
         }
     }
     connection.close(200, "done".into()).await?;

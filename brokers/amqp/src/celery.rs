@@ -1,0 +1,226 @@
+//! Celery's task messages on RabbitMQ, for brokers built with
+//! [`celery_format`](crate::AmqpBrokerBuilder::celery_format): Python Celery and celeriac share
+//! queues.
+//!
+//! celeriac's Celery mode writes a task message as kombu's JSON envelope (`{"body", "headers",
+//! "properties", …}`), which is what the message is on Redis. On RabbitMQ Celery sends the body
+//! alone (`[args, kwargs, embed]`), with the protocol's headers as an AMQP table and
+//! `correlation_id`, `reply_to`, `priority` as properties. So an envelope is unpacked into that
+//! when published, and a delivery with Celery's headers is packed into an envelope for the worker.
+
+use base64::Engine;
+use lapin::BasicProperties;
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
+use serde_json::{Map, Number, Value, json};
+
+/// Headers celeriac's RabbitMQ broker adds for itself; not part of the task's headers.
+const OWN_HEADERS: [&str; 1] = [crate::link::DELIVERIES_HEADER];
+
+/// The body and properties Celery publishes for `payload`, if it is kombu's envelope around a
+/// task message; `None` otherwise (it is then published as it is).
+pub(crate) fn to_amqp(payload: &[u8]) -> Option<(Vec<u8>, BasicProperties)> {
+    if payload.first() != Some(&b'{') {
+        return None;
+    }
+    let Ok(Value::Object(envelope)) = serde_json::from_slice::<Value>(payload) else {
+        return None;
+    };
+    let Some(Value::Object(headers)) = envelope.get("headers") else {
+        return None;
+    };
+    if !headers.contains_key("task") {
+        return None;
+    }
+    let properties = envelope.get("properties").and_then(Value::as_object);
+    let property = |name: &str| properties.and_then(|properties| properties.get(name));
+    let body = envelope.get("body")?.as_str()?;
+    let body = if property("body_encoding").and_then(Value::as_str) == Some("base64") {
+        base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .ok()?
+    } else {
+        body.as_bytes().to_vec()
+    };
+    let text = |value: Option<&Value>| value.and_then(Value::as_str).map(ShortString::from);
+    let mut amqp = BasicProperties::default().with_headers(table(headers));
+    if let Some(content_type) = text(envelope.get("content-type")) {
+        amqp = amqp.with_content_type(content_type);
+    }
+    if let Some(encoding) = text(envelope.get("content-encoding")) {
+        amqp = amqp.with_content_encoding(encoding);
+    }
+    if let Some(id) = text(property("correlation_id")) {
+        amqp = amqp.with_correlation_id(id);
+    }
+    if let Some(reply_to) =
+        text(property("reply_to")).filter(|reply_to| !reply_to.as_str().is_empty())
+    {
+        amqp = amqp.with_reply_to(reply_to);
+    }
+    if let Some(priority) = property("priority").and_then(Value::as_u64) {
+        amqp = amqp.with_priority(priority.min(255) as u8);
+    }
+    if let Some(expiration) = text(property("expiration")) {
+        amqp = amqp.with_expiration(expiration);
+    }
+    Some((body, amqp))
+}
+
+/// kombu's envelope around a delivery from `queue` that carries Celery's task headers (protocol
+/// 2: `task` and `id`), as celeriac's worker reads Celery's messages; `None` for anything else.
+pub(crate) fn from_amqp(delivery: &lapin::message::Delivery, queue: &str) -> Option<Vec<u8>> {
+    let headers = delivery.properties.headers().as_ref()?;
+    if !headers.contains_key("task") || !headers.contains_key("id") {
+        return None;
+    }
+    let mut json_headers = Map::new();
+    for (name, value) in headers.inner() {
+        if !OWN_HEADERS.contains(&name.as_str()) {
+            json_headers.insert(name.to_string(), json_value(value));
+        }
+    }
+    let text = |value: &Option<ShortString>| {
+        value
+            .as_ref()
+            .map_or(Value::Null, |value| json!(value.as_str()))
+    };
+    let properties = &delivery.properties;
+    let envelope = json!({
+        "body": base64::engine::general_purpose::STANDARD.encode(&delivery.data),
+        "content-encoding": properties.content_encoding().as_ref().map_or("utf-8", ShortString::as_str),
+        "content-type": properties.content_type().as_ref().map_or("application/json", ShortString::as_str),
+        "headers": json_headers,
+        "properties": {
+            "correlation_id": text(properties.correlation_id()),
+            "reply_to": text(properties.reply_to()),
+            "delivery_mode": properties.delivery_mode().unwrap_or(2),
+            "priority": properties.priority().unwrap_or(0),
+            "delivery_info": {"exchange": delivery.exchange.as_str(), "routing_key": queue},
+            "body_encoding": "base64",
+            "delivery_tag": delivery.delivery_tag.to_string(),
+        },
+    });
+    serde_json::to_vec(&envelope).ok()
+}
+
+/// JSON as an AMQP table, as py-amqp writes Python's values.
+fn table(object: &Map<String, Value>) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (name, value) in object {
+        // AMQP names a field in at most 255 bytes.
+        if name.len() <= 255 {
+            table.insert(ShortString::from(name.as_str()), amqp_value(value));
+        }
+    }
+    table
+}
+
+fn amqp_value(value: &Value) -> AMQPValue {
+    match value {
+        Value::Null => AMQPValue::Void,
+        Value::Bool(flag) => AMQPValue::Boolean(*flag),
+        Value::Number(number) => match number.as_i64() {
+            Some(integer) => AMQPValue::LongLongInt(integer),
+            None => AMQPValue::Double(number.as_f64().unwrap_or(0.0)),
+        },
+        Value::String(text) => AMQPValue::LongString(LongString::from(text.as_str())),
+        Value::Array(items) => AMQPValue::FieldArray(FieldArray::from(
+            items.iter().map(amqp_value).collect::<Vec<_>>(),
+        )),
+        Value::Object(object) => AMQPValue::FieldTable(table(object)),
+    }
+}
+
+fn json_value(value: &AMQPValue) -> Value {
+    let number = |n: f64| Number::from_f64(n).map_or(Value::Null, Value::Number);
+    match value {
+        AMQPValue::Void => Value::Null,
+        AMQPValue::Boolean(flag) => json!(flag),
+        AMQPValue::ShortShortInt(n) => json!(n),
+        AMQPValue::ShortShortUInt(n) => json!(n),
+        AMQPValue::ShortInt(n) => json!(n),
+        AMQPValue::ShortUInt(n) => json!(n),
+        AMQPValue::LongInt(n) => json!(n),
+        AMQPValue::LongUInt(n) => json!(n),
+        AMQPValue::LongLongInt(n) => json!(n),
+        AMQPValue::Timestamp(n) => json!(n),
+        AMQPValue::Float(n) => number(f64::from(*n)),
+        AMQPValue::Double(n) => number(*n),
+        AMQPValue::DecimalValue(decimal) => {
+            number(f64::from(decimal.value) / 10f64.powi(i32::from(decimal.scale)))
+        }
+        AMQPValue::ShortString(text) => json!(text.as_str()),
+        AMQPValue::LongString(text) => json!(String::from_utf8_lossy(text.as_bytes())),
+        AMQPValue::ByteArray(bytes) => {
+            json!(base64::engine::general_purpose::STANDARD.encode(bytes.as_slice()))
+        }
+        AMQPValue::FieldArray(items) => {
+            Value::Array(items.as_slice().iter().map(json_value).collect())
+        }
+        AMQPValue::FieldTable(table) => Value::Object(
+            table
+                .inner()
+                .iter()
+                .map(|(name, value)| (name.to_string(), json_value(value)))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Captured from Celery 5.7 on Redis: `add.apply_async((4, 5), countdown=30, expires=600,
+    /// priority=5, headers={"x-custom": "v"})`.
+    const ENVELOPE: &str = r#"{"body": "W1s0LCA1XSwge30sIHsiY2FsbGJhY2tzIjogbnVsbCwgImVycmJhY2tzIjogbnVsbCwgImNoYWluIjogbnVsbCwgImNob3JkIjogbnVsbH1d", "content-encoding": "utf-8", "content-type": "application/json", "headers": {"lang": "py", "task": "tasks.add", "id": "671de41f-6526-45cf-b699-c60cdc0edc9a", "shadow": null, "eta": "2026-11-29T12:12:48.735265+00:00", "expires": "2026-11-29T12:22:18.735265+00:00", "group": null, "group_index": null, "retries": 0, "timelimit": [null, null], "root_id": "671de41f-6526-45cf-b699-c60cdc0edc9a", "parent_id": null, "argsrepr": "(4, 5)", "kwargsrepr": "{}", "origin": "gen12739@vm", "ignore_result": false, "replaced_task_nesting": 0, "stamped_headers": null, "stamps": {}, "x-custom": "v"}, "properties": {"correlation_id": "671de41f-6526-45cf-b699-c60cdc0edc9a", "reply_to": "936f6d5d-be85-38d2-84d4-6198fba96ac6", "delivery_mode": 2, "expiration": "600000", "delivery_info": {"exchange": "", "routing_key": "wire_celery"}, "priority": 5, "body_encoding": "base64", "delivery_tag": "f91b4ed6-9e95-4190-914a-cdaade561d15"}}"#;
+
+    #[test]
+    fn an_envelope_goes_out_as_celery_publishes_on_rabbitmq() {
+        let (body, properties) = to_amqp(ENVELOPE.as_bytes()).unwrap();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"[[4, 5], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#
+        );
+        assert_eq!(
+            properties.content_type().as_ref().unwrap().as_str(),
+            "application/json"
+        );
+        assert_eq!(
+            properties.correlation_id().as_ref().unwrap().as_str(),
+            "671de41f-6526-45cf-b699-c60cdc0edc9a"
+        );
+        assert_eq!(properties.priority(), &Some(5));
+        assert_eq!(properties.expiration().as_ref().unwrap().as_str(), "600000");
+        let headers = properties.headers().as_ref().unwrap();
+        assert_eq!(
+            headers.inner().get("task"),
+            Some(&AMQPValue::LongString("tasks.add".into()))
+        );
+        assert_eq!(headers.inner().get("shadow"), Some(&AMQPValue::Void));
+        assert_eq!(
+            headers.inner().get("timelimit"),
+            Some(&AMQPValue::FieldArray(
+                vec![AMQPValue::Void, AMQPValue::Void].into()
+            ))
+        );
+        assert_eq!(
+            headers.inner().get("stamps"),
+            Some(&AMQPValue::FieldTable(FieldTable::default()))
+        );
+        // What is not Celery's envelope goes out as it is.
+        assert!(to_amqp(b"\x05binary").is_none());
+        assert!(to_amqp(br#"{"body": "e30=", "headers": {}}"#).is_none());
+    }
+
+    #[test]
+    fn amqp_values_read_back_as_the_json_they_came_from() {
+        let json = json!({"n": 5, "big": 1_u64 << 40, "f": 1.5, "s": "x", "t": true, "v": null,
+                          "a": [1, "two", null], "o": {"k": [{}]}});
+        let Value::Object(object) = &json else {
+            unreachable!()
+        };
+        let back = json_value(&AMQPValue::FieldTable(table(object)));
+        assert_eq!(back, json);
+    }
+}

@@ -1,0 +1,151 @@
+//! Python Celery 5.7 and celeriac on one RabbitMQ: Python's `delay` runs on a Rust worker and a
+//! Rust `delay` on a Python worker. Celery's messages travel as Celery sends them on RabbitMQ (the
+//! body alone, the protocol's headers as an AMQP table), in queues declared as Celery declares
+//! them; results go to Celery's Redis result backend.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use celeriac::{App, TaskError};
+use celeriac_tests::harness::{
+    BackgroundWorker, amqp_url, eventually, redis_url, require_python_celery, unique_queue,
+};
+use celeriac_tests::python_celery::{python_runs, python_sends_on, python_worker};
+use serde_json::json;
+
+/// The calls the Rust task ran: (mobile, sms_code).
+static RAN: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+/// The shop's task, in Rust, under the name Python sends it by.
+#[celeriac::task(name = "ccp_send_sms_code")]
+async fn ccp_send_sms_code(mobile: String, sms_code: String) -> Result<i32, TaskError> {
+    RAN.lock().unwrap().push((mobile, sms_code));
+    Ok(0)
+}
+
+/// The shop's app in Celery's format on the tests' RabbitMQ, with Celery's Redis result backend.
+fn sms_app(queue: &str) -> App {
+    App::builder()
+        .broker_url(amqp_url())
+        .result_backend_url(redis_url())
+        .celery_compat()
+        .default_queue(queue)
+        .register::<ccp_send_sms_code>()
+        .build()
+        .expect("app")
+}
+
+/// Python's `delay`, `apply_async` with keyword arguments and a countdown, run on a Rust worker
+/// over RabbitMQ, with Python reading a result; a call with a number for a string is
+/// dead-lettered with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_delay_runs_on_a_rust_worker_over_rabbitmq() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("py_to_rust_amqp");
+    let app = sms_app(&queue);
+    // The queue exists before Python sends (Python declares it too, the same way).
+    app.broker().stats(&queue).await.expect("declare the queue");
+    let running = BackgroundWorker::start(app.worker().build().expect("worker"));
+    let lines = python_sends_on(
+        &python,
+        &amqp_url(),
+        &queue,
+        json!([
+            {"args": ["1370000001", "111111"]},
+            {"kwargs": {"mobile": "1370000002", "sms_code": "222222"}, "options": {"countdown": 1}},
+            {"args": ["1370000003", "333333"], "get": true},
+            {"args": ["1370000004", 4444]},
+        ]),
+    )
+    .await;
+    assert_eq!(lines[2]["result"], 0, "{lines:?}");
+    eventually(
+        Duration::from_secs(30),
+        "the countdown task to run",
+        || async {
+            RAN.lock()
+                .unwrap()
+                .iter()
+                .any(|(mobile, _)| mobile == "1370000002")
+        },
+    )
+    .await;
+    let report = running.stop().await;
+    let mut ran: Vec<_> = RAN
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(mobile, _)| mobile.starts_with("137"))
+        .cloned()
+        .collect();
+    ran.sort();
+    assert_eq!(
+        ran,
+        [
+            ("1370000001".to_owned(), "111111".to_owned()),
+            ("1370000002".to_owned(), "222222".to_owned()),
+            ("1370000003".to_owned(), "333333".to_owned()),
+        ]
+    );
+    assert_eq!(report.dead_lettered, 1);
+    let dead = app
+        .broker()
+        .dead_letters(&queue, 10)
+        .await
+        .expect("dead letters");
+    assert!(
+        dead[0].reason.contains("sms_code"),
+        "the reason names the argument: {}",
+        dead[0].reason
+    );
+    let stats = app.broker().stats(&queue).await.expect("stats");
+    assert_eq!((stats.ready, stats.unacked), (0, 0));
+}
+
+/// A Rust `delay` (and one with a countdown) runs on a Python worker over RabbitMQ, with its
+/// arguments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rust_delay_runs_on_a_python_worker_over_rabbitmq() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("rust_to_py_amqp");
+    let app = sms_app(&queue);
+    let amqp = amqp_url();
+    let mut worker = python_worker(
+        &python,
+        &queue,
+        "solo",
+        &[("INTEROP_BROKER_URL", amqp.as_str())],
+        &[],
+    );
+    ccp_send_sms_code::delay(&app, "1380000001".into(), "111111".into())
+        .await
+        .expect("delay");
+    ccp_send_sms_code::delay(&app, "1380000002".into(), "222222".into())
+        .countdown(Duration::from_secs(1))
+        .await
+        .expect("delay with a countdown");
+    let runs = python_runs(&queue, 2, "the Python worker to run both").await;
+    worker.start_kill().expect("stop the Python worker");
+    let _ = worker.wait().await;
+    let mut calls: Vec<(String, String)> = runs
+        .iter()
+        .map(|run| {
+            (
+                run["mobile"].as_str().unwrap_or_default().to_owned(),
+                run["sms_code"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    calls.sort();
+    assert_eq!(
+        calls,
+        [
+            ("1380000001".to_owned(), "111111".to_owned()),
+            ("1380000002".to_owned(), "222222".to_owned()),
+        ]
+    );
+}
