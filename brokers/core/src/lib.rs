@@ -33,6 +33,8 @@
 #![doc(test(attr(deny(warnings, rust_2018_idioms))))]
 
 mod capabilities;
+#[cfg(feature = "celery")]
+pub mod celery;
 pub mod coordination;
 mod delivery;
 pub mod election;
