@@ -135,16 +135,17 @@ pub async fn http_get(port: u16, path: &str) -> Option<String> {
         .map(|(_, body)| body.to_owned())
 }
 
-/// Asks the worker `hostname` over Celery's remote control, as `celery inspect` and
-/// `celery control` do (see `tests/python/remote_control.py`): `{"<method>": <replies>}` for each of
-/// `methods`.
+/// Asks the worker `hostname` over Celery's remote control on the broker at `broker_url`, as
+/// `celery inspect` and `celery control` do (see `tests/python/remote_control.py`):
+/// `{"<method>": <replies>}` for each of `methods`.
 pub async fn python_inspect(
     python: &Path,
-    queue: &str,
+    broker_url: &str,
     hostname: &str,
     methods: &[&str],
 ) -> serde_json::Value {
-    let output = python_command(python, queue)
+    let output = python_command(python, "celery")
+        .env("INTEROP_BROKER_URL", broker_url)
         .arg("remote_control.py")
         .arg(hostname)
         .args(methods)

@@ -1,13 +1,16 @@
-//! What Celery's monitoring tools see of a Rust worker on kombu's Redis layout: Flower's worker
-//! list and worker page, and `celery inspect` / `celery control` over Celery's remote control
-//! (kombu's pidbox). The Python side is `tests/python/`; `scripts/test.sh` installs it.
+//! What Celery's monitoring tools see of a Rust worker, on Redis (kombu's layout) and on
+//! RabbitMQ: Flower's worker list and worker page, and `celery inspect` / `celery control` over
+//! Celery's remote control (kombu's pidbox). The Python side is `tests/python/`;
+//! `scripts/test.sh` installs it.
 
 use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use celeriac::{App, TaskError};
-use celeriac_tests::harness::{BackgroundWorker, eventually, require_python_celery, unique_queue};
+use celeriac_tests::harness::{
+    BackgroundWorker, amqp_url, eventually, redis_url, require_python_celery, unique_queue,
+};
 use celeriac_tests::python_celery::{
     celery_app, http_get, python_command, python_inspect, python_sends,
 };
@@ -26,30 +29,34 @@ async fn ccp_send_sms_code(mobile: String, sms_code: String) -> Result<i32, Task
 
 /// The shop's app, in Celery's format, on `queue`.
 fn sms_app(queue: &str) -> App {
+    sms_app_on(&redis_url(), queue)
+}
+
+/// The shop's app, in Celery's format, on `queue` of the broker at `broker_url`.
+fn sms_app_on(broker_url: &str, queue: &str) -> App {
     celery_app(queue)
+        .broker_url(broker_url)
         .register::<ccp_send_sms_code>()
         .build()
         .expect("app")
 }
 
-/// Flower lists a Rust worker: the worker's events also go out in Celery's format, so Flower
-/// (2.2, from PyPI) shows it online, with the tasks it ran counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flower_lists_a_rust_worker_online_with_its_task_counts() {
-    let Some(python) = require_python_celery() else {
-        return;
-    };
-    let queue = unique_queue("flower");
+/// Flower (2.2, from PyPI) on `broker_url` lists a Rust worker online with the tasks it ran
+/// counted (the worker's events also go out in Celery's format), and its worker page shows what
+/// the worker answers over Celery's remote control; `celery inspect ping` reaches it too.
+async fn flower_sees_a_rust_worker(python: &std::path::Path, broker_url: &str, name: &str) {
+    let queue = unique_queue(name);
     let port = celeriac_tests::harness::free_port();
-    let mut flower = python_command(&python, &queue)
+    let mut flower = python_command(python, &queue)
+        .env("INTEROP_BROKER_URL", broker_url)
         .args(["-m", "celery", "-A", "interop", "flower"])
         .args([format!("--port={port}"), "--address=127.0.0.1".to_owned()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start Flower");
-    let app = sms_app(&queue);
-    let hostname = format!("rust-sms-{}@celeriac-test", std::process::id());
+    let app = sms_app_on(broker_url, &queue);
+    let hostname = format!("rust-{name}-{}@celeriac-test", std::process::id());
     let worker = app
         .worker()
         .events(true)
@@ -96,9 +103,16 @@ async fn flower_lists_a_rust_worker_online_with_its_task_counts() {
     // The worker page asks the worker over the pidbox (`stats`, `registered`, `active_queues`,
     // `conf`, …) and 404s without its `stats`.
     let page = http_get(port, &format!("/worker/{hostname}")).await;
+    // And `celery inspect`, on the same broker.
+    let inspected = python_inspect(python, broker_url, &hostname, &["ping"]).await;
     running.stop().await;
     flower.start_kill().expect("stop Flower");
     let _ = flower.wait().await;
+    assert_eq!(
+        inspected["ping"][hostname.as_str()],
+        json!({"ok": "pong"}),
+        "{inspected}"
+    );
     let worker = seen.expect("Flower lists the Rust worker online, with one task succeeded");
     assert_eq!(worker["sw_ident"], "rs-celeriac");
     assert_eq!(worker["task-received"], 1);
@@ -110,6 +124,20 @@ async fn flower_lists_a_rust_worker_online_with_its_task_counts() {
             page.get(page.find("tab-pool").unwrap_or(0)..)
                 .unwrap_or(&page)
         );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flower_sees_a_rust_worker_on_redis() {
+    if let Some(python) = require_python_celery() {
+        flower_sees_a_rust_worker(&python, &redis_url(), "flower").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flower_sees_a_rust_worker_on_rabbitmq() {
+    if let Some(python) = require_python_celery() {
+        flower_sees_a_rust_worker(&python, &amqp_url(), "flower_amqp").await;
     }
 }
 
@@ -136,7 +164,7 @@ async fn celery_inspect_and_control_reach_a_rust_worker() {
     for _ in 0..10 {
         answers = python_inspect(
             &python,
-            &queue,
+            &redis_url(),
             &hostname,
             &[
                 "ping",
@@ -174,13 +202,13 @@ async fn celery_inspect_and_control_reach_a_rust_worker() {
         assert_eq!(of(empty), json!([]), "{empty}");
     }
     // Another worker's name: the Rust worker stays silent.
-    let elsewhere = python_inspect(&python, &queue, "nobody@nowhere", &["ping"]).await;
+    let elsewhere = python_inspect(&python, &redis_url(), "nobody@nowhere", &["ping"]).await;
     assert_eq!(elsewhere["ping"], json!(null), "{elsewhere}");
 
     let revoked = uuid::Uuid::new_v4().to_string();
     let answers = python_inspect(
         &python,
-        &queue,
+        &redis_url(),
         &hostname,
         &[
             &format!("revoke:{revoked}"),
