@@ -42,18 +42,20 @@ pub async fn python_sends(
     queue: &str,
     calls: serde_json::Value,
 ) -> Vec<serde_json::Value> {
-    python_sends_on(python, &redis_url(), queue, calls).await
+    python_sends_with(python, queue, &[], calls).await
 }
 
-/// [`python_sends`] through the broker at `broker_url` (Redis or RabbitMQ).
-pub async fn python_sends_on(
+/// [`python_sends`] with `env` added to `interop.py`'s environment (another broker with
+/// `INTEROP_BROKER_URL`, another result backend with `INTEROP_BACKEND_URL`).
+pub async fn python_sends_with(
     python: &Path,
-    broker_url: &str,
     queue: &str,
+    env: &[(&str, &str)],
     calls: serde_json::Value,
 ) -> Vec<serde_json::Value> {
-    let output = python_command(python, queue)
-        .env("INTEROP_BROKER_URL", broker_url)
+    let mut command = python_command(python, queue);
+    command.envs(env.iter().copied());
+    let output = command
         .arg("send.py")
         .arg(calls.to_string())
         .output()

@@ -10,7 +10,7 @@ use celeriac::{App, TaskError};
 use celeriac_tests::harness::{
     BackgroundWorker, amqp_url, eventually, redis_url, require_python_celery, unique_queue,
 };
-use celeriac_tests::python_celery::{python_runs, python_sends_on, python_worker};
+use celeriac_tests::python_celery::{python_runs, python_sends_with, python_worker};
 use serde_json::json;
 
 /// The calls the Rust task ran: (mobile, sms_code).
@@ -25,9 +25,15 @@ async fn ccp_send_sms_code(mobile: String, sms_code: String) -> Result<i32, Task
 
 /// The shop's app in Celery's format on the tests' RabbitMQ, with Celery's Redis result backend.
 fn sms_app(queue: &str) -> App {
+    sms_app_with_results(queue, &redis_url())
+}
+
+/// The shop's app in Celery's format on the tests' RabbitMQ, with the result backend at
+/// `results` (`rpc://`: RabbitMQ's replies, as Celery's `rpc://` sends them).
+fn sms_app_with_results(queue: &str, results: &str) -> App {
     App::builder()
         .broker_url(amqp_url())
-        .result_backend_url(redis_url())
+        .result_backend_url(results)
         .celery_compat()
         .default_queue(queue)
         .register::<ccp_send_sms_code>()
@@ -48,10 +54,10 @@ async fn python_delay_runs_on_a_rust_worker_over_rabbitmq() {
     // The queue exists before Python sends (Python declares it too, the same way).
     app.broker().stats(&queue).await.expect("declare the queue");
     let running = BackgroundWorker::start(app.worker().build().expect("worker"));
-    let lines = python_sends_on(
+    let lines = python_sends_with(
         &python,
-        &amqp_url(),
         &queue,
+        &[("INTEROP_BROKER_URL", &amqp_url())],
         json!([
             {"args": ["1370000001", "111111"]},
             {"kwargs": {"mobile": "1370000002", "sms_code": "222222"}, "options": {"countdown": 1}},
@@ -148,4 +154,51 @@ async fn rust_delay_runs_on_a_python_worker_over_rabbitmq() {
             ("1380000002".to_owned(), "222222".to_owned()),
         ]
     );
+}
+
+/// Results over RabbitMQ alone, as Celery's `rpc://` backend sends them: Python's `get()` of a
+/// task a Rust worker ran, and a Rust typed `get()` of tasks a Python worker ran — a success and a
+/// failure in Python's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_cross_languages_over_rabbitmq_rpc() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let amqp = amqp_url();
+    let rpc = [
+        ("INTEROP_BROKER_URL", amqp.as_str()),
+        ("INTEROP_BACKEND_URL", "rpc://"),
+    ];
+    // Python calls, a Rust worker answers.
+    let queue = unique_queue("rpc_py_to_rust");
+    let app = sms_app_with_results(&queue, "rpc://");
+    app.broker().stats(&queue).await.expect("declare the queue");
+    let running = BackgroundWorker::start(app.worker().build().expect("worker"));
+    let lines = python_sends_with(
+        &python,
+        &queue,
+        &rpc,
+        json!([{"args": ["1350000001", "111111"], "get": true}]),
+    )
+    .await;
+    running.stop().await;
+    assert_eq!(lines[0]["result"], 0, "{lines:?}");
+
+    // Rust calls, a Python worker answers.
+    let queue = unique_queue("rpc_rust_to_py");
+    let app = sms_app_with_results(&queue, "rpc://");
+    let mut worker = python_worker(&python, &queue, "solo", &rpc, &[]);
+    let sent = ccp_send_sms_code::delay(&app, "1350000002".into(), "222222".into())
+        .await
+        .expect("delay");
+    let failing = ccp_send_sms_code::delay(&app, "0".into(), "333333".into())
+        .await
+        .expect("delay");
+    let value = sent.get_timeout(Duration::from_secs(30)).await;
+    let failure = failing.get_timeout(Duration::from_secs(30)).await;
+    worker.start_kill().expect("stop the Python worker");
+    let _ = worker.wait().await;
+    assert_eq!(value.expect("the Python task's result"), 0);
+    let failure = failure.expect_err("the Python task failed").to_string();
+    assert!(failure.contains("no such number: 0"), "{failure}");
 }

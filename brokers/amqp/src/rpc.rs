@@ -62,6 +62,8 @@ pub struct AmqpRpcBackend {
 struct Inner {
     shared: Arc<Shared>,
     reply_queue: String,
+    /// Results travel as Celery's RPC backend sends them (see `AmqpRpcBackend::celery_format`).
+    celery: bool,
     /// What this process received, and the callers waiting on it.
     received: MemoryResultBackend,
     /// Set once the reply queue is declared and consumed.
@@ -88,12 +90,32 @@ impl AmqpRpcBackend {
             inner: Arc::new(Inner {
                 shared: Arc::new(Shared::new(RedactedUrl::new(url), settings)),
                 reply_queue: format!("celeriac.reply.{}", uuid::Uuid::new_v4().simple()),
+                celery: false,
                 received: MemoryResultBackend::with_capacity(KEPT),
                 ready: watch::channel(false).0,
                 consuming: OnceLock::new(),
                 sends: OnceLock::new(),
             }),
         }
+    }
+
+    /// Sends and reads results as Celery's `rpc://` backend does (default off): the result meta
+    /// alone (`{"status": …, "result": …, …}`, which an app built with `celery_compat()` stores),
+    /// with the task's id as `correlation_id`. Python callers then get Rust workers' results, and
+    /// Rust callers Python workers'. `celery_compat()` with `result_backend_url("rpc://")` turns
+    /// this on.
+    ///
+    /// ```
+    /// let results = celeriac_amqp::AmqpRpcBackend::new("amqp://127.0.0.1/%2f").celery_format(true);
+    /// # let _ = results;
+    /// ```
+    #[must_use]
+    pub fn celery_format(mut self, on: bool) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.celery = on,
+            None => tracing::warn!("celery_format is set before the backend is shared; ignored"),
+        }
+        self
     }
 
     /// This process's reply queue.
@@ -124,7 +146,11 @@ impl AmqpRpcBackend {
     fn sends(&self) -> &mpsc::UnboundedSender<Reply> {
         self.inner.sends.get_or_init(|| {
             let (sends, received) = mpsc::unbounded_channel();
-            tokio::spawn(send_replies(self.inner.shared.clone(), received));
+            tokio::spawn(send_replies(
+                self.inner.shared.clone(),
+                self.inner.celery,
+                received,
+            ));
             sends
         })
     }
@@ -154,14 +180,7 @@ async fn consume(inner: Weak<Inner>) {
                 return;
             };
             match delivery {
-                Ok(delivery) => {
-                    receive(
-                        &backend,
-                        delivery.properties.headers().as_ref(),
-                        &delivery.data,
-                    )
-                    .await
-                }
+                Ok(delivery) => receive(&backend, &delivery).await,
                 Err(error) => {
                     tracing::warn!(error = %error, "the reply consumer stopped");
                     break;
@@ -217,26 +236,44 @@ async fn start_consumer(backend: &Inner) -> Result<lapin::Consumer, BrokerError>
     .await
 }
 
-/// Keeps one reply. Anything that is not a celeriac reply is logged and dropped.
-async fn receive(backend: &Inner, headers: Option<&FieldTable>, data: &[u8]) {
-    let Some(id) = text_header(headers, ID_HEADER) else {
-        tracing::warn!(queue = %backend.reply_queue, "a message without a task id on the reply queue; dropped");
-        return;
+/// Keeps one reply. Anything that is not a celeriac reply (or, in Celery's format, Celery's) is
+/// logged and dropped.
+async fn receive(backend: &Inner, delivery: &lapin::message::Delivery) {
+    let data = &delivery.data;
+    let read = match text_header(delivery.properties.headers().as_ref(), ID_HEADER) {
+        Some(id) => StoredResult::from_bytes(data).map(|result| (id, result)),
+        // Celery's reply: the meta, named by its correlation id.
+        None if backend.celery => match delivery.properties.correlation_id() {
+            Some(id) => celeriac_core::celery::results::stored_meta(id.as_str(), data.clone())
+                .map(|result| (id.to_string(), result)),
+            None => {
+                tracing::warn!(queue = %backend.reply_queue, "a message without a correlation id on the reply queue; dropped");
+                return;
+            }
+        },
+        None => {
+            tracing::warn!(queue = %backend.reply_queue, "a message without a task id on the reply queue; dropped");
+            return;
+        }
     };
-    match StoredResult::from_bytes(data) {
-        Ok(result) => {
+    match read {
+        Ok((id, result)) => {
             if let Err(error) = backend.received.store(&id, result, KEPT_FOR).await {
                 tracing::warn!(task.id = %id, error = %Report(&error), "cannot keep a reply");
             }
         }
         Err(error) => {
-            tracing::warn!(task.id = %id, error = %Report(&error), "a reply celeriac did not write; dropped");
+            tracing::warn!(queue = %backend.reply_queue, error = %Report(&error), "a reply celeriac cannot read; dropped");
         }
     }
 }
 
 /// Sends the replies it is given, each batch of those waiting at once together, confirmed.
-async fn send_replies(shared: Arc<Shared>, mut replies: mpsc::UnboundedReceiver<Reply>) {
+async fn send_replies(
+    shared: Arc<Shared>,
+    celery: bool,
+    mut replies: mpsc::UnboundedReceiver<Reply>,
+) {
     let mut batch = Vec::new();
     while replies.recv_many(&mut batch, 256).await > 0 {
         let sent = async {
@@ -249,7 +286,17 @@ async fn send_replies(shared: Arc<Shared>, mut replies: mpsc::UnboundedReceiver<
                         ShortString::from(ID_HEADER),
                         AMQPValue::LongString(LongString::from(reply.id.as_bytes())),
                     );
-                    Publication::with_headers(&reply.queue, &reply.bytes, headers)
+                    let mut publication =
+                        Publication::with_headers(&reply.queue, &reply.bytes, headers);
+                    if celery {
+                        // As Celery's RPC backend sends it: named by its correlation id.
+                        publication.properties = publication
+                            .properties
+                            .with_correlation_id(reply.id.as_str().into())
+                            .with_content_type("application/json".into())
+                            .with_content_encoding("utf-8".into());
+                    }
+                    publication
                 })
                 .collect();
             shared.publish(&link, publications).await
@@ -312,7 +359,12 @@ impl ResultBackend for AmqpRpcBackend {
         let reply = Reply {
             queue: queue.to_owned(),
             id: id.to_owned(),
-            bytes: result.to_bytes(),
+            // Celery's reply is the meta alone (which the app stored in Celery's format).
+            bytes: if self.inner.celery {
+                result.body.to_vec()
+            } else {
+                result.to_bytes()
+            },
             done,
         };
         let gone = || BrokerError::Disconnected { op: "send reply" };

@@ -75,15 +75,19 @@ fn from_url(
                 ))
             }
         }
-        "rpc" => rpc(broker_url).map_err(|reason| invalid(reason.to_owned())),
+        "rpc" => rpc(broker_url, celery_format).map_err(|reason| invalid(reason.to_owned())),
         other => Err(invalid(format!(
             "unknown scheme `{other}`: use memory://, redis://, rediss:// or rpc://"
         ))),
     }
 }
 
-/// RabbitMQ's RPC backend on the app's broker, which must be an `amqp://` or `amqps://` URL.
-fn rpc(broker_url: Option<&str>) -> Result<Arc<dyn ResultBackend>, &'static str> {
+/// RabbitMQ's RPC backend on the app's broker, which must be an `amqp://` or `amqps://` URL;
+/// with `celery_format`, its results travel as Celery's `rpc://` backend sends them.
+fn rpc(
+    broker_url: Option<&str>,
+    celery_format: bool,
+) -> Result<Arc<dyn ResultBackend>, &'static str> {
     let Some(broker_url) = broker_url.filter(|url| url.starts_with("amqp")) else {
         return Err(
             "rpc:// sends results over the app's RabbitMQ broker: give the broker as an \
@@ -93,11 +97,13 @@ fn rpc(broker_url: Option<&str>) -> Result<Arc<dyn ResultBackend>, &'static str>
     };
     #[cfg(feature = "amqp")]
     {
-        Ok(Arc::new(celeriac_amqp::AmqpRpcBackend::new(broker_url)))
+        Ok(Arc::new(
+            celeriac_amqp::AmqpRpcBackend::new(broker_url).celery_format(celery_format),
+        ))
     }
     #[cfg(not(feature = "amqp"))]
     {
-        let _ = broker_url;
+        let _ = (broker_url, celery_format);
         Err("needs the `amqp` feature of celeriac: `cargo add celeriac --features amqp`")
     }
 }

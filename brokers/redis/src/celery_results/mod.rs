@@ -143,19 +143,6 @@ impl CeleryResultBackend {
     }
 }
 
-/// The state a Celery status stands for.
-fn state_of(status: &str) -> Option<ResultState> {
-    Some(match status {
-        "PENDING" | "RECEIVED" => ResultState::Pending,
-        "STARTED" => ResultState::Started,
-        "RETRY" => ResultState::Retry,
-        "SUCCESS" => ResultState::Success,
-        "FAILURE" | "REJECTED" | "IGNORED" => ResultState::Failure,
-        "REVOKED" => ResultState::Revoked,
-        _ => return None,
-    })
-}
-
 /// The rank of `ResultState::replaces`, as `celery_store.lua` compares them.
 fn rank(state: ResultState) -> u8 {
     match state {
@@ -164,27 +151,6 @@ fn rank(state: ResultState) -> u8 {
         ResultState::Success => 3,
         _ => 0,
     }
-}
-
-/// Reads a stored meta's state; the meta itself is the record's body.
-fn stored(id: &str, meta: Vec<u8>) -> Result<StoredResult, BrokerError> {
-    #[derive(serde::Deserialize)]
-    struct Status<'a> {
-        #[serde(borrow)]
-        status: std::borrow::Cow<'a, str>,
-    }
-    let status = serde_json::from_slice::<Status<'_>>(&meta).map_err(|error| {
-        BrokerError::Invalid(format!(
-            "the Celery result of task {id} is not a result meta: {error}"
-        ))
-    })?;
-    let state = state_of(&status.status).ok_or_else(|| {
-        BrokerError::Invalid(format!(
-            "the Celery result of task {id} has the unknown status `{}`",
-            status.status
-        ))
-    })?;
-    Ok(StoredResult::new(state, Bytes::from(meta)))
 }
 
 impl std::fmt::Debug for CeleryResultBackend {
@@ -235,7 +201,8 @@ impl ResultBackend for CeleryResultBackend {
             redis::cmd("GET").arg(self.key(id)).query_async(&mut conn),
         )
         .await?;
-        meta.map(|meta| stored(id, meta)).transpose()
+        meta.map(|meta| celeriac_core::celery::results::stored_meta(id, meta))
+            .transpose()
     }
 
     async fn wait_ready(&self, id: &str) -> Result<StoredResult, BrokerError> {
@@ -297,21 +264,6 @@ impl ResultBackend for CeleryResultBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn celery_statuses_are_states_and_garbage_is_an_error() {
-        let meta = br#"{"status": "SUCCESS", "result": 5, "traceback": null}"#.to_vec();
-        assert_eq!(stored("t", meta).unwrap().state, ResultState::Success);
-        let meta = br#"{"status": "REVOKED"}"#.to_vec();
-        assert_eq!(stored("t", meta).unwrap().state, ResultState::Revoked);
-        for bad in [
-            &b"not json"[..],
-            br#"{"status": "NAPPING"}"#,
-            br#"{"result": 1}"#,
-        ] {
-            assert!(stored("t", bad.to_vec()).is_err());
-        }
-    }
 
     #[test]
     fn ranks_follow_the_replacement_rule() {
