@@ -328,7 +328,7 @@ impl Broker for AmqpBroker {
                 "message priorities without `max_priority`",
             ));
         }
-        let celery: Vec<_> = if self.shared.settings.celery_format {
+        let mut celery: Vec<_> = if self.shared.settings.celery_format {
             messages
                 .iter()
                 .map(|message| celery::to_amqp(&message.payload))
@@ -345,16 +345,16 @@ impl Broker for AmqpBroker {
                     .await?,
             );
         }
+        let mut celery = celery.iter_mut();
         let publications = messages
             .iter()
             .zip(&routes)
-            .enumerate()
-            .map(|(index, (message, route))| {
-                if let Some(Some((body, properties))) = celery.get(index) {
+            .map(|(message, route)| {
+                if let Some(Some((body, properties))) = celery.next() {
                     return Publication {
                         queue: route,
                         payload: body,
-                        properties: properties.clone(),
+                        properties: std::mem::take(properties),
                     };
                 }
                 let properties = lapin::BasicProperties::default();
