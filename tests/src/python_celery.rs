@@ -93,6 +93,9 @@ pub fn python_worker(
             "--without-mingle",
         ])
         .args(["-Q", queue, "--loglevel", "WARNING"])
+        // A name of its own: on RabbitMQ each worker holds an exclusive pidbox queue named after
+        // it, and a second `celery@<host>` at once dies on the lock.
+        .args(["-n", &format!("{queue}@%h")])
         .args(extra)
         .stdout(Stdio::null())
         .spawn()

@@ -11,6 +11,9 @@ use celeriac_tests::harness::{
     BackgroundWorker, amqp_url, eventually, redis_url, require_python_celery, unique_queue,
 };
 use celeriac_tests::python_celery::{python_runs, python_sends_with, python_worker};
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
 use serde_json::json;
 
 /// The calls the Rust task ran: (mobile, sms_code).
@@ -201,4 +204,110 @@ async fn results_cross_languages_over_rabbitmq_rpc() {
     assert_eq!(value.expect("the Python task's result"), 0);
     let failure = failure.expect_err("the Python task failed").to_string();
     assert!(failure.contains("no such number: 0"), "{failure}");
+}
+
+/// Publishes `body` to `queue` as a Celery producer on RabbitMQ would, with Celery's task headers
+/// for task `task` (`id` a fresh UUID) and `content_type`.
+async fn publish_raw(queue: &str, task: AMQPValue, body: &[u8], content_type: &str) {
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ");
+    let channel = connection.create_channel().await.expect("channel");
+    let mut headers = FieldTable::default();
+    headers.insert("task".into(), task);
+    headers.insert(
+        "id".into(),
+        AMQPValue::LongString(uuid::Uuid::new_v4().to_string().as_str().into()),
+    );
+    headers.insert(
+        "timelimit".into(),
+        AMQPValue::FieldArray(vec![AMQPValue::Void, AMQPValue::Void].into()),
+    );
+    let properties = BasicProperties::default()
+        .with_content_type(content_type.into())
+        .with_content_encoding("utf-8".into())
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body,
+            properties,
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// Hostile Celery-format input on RabbitMQ: a two-element body (which sends a Python worker into a
+/// poison loop), a body that is not JSON, pickle, a task name that is not a string, and absurd
+/// kwargs are each dead-lettered with the reason; the worker keeps serving and runs the good
+/// message after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_celery_messages_on_rabbitmq_are_dead_lettered_with_the_reason() {
+    if celeriac_tests::harness::skipped("amqp") {
+        return;
+    }
+    let queue = unique_queue("hostile_amqp");
+    let app = sms_app(&queue);
+    app.broker().stats(&queue).await.expect("declare the queue");
+    let name = || AMQPValue::LongString("ccp_send_sms_code".into());
+    let json = "application/json";
+    let huge = format!(
+        r#"[["1360000009", "x"], {{"padding": "{}"}}, {{}}]"#,
+        "z".repeat(2 << 20)
+    );
+    let bad: [(AMQPValue, &[u8], &str, &str); 5] = [
+        (
+            name(),
+            br#"[["1360000001", "111111"], {}]"#,
+            json,
+            "[args, kwargs, embed]",
+        ),
+        (name(), b"\x80\x04not json", json, "JSON"),
+        (
+            name(),
+            b"\x80\x04\x95pickle",
+            "application/x-python-serialize",
+            "not accepted",
+        ),
+        (AMQPValue::LongLongInt(7), br#"[[], {}, {}]"#, json, "task"),
+        (name(), huge.as_bytes(), json, "exceeds the limit"),
+    ];
+    for (task, body, content_type, _) in &bad {
+        publish_raw(&queue, task.clone(), body, content_type).await;
+    }
+    publish_raw(
+        &queue,
+        name(),
+        br#"[["1360000002", "222222"], {}, {"callbacks": null, "errbacks": null, "chain": null, "chord": null}]"#,
+        json,
+    )
+    .await;
+    let report = celeriac::testing::run_until_idle(&app)
+        .await
+        .expect("the worker runs");
+    assert_eq!((report.succeeded, report.dead_lettered), (1, 5));
+    assert!(
+        RAN.lock()
+            .unwrap()
+            .iter()
+            .any(|(mobile, _)| mobile == "1360000002")
+    );
+    let dead = app
+        .broker()
+        .dead_letters(&queue, 10)
+        .await
+        .expect("dead letters");
+    let reasons: Vec<&str> = dead.iter().map(|letter| letter.reason.as_str()).collect();
+    for (_, _, _, why) in &bad {
+        assert!(
+            reasons.iter().any(|reason| reason.contains(why)),
+            "a reason mentions {why:?}: {reasons:#?}"
+        );
+    }
 }
