@@ -10,7 +10,7 @@ use celeriac::{App, TaskError};
 use celeriac_tests::harness::{
     BackgroundWorker, amqp_url, eventually, redis_url, require_python_celery, unique_queue,
 };
-use celeriac_tests::python_celery::{python_runs, python_sends_with, python_worker};
+use celeriac_tests::python_celery::{celery_app, python_runs, python_sends_with, python_worker};
 use lapin::options::BasicPublishOptions;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -34,11 +34,9 @@ fn sms_app(queue: &str) -> App {
 /// The shop's app in Celery's format on the tests' RabbitMQ, with the result backend at
 /// `results` (`rpc://`: RabbitMQ's replies, as Celery's `rpc://` sends them).
 fn sms_app_with_results(queue: &str, results: &str) -> App {
-    App::builder()
+    celery_app(queue)
         .broker_url(amqp_url())
         .result_backend_url(results)
-        .celery_compat()
-        .default_queue(queue)
         .register::<ccp_send_sms_code>()
         .build()
         .expect("app")
