@@ -7,6 +7,7 @@ defines it, on the broker and queue the Rust test names in the environment.
     INTEROP_PREFIX      kombu's global_keyprefix (may be empty)
     INTEROP_BACKEND_URL Celery's result backend (unset: none)
     INTEROP_VISIBILITY  kombu's visibility_timeout in seconds; also restores every second
+    INTEROP_QUEUE_TYPE  Celery's task_default_queue_type ("quorum" on RabbitMQ; unset: classic)
 
 The task records each run by RPUSHing JSON onto the Redis list `celeriac-test-interop-ran:<queue>`.
 """
@@ -24,6 +25,8 @@ PREFIX = os.environ.get("INTEROP_PREFIX", "")
 
 app = Celery("interop", broker=BROKER_URL, backend=os.environ.get("INTEROP_BACKEND_URL"))
 app.conf.task_default_queue = QUEUE
+if os.environ.get("INTEROP_QUEUE_TYPE"):
+    app.conf.task_default_queue_type = os.environ["INTEROP_QUEUE_TYPE"]
 app.conf.broker_transport_options = {"global_keyprefix": PREFIX} if PREFIX else {}
 if os.environ.get("INTEROP_VISIBILITY"):
     app.conf.broker_transport_options.update(

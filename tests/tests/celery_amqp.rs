@@ -309,3 +309,76 @@ async fn hostile_celery_messages_on_rabbitmq_are_dead_lettered_with_the_reason()
         );
     }
 }
+
+/// Quorum queues, as Celery ≥ 5.5 declares them with `task_default_queue_type = "quorum"`: a
+/// Python producer's task runs on a Rust worker, and a Rust `delay` on a Python worker, each side
+/// declaring the shared queue alike (`x-queue-type: quorum`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queues_are_shared_with_python() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let amqp = amqp_url();
+    let quorum = [
+        ("INTEROP_BROKER_URL", amqp.as_str()),
+        ("INTEROP_QUEUE_TYPE", "quorum"),
+    ];
+    let app_on = |queue: &str| {
+        let queue = queue.to_owned();
+        let amqp = amqp.clone();
+        async move {
+            let broker = celeriac::amqp::AmqpBroker::builder(&amqp)
+                .celery_format(true)
+                .quorum_queues(true)
+                .connect()
+                .await
+                .expect("connect to RabbitMQ");
+            App::builder()
+                .broker(broker)
+                .celery_compat()
+                .default_queue(&queue)
+                .register::<ccp_send_sms_code>()
+                .build()
+                .expect("app")
+        }
+    };
+    // Python sends, Rust runs.
+    let queue = unique_queue("quorum_py_to_rust");
+    let app = app_on(&queue).await;
+    app.broker()
+        .stats(&queue)
+        .await
+        .expect("declare the quorum queue");
+    let running = BackgroundWorker::start(app.worker().build().expect("worker"));
+    python_sends_with(
+        &python,
+        &queue,
+        &quorum,
+        json!([{"args": ["1340000001", "111111"]}]),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the Rust worker to run it",
+        || async {
+            RAN.lock()
+                .unwrap()
+                .iter()
+                .any(|(mobile, _)| mobile == "1340000001")
+        },
+    )
+    .await;
+    running.stop().await;
+
+    // Rust sends, Python runs.
+    let queue = unique_queue("quorum_rust_to_py");
+    let app = app_on(&queue).await;
+    let mut worker = python_worker(&python, &queue, "solo", &quorum, &[]);
+    ccp_send_sms_code::delay(&app, "1340000002".into(), "222222".into())
+        .await
+        .expect("delay");
+    let runs = python_runs(&queue, 1, "the Python worker to run it").await;
+    worker.start_kill().expect("stop the Python worker");
+    let _ = worker.wait().await;
+    assert_eq!(runs[0]["mobile"], "1340000002");
+}

@@ -15,6 +15,8 @@ pub(crate) struct Settings {
     pub(crate) heartbeat: Option<u16>,
     /// Celery's task messages go out and come in as Celery sends them (see `crate::celery`).
     pub(crate) celery_format: bool,
+    /// Main queues are quorum queues (`x-queue-type: quorum`).
+    pub(crate) quorum_queues: bool,
 }
 
 /// The largest AMQP frame we offer RabbitMQ by default: its own default. Offering it when
@@ -52,6 +54,7 @@ impl Default for Settings {
             tls_roots_pem: None,
             heartbeat: None,
             celery_format: false,
+            quorum_queues: false,
         }
     }
 }

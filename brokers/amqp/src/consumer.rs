@@ -64,7 +64,11 @@ async fn start_once(
             topology::shards(queue, shared.settings.shards).map(|shard| (shard, name.clone())),
         );
     }
-    let limits = prefetch_limits(options.prefetch_count(), sources.len());
+    let limits = prefetch_limits(
+        options.prefetch_count(),
+        sources.len(),
+        shared.settings.quorum_queues,
+    );
     let mut incoming: SelectAll<Incoming> = SelectAll::new();
     let mut tags = Vec::with_capacity(sources.len());
     for ((source, name), limit) in sources.into_iter().zip(limits) {
@@ -112,17 +116,18 @@ async fn start_once(
 /// channel-wide limit costs the broker noticeably more per message) split the window exactly; only
 /// when it is smaller than the number of consumers (a per-consumer 0 would mean unlimited) is the
 /// limit channel-wide.
-fn prefetch_limits(prefetch: usize, consumers: usize) -> Vec<(u16, bool)> {
+fn prefetch_limits(prefetch: usize, consumers: usize, quorum: bool) -> Vec<(u16, bool)> {
     let consumers = consumers.max(1);
     let prefetch = prefetch.clamp(1, usize::from(u16::MAX));
-    if prefetch < consumers {
+    // Quorum queues refuse a channel-wide (global) prefetch: each consumer takes at least one.
+    if prefetch < consumers && !quorum {
         let global = u16::try_from(prefetch).unwrap_or(u16::MAX);
         return vec![(global, true); consumers];
     }
     (0..consumers)
         .map(|index| {
             let share = prefetch / consumers + usize::from(index < prefetch % consumers);
-            (u16::try_from(share).unwrap_or(u16::MAX), false)
+            (u16::try_from(share.max(1)).unwrap_or(u16::MAX), false)
         })
         .collect()
 }
@@ -344,12 +349,12 @@ mod tests {
 
     #[test]
     fn prefetch_is_split_exactly_among_consumers() {
-        assert_eq!(prefetch_limits(256, 1), [(256, false)]);
+        assert_eq!(prefetch_limits(256, 1, false), [(256, false)]);
         assert_eq!(
-            prefetch_limits(10, 4),
+            prefetch_limits(10, 4, false),
             [(3, false), (3, false), (2, false), (2, false)]
         );
-        let total: usize = prefetch_limits(1_000, 7)
+        let total: usize = prefetch_limits(1_000, 7, false)
             .iter()
             .map(|(share, _)| usize::from(*share))
             .sum();
@@ -358,6 +363,8 @@ mod tests {
 
     #[test]
     fn a_window_smaller_than_the_consumers_is_channel_wide() {
-        assert_eq!(prefetch_limits(2, 3), [(2, true); 3]);
+        assert_eq!(prefetch_limits(2, 3, false), [(2, true); 3]);
+        // Except on quorum queues, which refuse it: one each.
+        assert_eq!(prefetch_limits(2, 3, true), [(1, false); 3]);
     }
 }

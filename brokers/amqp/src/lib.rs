@@ -240,8 +240,30 @@ impl AmqpBrokerBuilder {
         self
     }
 
+    /// Declares main queues as quorum queues (`x-queue-type: quorum`, default off), replicated
+    /// across a RabbitMQ cluster — as Celery ≥ 5.5 does with `task_default_queue_type =
+    /// "quorum"`, so both languages declare a shared queue alike. Quorum queues take no
+    /// [`max_priority`](Self::max_priority) (connecting with both is an error); consumers use
+    /// per-consumer prefetch, which quorum queues require. Delayed messages still wait in
+    /// celeriac's wait queues, which dead-letter into the quorum queue when due.
+    ///
+    /// ```
+    /// let builder = celeriac_amqp::AmqpBroker::builder("amqp://127.0.0.1/%2f").quorum_queues(true);
+    /// # let _ = builder;
+    /// ```
+    pub fn quorum_queues(mut self, on: bool) -> Self {
+        self.settings.quorum_queues = on;
+        self
+    }
+
     /// Connects, failing if RabbitMQ cannot be reached within the operation timeout.
     pub async fn connect(self) -> Result<AmqpBroker, BrokerError> {
+        if self.settings.quorum_queues && self.settings.max_priority.is_some() {
+            return Err(BrokerError::Invalid(
+                "quorum queues take no `x-max-priority`: set `max_priority` or `quorum_queues`, not both"
+                    .into(),
+            ));
+        }
         let shared = Arc::new(Shared::new(self.url, self.settings));
         shared.link().await?;
         Ok(AmqpBroker { shared })
@@ -383,10 +405,7 @@ impl Broker for AmqpBroker {
         let mut stats = QueueStats::default();
         for shard in topology::shards(queue, self.shared.settings.shards) {
             stats.ready += self
-                .count(
-                    &shard,
-                    topology::main_arguments(self.shared.settings.max_priority),
-                )
+                .count(&shard, topology::main_arguments(&self.shared.settings))
                 .await?;
         }
         stats.dead_lettered = self

@@ -8,11 +8,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use celeriac_core::{BoxError, BrokerError};
 use futures::future::try_join_all;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::tcp::OwnedTLSConfig;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::uri::AMQPUri;
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
+};
 
 use celeriac_core::RedactedUrl;
 
@@ -217,11 +222,42 @@ impl Shared {
         }
         let timeout = self.timeout();
         for shard in topology::shards(queue, self.settings.shards) {
-            let main = topology::main_arguments(self.settings.max_priority);
+            let main = topology::main_arguments(&self.settings);
             bounded(
                 "declare queue",
                 timeout,
                 channel.queue_declare(shard.as_str().into(), QueueDeclareOptions::durable(), main),
+            )
+            .await?;
+        }
+        if self.settings.celery_format {
+            // Celery's topology: a direct exchange of the queue's name, bound with its name (what
+            // a producer routing through the exchange, as `task_routes` may, relies on).
+            let options = ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            };
+            bounded(
+                "declare Celery's exchange",
+                timeout,
+                channel.exchange_declare(
+                    queue.into(),
+                    ExchangeKind::Direct,
+                    options,
+                    FieldTable::default(),
+                ),
+            )
+            .await?;
+            bounded(
+                "bind to Celery's exchange",
+                timeout,
+                channel.queue_bind(
+                    queue.into(),
+                    queue.into(),
+                    queue.into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                ),
             )
             .await?;
         }

@@ -52,9 +52,18 @@ pub(crate) fn quantize(delay: Duration) -> u64 {
     ((millis + step / 2) / step * step).max(step)
 }
 
-/// Arguments of a main queue.
-pub(crate) fn main_arguments(max_priority: Option<u8>) -> FieldTable {
+/// Arguments of a main queue: `x-max-priority` when priorities are on, `x-queue-type: quorum`
+/// for quorum queues (which take no `x-max-priority`).
+pub(crate) fn main_arguments(settings: &crate::config::Settings) -> FieldTable {
+    let max_priority = settings.max_priority;
     let mut arguments = FieldTable::default();
+    if settings.quorum_queues {
+        arguments.insert(
+            ShortString::from("x-queue-type"),
+            AMQPValue::LongString(LongString::from("quorum")),
+        );
+        return arguments;
+    }
     if let Some(max) = max_priority {
         arguments.insert(
             ShortString::from("x-max-priority"),
