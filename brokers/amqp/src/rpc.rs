@@ -113,7 +113,9 @@ impl AmqpRpcBackend {
     pub fn celery_format(mut self, on: bool) -> Self {
         match Arc::get_mut(&mut self.inner) {
             Some(inner) => inner.celery = on,
-            None => tracing::warn!("celery_format is set before the backend is shared; ignored"),
+            None => {
+                tracing::warn!("celery_format must be set before the backend is cloned; ignored")
+            }
         }
         self
     }

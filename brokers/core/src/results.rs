@@ -254,18 +254,19 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
         })
     }
 
-    /// Records that chord member `part` failed for good, with `error`. Returns whether the caller
-    /// is to fail the chord now (store its failure, send its error callbacks): at the chord's
-    /// first failure (or the same member's again), so that happens once per chord, and again only
-    /// by a repeat of the run that did it. A backend that reports a chord's failure only once
-    /// every member is in, as Celery's does, answers `true` to the member that completes it, and
-    /// [`ChordJoin::Failed`] to a succeeding member that completes it.
+    /// Records that chord member `part` failed for good, with `error`. Answers
+    /// [`ChordJoin::Failed`] with the chord's failure when the caller is to fail the chord now
+    /// (store its failure, send its error callbacks), [`ChordJoin::Waiting`] otherwise (never
+    /// `Complete`): at the chord's first failure (or the same member's again), so that happens
+    /// once per chord, and again only by a repeat of the run that did it. A backend that reports a
+    /// chord's failure only once every member is in, as Celery's does, answers `Failed` to the
+    /// member that completes it, whether that member failed or succeeded.
     async fn fail_chord(
         &self,
         part: ChordPart<'_>,
         error: &str,
         ttl: Duration,
-    ) -> Result<bool, BrokerError> {
+    ) -> Result<ChordJoin, BrokerError> {
         let _ = (part, error, ttl);
         Err(BrokerError::Unsupported {
             system: self.system(),

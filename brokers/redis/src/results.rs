@@ -278,9 +278,9 @@ impl ResultBackend for RedisResultBackend {
     async fn fail_chord(
         &self,
         part: ChordPart<'_>,
-        _error: &str,
+        error: &str,
         ttl: Duration,
-    ) -> Result<bool, BrokerError> {
+    ) -> Result<ChordJoin, BrokerError> {
         let mut invocation = SCRIPTS.chord_fail.key(self.chord_key(part.chord, "failed"));
         invocation.arg(part.index).arg(ttl_ms(ttl));
         let mut conn = self.inner.conn.clone();
@@ -290,7 +290,11 @@ impl ResultBackend for RedisResultBackend {
             invocation.invoke_async(&mut conn),
         )
         .await?;
-        Ok(first == 1)
+        Ok(if first == 1 {
+            ChordJoin::Failed(error.to_owned())
+        } else {
+            ChordJoin::Waiting
+        })
     }
 
     async fn forget(&self, id: &str) -> Result<(), BrokerError> {

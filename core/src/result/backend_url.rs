@@ -203,7 +203,7 @@ impl<B: ResultBackend + Clone> ResultBackend for LazyRedis<B> {
         part: super::ChordPart<'_>,
         error: &str,
         ttl: Duration,
-    ) -> Result<bool, BrokerError> {
+    ) -> Result<super::ChordJoin, BrokerError> {
         self.backend
             .connected()
             .await?

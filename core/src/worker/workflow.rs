@@ -157,17 +157,8 @@ async fn stop(app: &App, envelope: &Envelope, workflow: &Workflow, cause: Cause,
         .fail_chord(part, &message, app.result_expires())
         .await
     {
-        Ok(true) => {
-            // Celery's chords (whose size the backend keeps) say which member failed, as Celery's
-            // `ChordError` does, whichever member completes the chord.
-            let message = if member.size == 0 {
-                format!("Dependency {} raised TaskError: {message}", envelope.id)
-            } else {
-                message
-            };
-            fail_chord(app, envelope, member, cause, message).await;
-        }
-        Ok(false) => {}
+        Ok(ChordJoin::Failed(reason)) => fail_chord(app, envelope, member, cause, reason).await,
+        Ok(_) => {}
         Err(error) => {
             tracing::error!(task = %envelope.task, task.id = %envelope.id, %chord, error = %Report(&error), "cannot record the chord's failure");
         }

@@ -97,22 +97,7 @@ pub fn celery_events(batch: &[u8], clock: &AtomicU64, utcoffset: f64) -> Vec<Cel
                 add("sw_sys", json!(sw_sys()));
                 kind
             }
-            "task-sent" => {
-                add("uuid", field("uuid"));
-                add("name", field("name"));
-                add("args", json!("(redacted)"));
-                add("kwargs", json!("(redacted)"));
-                add("retries", field("retries"));
-                add("queue", field("queue"));
-                add("exchange", json!(""));
-                add("routing_key", field("queue"));
-                add("root_id", Value::Null);
-                add("parent_id", Value::Null);
-                add("eta", Value::Null);
-                add("expires", Value::Null);
-                kind
-            }
-            "task-received" => {
+            "task-sent" | "task-received" => {
                 add("uuid", field("uuid"));
                 add("name", field("name"));
                 add("args", json!("(redacted)"));
@@ -122,6 +107,12 @@ pub fn celery_events(batch: &[u8], clock: &AtomicU64, utcoffset: f64) -> Vec<Cel
                 add("parent_id", Value::Null);
                 add("eta", Value::Null);
                 add("expires", Value::Null);
+                // A sent task also says where it went.
+                if kind == "task-sent" {
+                    add("queue", field("queue"));
+                    add("exchange", json!(""));
+                    add("routing_key", field("queue"));
+                }
                 kind
             }
             "task-started" => {

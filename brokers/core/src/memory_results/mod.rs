@@ -244,10 +244,14 @@ impl ResultBackend for MemoryResultBackend {
     async fn fail_chord(
         &self,
         part: ChordPart<'_>,
-        _error: &str,
+        error: &str,
         ttl: Duration,
-    ) -> Result<bool, BrokerError> {
-        Ok(self.chords().fail(part.chord, part.index, ttl))
+    ) -> Result<ChordJoin, BrokerError> {
+        Ok(if self.chords().fail(part.chord, part.index, ttl) {
+            ChordJoin::Failed(error.to_owned())
+        } else {
+            ChordJoin::Waiting
+        })
     }
 }
 

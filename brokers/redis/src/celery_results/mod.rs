@@ -246,18 +246,17 @@ impl ResultBackend for CeleryResultBackend {
         self.celery_chord_sent(chord).await
     }
 
-    /// Records the failure in the join; `true` when it completes the chord (Celery fails a chord
-    /// once every member is in).
+    /// Records the failure in the join; `Failed` (naming the first member that failed, as
+    /// Celery's `ChordError` does) when it completes the chord: Celery fails a chord once every
+    /// member is in.
     async fn fail_chord(
         &self,
         part: ChordPart<'_>,
         error: &str,
         ttl: Duration,
-    ) -> Result<bool, BrokerError> {
-        let joined = self
-            .join_celery_chord(part, chords::Outcome::Failed(error), ttl)
-            .await?;
-        Ok(matches!(joined, ChordJoin::Failed(_)))
+    ) -> Result<ChordJoin, BrokerError> {
+        self.join_celery_chord(part, chords::Outcome::Failed(error), ttl)
+            .await
     }
 }
 
