@@ -34,3 +34,17 @@ pub(crate) fn until(at: SystemTime) -> Duration {
 pub(crate) fn instant_at(at: SystemTime) -> Instant {
     Instant::now() + until(at)
 }
+
+/// `time` on chrono's calendar, UTC; its last instant for a later time (chrono's calendar ends
+/// long before `SystemTime` does, and converting past its end panics: a hostile timestamp must
+/// not). Times before 1970 read as 1970.
+#[cfg(any(feature = "celery", feature = "cli", feature = "dashboard"))]
+pub(crate) fn calendar(time: SystemTime) -> chrono::DateTime<chrono::Utc> {
+    let since = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_secs())
+        .ok()
+        .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, since.subsec_nanos()))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}

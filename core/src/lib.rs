@@ -79,6 +79,9 @@ pub mod election;
 pub mod envelope;
 pub mod error;
 pub mod events;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod layers;
 mod lazy;
 pub mod metrics;

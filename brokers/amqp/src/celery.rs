@@ -72,7 +72,24 @@ pub(crate) fn to_amqp(payload: &[u8]) -> Option<(Vec<u8>, BasicProperties)> {
 /// kombu's envelope around a delivery from `queue` that carries Celery's task headers (protocol
 /// 2: `task` and `id`), as celeriac's worker reads Celery's messages; `None` for anything else.
 pub(crate) fn from_amqp(delivery: &lapin::message::Delivery, queue: &str) -> Option<Vec<u8>> {
-    let headers = delivery.properties.headers().as_ref()?;
+    from_parts(
+        &delivery.properties,
+        &delivery.data,
+        delivery.exchange.as_str(),
+        delivery.delivery_tag,
+        queue,
+    )
+}
+
+/// [`from_amqp`] for a delivery's parts.
+pub(crate) fn from_parts(
+    properties: &BasicProperties,
+    data: &[u8],
+    exchange: &str,
+    delivery_tag: u64,
+    queue: &str,
+) -> Option<Vec<u8>> {
+    let headers = properties.headers().as_ref()?;
     if !headers.contains_key("task") || !headers.contains_key("id") {
         return None;
     }
@@ -87,9 +104,8 @@ pub(crate) fn from_amqp(delivery: &lapin::message::Delivery, queue: &str) -> Opt
             .as_ref()
             .map_or(Value::Null, |value| json!(value.as_str()))
     };
-    let properties = &delivery.properties;
     let envelope = json!({
-        "body": base64::engine::general_purpose::STANDARD.encode(&delivery.data),
+        "body": base64::engine::general_purpose::STANDARD.encode(data),
         "content-encoding": properties.content_encoding().as_ref().map_or("utf-8", ShortString::as_str),
         "content-type": properties.content_type().as_ref().map_or("application/json", ShortString::as_str),
         "headers": json_headers,
@@ -98,9 +114,9 @@ pub(crate) fn from_amqp(delivery: &lapin::message::Delivery, queue: &str) -> Opt
             "reply_to": text(properties.reply_to()),
             "delivery_mode": properties.delivery_mode().unwrap_or(2),
             "priority": properties.priority().unwrap_or(0),
-            "delivery_info": {"exchange": delivery.exchange.as_str(), "routing_key": queue},
+            "delivery_info": {"exchange": exchange, "routing_key": queue},
             "body_encoding": "base64",
-            "delivery_tag": delivery.delivery_tag.to_string(),
+            "delivery_tag": delivery_tag.to_string(),
         },
     });
     serde_json::to_vec(&envelope).ok()

@@ -68,16 +68,13 @@ pub(crate) fn vet(bytes: &[u8], max_frame: usize) -> Verdict {
 
 /// Where the headers table of a content-header payload is and why it is refused, if it is.
 fn refused_headers(payload: &[u8]) -> Option<(std::ops::Range<usize>, String)> {
-    // class id (2), weight (2), body size (8), then property flag words, each with bit 0 saying
-    // whether another follows.
+    // class id (2), weight (2), body size (8), then the property flags. The specification lets
+    // bit 0 announce another flags word; lapin's parser reads one word and ignores that bit, and
+    // this check must find the headers where lapin will: a check that skipped the "next word"
+    // looked two bytes past the table lapin parses (found by fuzzing).
     let mut at = 12;
     let flags = u16::from_be_bytes([*payload.get(at)?, *payload.get(at + 1)?]);
-    let mut word = flags;
     at += 2;
-    while word & 1 == 1 {
-        word = u16::from_be_bytes([*payload.get(at)?, *payload.get(at + 1)?]);
-        at += 2;
-    }
     if flags & HEADERS_FLAG == 0 {
         return None;
     }
@@ -255,6 +252,27 @@ mod tests {
             amq_protocol::frame::AMQPFrame::Header(_, header) => header.properties,
             other => panic!("not a header frame: {other:?}"),
         }
+    }
+
+    /// Bit 0 of the flags announces another flags word in the specification; lapin ignores it.
+    /// The check must look where lapin reads: with the bit set, headers nested too deep are still
+    /// refused, and what replaces them is what lapin reads.
+    #[test]
+    fn headers_are_found_where_lapin_reads_them_whatever_flag_bit_0_says() {
+        let properties = BasicProperties::default()
+            .with_headers(nested(MAX_HEADER_DEPTH + 1))
+            .with_priority(3);
+        let mut frame = header_frame(properties);
+        let flags_low_byte = FRAME_HEADER_LEN + 13;
+        frame[flags_low_byte] |= 1;
+        let Verdict::Replace { frame: fixed, .. } = vet(&frame, 1 << 17) else {
+            panic!("deep headers must be replaced");
+        };
+        let properties = parse(&fixed);
+        let headers = properties.headers().as_ref().expect("headers");
+        let reason = crate::link::text_header(Some(headers), REFUSED_HEADERS_HEADER);
+        assert!(reason.expect("the reason").contains("deeper than 64"));
+        assert_eq!(*properties.priority(), Some(3));
     }
 
     #[test]

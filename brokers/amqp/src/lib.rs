@@ -59,6 +59,9 @@ mod election;
 mod error;
 mod events;
 mod frames;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod link;
 mod rpc;
 mod topology;

@@ -12,7 +12,9 @@ use std::io;
 use std::time::Duration;
 
 use redis::{ConnectionAddr, ConnectionInfo};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream,
+};
 
 /// What a connection needs from its transport.
 trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -21,6 +23,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
 
 /// The longest line (a reply's header or an error message) the reader accepts.
 const MAX_LINE: usize = 64 * 1024;
+/// The most a bulk string is given before its bytes arrive.
+const MAX_UPFRONT: usize = 64 * 1024;
 /// Room for field names in an entry's budget.
 const FIELD_NAMES_ROOM: usize = 1024;
 /// Arrays nest this deep at most in an `XREADGROUP` reply (streams, stream, entries, entry, fields).
@@ -101,7 +105,7 @@ impl BoundedConnection {
 
     async fn expect_ok(&mut self, command: &[&[u8]], what: &str) -> io::Result<()> {
         self.send(command).await?;
-        match self.reply(usize::MAX).await? {
+        match read_reply(&mut self.io, usize::MAX).await? {
             Reply::Status(_) => Ok(()),
             // The server's words only: they never quote the password.
             Reply::Error(error) => Err(io::Error::other(format!("{what}: {error}"))),
@@ -138,8 +142,11 @@ impl BoundedConnection {
         self.send(&command).await?;
         // The budget counts field names too: leave them room, so that a payload of exactly the
         // limit is read (a larger one that fits is refused by the worker's own decode limit).
-        self.reply(max_entry_bytes.saturating_add(FIELD_NAMES_ROOM))
-            .await
+        read_reply(
+            &mut self.io,
+            max_entry_bytes.saturating_add(FIELD_NAMES_ROOM),
+        )
+        .await
     }
 
     async fn send(&mut self, command: &[&[u8]]) -> io::Result<()> {
@@ -154,97 +161,128 @@ impl BoundedConnection {
         self.io.write_all(&out).await?;
         self.io.flush().await
     }
+}
 
-    /// Reads one reply, without recursion. The bulk strings directly inside one array may add up
-    /// to `budget` bytes; past that they are skipped (streamed past, not stored).
-    async fn reply(&mut self, budget: usize) -> io::Result<Reply> {
-        // Open arrays: their items so far, how many are still due, the bytes of their bulks.
-        let mut open: Vec<(Vec<Reply>, usize, usize)> = Vec::new();
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            self.read_line(&mut line).await?;
-            let (kind, rest) = line
-                .split_first()
-                .ok_or_else(|| invalid("empty reply line"))?;
-            let mut value = match kind {
-                b'+' => Reply::Status(rest.to_vec()),
-                b'-' => Reply::Error(String::from_utf8_lossy(rest).into_owned()),
-                b':' => Reply::Int(number(rest)?),
-                b'$' => match number(rest)? {
-                    -1 => Reply::Nil,
-                    len => {
-                        let len = usize::try_from(len).map_err(|_| invalid("negative length"))?;
-                        let used = open.last().map_or(0, |(_, _, bytes)| *bytes);
-                        if used.saturating_add(len) > budget {
-                            self.skip(len + 2).await?;
-                            if let Some((_, _, bytes)) = open.last_mut() {
-                                *bytes = bytes.saturating_add(len);
-                            }
-                            Reply::Skipped(len)
-                        } else {
+/// Reads one reply, without recursion. The bulk strings directly inside one array may add up
+/// to `budget` bytes; past that they are skipped (streamed past, not stored).
+pub(crate) async fn read_reply<R: AsyncBufRead + Unpin>(
+    io: &mut R,
+    budget: usize,
+) -> io::Result<Reply> {
+    // Open arrays: their items so far, how many are still due, the bytes of their bulks.
+    let mut open: Vec<(Vec<Reply>, usize, usize)> = Vec::new();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        read_line(io, &mut line).await?;
+        let (kind, rest) = line
+            .split_first()
+            .ok_or_else(|| invalid("empty reply line"))?;
+        let mut value = match kind {
+            b'+' => Reply::Status(rest.to_vec()),
+            b'-' => Reply::Error(String::from_utf8_lossy(rest).into_owned()),
+            b':' => Reply::Int(number(rest)?),
+            b'$' => match number(rest)? {
+                -1 => Reply::Nil,
+                len => {
+                    let len = usize::try_from(len).map_err(|_| invalid("negative length"))?;
+                    let used = open.last().map_or(0, |(_, _, bytes)| *bytes);
+                    if used.saturating_add(len) > budget {
+                        skip(io, len + 2).await?;
+                        if let Some((_, _, bytes)) = open.last_mut() {
+                            *bytes = bytes.saturating_add(len);
+                        }
+                        Reply::Skipped(len)
+                    } else {
+                        // A length the server states is not allocated before its bytes arrive
+                        // (replies read with no budget can state any): past 64 KiB, the buffer
+                        // grows as they come.
+                        let mut bulk = if len <= MAX_UPFRONT {
                             let mut bulk = vec![0; len + 2];
-                            self.io.read_exact(&mut bulk).await?;
-                            bulk.truncate(len);
-                            if let Some((_, _, bytes)) = open.last_mut() {
-                                *bytes += len;
+                            io.read_exact(&mut bulk).await?;
+                            bulk
+                        } else {
+                            let mut bulk = Vec::with_capacity(MAX_UPFRONT + 2);
+                            (&mut *io)
+                                .take(len as u64 + 2)
+                                .read_to_end(&mut bulk)
+                                .await?;
+                            if bulk.len() < len + 2 {
+                                return Err(io::ErrorKind::UnexpectedEof.into());
                             }
-                            Reply::Bulk(bulk)
+                            bulk
+                        };
+                        bulk.truncate(len);
+                        if let Some((_, _, bytes)) = open.last_mut() {
+                            *bytes += len;
                         }
+                        Reply::Bulk(bulk)
                     }
-                },
-                b'*' => match number(rest)? {
-                    -1 => Reply::Nil,
-                    0 => Reply::Array(Vec::new()),
-                    len => {
-                        if open.len() >= MAX_DEPTH {
-                            return Err(invalid("reply nested too deep"));
-                        }
-                        let len = usize::try_from(len).map_err(|_| invalid("negative length"))?;
-                        open.push((Vec::with_capacity(len.min(1024)), len, 0));
-                        continue;
-                    }
-                },
-                other => return Err(invalid(format!("unknown reply type {:?}", *other as char))),
-            };
-            // Hand the value to its array, closing every array it completes.
-            loop {
-                let Some((items, due, _)) = open.last_mut() else {
-                    return Ok(value);
-                };
-                items.push(value);
-                *due -= 1;
-                if *due > 0 {
-                    break;
                 }
-                let (items, _, _) = open.pop().unwrap_or_default();
-                value = Reply::Array(items);
+            },
+            b'*' => match number(rest)? {
+                -1 => Reply::Nil,
+                0 => Reply::Array(Vec::new()),
+                len => {
+                    if open.len() >= MAX_DEPTH {
+                        return Err(invalid("reply nested too deep"));
+                    }
+                    let len = usize::try_from(len).map_err(|_| invalid("negative length"))?;
+                    open.push((Vec::with_capacity(len.min(1024)), len, 0));
+                    continue;
+                }
+            },
+            other => return Err(invalid(format!("unknown reply type {:?}", *other as char))),
+        };
+        // Hand the value to its array, closing every array it completes.
+        loop {
+            let Some((items, due, _)) = open.last_mut() else {
+                return Ok(value);
+            };
+            items.push(value);
+            *due -= 1;
+            if *due > 0 {
+                break;
             }
+            let (items, _, _) = open.pop().unwrap_or_default();
+            value = Reply::Array(items);
         }
     }
+}
 
-    async fn read_line(&mut self, line: &mut Vec<u8>) -> io::Result<()> {
-        let read = (&mut self.io)
-            .take(MAX_LINE as u64)
-            .read_until(b'\n', line)
-            .await?;
-        if read == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        if !line.ends_with(b"\r\n") {
-            return Err(invalid("reply line too long or cut"));
-        }
-        line.truncate(line.len() - 2);
-        Ok(())
+async fn read_line<R: AsyncBufRead + Unpin>(io: &mut R, line: &mut Vec<u8>) -> io::Result<()> {
+    let read = io.take(MAX_LINE as u64).read_until(b'\n', line).await?;
+    if read == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
     }
+    if !line.ends_with(b"\r\n") {
+        return Err(invalid("reply line too long or cut"));
+    }
+    line.truncate(line.len() - 2);
+    Ok(())
+}
 
-    async fn skip(&mut self, len: usize) -> io::Result<()> {
-        let skipped =
-            tokio::io::copy(&mut (&mut self.io).take(len as u64), &mut tokio::io::sink()).await?;
-        if skipped < len as u64 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(())
+async fn skip<R: AsyncBufRead + Unpin>(io: &mut R, len: usize) -> io::Result<()> {
+    let skipped = tokio::io::copy(&mut io.take(len as u64), &mut tokio::io::sink()).await?;
+    if skipped < len as u64 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(())
+}
+
+/// Reads one reply out of `bytes` held in memory, as [`read_reply`] reads the connection.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn read_reply_from(mut bytes: &[u8], budget: usize) -> io::Result<Reply> {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let mut reading = std::pin::pin!(read_reply(&mut bytes, budget));
+    // Bytes in memory are always ready: the reader finishes in one poll, or fails.
+    match reading
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(reply) => reply,
+        Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
     }
 }
 
@@ -306,21 +344,9 @@ async fn tls(
 mod tests {
     use super::*;
 
-    /// Parses `bytes` as a reply with `budget`, through a connection reading from memory.
+    /// Parses `bytes` as a reply with `budget`, as the connection reads it.
     fn parse(bytes: &[u8], budget: usize) -> io::Result<Reply> {
-        let (client, mut server) = tokio::io::duplex(1 << 20);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime");
-        let bytes = bytes.to_vec();
-        runtime.block_on(async move {
-            server.write_all(&bytes).await.expect("write");
-            drop(server);
-            let mut connection = BoundedConnection {
-                io: BufStream::new(Box::new(client)),
-            };
-            connection.reply(budget).await
-        })
+        read_reply_from(bytes, budget)
     }
 
     fn bulk(text: &str) -> Reply {
@@ -391,5 +417,9 @@ mod tests {
         ] {
             assert!(parse(broken, 100).is_err(), "{broken:?}");
         }
+        // With no budget (the replies to `AUTH`, `SELECT`), a stated length of 9 GB that the
+        // bytes do not follow is an error, read as they come, not 9 GB allocated first.
+        assert!(parse(b"$9000000000\r\nabc", usize::MAX).is_err());
+        assert_eq!(parse(b"$3\r\nabc\r\n", usize::MAX).unwrap(), bulk("abc"));
     }
 }

@@ -55,6 +55,9 @@ mod consumer;
 mod coordination;
 mod error;
 mod events;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod keys;
 mod kombu;
 mod reply;

@@ -36,26 +36,26 @@ fn entry(value: Reply) -> Option<Entry> {
     let Reply::Array(items) = fields else {
         return Some(entry);
     };
-    let mut read = 0;
+    let mut read: usize = 0;
     let mut skipped = false;
     let mut items = items.into_iter();
     while let (Some(name), Some(value)) = (items.next(), items.next()) {
         let name = match name {
             Reply::Skipped(len) => {
-                (read, skipped) = (read + len, true);
+                (read, skipped) = (read.saturating_add(len), true);
                 continue;
             }
             name => bytes(name),
         };
         let value = match value {
             Reply::Skipped(len) => {
-                (read, skipped) = (read + len, true);
+                (read, skipped) = (read.saturating_add(len), true);
                 continue;
             }
             Reply::Bulk(value) => value,
             _ => continue,
         };
-        read += value.len();
+        read = read.saturating_add(value.len());
         match name.as_deref() {
             Some(b"p") => entry.payload = Some(value),
             Some(b"r") => entry.redelivered = value == b"1",

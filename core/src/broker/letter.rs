@@ -6,6 +6,7 @@ use std::time::UNIX_EPOCH;
 use serde::Serialize;
 
 use super::DeadLetter;
+use crate::codec::DecodeLimits;
 use crate::{App, Envelope, TaskId};
 
 /// A dead letter's summary.
@@ -25,8 +26,13 @@ pub(crate) struct Letter {
 
 impl Letter {
     pub(crate) fn new(app: &App, dead: &DeadLetter) -> Self {
+        Self::read(dead, app.decode_limits())
+    }
+
+    /// The summary of `dead`, decoding its message within `limits`.
+    pub(crate) fn read(dead: &DeadLetter, limits: &DecodeLimits) -> Self {
         let payload = crate::signing::unverified(&dead.payload);
-        let envelope = Envelope::from_bytes(payload, app.decode_limits()).ok();
+        let envelope = Envelope::from_bytes(payload, limits).ok();
         Self {
             queue: dead.queue.clone(),
             id: envelope.as_ref().map(|envelope| envelope.id),
@@ -43,8 +49,12 @@ impl Letter {
 
     /// When it was dead-lettered, as `2026-11-30 06:12:00` (UTC).
     pub(crate) fn when(&self) -> String {
-        let at = UNIX_EPOCH + std::time::Duration::from_secs_f64(self.at.max(0.0));
-        let at: chrono::DateTime<chrono::Utc> = at.into();
-        at.format("%Y-%m-%d %H:%M:%S").to_string()
+        let at = std::time::Duration::try_from_secs_f64(self.at)
+            .ok()
+            .and_then(|since| UNIX_EPOCH.checked_add(since))
+            .unwrap_or(UNIX_EPOCH);
+        crate::clock::calendar(at)
+            .format("%Y-%m-%d %H:%M:%S")
+            .to_string()
     }
 }

@@ -1,7 +1,7 @@
 //! Celery's task message to celeriac's [`Envelope`] and back.
 
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
@@ -224,12 +224,14 @@ pub(super) fn parse_iso(text: &str) -> Result<SystemTime, String> {
             NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").map(|time| time.and_utc())
         })
         .map_err(|error| format!("`{text}` is not an ISO 8601 time: {error}"))?;
-    Ok(SystemTime::from(parsed))
+    // A time before 1970 is due (an ETA) or over (an expiry) as much as 1970 is, and only times
+    // from 1970 on can be sent on (found by fuzzing: one could be read, not written again).
+    Ok(SystemTime::from(parsed).max(UNIX_EPOCH))
 }
 
 /// `time` in ISO 8601, UTC, to the microsecond, as Python's `isoformat()` writes it.
 pub(super) fn iso(time: SystemTime) -> String {
-    DateTime::<Utc>::from(time).to_rfc3339_opts(SecondsFormat::Micros, false)
+    crate::clock::calendar(time).to_rfc3339_opts(SecondsFormat::Micros, false)
 }
 
 /// `[hard, soft]` in seconds, either null: the lower one set.

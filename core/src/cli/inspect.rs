@@ -359,7 +359,7 @@ pub(super) async fn events(app: &App, out: &Output) -> Result<(), Failure> {
                 .filter_map(|field| json.get(field).map(|value| format!("{field}={value}")))
                 .collect::<Vec<_>>()
                 .join(" ");
-                let time = chrono::DateTime::<chrono::Utc>::from(event.time());
+                let time = crate::clock::calendar(event.time());
                 out.line(&format!(
                     "{} {} {} {detail}",
                     time.format("%H:%M:%S%.3f"),

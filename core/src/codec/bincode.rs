@@ -11,6 +11,35 @@ type Config =
 
 pub(crate) const CONFIG: Config = bincode::config::standard().with_limit::<HARD_LIMIT>();
 
+/// Runs `$body` with `$config`, bincode's configuration with a limit of at least `$claims` bytes.
+///
+/// bincode allocates what a length prefix claims *before* it reads the bytes, up to its limit: a
+/// 5-byte message claiming a 252 MB string made a worker allocate 252 MB (found by fuzzing). The
+/// limit counts what a decode claims, which a real message keeps under 16 times its size (an
+/// integer claims its width, up to 16 bytes, whatever its varint takes on the wire; a string or
+/// byte string claims its length, which the message holds). So the limit follows the message: the
+/// smallest of 1 KiB, 4 KiB, … 64 MiB (each four times the last) at least 16 times its size, then
+/// [`HARD_LIMIT`]. What a lying length prefix can make bincode allocate stays under 64 times the
+/// message's size, however large the prefix.
+macro_rules! with_limit_for {
+    ($claims:expr, |$config:ident| $body:expr) => {
+        with_limit_for!(@arms $claims, |$config| $body, [10 12 14 16 18 20 22 24 26])
+    };
+    (@arms $claims:expr, |$config:ident| $body:expr, [$($exp:literal)*]) => {{
+        let claims: usize = $claims;
+        $(
+            if claims <= 1usize << $exp {
+                let $config = bincode::config::standard().with_limit::<{ 1usize << $exp }>();
+                $body
+            } else
+        )*
+        {
+            let $config = CONFIG;
+            $body
+        }
+    }};
+}
+
 /// The default codec: [bincode] 2 through serde, compact and fast.
 ///
 /// Content type `application/x-bincode`. Not self-describing: both sides must agree on the argument
@@ -54,11 +83,13 @@ pub(crate) fn decode_typed<T: serde::de::DeserializeOwned>(
     limits: &DecodeLimits,
 ) -> Result<T, CodecError> {
     limits.check(bytes)?;
-    let (value, read) =
-        bincode::serde::decode_from_slice(bytes, CONFIG).map_err(|e| CodecError::Decode {
-            content_type: BincodeCodec::CONTENT_TYPE,
-            source: Box::new(e),
-        })?;
+    let (value, read) = with_limit_for!(bytes.len().saturating_mul(16), |config| {
+        bincode::serde::decode_from_slice(bytes, config)
+    })
+    .map_err(|e| CodecError::Decode {
+        content_type: BincodeCodec::CONTENT_TYPE,
+        source: Box::new(e),
+    })?;
     reject_trailing(bytes.len(), read)?;
     Ok(value)
 }
@@ -113,8 +144,10 @@ impl Codec for BincodeCodec {
             source,
         };
         let seed = VisitorSeed { visit };
-        let ((), read) = bincode::serde::seed_decode_from_slice(seed, bytes, CONFIG)
-            .map_err(|e| decode_error(Box::new(e)))?;
+        let ((), read) = with_limit_for!(bytes.len().saturating_mul(16), |config| {
+            bincode::serde::seed_decode_from_slice(seed, bytes, config)
+        })
+        .map_err(|e| decode_error(Box::new(e)))?;
         reject_trailing(bytes.len(), read)
     }
 
@@ -132,5 +165,50 @@ impl Codec for BincodeCodec {
             bytes.extend_from_slice(item);
         }
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::CodecExt;
+
+    /// A length prefix claiming more than the message holds is refused by the limit, before
+    /// bincode allocates what it claims (a 5-byte message claiming a 252 MB string, found by
+    /// fuzzing the envelope decoder).
+    #[test]
+    fn a_lying_length_prefix_is_refused_before_it_is_allocated() {
+        let claims_252_mb = [0xFC, 0x0F, 0x0F, 0x0F, 0x0F];
+        let limits = DecodeLimits::default();
+        let error = BincodeCodec::new()
+            .decode::<(String,)>(&claims_252_mb, &limits)
+            .expect_err("5 bytes hold no 252 MB string");
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        assert!(
+            matches!(&source, Some(text) if text.contains("LimitExceeded")),
+            "refused by the limit, not after allocating: {source:?}"
+        );
+        let error = decode_typed::<(String,)>(&claims_252_mb, &limits).expect_err("refused");
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        assert!(matches!(&source, Some(text) if text.contains("LimitExceeded")));
+        // What claims the most for its size still decodes: integers of 16 bytes, one byte each on
+        // the wire, and sequences of them.
+        let zeros = vec![0u128; 5_000];
+        let bytes = BincodeCodec::new().encode(&zeros).expect("encodes");
+        assert!(bytes.len() < 5_010);
+        let back: Vec<u128> = BincodeCodec::new()
+            .decode(&bytes, &limits)
+            .expect("decodes");
+        assert_eq!(back, zeros);
+        // Real values of every size still decode.
+        for len in [0, 1_000, 5_000, 100_000, 3_000_000] {
+            let text = "x".repeat(len);
+            let bytes = BincodeCodec::new()
+                .encode(&(text.clone(),))
+                .expect("encodes");
+            let big = DecodeLimits::default().max_message_bytes(4 << 20);
+            let (back,): (String,) = BincodeCodec::new().decode(&bytes, &big).expect("decodes");
+            assert_eq!(back, text);
+        }
     }
 }

@@ -434,6 +434,17 @@ fn observe(picture: &mut Picture, event: Event) {
     }
 }
 
+/// Folds `events` into a new picture and renders its rows, as the page would (for the fuzzers).
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_observe(events: Vec<Event>) {
+    let mut picture = Picture::default();
+    for event in events {
+        observe(&mut picture, event);
+    }
+    let _ = serde_json::to_vec(&queue_rows(&picture));
+    let _ = serde_json::to_vec(&picture.tasks.values().collect::<Vec<_>>());
+}
+
 fn count_flow(picture: &mut Picture, queue: &str, counter: impl FnOnce(&mut Flow) -> &mut u64) {
     if let Some(flow) = picture.flow.get_mut(queue) {
         *counter(flow) += 1;

@@ -38,6 +38,8 @@ use std::sync::Arc;
 
 pub use self::auth::Auth;
 use self::collect::Collector;
+#[cfg(feature = "fuzzing")]
+pub(crate) use self::collect::fuzz_observe;
 use crate::App;
 
 /// Why the dashboard cannot start or serve.

@@ -78,7 +78,7 @@ pub(crate) use self::host::{
 pub(crate) fn default_hostname() -> String {
     format!("celeriac@{}:{}", host_name(), std::process::id())
 }
-mod monitor;
+pub(crate) mod monitor;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -161,9 +161,13 @@ pub struct Event {
 }
 
 impl Event {
-    /// When it happened.
+    /// When it happened. A timestamp that is no time (negative, or past what the system clock
+    /// holds: a broken or hostile sender) reads as the Unix epoch.
     pub fn time(&self) -> SystemTime {
-        UNIX_EPOCH + std::time::Duration::from_secs_f64(self.timestamp.max(0.0))
+        std::time::Duration::try_from_secs_f64(self.timestamp)
+            .ok()
+            .and_then(|since| UNIX_EPOCH.checked_add(since))
+            .unwrap_or(UNIX_EPOCH)
     }
 }
 

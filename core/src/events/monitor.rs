@@ -8,7 +8,7 @@ use futures::StreamExt;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{EventError, EventKind, subscribe};
+use super::{Event, EventError, EventKind, subscribe};
 use crate::App;
 
 /// Heartbeats a worker may miss before it is shown offline.
@@ -42,7 +42,7 @@ pub struct Monitor {
 
 /// What the monitor knows of a worker.
 #[derive(Clone, Debug)]
-struct Seen {
+pub(crate) struct Seen {
     status: WorkerStatus,
     /// When its last event arrived, on tokio's clock.
     heard_at: Instant,
@@ -93,56 +93,7 @@ impl Monitor {
                         }
                     };
                     let mut workers = workers.lock().unwrap_or_else(PoisonError::into_inner);
-                    let seen = workers
-                        .entry(event.hostname.clone())
-                        .or_insert_with(|| Seen {
-                            status: WorkerStatus {
-                                hostname: event.hostname.clone(),
-                                pid: event.pid,
-                                online: true,
-                                last_seen: event.time(),
-                                concurrency: 0,
-                                active: 0,
-                                processed: 0,
-                                freq: 2.0,
-                                loadavg: None,
-                                rss_bytes: None,
-                            },
-                            heard_at: Instant::now(),
-                            left: false,
-                        });
-                    seen.heard_at = Instant::now();
-                    seen.status.last_seen = event.time();
-                    seen.status.pid = event.pid;
-                    seen.left = false;
-                    match event.kind {
-                        EventKind::WorkerOnline {
-                            concurrency, freq, ..
-                        } => {
-                            seen.status.concurrency = concurrency;
-                            seen.status.freq = freq;
-                        }
-                        EventKind::WorkerHeartbeat {
-                            concurrency,
-                            active,
-                            processed,
-                            freq,
-                            loadavg,
-                            rss_bytes,
-                        } => {
-                            let status = &mut seen.status;
-                            (status.concurrency, status.active, status.processed) =
-                                (concurrency, active, processed);
-                            (status.freq, status.loadavg, status.rss_bytes) =
-                                (freq, loadavg, rss_bytes);
-                        }
-                        EventKind::WorkerOffline { processed } => {
-                            seen.status.processed = processed;
-                            seen.status.active = 0;
-                            seen.left = true;
-                        }
-                        _ => {}
-                    }
+                    observe(&mut workers, event, Instant::now());
                 }
             }
         });
@@ -156,13 +107,72 @@ impl Monitor {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .map(|seen| {
-                let mut status = seen.status.clone();
-                let patience = Duration::from_secs_f64(status.freq.max(0.001)) * MISSED_HEARTBEATS;
-                status.online = !seen.left && now.duration_since(seen.heard_at) <= patience;
-                status
-            })
+            .map(|seen| status_at(seen, now))
             .collect()
+    }
+}
+
+/// A worker's status at `now`: offline once it said so, or once it missed three heartbeats of the
+/// period it announced (a period that is not a sane number of seconds counts as a minute).
+pub(crate) fn status_at(seen: &Seen, now: Instant) -> WorkerStatus {
+    let mut status = seen.status.clone();
+    let period = Duration::try_from_secs_f64(status.freq.clamp(0.001, 86_400.0))
+        .unwrap_or(Duration::from_secs(60));
+    let patience = period.saturating_mul(MISSED_HEARTBEATS);
+    status.online = !seen.left && now.saturating_duration_since(seen.heard_at) <= patience;
+    status
+}
+
+/// Folds one event into what the monitor knows of its worker.
+pub(crate) fn observe(workers: &mut BTreeMap<String, Seen>, event: Event, now: Instant) {
+    let seen = workers
+        .entry(event.hostname.clone())
+        .or_insert_with(|| Seen {
+            status: WorkerStatus {
+                hostname: event.hostname.clone(),
+                pid: event.pid,
+                online: true,
+                last_seen: event.time(),
+                concurrency: 0,
+                active: 0,
+                processed: 0,
+                freq: 2.0,
+                loadavg: None,
+                rss_bytes: None,
+            },
+            heard_at: now,
+            left: false,
+        });
+    seen.heard_at = now;
+    seen.status.last_seen = event.time();
+    seen.status.pid = event.pid;
+    seen.left = false;
+    match event.kind {
+        EventKind::WorkerOnline {
+            concurrency, freq, ..
+        } => {
+            seen.status.concurrency = concurrency;
+            seen.status.freq = freq;
+        }
+        EventKind::WorkerHeartbeat {
+            concurrency,
+            active,
+            processed,
+            freq,
+            loadavg,
+            rss_bytes,
+        } => {
+            let status = &mut seen.status;
+            (status.concurrency, status.active, status.processed) =
+                (concurrency, active, processed);
+            (status.freq, status.loadavg, status.rss_bytes) = (freq, loadavg, rss_bytes);
+        }
+        EventKind::WorkerOffline { processed } => {
+            seen.status.processed = processed;
+            seen.status.active = 0;
+            seen.left = true;
+        }
+        _ => {}
     }
 }
 

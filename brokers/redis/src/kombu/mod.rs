@@ -600,3 +600,29 @@ mod tests {
         assert_eq!(super::routing_key_of(b"[1, 2]"), None);
     }
 }
+
+/// The kombu layout's parsers, for the fuzz targets (see `crate::fuzzing`).
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzzing {
+    use bytes::Bytes;
+    use celeriac_core::DeadLetter;
+
+    pub(crate) fn list_item(item: Bytes) -> Bytes {
+        super::layout::from_list_item(item)
+    }
+
+    pub(crate) fn dead_record(record: &[u8]) -> Option<DeadLetter> {
+        super::read_dead_record("fuzz", record).ok()
+    }
+
+    pub(crate) fn unacked_entry(entry: &[u8]) -> Option<Vec<u8>> {
+        let _ = super::routing_key_of(entry);
+        super::layout::Restorable::from_entry(entry)
+            .ok()
+            .map(|restorable| restorable.message)
+    }
+
+    pub(crate) fn pidbox_request(envelope: &[u8]) -> Option<Vec<u8>> {
+        super::pidbox::command_for(envelope, 1_764_500_000.0)
+    }
+}
