@@ -12,6 +12,7 @@
 //! Results print as a table and, with `--json FILE`, as JSON.
 
 mod ceiling;
+mod chaos;
 mod chord;
 mod coordination;
 mod events;
@@ -221,6 +222,63 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// Faults while tasks drain: worker processes SIGKILLed at random moments, the broker
+    /// restarted (Redis: a private server with `appendfsync always`; RabbitMQ: `rabbitmqctl
+    /// stop_app`/`start_app` on the local node), then every task's runs counted: lost,
+    /// duplicates, time to recover after each fault.
+    Chaos {
+        /// Broker to torment (redis or amqp).
+        #[arg(value_enum)]
+        broker: BrokerKind,
+        /// Tasks sent before the workers start; each records its runs.
+        #[arg(long, default_value_t = 100_000)]
+        tasks: u64,
+        /// Worker processes killed with SIGKILL (each replaced at once).
+        #[arg(long, default_value_t = 10)]
+        kills: usize,
+        /// Broker restarts.
+        #[arg(long, default_value_t = 0)]
+        broker_restarts: usize,
+        /// Worker processes at once.
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Concurrency of each worker process.
+        #[arg(long, default_value_t = 16)]
+        concurrency: usize,
+        /// Seed of the faults' order and victims.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// How long each task takes, in microseconds (a longer drain for a small run).
+        #[arg(long, default_value_t = 0)]
+        task_us: u64,
+        /// RabbitMQ: quorum queues (`AmqpBrokerBuilder::quorum_queues`) instead of classic ones.
+        #[arg(long)]
+        quorum: bool,
+        /// Seconds to wait for the last tasks after the last fault.
+        #[arg(long, default_value_t = 120)]
+        deadline_secs: u64,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
+    /// Internal: a worker process of the chaos run.
+    #[command(hide = true)]
+    ChaosWorker {
+        #[arg(long, value_enum)]
+        broker: BrokerKind,
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        queue: String,
+        #[arg(long)]
+        concurrency: usize,
+        #[arg(long)]
+        task_us: u64,
+        #[arg(long)]
+        quorum: bool,
+        #[arg(long)]
+        runs: std::path::PathBuf,
+    },
     /// Internal: the worker process of the drain phase.
     #[command(hide = true)]
     DrainWorker {
@@ -412,6 +470,51 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
         }
         return Ok(());
+    }
+    if let Some(Command::Chaos {
+        broker,
+        tasks,
+        kills,
+        broker_restarts,
+        workers,
+        concurrency,
+        seed,
+        task_us,
+        quorum,
+        deadline_secs,
+        json,
+    }) = &cli.command
+    {
+        let shape = chaos::ChaosShape {
+            tasks: *tasks,
+            kills: *kills,
+            broker_restarts: *broker_restarts,
+            workers: *workers,
+            concurrency: *concurrency,
+            seed: *seed,
+            task_us: *task_us,
+            quorum: *quorum,
+            deadline: std::time::Duration::from_secs(*deadline_secs),
+        };
+        let report = chaos::run(*broker, &cli.amqp_url, shape).await?;
+        chaos::print(&report);
+        if let Some(path) = json {
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
+        }
+        return Ok(());
+    }
+    if let Some(Command::ChaosWorker {
+        broker,
+        url,
+        queue,
+        concurrency,
+        task_us,
+        quorum,
+        runs,
+    }) = &cli.command
+    {
+        return chaos::chaos_worker(*broker, url, queue, *concurrency, *task_us, *quorum, runs)
+            .await;
     }
     if let Some(Command::AmqpRaw { shape }) = &cli.command {
         let (publish, drain) = raw_amqp::publish_and_drain(&cli.amqp_url, shape).await?;
