@@ -226,6 +226,23 @@ fn header_frame(properties: BasicProperties) -> Result<Vec<u8>, Box<dyn std::err
     Ok(bytes)
 }
 
+/// Headers nested `depth` levels deep (the headers table is level 1), tables and arrays in turn.
+fn nested_headers(depth: usize) -> FieldTable {
+    let mut value = AMQPValue::LongString(LongString::from("bottom"));
+    for level in 1..depth {
+        value = if level % 2 == 0 {
+            AMQPValue::FieldArray(FieldArray::from(vec![value]))
+        } else {
+            let mut table = FieldTable::default();
+            table.insert("n".into(), value);
+            AMQPValue::FieldTable(table)
+        };
+    }
+    let mut deep = FieldTable::default();
+    deep.insert("deep".into(), value);
+    deep
+}
+
 fn amqp_frame(seeds: &mut Seeds) -> Result<(), Box<dyn std::error::Error>> {
     let mut celery = FieldTable::default();
     celery.insert("lang".into(), AMQPValue::LongString(LongString::from("py")));
@@ -254,18 +271,7 @@ fn amqp_frame(seeds: &mut Seeds) -> Result<(), Box<dyn std::error::Error>> {
         .with_delivery_mode(2);
     seeds.add("amqp_frame", &header_frame(properties)?)?;
     // Headers nested deeper than the transport lets lapin read.
-    let mut value = AMQPValue::LongString(LongString::from("bottom"));
-    for level in 1..70 {
-        value = if level % 2 == 0 {
-            AMQPValue::FieldArray(FieldArray::from(vec![value]))
-        } else {
-            let mut table = FieldTable::default();
-            table.insert("n".into(), value);
-            AMQPValue::FieldTable(table)
-        };
-    }
-    let mut deep = FieldTable::default();
-    deep.insert("deep".into(), value);
+    let deep = nested_headers(70);
     seeds.add(
         "amqp_frame",
         &header_frame(BasicProperties::default().with_headers(deep))?,
@@ -325,18 +331,7 @@ fn regressions() -> Result<(), Box<dyn std::error::Error>> {
     };
     // Headers nested too deep, behind property flags with bit 0 set ("another flags word"),
     // which lapin ignores and the header check once honoured, looking two bytes too far.
-    let mut value = AMQPValue::LongString(LongString::from("bottom"));
-    for level in 1..200 {
-        value = if level % 2 == 0 {
-            AMQPValue::FieldArray(FieldArray::from(vec![value]))
-        } else {
-            let mut table = FieldTable::default();
-            table.insert("n".into(), value);
-            AMQPValue::FieldTable(table)
-        };
-    }
-    let mut deep = FieldTable::default();
-    deep.insert("deep".into(), value);
+    let deep = nested_headers(200);
     let mut frame = header_frame(BasicProperties::default().with_headers(deep))?;
     frame[7 + 13] |= 1;
     write("amqp_frame", "flag-bit-0-deep-headers", &frame)?;
