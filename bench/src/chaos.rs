@@ -356,7 +356,8 @@ pub(crate) async fn run(
         BrokerKind::Memory => return Err("chaos needs worker processes: redis or amqp".into()),
     };
     let url = server.url();
-    let queue = format!("chaos-{}", uuid::Uuid::new_v4().simple());
+    // `bench-`: the test script removes what earlier runs left on the shared RabbitMQ.
+    let queue = format!("bench-chaos-{}", uuid::Uuid::new_v4().simple());
     let runs_dir = std::env::temp_dir().join(&queue);
     std::fs::create_dir_all(&runs_dir)?;
     let producer = app(broker, &url, &queue, shape.quorum).await?;
