@@ -8,6 +8,7 @@ pub mod cli;
 pub mod harness;
 pub mod hostile;
 pub mod python_celery;
+pub mod rabbit_cluster;
 pub mod rate_limits;
 pub mod raw_amqp;
 pub mod results;

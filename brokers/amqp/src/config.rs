@@ -58,3 +58,45 @@ impl Default for Settings {
         }
     }
 }
+
+/// Whether the URL's first node asks for quorum queues (`?queue_type=quorum`; `classic`, or no
+/// such option, is the default); what is wrong otherwise.
+pub(crate) fn queue_type(url: &celeriac_core::RedactedUrl) -> Result<bool, String> {
+    let Some(first) = url.nodes().into_iter().next() else {
+        return Ok(false);
+    };
+    let Ok(parsed) = url::Url::parse(first.secret()) else {
+        // Said when connecting, by the URL parser.
+        return Ok(false);
+    };
+    let asked = parsed
+        .query_pairs()
+        .find(|(name, _)| name == "queue_type")
+        .map(|(_, value)| value.into_owned());
+    match asked.as_deref() {
+        None | Some("classic") => Ok(false),
+        Some("quorum") => Ok(true),
+        Some(other) => Err(format!(
+            "`queue_type={other}` in the URL: RabbitMQ queues here are `classic` or `quorum`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use celeriac_core::RedactedUrl;
+
+    use super::queue_type;
+
+    #[test]
+    fn the_url_chooses_the_queue_type() {
+        let of = |url: &str| queue_type(&RedactedUrl::new(url));
+        assert_eq!(of("amqp://h/%2f"), Ok(false));
+        assert_eq!(of("amqp://h/%2f?queue_type=classic"), Ok(false));
+        assert_eq!(of("amqp://h/%2f?heartbeat=5&queue_type=quorum"), Ok(true));
+        assert_eq!(of("amqp://h/%2f?queue_type=quorum;amqp://k/%2f"), Ok(true));
+        let wrong = of("amqp://u:hunter2@h/%2f?queue_type=stream").unwrap_err();
+        assert!(wrong.contains("queue_type=stream"), "{wrong}");
+        assert!(!wrong.contains("hunter2"), "{wrong}");
+    }
+}

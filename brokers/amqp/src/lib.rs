@@ -117,6 +117,8 @@ pub struct AmqpBroker {
 pub struct AmqpBrokerBuilder {
     url: RedactedUrl,
     settings: Settings,
+    /// What is wrong with the URL's own options, said when connecting.
+    invalid_url: Option<String>,
 }
 
 impl AmqpBrokerBuilder {
@@ -261,6 +263,12 @@ impl AmqpBrokerBuilder {
 
     /// Connects, failing if RabbitMQ cannot be reached within the operation timeout.
     pub async fn connect(self) -> Result<AmqpBroker, BrokerError> {
+        if let Some(reason) = self.invalid_url {
+            return Err(BrokerError::Connect {
+                url: self.url.redacted().to_owned(),
+                source: reason.into(),
+            });
+        }
         if self.settings.quorum_queues && self.settings.max_priority.is_some() {
             return Err(BrokerError::Invalid(
                 "quorum queues take no `x-max-priority`: set `max_priority` or `quorum_queues`, not both"
@@ -280,11 +288,32 @@ impl AmqpBroker {
         Self::builder(url).connect().await
     }
 
-    /// Starts configuring a broker for `url`.
+    /// Starts configuring a broker for `url`: one node's URL, or the nodes of a cluster separated
+    /// by `;` (as Celery takes them). A connection goes to the node that answered last and fails
+    /// over to the next when it is lost; consumers then consume again on the new node. The
+    /// first node's URL may say `?queue_type=quorum` (or `classic`, the default), as
+    /// [`quorum_queues`](AmqpBrokerBuilder::quorum_queues) does.
+    ///
+    /// ```
+    /// use celeriac_amqp::AmqpBroker;
+    ///
+    /// let nodes = "amqp://guest:guest@rabbit-a:5672/%2f?queue_type=quorum;\
+    ///              amqp://guest:guest@rabbit-b:5672/%2f;amqp://guest:guest@rabbit-c:5672/%2f";
+    /// let builder = AmqpBroker::builder(nodes);
+    /// # let _ = builder;
+    /// ```
     pub fn builder(url: &str) -> AmqpBrokerBuilder {
+        let url = RedactedUrl::new(url);
+        let mut settings = Settings::default();
+        let mut invalid_url = None;
+        match config::queue_type(&url) {
+            Ok(quorum) => settings.quorum_queues = quorum,
+            Err(reason) => invalid_url = Some(reason),
+        }
         AmqpBrokerBuilder {
-            url: RedactedUrl::new(url),
-            settings: Settings::default(),
+            url,
+            settings,
+            invalid_url,
         }
     }
 
@@ -412,7 +441,10 @@ impl Broker for AmqpBroker {
                 .await?;
         }
         stats.dead_lettered = self
-            .count(&dead_queue(queue), FieldTable::default())
+            .count(
+                &dead_queue(queue),
+                topology::dead_arguments(&self.shared.settings),
+            )
             .await?;
         for millis in self.shared.known_waits(queue) {
             stats.delayed += self

@@ -94,7 +94,13 @@ impl Link {
 
 /// The broker's connection state, shared by its clones, consumers and acknowledgers.
 pub(crate) struct Shared {
+    /// The URL: one node's, or the nodes of a cluster separated by `;`.
     pub(crate) url: RedactedUrl,
+    /// The nodes, in the URL's order: a connection goes to the one that answered last, and on to
+    /// the next when it does not (failover).
+    nodes: Vec<RedactedUrl>,
+    /// Which node to try first.
+    preferred: AtomicUsize,
     pub(crate) settings: Settings,
     link: tokio::sync::Mutex<Option<Arc<Link>>>,
     /// Wait queues this process declared, per queue: what `stats` and `purge` can see.
@@ -122,6 +128,8 @@ pub(crate) fn epoch_millis(at: SystemTime) -> i64 {
 impl Shared {
     pub(crate) fn new(url: RedactedUrl, settings: Settings) -> Self {
         Self {
+            nodes: url.nodes(),
+            preferred: AtomicUsize::new(0),
             url,
             settings,
             link: tokio::sync::Mutex::new(None),
@@ -136,17 +144,13 @@ impl Shared {
         self.settings.operation_timeout
     }
 
-    /// The URL parsed, with the frame size settled (builder, else URL, else our default).
-    fn uri(&self) -> Result<AMQPUri, BrokerError> {
+    /// `node`'s URL parsed, with the frame size settled (builder, else URL, else our default).
+    fn uri(&self, node: &RedactedUrl) -> Result<AMQPUri, BrokerError> {
         // The parser's messages can quote the whole URL, password included: never pass them on.
-        let mut uri: AMQPUri = self
-            .url
-            .secret()
-            .parse()
-            .map_err(|_| BrokerError::Connect {
-                url: self.url.redacted().to_owned(),
-                source: "not a valid amqp:// or amqps:// URL".into(),
-            })?;
+        let mut uri: AMQPUri = node.secret().parse().map_err(|_| BrokerError::Connect {
+            url: node.redacted().to_owned(),
+            source: "not a valid amqp:// or amqps:// URL".into(),
+        })?;
         if let Some(heartbeat) = self.settings.heartbeat {
             uri.query.heartbeat = Some(heartbeat);
         }
@@ -160,20 +164,55 @@ impl Shared {
         Ok(uri)
     }
 
-    /// A new connection, within `timeout`; TLS for `amqps://`, trusting the configured roots too.
+    /// A new connection to the first node that answers within `timeout`, starting with the one
+    /// that answered last; the error of the last node tried if none does.
     async fn connect(&self, timeout: Duration) -> Result<Connection, BrokerError> {
-        let failed = |source: BoxError| BrokerError::Connect {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut failure = None;
+        for offset in 0..self.nodes.len() {
+            let index = (first + offset) % self.nodes.len();
+            let node = &self.nodes[index];
+            match self.connect_to(node, timeout).await {
+                Ok(connection) => {
+                    if index != first {
+                        tracing::warn!(node = %node.redacted(), "connected to another rabbitmq node (failover)");
+                        self.preferred.store(index, Ordering::Relaxed);
+                    }
+                    return Ok(connection);
+                }
+                Err(error) => {
+                    if self.nodes.len() > 1 {
+                        tracing::warn!(node = %node.redacted(), error = %celeriac_core::Report(&error), "cannot connect to a rabbitmq node; trying the next");
+                    }
+                    failure = Some(error);
+                }
+            }
+        }
+        Err(failure.unwrap_or_else(|| BrokerError::Connect {
             url: self.url.redacted().to_owned(),
+            source: "the URL names no node".into(),
+        }))
+    }
+
+    /// A new connection to `node`, within `timeout`; TLS for `amqps://`, trusting the configured
+    /// roots too.
+    async fn connect_to(
+        &self,
+        node: &RedactedUrl,
+        timeout: Duration,
+    ) -> Result<Connection, BrokerError> {
+        let failed = |source: BoxError| BrokerError::Connect {
+            url: node.redacted().to_owned(),
             source,
         };
         let tls = OwnedTLSConfig {
             identity: None,
             cert_chain: self.settings.tls_roots_pem.clone(),
         };
-        let connect = transport::connect(self.uri()?, tls, ConnectionProperties::default());
+        let connect = transport::connect(self.uri(node)?, tls, ConnectionProperties::default());
         match tokio::time::timeout(timeout, connect).await {
             // lapin's messages are passed on scrubbed: we do not control their wording.
-            Ok(result) => result.map_err(|error| failed(self.url.scrub(&error.to_string()).into())),
+            Ok(result) => result.map_err(|error| failed(node.scrub(&error.to_string()).into())),
             Err(_) => Err(failed(format!("no answer within {timeout:?}").into())),
         }
     }
@@ -199,7 +238,7 @@ impl Shared {
             .await?;
             publishers.push(publisher);
         }
-        tracing::debug!(url = %self.url.redacted(), "connected to rabbitmq");
+        tracing::debug!(url = %self.nodes[self.preferred.load(Ordering::Relaxed)], "connected to rabbitmq");
         let link = Arc::new(Link {
             connection,
             publishers,
@@ -267,7 +306,7 @@ impl Shared {
             channel.queue_declare(
                 dead_queue(queue).into(),
                 QueueDeclareOptions::durable(),
-                FieldTable::default(),
+                topology::dead_arguments(&self.settings),
             ),
         )
         .await?;
@@ -371,7 +410,26 @@ impl Shared {
         let sends = chunks
             .into_iter()
             .map(|chunk| self.publish_on(link.publisher(), chunk));
-        try_join_all(sends).await.map(|_| ())
+        let published = try_join_all(sends).await.map(|_| ());
+        if matches!(published, Err(BrokerError::Rejected { .. })) {
+            self.renew_publishers(link).await;
+        }
+        published
+    }
+
+    /// After a nack, publishes go out on a new link: a channel can keep nacking every publish to a
+    /// quorum queue whose leader changed under it (seen on RabbitMQ 3.10 when a node dies), which
+    /// no retry on the same channel gets past. The old connection stays for as long as the
+    /// consumers on it run.
+    async fn renew_publishers(&self, nacked: &Link) {
+        let mut current = self.link.lock().await;
+        if current
+            .as_ref()
+            .is_some_and(|link| std::ptr::eq(Arc::as_ptr(link), nacked))
+        {
+            tracing::warn!("rabbitmq nacked a publish; publishing on a new connection");
+            *current = None;
+        }
     }
 
     /// Publishes `publications` in order on `publisher`, then waits for every confirm.

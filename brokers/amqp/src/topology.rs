@@ -73,6 +73,20 @@ pub(crate) fn main_arguments(settings: &crate::config::Settings) -> FieldTable {
     arguments
 }
 
+/// Arguments of a dead-letter queue: a quorum queue beside quorum main queues, so that dead letters
+/// survive the loss of a node as the tasks do (and the queue can be declared again while a node
+/// is down, which a classic queue homed on that node cannot).
+pub(crate) fn dead_arguments(settings: &crate::config::Settings) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    if settings.quorum_queues {
+        arguments.insert(
+            ShortString::from("x-queue-type"),
+            AMQPValue::LongString(LongString::from("quorum")),
+        );
+    }
+    arguments
+}
+
 /// Arguments of a wait queue: TTL, dead-letter back into `queue`, expire when idle.
 pub(crate) fn wait_arguments(queue: &str, millis: u64) -> FieldTable {
     let mut arguments = FieldTable::default();

@@ -17,6 +17,10 @@ use std::fmt;
 /// assert_eq!(RedactedUrl::new("not a url hunter2").redacted(), "<unparseable broker url>");
 /// // Without `//`, the credentials would be read as a path: hidden all the same.
 /// assert_eq!(RedactedUrl::new("amqp:guest:hunter2@host").redacted(), "<broker url with credentials>");
+/// // A list of nodes, `;`-separated (see `celeriac_amqp`'s failover): each one redacted.
+/// let nodes = RedactedUrl::new("amqp://guest:one@a:5672/%2f;amqp://guest:two@b:5672/%2f");
+/// assert_eq!(nodes.redacted(), "amqp://guest:***@a:5672/%2f;amqp://guest:***@b:5672/%2f");
+/// assert_eq!(nodes.nodes()[1].redacted(), "amqp://guest:***@b:5672/%2f");
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedactedUrl {
@@ -27,8 +31,34 @@ pub struct RedactedUrl {
 }
 
 impl RedactedUrl {
-    /// Wraps `url`.
+    /// Wraps `url`: one URL, or several separated by `;` (the nodes of a cluster, as Celery writes
+    /// them), each redacted.
     pub fn new(url: &str) -> Self {
+        if is_list(url) {
+            let nodes = url.split(';').map(Self::one).collect::<Vec<_>>();
+            return Self {
+                full: url.to_owned(),
+                redacted: nodes
+                    .iter()
+                    .map(Self::redacted)
+                    .collect::<Vec<_>>()
+                    .join(";"),
+                passwords: nodes.into_iter().flat_map(|node| node.passwords).collect(),
+            };
+        }
+        Self::one(url)
+    }
+
+    /// The URLs of a `;`-separated list, in order; a single URL is a list of one.
+    pub fn nodes(&self) -> Vec<RedactedUrl> {
+        if is_list(&self.full) {
+            self.full.split(';').map(Self::one).collect()
+        } else {
+            vec![self.clone()]
+        }
+    }
+
+    fn one(url: &str) -> Self {
         let parsed = ::url::Url::parse(url);
         let mut passwords = Vec::new();
         let password = parsed.as_ref().ok().and_then(|parsed| parsed.password());
@@ -94,6 +124,11 @@ impl RedactedUrl {
     }
 }
 
+/// Whether `url` is several URLs separated by `;` (a `;` in one URL, in its password say, is not).
+fn is_list(url: &str) -> bool {
+    url.split(';').filter(|node| node.contains("://")).count() > 1
+}
+
 impl fmt::Display for RedactedUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted)
@@ -109,6 +144,15 @@ impl fmt::Debug for RedactedUrl {
 #[cfg(test)]
 mod tests {
     use super::RedactedUrl;
+
+    #[test]
+    fn every_password_of_a_node_list_is_scrubbed() {
+        let url = RedactedUrl::new("amqp://u:first@a/%2f;amqp://u:second%21@b/%2f");
+        let said = url.scrub("refused: first, then second! (second%21)");
+        assert_eq!(said, "refused: ***, then *** (***)");
+        assert!(!format!("{url:?}").contains("first"));
+        assert_eq!(url.nodes()[0].secret(), "amqp://u:first@a/%2f");
+    }
 
     #[test]
     fn an_empty_password_scrubs_nothing_but_the_url() {
