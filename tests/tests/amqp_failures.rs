@@ -217,6 +217,118 @@ async fn a_publish_rabbitmq_refuses_is_an_error_for_the_caller() {
     assert_eq!(app.broker().len(&queue).await.unwrap(), 1);
 }
 
+/// A redelivered message is counted by publishing a copy with one more delivery and acking the
+/// original. When RabbitMQ refuses that copy (here a full reject-publish queue; after a restart,
+/// a publishing channel of a quorum queue did), the original goes back to the queue to be tried
+/// again — it used to stay unacked on the consumer's channel until the channel closed, holding a
+/// prefetch slot and its task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_whose_count_is_refused_comes_back() {
+    use celeriac::Broker;
+    use celeriac::broker::{ConsumeOptions, Outgoing};
+    use futures::StreamExt;
+
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = require_amqp(|b| b).await else {
+        return;
+    };
+    let queue = unique_queue("recount-refused");
+    broker
+        .publish(Outgoing::new(&queue, "first"))
+        .await
+        .unwrap();
+    // Taken by another client, held unacked while a second message arrives and a policy makes the
+    // queue full at one ready message, then given back: "first" is redelivered from now on, and
+    // the copy that counts it is nacked while "second" waits.
+    let connection =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ");
+    let channel = connection.create_channel().await.expect("a channel");
+    let taken = channel
+        .basic_get(
+            queue.as_str().into(),
+            lapin::options::BasicGetOptions { no_ack: false },
+        )
+        .await
+        .expect("basic.get");
+    assert!(taken.is_some(), "the message was there");
+    broker
+        .publish(Outgoing::new(&queue, "second"))
+        .await
+        .unwrap();
+    let policy = format!("{queue}-full");
+    let _clear = UndoOnDrop::new(&["clear_policy", &policy]);
+    rabbitmqctl(&[
+        "set_policy",
+        &policy,
+        &format!("^{queue}$"),
+        r#"{"max-length":1,"overflow":"reject-publish"}"#,
+        "--apply-to",
+        "queues",
+    ]);
+    // RabbitMQ applies a policy to its queues a moment after `set_policy` returns.
+    eventually(Duration::from_secs(10), "the policy to apply", || async {
+        let listing = std::process::Command::new("rabbitmqctl")
+            .args([
+                "list_queues",
+                "--quiet",
+                "--no-table-headers",
+                "name",
+                "policy",
+            ])
+            .output()
+            .expect("rabbitmqctl must be installed for this test");
+        String::from_utf8_lossy(&listing.stdout)
+            .lines()
+            .any(|line| line.split_whitespace().collect::<Vec<_>>() == [queue.as_str(), &policy])
+    })
+    .await;
+    let _ = connection.close(200, "given back".into()).await;
+    eventually(
+        Duration::from_secs(10),
+        "the message to be requeued",
+        || async { broker.len(&queue).await.unwrap() == 2 },
+    )
+    .await;
+    let mut stream = broker
+        .consume(
+            std::slice::from_ref(&queue),
+            ConsumeOptions::default().prefetch(1),
+        )
+        .await
+        .unwrap();
+    let refused_for_a_while = tokio::time::timeout(Duration::from_secs(2), stream.next()).await;
+    if let Ok(Some(Ok(delivery))) = &refused_for_a_while {
+        panic!(
+            "nothing is handed out while the count cannot be published, but {:?} was (redelivered: {})",
+            delivery.payload(),
+            delivery.redelivered()
+        );
+    }
+    assert!(refused_for_a_while.is_err(), "{refused_for_a_while:?}");
+    rabbitmqctl(&["clear_policy", &policy]);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let delivery = tokio::time::timeout(Duration::from_secs(20), stream.next())
+            .await
+            .expect("both messages come once RabbitMQ takes publishes again")
+            .unwrap()
+            .unwrap();
+        seen.push((
+            String::from_utf8_lossy(delivery.payload()).into_owned(),
+            delivery.redelivered(),
+        ));
+        delivery.ack().await.unwrap();
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        [("first".to_owned(), true), ("second".to_owned(), false)],
+        "the count of \"first\" went through in the end"
+    );
+}
+
 /// `host:port` of the test RabbitMQ.
 fn amqp_address() -> String {
     let url = url::Url::parse(&amqp_url()).expect("a valid AMQP URL");

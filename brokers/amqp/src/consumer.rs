@@ -22,6 +22,9 @@ use crate::topology;
 
 type Incoming = BoxStream<'static, (Arc<str>, Result<lapin::message::Delivery, lapin::Error>)>;
 
+/// How long a delivery the consumer could not settle waits before it is requeued.
+const GIVE_BACK_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Attempts at starting a consumer when its connection is lost meanwhile.
 const START_ATTEMPTS: u32 = 3;
 
@@ -181,16 +184,19 @@ impl Consumer {
                 }
             };
             let headers = delivery.properties.headers().as_ref();
+            let tag = delivery.delivery_tag;
             if let Some(reason) = text_header(headers, REFUSED_HEADERS_HEADER) {
                 if let Err(error) = refuse(&self.shared, &self.acks, &queue, delivery, reason).await
                 {
                     tracing::warn!(error = %Report(&error), queue = %queue, "cannot dead-letter a message with refused headers; it will come back");
+                    give_back(&self.acks, tag).await;
                 }
                 continue;
             }
             if delivery.redelivered {
                 if let Err(error) = recount(&self.shared, &self.acks, &queue, delivery).await {
                     tracing::warn!(error = %Report(&error), queue = %queue, "cannot count a redelivery; it will come back");
+                    give_back(&self.acks, tag).await;
                 }
                 continue;
             }
@@ -251,6 +257,17 @@ async fn recount(
             .await?;
     }
     acks.ack_now(delivery.delivery_tag).await
+}
+
+/// Requeues a delivery the consumer could not settle itself (its recounted copy or dead letter was
+/// not published), after a pause so that a broker refusing publishes is not asked again at once.
+/// Left unsettled, it would stay on its channel, unacked, holding a prefetch slot until the
+/// channel closed.
+async fn give_back(acks: &AckWindow, tag: u64) {
+    tokio::time::sleep(GIVE_BACK_AFTER).await;
+    if let Err(error) = acks.requeue(tag).await {
+        tracing::warn!(error = %Report(&error), "cannot requeue a delivery; it comes back when its channel closes");
+    }
 }
 
 /// Dead-letters a message whose headers the connection refused (see [`crate::frames`]): it never
