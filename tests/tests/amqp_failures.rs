@@ -60,6 +60,37 @@ async fn a_message_that_kills_every_worker_is_dead_lettered_as_poison() {
     scenarios::poison_message_is_dead_lettered(&app, &queue, || worker_process(&queue, 2, 1)).await;
 }
 
+/// On a quorum queue RabbitMQ counts a message's returns itself (`x-delivery-count`): the worker
+/// reads that count instead of republishing a counted copy, and dead-letters the message that
+/// killed every worker once the count reaches the limit (the worker processes take
+/// `?queue_type=quorum` from their URL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_that_kills_every_worker_is_dead_lettered_by_a_quorum_queues_count() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = require_amqp(|b| b.quorum_queues(true)).await else {
+        return;
+    };
+    let queue = unique_queue("poison-quorum");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .build()
+        .unwrap();
+    let separator = if amqp_url().contains('?') { '&' } else { '?' };
+    let quorum_url = format!("{}{separator}queue_type=quorum", amqp_url());
+    scenarios::poison_message_is_dead_lettered(&app, &queue, || {
+        harness::worker_process(
+            env!("CARGO_BIN_EXE_celeriac-test-worker"),
+            &quorum_url,
+            &queue,
+            1000,
+            2,
+            1,
+        )
+    })
+    .await;
+}
+
 static SURVIVED: RunLog = RunLog::new();
 
 #[celeriac::task(name = "through_the_rabbitmq_outage")]

@@ -193,7 +193,27 @@ impl Consumer {
                 }
                 continue;
             }
-            if delivery.redelivered {
+            // A quorum queue counts returns itself (`x-delivery-count`): nothing to republish.
+            let counted_by_rabbitmq = self
+                .shared
+                .settings
+                .quorum_queues
+                .then(|| int_header(headers, QUORUM_DELIVERY_COUNT))
+                .flatten()
+                .filter(|&returns| returns > 0);
+            if let Some(returns) = counted_by_rabbitmq {
+                let max = i64::from(self.shared.settings.max_deliveries);
+                if returns >= max {
+                    let reason = poison_reason(returns);
+                    if let Err(error) =
+                        refuse(&self.shared, &self.acks, &queue, delivery, reason).await
+                    {
+                        tracing::warn!(error = %Report(&error), queue = %queue, "cannot dead-letter a poison message; it will come back");
+                        give_back(&self.acks, tag).await;
+                    }
+                    continue;
+                }
+            } else if delivery.redelivered {
                 if let Err(error) = recount(&self.shared, &self.acks, &queue, delivery).await {
                     tracing::warn!(error = %Report(&error), queue = %queue, "cannot count a redelivery; it will come back");
                     give_back(&self.acks, tag).await;
@@ -213,8 +233,8 @@ impl Consumer {
                 acks: self.acks.clone(),
                 tag: Some(delivery.delivery_tag),
             };
-            let redelivered =
-                int_header(delivery.properties.headers().as_ref(), DELIVERIES_HEADER).is_some();
+            let redelivered = counted_by_rabbitmq.is_some()
+                || int_header(delivery.properties.headers().as_ref(), DELIVERIES_HEADER).is_some();
             return Some(Ok(Delivery::new(
                 payload,
                 queue,
@@ -225,10 +245,19 @@ impl Consumer {
     }
 }
 
-/// A redelivered message was delivered before and not acknowledged (its worker died, dropped it,
-/// or shut down). Count that in a header — republishing a copy and acking the original — and
-/// dead-letter it once it reached the delivery limit, so a message that kills every worker does
-/// not cycle forever.
+/// The header in which a quorum queue counts a message's returns to the queue (its deliveries
+/// that ended without an ack).
+const QUORUM_DELIVERY_COUNT: &str = "x-delivery-count";
+
+/// Why a message delivered `deliveries` times without an ack is dead-lettered.
+fn poison_reason(deliveries: i64) -> String {
+    format!("poison message: delivered {deliveries} times without being acknowledged")
+}
+
+/// A redelivered message on a classic queue was delivered before and not acknowledged (its worker
+/// died, dropped it, or shut down). Count that in a header — republishing a copy and acking the
+/// original — and dead-letter it once it reached the delivery limit, so a message that kills
+/// every worker does not cycle forever.
 async fn recount(
     shared: &Shared,
     acks: &AckWindow,
@@ -240,8 +269,7 @@ async fn recount(
     let deliveries = u32::try_from(previous.saturating_add(1)).unwrap_or(u32::MAX);
     let max = shared.settings.max_deliveries;
     if deliveries >= max {
-        let reason =
-            format!("poison message: delivered {deliveries} times without being acknowledged");
+        let reason = poison_reason(i64::from(deliveries));
         tracing::warn!(queue, %reason, "dead-lettering message");
         shared
             .publish_dead_letter(queue, &delivery.data, &reason)

@@ -250,7 +250,9 @@ impl AmqpBrokerBuilder {
     /// "quorum"`, so both languages declare a shared queue alike. Quorum queues take no
     /// [`max_priority`](Self::max_priority) (connecting with both is an error); consumers use
     /// per-consumer prefetch, which quorum queues require. Delayed messages still wait in
-    /// celeriac's wait queues, which dead-letter into the quorum queue when due.
+    /// celeriac's wait queues, which dead-letter into the quorum queue when due. Redeliveries are
+    /// counted by RabbitMQ (`x-delivery-count`) against [`max_deliveries`](Self::max_deliveries),
+    /// and dead letters go to a quorum queue too. The URL can ask for it: `?queue_type=quorum`.
     ///
     /// ```
     /// let builder = celeriac_amqp::AmqpBroker::builder("amqp://127.0.0.1/%2f").quorum_queues(true);
