@@ -215,16 +215,11 @@ async fn tasks_flowing_through_a_rabbitmq_restart_all_complete() {
     running.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publish_rabbitmq_refuses_is_an_error_for_the_caller() {
-    let _alone = ONE_AT_A_TIME.lock().await;
-    let Some(broker) = require_amqp(|b| b).await else {
-        return;
-    };
-    let queue = unique_queue("refused");
-    // A full queue that rejects publishes: RabbitMQ answers the publisher confirm with a nack.
+/// Makes `queue` full at one ready message, refusing publishes beyond it (a `reject-publish`
+/// policy), once RabbitMQ has applied the policy; the policy is cleared when the guard drops.
+async fn full_at_one_ready_message(queue: &str) -> UndoOnDrop {
     let policy = format!("{queue}-full");
-    let _clear = UndoOnDrop::new(&["clear_policy", &policy]);
+    let clear = UndoOnDrop::new(&["clear_policy", &policy]);
     rabbitmqctl(&[
         "set_policy",
         &policy,
@@ -233,6 +228,39 @@ async fn a_publish_rabbitmq_refuses_is_an_error_for_the_caller() {
         "--apply-to",
         "queues",
     ]);
+    // RabbitMQ applies a policy to its queues a moment after `set_policy` returns (and to a queue
+    // declared later, when it is declared).
+    eventually(Duration::from_secs(10), "the policy to apply", || async {
+        let listing = std::process::Command::new("rabbitmqctl")
+            .args([
+                "list_queues",
+                "--quiet",
+                "--no-table-headers",
+                "name",
+                "policy",
+            ])
+            .output()
+            .expect("rabbitmqctl must be installed for this test");
+        let listing = String::from_utf8_lossy(&listing.stdout);
+        let applied = listing
+            .lines()
+            .map(|line| line.split_whitespace().collect::<Vec<_>>())
+            .find(|fields| fields.first() == Some(&queue));
+        applied.is_none_or(|fields| fields.get(1) == Some(&policy.as_str()))
+    })
+    .await;
+    clear
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_rabbitmq_refuses_is_an_error_for_the_caller() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = require_amqp(|b| b).await else {
+        return;
+    };
+    let queue = unique_queue("refused");
+    // A full queue that rejects publishes: RabbitMQ answers the publisher confirm with a nack.
+    let _clear = full_at_one_ready_message(&queue).await;
     let app = App::builder()
         .broker(broker)
         .default_queue(queue.clone())
@@ -288,33 +316,7 @@ async fn a_redelivery_whose_count_is_refused_comes_back() {
         .publish(Outgoing::new(&queue, "second"))
         .await
         .unwrap();
-    let policy = format!("{queue}-full");
-    let _clear = UndoOnDrop::new(&["clear_policy", &policy]);
-    rabbitmqctl(&[
-        "set_policy",
-        &policy,
-        &format!("^{queue}$"),
-        r#"{"max-length":1,"overflow":"reject-publish"}"#,
-        "--apply-to",
-        "queues",
-    ]);
-    // RabbitMQ applies a policy to its queues a moment after `set_policy` returns.
-    eventually(Duration::from_secs(10), "the policy to apply", || async {
-        let listing = std::process::Command::new("rabbitmqctl")
-            .args([
-                "list_queues",
-                "--quiet",
-                "--no-table-headers",
-                "name",
-                "policy",
-            ])
-            .output()
-            .expect("rabbitmqctl must be installed for this test");
-        String::from_utf8_lossy(&listing.stdout)
-            .lines()
-            .any(|line| line.split_whitespace().collect::<Vec<_>>() == [queue.as_str(), &policy])
-    })
-    .await;
+    let policy = full_at_one_ready_message(&queue).await;
     let _ = connection.close(200, "given back".into()).await;
     eventually(
         Duration::from_secs(10),
@@ -338,7 +340,7 @@ async fn a_redelivery_whose_count_is_refused_comes_back() {
         );
     }
     assert!(refused_for_a_while.is_err(), "{refused_for_a_while:?}");
-    rabbitmqctl(&["clear_policy", &policy]);
+    drop(policy);
     let mut seen = Vec::new();
     for _ in 0..2 {
         let delivery = tokio::time::timeout(Duration::from_secs(20), stream.next())
