@@ -372,9 +372,7 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         let think = std::time::Duration::from_millis(*think_ms);
         let report = sms::run(*clients, *requests, think).await?;
         print_sms(&report);
-        if let Some(path) = json {
-            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-        }
+        write_json(json.as_deref(), &report)?;
         return Ok(());
     }
     if let Some(Command::Results {
@@ -399,9 +397,7 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         };
         let report = results::run(*broker, url, &cli.redis_url, &shape).await?;
         results::print(&report);
-        if let Some(path) = json {
-            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-        }
+        write_json(json.as_deref(), &report)?;
         return Ok(());
     }
     let feature_run = match &cli.command {
@@ -423,9 +419,7 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         let url = cli.broker_url(*broker);
         let report = events::run(feature, *broker, url, *tasks, (*rounds).max(1)).await?;
         events::print(&report);
-        if let Some(path) = json {
-            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-        }
+        write_json(json.as_deref(), &report)?;
         return Ok(());
     }
     if let Some(Command::Coordination {
@@ -444,9 +438,7 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         )
         .await?;
         coordination::print(&report);
-        if let Some(path) = json {
-            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-        }
+        write_json(json.as_deref(), &report)?;
         return Ok(());
     }
     if let Some(Command::Chord {
@@ -466,9 +458,7 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         };
         let report = chord::run(*broker, cli.broker_url(*broker), &cli.redis_url, &shape).await?;
         chord::print(&report);
-        if let Some(path) = json {
-            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-        }
+        write_json(json.as_deref(), &report)?;
         return Ok(());
     }
     if let Some(Command::Chaos {
@@ -498,9 +488,7 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         };
         let report = chaos::run(*broker, &cli.amqp_url, shape).await?;
         chaos::print(&report);
-        if let Some(path) = json {
-            std::fs::write(path, serde_json::to_string_pretty(&report)?)?;
-        }
+        write_json(json.as_deref(), &report)?;
         return Ok(());
     }
     if let Some(Command::ChaosWorker {
@@ -621,6 +609,17 @@ async fn run(cli: &Cli, tasks: u64, samples: usize) -> Result<Report, Box<dyn st
         latency_ms: latency,
         ceiling,
     })
+}
+
+/// Writes `report` as pretty JSON to `path`, if one was asked for (`--json`).
+fn write_json(
+    path: Option<&std::path::Path>,
+    report: &impl serde::Serialize,
+) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_string_pretty(report)?)?;
+    }
+    Ok(())
 }
 
 fn print_table(report: &Report) {
