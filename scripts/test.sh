@@ -101,8 +101,20 @@ ensure_python_celery() {
   cp "$requirements" "$venv/requirements.txt"
 }
 
+# The Redis Cluster tests start their own nodes: they need redis-server and redis-cli (Debian's
+# redis-server package brings both) and util-linux's setpriv, wherever the shared Redis runs.
+ensure_redis_cluster_tools() {
+  if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then return; fi
+  say "installing redis-server and redis-tools (for the Redis Cluster tests)"
+  apt_install redis-server redis-tools || {
+    echo "error: the Redis Cluster tests need redis-server and redis-cli (apt-get install redis-server)." >&2
+    exit 1
+  }
+}
+
 # Only start local services for the brokers whose URL is not given explicitly.
 [[ -n ${CELERIAC_REDIS_URL:-} ]] || ensure_redis
+[[ -n ${CELERIAC_SKIP_BROKERS:-} ]] || ensure_redis_cluster_tools
 [[ -n ${CELERIAC_AMQP_URL:-} ]] || ensure_rabbitmq
 [[ -n ${CELERIAC_SKIP_BROWSER:-} ]] || ensure_browser
 ensure_python_celery

@@ -11,6 +11,7 @@ pub mod python_celery;
 pub mod rabbit_cluster;
 pub mod rate_limits;
 pub mod raw_amqp;
+pub mod redis_cluster;
 pub mod results;
 pub mod scenarios;
 pub mod tls;

@@ -113,19 +113,20 @@ impl BoundedConnection {
         }
     }
 
-    /// `XREADGROUP GROUP group consumer COUNT count BLOCK block STREAMS streams… >…`, keeping no
+    /// `XREADGROUP GROUP group consumer COUNT count [BLOCK block] STREAMS streams… >…` (without
+    /// `block`, it answers at once), keeping no
     /// entry whose fields add up to more than `max_entry_bytes` (plus 1 KiB for their names).
     pub(crate) async fn read_group(
         &mut self,
         group: &str,
         consumer: &str,
         count: usize,
-        block: Duration,
+        block: Option<Duration>,
         streams: &[&str],
         max_entry_bytes: usize,
     ) -> io::Result<Reply> {
         let count = count.to_string();
-        let block = block.as_millis().max(1).to_string();
+        let block = block.map(|block| block.as_millis().max(1).to_string());
         let mut command: Vec<&[u8]> = vec![
             b"XREADGROUP",
             b"GROUP",
@@ -133,10 +134,11 @@ impl BoundedConnection {
             consumer.as_bytes(),
             b"COUNT",
             count.as_bytes(),
-            b"BLOCK",
-            block.as_bytes(),
-            b"STREAMS",
         ];
+        if let Some(block) = &block {
+            command.extend([b"BLOCK".as_slice(), block.as_bytes()]);
+        }
+        command.push(b"STREAMS");
         command.extend(streams.iter().map(|stream| stream.as_bytes()));
         command.extend(streams.iter().map(|_| b">".as_slice()));
         self.send(&command).await?;

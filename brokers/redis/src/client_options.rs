@@ -39,6 +39,15 @@ impl ClientOptions {
     }
 }
 
+impl ClientOptions {
+    /// Connects to a server or, for `redis+cluster://` URLs, a Redis Cluster. Fails if the URL is
+    /// invalid or no node can be reached in time.
+    pub(crate) async fn connect_any(&self) -> Result<crate::server::Conn, BrokerError> {
+        let server = crate::server::Server::open(&self.url, self.tls_roots_pem.as_deref())?;
+        server.connect_or_error(&self.url, self.timeout).await
+    }
+}
+
 /// The setters of a builder that keeps its [`ClientOptions`] in a field `options`; `$keys`
 /// documents what the key prefix prefixes.
 macro_rules! client_option_setters {

@@ -10,6 +10,8 @@ pub(crate) struct Settings {
     pub(crate) group: String,
     /// Certificates (PEM) trusted for `rediss://` besides the system's roots. Public data.
     pub(crate) tls_roots_pem: Option<String>,
+    /// Replicas that must confirm each publish, if any.
+    pub(crate) min_replicas: Option<crate::publish::MinReplicas>,
 }
 
 impl Default for Settings {
@@ -21,6 +23,7 @@ impl Default for Settings {
             key_prefix: "celeriac".to_owned(),
             group: "celeriac".to_owned(),
             tls_roots_pem: None,
+            min_replicas: None,
         }
     }
 }

@@ -14,17 +14,18 @@ use celeriac_core::{
     Acknowledger, BrokerError, ConsumeOptions, Delivery, DeliveryStream, PrefetchSlot,
     PrefetchWindow,
 };
-use redis::aio::ConnectionManager;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::acks::{self, AckRequest};
-use crate::bounded::{BoundedConnection, Reply};
+use crate::bounded::Reply;
 use crate::error::{bounded, from_redis, has_code};
 use crate::keys::QueueKeys;
+use crate::readers::{ReadGroup, Readers};
 use crate::reply::stream_entries;
 use crate::scripts::SCRIPTS;
+use crate::server::Conn;
 use crate::{Inner, epoch_millis};
 
 /// The longest a read blocks waiting for messages.
@@ -66,7 +67,7 @@ impl ConsumerShared {
         }
     }
 
-    async fn ensure_groups(&self, conn: &mut ConnectionManager) -> Result<(), BrokerError> {
+    async fn ensure_groups(&self, conn: &mut Conn) -> Result<(), BrokerError> {
         let timeout = self.broker.settings().operation_timeout;
         for keys in &self.keys {
             let created = tokio::time::timeout(
@@ -96,11 +97,12 @@ impl ConsumerShared {
 
 pub(crate) async fn start(
     broker: Arc<Inner>,
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     keys: Vec<QueueKeys>,
     options: ConsumeOptions,
 ) -> Result<DeliveryStream, BrokerError> {
     let acks = acks::start(broker.clone(), keys.clone());
+    let keys_len = keys.len();
     let shared = Arc::new(ConsumerShared {
         broker,
         name: format!("consumer-{}", uuid::Uuid::new_v4().simple()),
@@ -114,7 +116,7 @@ pub(crate) async fn start(
     let consumer = Consumer {
         shared: shared.clone(),
         conn,
-        reader: None,
+        readers: Readers::new(keys_len),
         prefetch: PrefetchWindow::new(options.prefetch_count()),
         max_message_bytes: options.max_message_len(),
         buffer: VecDeque::new(),
@@ -174,9 +176,9 @@ struct Consumer {
     shared: Arc<ConsumerShared>,
     /// A connection of its own for the consumer's scripts (reclaim, promote, dead letters), so a
     /// busy app connection does not delay them.
-    conn: ConnectionManager,
-    /// The connection blocking reads go through, opened on first use and after an error.
-    reader: Option<BoundedConnection>,
+    conn: Conn,
+    /// The connections blocking reads go through.
+    readers: Readers,
     prefetch: Arc<PrefetchWindow>,
     /// Entries larger than this are not read: they are dead-lettered inside Redis.
     max_message_bytes: usize,
@@ -328,59 +330,28 @@ impl Consumer {
         Ok(deliveries)
     }
 
-    /// Reads up to `count` new entries, waiting up to `block` for some: one `XREADGROUP` on the
-    /// consumer's bounded connection (see [`crate::bounded`]), connecting it first if need be.
+    /// Reads up to `count` new entries, waiting up to `block` for some, on the consumer's bounded
+    /// connections (see [`crate::bounded`] and [`crate::readers`]).
     async fn read(&mut self, count: usize, block: Duration) -> Result<Read, BrokerError> {
         let settings = self.shared.broker.settings();
-        let timeout = settings.operation_timeout;
-        if self.reader.is_none() {
-            let connect = BoundedConnection::connect(
-                self.shared.broker.connection_info(),
-                settings.tls_roots_pem.as_deref(),
-            );
-            let connected = tokio::time::timeout(timeout, connect)
-                .await
-                .map_err(|_| BrokerError::Timeout {
-                    op: "connect for reading",
-                    after: timeout,
-                })?
-                .map_err(|_| BrokerError::Disconnected {
-                    op: "connect for reading",
-                })?;
-            self.reader = Some(connected);
-        }
-        let Some(reader) = self.reader.as_mut() else {
-            return Err(BrokerError::Disconnected { op: "read" });
-        };
         let streams: Vec<&str> = self
             .shared
             .keys
             .iter()
             .map(|keys| keys.ready.as_str())
             .collect();
-        let read = reader.read_group(
-            &settings.group,
-            &self.shared.name,
-            count,
-            block,
-            &streams,
-            self.max_message_bytes,
-        );
-        let reply = match tokio::time::timeout(block + timeout, read).await {
-            Ok(Ok(reply)) => reply,
-            // The connection is in an unknown state: the next read opens another.
-            Ok(Err(_)) => {
-                self.reader = None;
-                return Err(BrokerError::Disconnected { op: "read" });
-            }
-            Err(_) => {
-                self.reader = None;
-                return Err(BrokerError::Timeout {
-                    op: "read",
-                    after: block + timeout,
-                });
-            }
+        let read = ReadGroup {
+            group: &settings.group,
+            consumer: &self.shared.name,
+            streams: &streams,
+            max_entry_bytes: self.max_message_bytes,
+            timeout: settings.operation_timeout,
+            tls_roots_pem: settings.tls_roots_pem.as_deref(),
         };
+        let reply = self
+            .readers
+            .read(self.shared.broker.server(), &read, count, block)
+            .await?;
         match reply {
             Reply::Error(error) if error.starts_with("NOGROUP") => Ok(Read::NoGroup),
             Reply::Error(error) => Err(crate::error::from_error_reply("read", &error)),

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use celeriac_core::{BrokerError, Claim, CoordinationStore, MAX_SET_MEMBERS, Record, RedactedUrl};
-use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::acks::copy;
 use crate::client_options::{ClientOptions, client_option_setters};
 use crate::error::bounded;
 use crate::scripts::SCRIPTS;
+use crate::server::Conn;
 
 /// Rounds of claim-then-look before a claim gives up on a key that keeps changing hands.
 const CLAIM_ATTEMPTS: usize = 3;
@@ -53,7 +53,7 @@ pub struct RedisCoordination {
 }
 
 struct Inner {
-    conn: ConnectionManager,
+    conn: Conn,
     url: RedactedUrl,
     key_prefix: String,
     timeout: Duration,
@@ -73,7 +73,7 @@ impl RedisCoordinationBuilder {
 
     /// Connects. Fails if the URL is invalid or the server cannot be reached in time.
     pub async fn connect(self) -> Result<RedisCoordination, BrokerError> {
-        let (_, conn) = self.options.connect().await?;
+        let conn = self.options.connect_any().await?;
         let ClientOptions {
             url,
             key_prefix,
@@ -85,7 +85,8 @@ impl RedisCoordinationBuilder {
 }
 
 impl RedisCoordination {
-    /// Connects with default settings to `redis://…` or `rediss://…`.
+    /// Connects with default settings to `redis://…`, `rediss://…` or a Redis Cluster
+    /// (`redis+cluster://host:port;redis+cluster://…`).
     pub async fn connect(url: &str) -> Result<Self, BrokerError> {
         Self::builder(url).connect().await
     }
@@ -97,12 +98,7 @@ impl RedisCoordination {
         }
     }
 
-    pub(crate) fn new(
-        conn: ConnectionManager,
-        url: RedactedUrl,
-        key_prefix: String,
-        timeout: Duration,
-    ) -> Self {
+    pub(crate) fn new(conn: Conn, url: RedactedUrl, key_prefix: String, timeout: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 conn,
@@ -305,7 +301,7 @@ const MAX_IN_FLIGHT: usize = 8;
 
 /// Reserves the slots of one batch — one script call per limit, for all of that limit's runs at
 /// once, consecutive slots — and answers each caller with the wait until its own.
-async fn reserve_batch(conn: ConnectionManager, timeout: Duration, batch: Vec<Reservation>) {
+async fn reserve_batch(conn: Conn, timeout: Duration, batch: Vec<Reservation>) {
     let mut by_limit: HashMap<(String, u64), Vec<SlotAnswer>> = HashMap::new();
     for reservation in batch {
         by_limit

@@ -60,11 +60,14 @@ mod events;
 pub mod fuzzing;
 mod keys;
 mod kombu;
+mod publish;
+mod readers;
 mod reply;
 mod result_listener;
 mod result_writes;
 mod results;
 mod scripts;
+mod server;
 
 use std::fmt;
 use std::sync::Arc;
@@ -76,6 +79,8 @@ use celeriac_core::{
     QueueStats, RedactedUrl,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::server::{Conn, Server};
 
 pub use crate::celery_results::{CeleryResultBackend, CeleryResultBackendBuilder};
 use crate::config::Settings;
@@ -93,15 +98,15 @@ pub struct RedisBroker {
 }
 
 pub(crate) struct Inner {
-    client: redis::Client,
-    conn: ConnectionManager,
+    server: Server,
+    conn: Conn,
     url: RedactedUrl,
     settings: Settings,
     /// Consumers whose stream was dropped, to remove from their groups once a worker stopped.
     stopped: std::sync::Mutex<Vec<consumer::Stopped>>,
-    /// The event bus's connection, made when first asked for: a batch of events (tens of
-    /// kilobytes) on `conn` would hold up the queue's commands behind it.
-    events_conn: tokio::sync::OnceCell<ConnectionManager>,
+    /// The event bus's server and connection, made when first asked for: a batch of events (tens
+    /// of kilobytes) on `conn` would hold up the queue's commands behind it.
+    events_conn: tokio::sync::OnceCell<(redis::Client, ConnectionManager)>,
 }
 
 /// Configures a [`RedisBroker`].
@@ -172,20 +177,40 @@ impl RedisBrokerBuilder {
         self
     }
 
+    /// Makes every publish wait until `replicas` replicas of the queue's master hold the message
+    /// (Redis `WAIT`), for at most `timeout`; a publish that fewer confirmed returns
+    /// [`BrokerError::Unavailable`]. Redis replicates asynchronously: without this, a message that
+    /// `publish` confirmed can be lost if its master dies before a replica copied it and the
+    /// replica is promoted (see the reliability guide). Off by default.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), celeriac::BrokerError> {
+    /// use std::time::Duration;
+    /// let broker = celeriac_redis::RedisBroker::builder(
+    ///     "redis+cluster://10.0.0.1:6379;redis+cluster://10.0.0.2:6379",
+    /// )
+    /// .min_replicas(1, Duration::from_millis(500))
+    /// .connect()
+    /// .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn min_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.settings.min_replicas =
+            (replicas > 0).then_some(publish::MinReplicas { replicas, timeout });
+        self
+    }
+
     /// Connects. Fails if the URL is invalid or the server cannot be reached within the operation
     /// timeout.
     pub async fn connect(self) -> Result<RedisBroker, BrokerError> {
-        let client = client_for(&self.url, self.settings.tls_roots_pem.as_deref())?;
-        let conn = manager(&client, &self.url, self.settings.operation_timeout)
-            .await
-            .map_err(|source| BrokerError::Connect {
-                url: self.url.redacted().to_owned(),
-                source,
-            })?;
-        tracing::debug!(url = %self.url.redacted(), "connected to redis");
+        let server = Server::open(&self.url, self.settings.tls_roots_pem.as_deref())?;
+        let conn = server
+            .connect_or_error(&self.url, self.settings.operation_timeout)
+            .await?;
+        tracing::debug!(url = %self.url.redacted(), cluster = server.is_cluster(), "connected to redis");
         Ok(RedisBroker {
             inner: Arc::new(Inner {
-                client,
+                server,
                 conn,
                 url: self.url,
                 settings: self.settings,
@@ -291,13 +316,13 @@ impl Inner {
         &self.settings
     }
 
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
-    /// Where and as whom to connect (for the consumers' bounded connections).
-    pub(crate) fn connection_info(&self) -> &redis::ConnectionInfo {
-        self.client.get_connection_info()
+    /// The broker's Redis, for connections of a consumer's own.
+    pub(crate) fn server(&self) -> &Server {
+        &self.server
     }
 
     pub(crate) fn stopped(&self) -> std::sync::MutexGuard<'_, Vec<consumer::Stopped>> {
@@ -334,10 +359,12 @@ impl Broker for RedisBroker {
 
     async fn event_bus(&self) -> Result<Option<Arc<dyn celeriac_core::EventBus>>, BrokerError> {
         let inner = &self.inner;
-        let conn = inner
+        let (client, conn) = inner
             .events_conn
             .get_or_try_init(|| {
-                manager(&inner.client, &inner.url, inner.settings.operation_timeout)
+                inner
+                    .server
+                    .pubsub_node(&inner.url, inner.settings.operation_timeout)
             })
             .await
             .map_err(|source| BrokerError::Connect {
@@ -345,7 +372,7 @@ impl Broker for RedisBroker {
                 source,
             })?;
         let bus = events::RedisEventBus::new(
-            self.inner.client.clone(),
+            client.clone(),
             conn.clone(),
             &self.inner.settings.key_prefix,
             self.inner.settings.operation_timeout,
@@ -354,44 +381,7 @@ impl Broker for RedisBroker {
     }
 
     async fn publish_batch(&self, messages: Vec<Outgoing>) -> Result<(), BrokerError> {
-        const CHUNK: usize = 2_000;
-        if messages.iter().any(|message| message.priority.is_some()) {
-            return Err(BrokerError::unsupported("redis", "message priorities"));
-        }
-        let now = SystemTime::now();
-        let mut conn = self.inner.conn();
-        for chunk in messages.chunks(CHUNK) {
-            let mut pipe = redis::pipe();
-            for message in chunk {
-                let keys = self.keys(&message.queue);
-                match message.not_before.filter(|at| *at > now) {
-                    Some(at) => {
-                        let mut member = uuid::Uuid::new_v4().as_bytes().to_vec();
-                        member.extend_from_slice(&message.payload);
-                        pipe.cmd("ZADD")
-                            .arg(&keys.delayed)
-                            .arg(epoch_millis(at))
-                            .arg(member)
-                            .ignore();
-                    }
-                    None => {
-                        pipe.cmd("XADD")
-                            .arg(&keys.ready)
-                            .arg("*")
-                            .arg("p")
-                            .arg(message.payload.as_ref())
-                            .ignore();
-                    }
-                }
-            }
-            bounded(
-                "publish",
-                self.inner.settings.operation_timeout,
-                pipe.query_async::<()>(&mut conn),
-            )
-            .await?;
-        }
-        Ok(())
+        publish::publish(&self.inner, messages).await
     }
 
     async fn consume(
@@ -403,16 +393,11 @@ impl Broker for RedisBroker {
             .iter()
             .map(|queue| self.keys(queue))
             .collect::<Vec<_>>();
-        let conn = manager(
-            &self.inner.client,
-            &self.inner.url,
-            self.inner.settings.operation_timeout,
-        )
-        .await
-        .map_err(|source| BrokerError::Connect {
-            url: self.inner.url.redacted().to_owned(),
-            source,
-        })?;
+        let conn = self
+            .inner
+            .server
+            .connect_or_error(&self.inner.url, self.inner.settings.operation_timeout)
+            .await?;
         consumer::start(self.inner.clone(), conn, keys, options).await
     }
 

@@ -57,9 +57,11 @@ impl BrokerChoice {
         &self,
     ) -> Option<Arc<dyn crate::coordination::CoordinationStore>> {
         let Self::Url(url) = self else { return None };
-        let scheme = ::url::Url::parse(url).ok()?.scheme().to_owned();
+        let scheme = ::url::Url::parse(first_node(url)).ok()?.scheme().to_owned();
         match scheme.as_str() {
-            "memory" | "redis" | "rediss" => super::coordination_url::from_url(url).ok(),
+            "memory" | "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {
+                super::coordination_url::from_url(url).ok()
+            }
             _ => None,
         }
     }
@@ -102,8 +104,8 @@ fn from_url(url: &str, celery_layout: bool) -> Result<Arc<dyn Broker>, BuildErro
         url: redacted.redacted().to_owned(),
         reason,
     };
-    let parsed =
-        ::url::Url::parse(url).map_err(|error| invalid(redacted.scrub(&error.to_string())))?;
+    let parsed = ::url::Url::parse(first_node(url))
+        .map_err(|error| invalid(redacted.scrub(&error.to_string())))?;
     let feature_off = |feature: &'static str| BuildError::BrokerFeatureDisabled {
         url: redacted.redacted().to_owned(),
         feature,
@@ -112,6 +114,20 @@ fn from_url(url: &str, celery_layout: bool) -> Result<Arc<dyn Broker>, BuildErro
         "memory" => Ok(Arc::new(memory_broker(&memory_name(&parsed)))),
         #[cfg(not(feature = "redis"))]
         "redis" | "rediss" if celery_layout => Err(feature_off("redis")),
+        "redis+cluster" | "rediss+cluster" if celery_layout => Err(invalid(
+            "Celery's Redis layout (kombu) has no Redis Cluster support: use redis:// or amqp://"
+                .to_owned(),
+        )),
+        "redis+cluster" | "rediss+cluster" => {
+            #[cfg(feature = "redis")]
+            {
+                Ok(Arc::new(LazyBroker::new(redacted, redis_connector())))
+            }
+            #[cfg(not(feature = "redis"))]
+            {
+                Err(feature_off("redis"))
+            }
+        }
         "redis" | "rediss" => {
             #[cfg(feature = "redis")]
             {
@@ -148,10 +164,17 @@ fn from_url(url: &str, celery_layout: bool) -> Result<Arc<dyn Broker>, BuildErro
         other => {
             let _ = feature_off;
             Err(invalid(format!(
-                "unknown scheme `{other}`: use memory://, redis://, rediss://, amqp:// or amqps://"
+                "unknown scheme `{other}`: use memory://, redis://, rediss://, redis+cluster://, \
+                 amqp:// or amqps://"
             )))
         }
     }
+}
+
+/// The first URL of a `;`-separated node list (the whole URL if it is one node): the list's
+/// scheme and options are the first node's.
+pub(super) fn first_node(url: &str) -> &str {
+    url.split(';').next().unwrap_or(url)
 }
 
 #[cfg_attr(not(any(feature = "redis", feature = "amqp")), allow(dead_code))]

@@ -28,11 +28,11 @@ pub(super) fn from_url(url: &str) -> Result<Arc<dyn CoordinationStore>, BuildErr
         url: redacted.redacted().to_owned(),
         reason,
     };
-    let parsed =
-        ::url::Url::parse(url).map_err(|error| invalid(redacted.scrub(&error.to_string())))?;
+    let parsed = ::url::Url::parse(super::broker_url::first_node(url))
+        .map_err(|error| invalid(redacted.scrub(&error.to_string())))?;
     match parsed.scheme() {
         "memory" => Ok(Arc::new(super::broker_url::memory_coordination(&parsed))),
-        "redis" | "rediss" => {
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {
             #[cfg(feature = "redis")]
             {
                 Ok(Arc::new(redis::LazyRedisCoordination::new(redacted)))
@@ -46,7 +46,8 @@ pub(super) fn from_url(url: &str) -> Result<Arc<dyn CoordinationStore>, BuildErr
             }
         }
         other => Err(invalid(format!(
-            "unknown scheme `{other}`: use memory://, redis:// or rediss:// (RabbitMQ holds no claims)"
+            "unknown scheme `{other}`: use memory://, redis://, rediss:// or redis+cluster:// \
+             (RabbitMQ holds no claims)"
         ))),
     }
 }
