@@ -51,7 +51,8 @@
 //! ## Feature flags
 //!
 //! - `macros` (default): the [`#[task]`](macro@task) attribute.
-//! - `redis`: the Redis broker (`redis://`, `rediss://`), re-exported as `celeriac::redis`.
+//! - `redis`: the Redis broker (`redis://`, `rediss://`, `redis+cluster://`), re-exported as
+//!   `celeriac::redis`.
 //! - `amqp`: the RabbitMQ broker (`amqp://`, `amqps://`), re-exported as `celeriac::amqp`.
 //! - `full`: all of the above.
 //! - `test-util`: `celeriac::testing` — a harness that runs an app's tasks to completion in tests,

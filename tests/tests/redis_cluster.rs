@@ -258,3 +258,62 @@ async fn a_master_killed_mid_run_without_replica_confirmation_is_measured() {
     // the kill; nothing sent once the replica took over is lost, and the worker carries on.
     assert_eq!(run.lost_after_recovery, 0, "{run:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_given_a_cluster_url_runs_tasks_and_holds_claims() {
+    use celeriac::coordination::{Claim, CoordinationStore, Record};
+    if skipped("redis") {
+        return;
+    }
+    let cluster = shared_cluster().await;
+    let queue = unique_queue("cluster_url");
+    let app = App::builder()
+        .broker_url(cluster.url())
+        .default_queue(queue.clone())
+        .register::<on_a_cluster>()
+        .build()
+        .expect("an app on a redis+cluster:// URL");
+    on_a_cluster::delay(&app, 3_000_000)
+        .await
+        .expect("sent by URL");
+    let running = BackgroundWorker::start(app.worker().build().expect("a worker"));
+    eventually(Duration::from_secs(30), "the task to run", || async {
+        RAN.ids().contains(&3_000_000)
+    })
+    .await;
+    assert_eq!(running.stop().await.succeeded, 1);
+
+    // The coordination store at the same URL: claims, and a renewal that writes its record
+    // (an election's lease and record share a hash tag, so the script stays on one slot).
+    let store = celeriac_redis::RedisCoordination::connect(&cluster.url())
+        .await
+        .expect("a store on the cluster");
+    let minute = Duration::from_secs(60);
+    let lease = format!("election:{{{queue}}}:lease");
+    let record = format!("election:{{{queue}}}:record");
+    assert_eq!(
+        store.claim(&lease, "me", minute).await.unwrap(),
+        Claim::Claimed
+    );
+    let written = Record {
+        key: &record,
+        value: b"schedule",
+    };
+    assert!(
+        store
+            .renew(&lease, "me", minute, Some(written))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.read(&record).await.unwrap().as_deref(),
+        Some(b"schedule".as_slice())
+    );
+    assert!(store.release(&lease, "me").await.unwrap());
+    let limit = format!("rate:{queue}");
+    assert_eq!(
+        store.reserve_slot(&limit, minute).await.unwrap(),
+        Duration::ZERO
+    );
+    assert!(store.reserve_slot(&limit, minute).await.unwrap() > Duration::from_secs(50));
+}

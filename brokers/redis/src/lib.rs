@@ -37,6 +37,12 @@
 //! - **Consumer hygiene**: a worker that stops cleanly removes its consumer from the group; consumers
 //!   left by killed workers are deleted once idle for ten visibility timeouts with nothing pending.
 //!
+//! - **Redis Cluster** (`redis+cluster://a:6379;redis+cluster://b:6379`): a queue lives on its hash
+//!   tag's slot; publishes are split per queue, and each consumer reads every queue from its slot's
+//!   master, following `MOVED` and failovers. Replication is asynchronous: with
+//!   [`min_replicas`](RedisBrokerBuilder::min_replicas) a publish is confirmed only once a replica
+//!   holds it.
+//!
 //! Priorities are not supported by this broker (messages of one queue are FIFO); use separate queues.
 //!
 //! The crate also holds [`RedisResultBackend`], a result backend for any broker.
@@ -282,7 +288,9 @@ impl RedisBroker {
         .fifo();
 
     /// Connects with default settings. `url` is `redis://[user:password@]host[:port][/db]`, or
-    /// `rediss://…` for TLS (feature `tls`, on by default).
+    /// `rediss://…` for TLS (feature `tls`, on by default); for a Redis Cluster, some of its nodes
+    /// `;`-separated: `redis+cluster://[:password@]host:port;redis+cluster://…` (or
+    /// `rediss+cluster://`).
     pub async fn connect(url: &str) -> Result<Self, BrokerError> {
         Self::builder(url).connect().await
     }

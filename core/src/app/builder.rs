@@ -92,6 +92,7 @@ impl AppBuilder {
     /// |---|---|---|
     /// | `memory://` | the in-process [`MemoryBroker`](crate::MemoryBroker); apps of one process built from the same URL share it (`memory://other` is another one) | always |
     /// | `redis://[user:password@]host[:port][/db]`, `rediss://…` (TLS) | [`redis::RedisBroker`](https://docs.rs/celeriac-redis) | `redis` |
+    /// | `redis+cluster://host:port;redis+cluster://…`, `rediss+cluster://…` | [`redis::RedisBroker`](https://docs.rs/celeriac-redis) on a Redis Cluster | `redis` |
     /// | `amqp://user:password@host[:port]/vhost`, `amqps://…` (TLS) | [`amqp::AmqpBroker`](https://docs.rs/celeriac-amqp) | `amqp` |
     ///
     /// Redis and RabbitMQ are connected on first use, so `build` stays synchronous; a broker that
@@ -205,6 +206,7 @@ impl AppBuilder {
     /// |-----|-------|---------|
     /// | `memory://` | the in-process [`MemoryCoordination`](crate::coordination::MemoryCoordination) of the embedded broker of that URL | always |
     /// | `redis://[user:password@]host[:port][/db]`, `rediss://…` | Redis, with any broker | `redis` |
+    /// | `redis+cluster://host:port;redis+cluster://…` | a Redis Cluster, with any broker | `redis` |
     ///
     /// Without this, an app on the embedded broker keeps claims in memory, an app on Redis keeps
     /// them in the broker's Redis, and an app on RabbitMQ has none: [`build`](Self::build) then
