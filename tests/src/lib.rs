@@ -12,6 +12,7 @@ pub mod rabbit_cluster;
 pub mod rate_limits;
 pub mod raw_amqp;
 pub mod redis_cluster;
+pub mod redis_sentinel;
 pub mod results;
 pub mod scenarios;
 pub mod tls;

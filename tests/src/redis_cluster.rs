@@ -237,7 +237,7 @@ impl RedisCluster {
 
 /// Removes the data directories of clusters whose test process is gone (the shared cluster's is
 /// never dropped; a killed test drops none).
-fn remove_leftovers() {
+pub(crate) fn remove_leftovers() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
@@ -288,7 +288,7 @@ fn settle(ports: &[u16]) {
 }
 
 /// `redis-cli -p port arguments…`'s output, if it ran.
-fn cli(port: u16, arguments: &[&str]) -> Option<String> {
+pub(crate) fn cli(port: u16, arguments: &[&str]) -> Option<String> {
     let output = Command::new("redis-cli")
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(arguments)
@@ -304,7 +304,7 @@ fn cli(port: u16, arguments: &[&str]) -> Option<String> {
 /// Starts `redis-server` with `arguments` from the launcher thread, through util-linux's
 /// `setpriv --pdeathsig KILL` (Debian always has it): the server gets SIGKILL when its parent
 /// thread ends, hence a thread that never does.
-fn launch(arguments: Vec<OsString>) -> io::Result<Child> {
+pub(crate) fn launch(arguments: Vec<OsString>) -> io::Result<Child> {
     type Request = (Vec<OsString>, mpsc::Sender<io::Result<Child>>);
     static LAUNCHER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
     let launcher = LAUNCHER.get_or_init(|| {

@@ -73,6 +73,7 @@ mod result_listener;
 mod result_writes;
 mod results;
 mod scripts;
+mod sentinel;
 mod server;
 
 use std::fmt;

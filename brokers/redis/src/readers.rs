@@ -57,14 +57,42 @@ impl Readers {
         count: usize,
         block: Duration,
     ) -> Result<Reply, BrokerError> {
-        let Server::Cluster { seeds, .. } = server else {
-            let Server::Single(client) = server else {
-                return Err(BrokerError::Disconnected { op: "read" });
-            };
-            let info = std::slice::from_ref(client.get_connection_info());
-            return self
-                .read_on(0, info, read, read.streams, count, Some(block))
-                .await;
+        let seeds = match server {
+            Server::Cluster { seeds, .. } => seeds,
+            Server::Single(client) => {
+                let info = std::slice::from_ref(client.get_connection_info());
+                return self
+                    .read_on(0, info, read, read.streams, count, Some(block))
+                    .await;
+            }
+            Server::Sentinel(watched) => {
+                let Ok(master) = watched.master_info().await else {
+                    watched.ask_again().await;
+                    return Err(BrokerError::Disconnected { op: "read" });
+                };
+                if self.masters[0]
+                    .as_ref()
+                    .is_some_and(|known| known.addr().to_string() != master.addr().to_string())
+                {
+                    // The sentinels named another master: leave the old one.
+                    self.conns[0] = None;
+                }
+                self.masters[0] = Some(master.clone());
+                let answer = self
+                    .read_on(
+                        0,
+                        std::slice::from_ref(&master),
+                        read,
+                        read.streams,
+                        count,
+                        Some(block),
+                    )
+                    .await;
+                if answer.is_err() {
+                    watched.ask_again().await;
+                }
+                return answer;
+            }
         };
         let queues = read.streams.len();
         if queues == 1 {

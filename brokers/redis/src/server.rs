@@ -5,6 +5,7 @@
 //! queue goes to the master owning its slot; the cluster client follows `MOVED` redirections and
 //! rediscovers the masters when one fails over.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use celeriac_core::{BoxError, BrokerError, RedactedUrl};
@@ -20,6 +21,8 @@ pub(crate) enum Conn {
     Single(ConnectionManager),
     /// A Redis Cluster: each command goes to the master of its keys' slot.
     Cluster(ClusterConnection),
+    /// The master Redis Sentinel names, asked again when it fails.
+    Sentinel(Arc<crate::sentinel::Watched>),
 }
 
 impl ConnectionLike for Conn {
@@ -27,6 +30,14 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
             Self::Cluster(conn) => conn.req_packed_command(cmd),
+            Self::Sentinel(watched) => Box::pin(async move {
+                let mut conn = watched.current().await?;
+                let answer = conn.req_packed_command(cmd).await;
+                if let Err(error) = &answer {
+                    watched.suspect(error).await;
+                }
+                answer
+            }),
         }
     }
 
@@ -39,6 +50,14 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
             Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(watched) => Box::pin(async move {
+                let mut conn = watched.current().await?;
+                let answer = conn.req_packed_commands(pipeline, offset, count).await;
+                if let Err(error) = &answer {
+                    watched.suspect(error).await;
+                }
+                answer
+            }),
         }
     }
 
@@ -46,6 +65,7 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(conn) => conn.get_db(),
             Self::Cluster(conn) => conn.get_db(),
+            Self::Sentinel(watched) => watched.db(),
         }
     }
 }
@@ -60,6 +80,8 @@ pub(crate) enum Server {
         /// The nodes the URL names, where the consumers' own readers start.
         seeds: Vec<ConnectionInfo>,
     },
+    /// The master a group of Redis Sentinels names.
+    Sentinel(Arc<crate::sentinel::Watched>),
 }
 
 impl Server {
@@ -84,6 +106,11 @@ impl Server {
                     .map_or("", |(scheme, _)| scheme)
             })
             .collect();
+        if schemes.iter().any(|scheme| scheme.ends_with("+sentinel")) {
+            return crate::sentinel::Watched::open(url, &nodes, &schemes)
+                .map(|watched| Self::Sentinel(Arc::new(watched)))
+                .map_err(invalid);
+        }
         if !schemes.iter().any(|scheme| scheme.ends_with("+cluster")) {
             if nodes.len() > 1 {
                 return Err(invalid(
@@ -152,6 +179,14 @@ impl Server {
                     Err(_) => Err(format!("no answer within {response_timeout:?}").into()),
                 }
             }
+            Self::Sentinel(watched) => {
+                watched.set_timeout(response_timeout);
+                watched
+                    .current()
+                    .await
+                    .map_err(|error| url.scrub(&error.to_string()))?;
+                Ok(Conn::Sentinel(watched.clone()))
+            }
         }
     }
 
@@ -178,6 +213,7 @@ impl Server {
     ) -> Result<(redis::Client, ConnectionManager), BoxError> {
         let clients = match self {
             Self::Single(client) => vec![client.clone()],
+            Self::Sentinel(watched) => vec![watched.master().await?],
             Self::Cluster { seeds, .. } => seeds
                 .iter()
                 .filter_map(|seed| redis::Client::open(seed.clone()).ok())

@@ -1,0 +1,99 @@
+//! celeriac on Redis behind Sentinel, started for the test (a master, two replicas, three
+//! sentinels on spare ports, stopped by PID): the master is killed with SIGKILL while a worker
+//! drains and a producer sends; the sentinels promote a replica, the broker follows it, and no task
+//! whose publish a replica confirmed (`min_replicas`) is lost.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use celeriac::App;
+use celeriac_redis::RedisBroker;
+use celeriac_tests::harness::{BackgroundWorker, RunLog, eventually, skipped, unique_queue};
+use celeriac_tests::redis_sentinel::RedisSentinels;
+
+static RAN: RunLog = RunLog::new();
+
+#[celeriac::task(name = "behind_sentinels")]
+async fn behind_sentinels(n: u32) {
+    RAN.record(n);
+}
+
+const BEFORE: u32 = 2_000;
+const DURING: u32 = 2_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_killed_behind_sentinels_loses_no_confirmed_task() {
+    if skipped("redis") {
+        return;
+    }
+    let mut group = RedisSentinels::start(2, 3).await;
+    let queue = unique_queue("sentinel");
+    let broker = RedisBroker::builder(&group.url())
+        .key_prefix("celeriac-test")
+        .visibility_timeout(Duration::from_secs(2))
+        .operation_timeout(Duration::from_secs(3))
+        .min_replicas(1, Duration::from_secs(1))
+        .connect()
+        .await
+        .expect("a broker behind the sentinels");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .enqueue_timeout(Duration::from_secs(10))
+        .register::<behind_sentinels>()
+        .build()
+        .expect("an app");
+    app.delay_batch::<behind_sentinels>((0..BEFORE).map(|n| (n,)))
+        .await
+        .expect("sent before any fault");
+    let worker = app
+        .worker()
+        .concurrency(8)
+        .grace_period(Duration::from_secs(5))
+        .build()
+        .expect("a worker");
+    let running = BackgroundWorker::start(worker);
+    let sending = Arc::new(AtomicU32::new(BEFORE));
+    let producer = tokio::spawn({
+        let (app, sending) = (app.clone(), sending.clone());
+        async move {
+            let mut failed = 0_u32;
+            for n in BEFORE..BEFORE + DURING {
+                sending.store(n, Ordering::SeqCst);
+                let mut in_a_row = 0;
+                while let Err(error) = behind_sentinels::delay(&app, n).await {
+                    failed += 1;
+                    in_a_row += 1;
+                    assert!(
+                        in_a_row < 150,
+                        "sends keep failing: {}",
+                        celeriac::error::Report(&error)
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            failed
+        }
+    });
+    eventually(
+        Duration::from_secs(60),
+        "a third of the tasks to run",
+        || async { RAN.count() >= ((BEFORE + DURING) / 3) as usize },
+    )
+    .await;
+    let dead = group.kill_master();
+    let recovery = group.recovered(dead).await;
+    let failed_sends = producer.await.expect("the producer did not panic");
+    eventually(Duration::from_secs(120), "every task to run", || async {
+        RAN.count() == (BEFORE + DURING) as usize
+    })
+    .await;
+    let report = running.stop().await;
+    eprintln!(
+        "sentinel failover: master {dead} killed; a replica was promoted after {recovery:?}; \
+         {failed_sends} sends failed and were sent again; worker report: {report:?}"
+    );
+    let ran = RAN.ids();
+    assert_eq!((0..BEFORE + DURING).filter(|n| !ran.contains(n)).count(), 0);
+}
