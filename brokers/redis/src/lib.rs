@@ -42,6 +42,8 @@
 //!   master, following `MOVED` and failovers. Replication is asynchronous: with
 //!   [`min_replicas`](RedisBrokerBuilder::min_replicas) a publish is confirmed only once a replica
 //!   holds it.
+//! - **Sentinel** (`redis+sentinel://sentinel:26379/<master name>;redis+sentinel://…`): commands go
+//!   to the master the sentinels name, asked again when it dies or is demoted.
 //!
 //! Priorities are not supported by this broker (messages of one queue are FIFO); use separate queues.
 //!
@@ -291,7 +293,8 @@ impl RedisBroker {
     /// Connects with default settings. `url` is `redis://[user:password@]host[:port][/db]`, or
     /// `rediss://…` for TLS (feature `tls`, on by default); for a Redis Cluster, some of its nodes
     /// `;`-separated: `redis+cluster://[:password@]host:port;redis+cluster://…` (or
-    /// `rediss+cluster://`).
+    /// `rediss+cluster://`); behind Sentinel, the sentinels, the first naming the master (and
+    /// database): `redis+sentinel://[:password@]host:26379/<master name>[/db];redis+sentinel://…`.
     pub async fn connect(url: &str) -> Result<Self, BrokerError> {
         Self::builder(url).connect().await
     }

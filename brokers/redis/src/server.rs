@@ -107,6 +107,13 @@ impl Server {
             })
             .collect();
         if schemes.iter().any(|scheme| scheme.ends_with("+sentinel")) {
+            if tls_roots_pem.is_some() {
+                return Err(invalid(
+                    "tls_root_certificates is not supported behind Sentinel: add the CA to the \
+                     system's roots"
+                        .to_owned(),
+                ));
+            }
             return crate::sentinel::Watched::open(url, &nodes, &schemes)
                 .map(|watched| Self::Sentinel(Arc::new(watched)))
                 .map_err(invalid);

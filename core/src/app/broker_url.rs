@@ -59,9 +59,8 @@ impl BrokerChoice {
         let Self::Url(url) = self else { return None };
         let scheme = ::url::Url::parse(first_node(url)).ok()?.scheme().to_owned();
         match scheme.as_str() {
-            "memory" | "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {
-                super::coordination_url::from_url(url).ok()
-            }
+            "memory" | "redis" | "rediss" | "redis+cluster" | "rediss+cluster"
+            | "redis+sentinel" | "rediss+sentinel" => super::coordination_url::from_url(url).ok(),
             _ => None,
         }
     }
@@ -114,11 +113,16 @@ fn from_url(url: &str, celery_layout: bool) -> Result<Arc<dyn Broker>, BuildErro
         "memory" => Ok(Arc::new(memory_broker(&memory_name(&parsed)))),
         #[cfg(not(feature = "redis"))]
         "redis" | "rediss" if celery_layout => Err(feature_off("redis")),
-        "redis+cluster" | "rediss+cluster" if celery_layout => Err(invalid(
-            "Celery's Redis layout (kombu) has no Redis Cluster support: use redis:// or amqp://"
-                .to_owned(),
-        )),
-        "redis+cluster" | "rediss+cluster" => {
+        "redis+cluster" | "rediss+cluster" | "redis+sentinel" | "rediss+sentinel"
+            if celery_layout =>
+        {
+            Err(invalid(
+                "Celery's Redis layout (kombu) is celeriac's on one Redis server only: use \
+                 redis:// or amqp://"
+                    .to_owned(),
+            ))
+        }
+        "redis+cluster" | "rediss+cluster" | "redis+sentinel" | "rediss+sentinel" => {
             #[cfg(feature = "redis")]
             {
                 Ok(Arc::new(LazyBroker::new(redacted, redis_connector())))
@@ -165,7 +169,7 @@ fn from_url(url: &str, celery_layout: bool) -> Result<Arc<dyn Broker>, BuildErro
             let _ = feature_off;
             Err(invalid(format!(
                 "unknown scheme `{other}`: use memory://, redis://, rediss://, redis+cluster://, \
-                 amqp:// or amqps://"
+                 redis+sentinel://, amqp:// or amqps://"
             )))
         }
     }

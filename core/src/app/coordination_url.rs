@@ -32,7 +32,8 @@ pub(super) fn from_url(url: &str) -> Result<Arc<dyn CoordinationStore>, BuildErr
         .map_err(|error| invalid(redacted.scrub(&error.to_string())))?;
     match parsed.scheme() {
         "memory" => Ok(Arc::new(super::broker_url::memory_coordination(&parsed))),
-        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" => {
+        "redis" | "rediss" | "redis+cluster" | "rediss+cluster" | "redis+sentinel"
+        | "rediss+sentinel" => {
             #[cfg(feature = "redis")]
             {
                 Ok(Arc::new(redis::LazyRedisCoordination::new(redacted)))
