@@ -300,3 +300,64 @@ impl RunLog {
         self.ids_mut().clone().unwrap_or_default()
     }
 }
+
+/// A producer for failover tests: sends each id of `ids` with `send`, one at a time, sending an id
+/// again (a new task, the same id) after a failure, so every id is confirmed once at least.
+/// [`sending`](Self::sending) tells which id is being sent; [`finish`](Self::finish) waits for
+/// the last and answers how many sends failed. Panics after `max_in_a_row` failures of one id.
+#[derive(Debug)]
+pub struct Producer {
+    sending: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    task: tokio::task::JoinHandle<u32>,
+}
+
+impl Producer {
+    /// Starts sending, pausing `pause` after each failed send.
+    pub fn start<F, Fut, T, E>(
+        ids: std::ops::Range<u32>,
+        max_in_a_row: u32,
+        pause: Duration,
+        send: F,
+    ) -> Self
+    where
+        F: Fn(u32) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<T, E>> + Send,
+        T: Send,
+        E: std::error::Error + Send + 'static,
+    {
+        use std::sync::atomic::Ordering;
+        let sending = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(ids.start));
+        let task = tokio::spawn({
+            let sending = sending.clone();
+            async move {
+                let mut failed = 0_u32;
+                for id in ids {
+                    sending.store(id, Ordering::SeqCst);
+                    let mut in_a_row = 0;
+                    while let Err(error) = send(id).await {
+                        failed += 1;
+                        in_a_row += 1;
+                        assert!(
+                            in_a_row < max_in_a_row,
+                            "sends keep failing: {}",
+                            celeriac::error::Report(&error)
+                        );
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+                failed
+            }
+        });
+        Self { sending, task }
+    }
+
+    /// The id being sent now (the last one once all are sent).
+    pub fn sending(&self) -> u32 {
+        self.sending.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until every id was sent; answers how many sends failed (and were sent again).
+    pub async fn finish(self) -> u32 {
+        self.task.await.expect("the producer did not panic")
+    }
+}

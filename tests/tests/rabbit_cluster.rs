@@ -3,12 +3,12 @@
 //! while tasks drain and while a producer sends. Every task whose send was confirmed runs; the app
 //! and its worker fail over to the surviving nodes by themselves, from the URL's node list.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use celeriac::App;
-use celeriac_tests::harness::{BackgroundWorker, RunLog, eventually, skipped, unique_queue};
+use celeriac_tests::harness::{
+    BackgroundWorker, Producer, RunLog, eventually, skipped, unique_queue,
+};
 use celeriac_tests::rabbit_cluster::RabbitCluster;
 
 static RAN: RunLog = RunLog::new();
@@ -49,26 +49,18 @@ async fn a_quorum_queue_loses_no_task_when_its_leader_node_dies() {
 
     // A producer that keeps sending across the kill: a send that fails is sent again (a new
     // task, the same number); a send that succeeded must run.
-    let producing = Arc::new(AtomicBool::new(true));
-    let producer = tokio::spawn({
-        let (app, producing) = (app.clone(), producing.clone());
-        async move {
-            let mut failed = 0_u32;
-            for n in BEFORE..BEFORE + DURING {
-                while let Err(error) = through_the_failover::delay(&app, n).await {
-                    failed += 1;
-                    let error = celeriac::error::Report(&error).to_string();
-                    if failed == 1 {
-                        eprintln!("a send failed (sent again): {error}");
-                    }
-                    assert!(failed < 1_000, "sends keep failing: {error}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+    let producer = Producer::start(
+        BEFORE..BEFORE + DURING,
+        1_000,
+        Duration::from_millis(100),
+        {
+            let app = app.clone();
+            move |n| {
+                let app = app.clone();
+                async move { through_the_failover::delay(&app, n).await }
             }
-            producing.store(false, Ordering::Relaxed);
-            failed
-        }
-    });
+        },
+    );
 
     eventually(
         Duration::from_secs(60),
@@ -81,8 +73,7 @@ async fn a_quorum_queue_loses_no_task_when_its_leader_node_dies() {
     cluster.kill(leader);
     let ran_at_kill = RAN.count();
 
-    let failed_sends = producer.await.expect("the producer did not panic");
-    assert!(!producing.load(Ordering::Relaxed));
+    let failed_sends = producer.finish().await;
     eventually(Duration::from_secs(180), "every task to run", || async {
         RAN.count() == (BEFORE + DURING) as usize
     })

@@ -4,13 +4,14 @@
 //! and without `WAIT`-based publish confirmation (`min_replicas`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use celeriac::broker::Outgoing;
 use celeriac::{App, Broker};
 use celeriac_redis::{RedisBroker, RedisBrokerBuilder};
-use celeriac_tests::harness::{BackgroundWorker, RunLog, eventually, skipped, unique_queue};
+use celeriac_tests::harness::{
+    BackgroundWorker, Producer, RunLog, eventually, skipped, unique_queue,
+};
 use celeriac_tests::redis_cluster::RedisCluster;
 
 fn builder(cluster: &RedisCluster) -> RedisBrokerBuilder {
@@ -164,28 +165,18 @@ async fn failover_run(first_id: u32, min_replicas: bool) -> Failover {
         .build()
         .expect("a worker");
     let running = BackgroundWorker::start(worker);
-    let sending = Arc::new(AtomicU32::new(first_id + BEFORE));
-    let producer = tokio::spawn({
-        let (app, sending) = (app.clone(), sending.clone());
-        async move {
-            let mut failed = 0_u32;
-            for n in first_id + BEFORE..first_id + BEFORE + DURING {
-                sending.store(n, Ordering::SeqCst);
-                let mut in_a_row = 0;
-                while let Err(error) = on_a_cluster::delay(&app, n).await {
-                    failed += 1;
-                    in_a_row += 1;
-                    assert!(
-                        in_a_row < 100,
-                        "sends keep failing: {}",
-                        celeriac::error::Report(&error)
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+    let producer = Producer::start(
+        first_id + BEFORE..first_id + BEFORE + DURING,
+        100,
+        Duration::from_millis(100),
+        {
+            let app = app.clone();
+            move |n| {
+                let app = app.clone();
+                async move { on_a_cluster::delay(&app, n).await }
             }
-            failed
-        }
-    });
+        },
+    );
     let ran_in_range = |ids: std::ops::Range<u32>| {
         let ran = RAN.ids();
         ids.filter(|n| ran.contains(n)).count()
@@ -202,8 +193,8 @@ async fn failover_run(first_id: u32, min_replicas: bool) -> Failover {
     let master = cluster.master_of(&format!("{{{queue}}}"));
     cluster.kill(master);
     let recovery = cluster.recovered().await;
-    let after_recovery = sending.load(Ordering::SeqCst) + 1;
-    let failed_sends = producer.await.expect("the producer did not panic");
+    let after_recovery = producer.sending() + 1;
+    let failed_sends = producer.finish().await;
     // Every task the cluster kept runs; wait for them, then count the ones it lost.
     let settled = tokio::time::timeout(Duration::from_secs(90), async {
         while ran_in_range(ids.clone()) < ids.len() {

@@ -3,13 +3,13 @@
 //! drains and a producer sends; the sentinels promote a replica, the broker follows it, and no task
 //! whose publish a replica confirmed (`min_replicas`) is lost.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use celeriac::App;
 use celeriac_redis::RedisBroker;
-use celeriac_tests::harness::{BackgroundWorker, RunLog, eventually, skipped, unique_queue};
+use celeriac_tests::harness::{
+    BackgroundWorker, Producer, RunLog, eventually, skipped, unique_queue,
+};
 use celeriac_tests::redis_sentinel::RedisSentinels;
 
 static RAN: RunLog = RunLog::new();
@@ -54,26 +54,11 @@ async fn a_master_killed_behind_sentinels_loses_no_confirmed_task() {
         .build()
         .expect("a worker");
     let running = BackgroundWorker::start(worker);
-    let sending = Arc::new(AtomicU32::new(BEFORE));
-    let producer = tokio::spawn({
-        let (app, sending) = (app.clone(), sending.clone());
-        async move {
-            let mut failed = 0_u32;
-            for n in BEFORE..BEFORE + DURING {
-                sending.store(n, Ordering::SeqCst);
-                let mut in_a_row = 0;
-                while let Err(error) = behind_sentinels::delay(&app, n).await {
-                    failed += 1;
-                    in_a_row += 1;
-                    assert!(
-                        in_a_row < 150,
-                        "sends keep failing: {}",
-                        celeriac::error::Report(&error)
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-            failed
+    let producer = Producer::start(BEFORE..BEFORE + DURING, 150, Duration::from_millis(100), {
+        let app = app.clone();
+        move |n| {
+            let app = app.clone();
+            async move { behind_sentinels::delay(&app, n).await }
         }
     });
     eventually(
@@ -84,7 +69,7 @@ async fn a_master_killed_behind_sentinels_loses_no_confirmed_task() {
     .await;
     let dead = group.kill_master();
     let recovery = group.recovered(dead).await;
-    let failed_sends = producer.await.expect("the producer did not panic");
+    let failed_sends = producer.finish().await;
     eventually(Duration::from_secs(120), "every task to run", || async {
         let ran = RAN.ids();
         (0..BEFORE + DURING).all(|n| ran.contains(&n))
