@@ -187,6 +187,18 @@ pub async fn done_count(queue: &str) -> u64 {
         .expect("SCARD")
 }
 
+/// How many runs of `record_run` tasks of `queue` completed, counting a task that completed twice
+/// twice (a Redis counter the helper worker increments).
+pub async fn completed_runs(queue: &str) -> u64 {
+    let mut conn = redis_connection().await;
+    redis::cmd("GET")
+        .arg(format!("celeriac-test-runs:{queue}"))
+        .query_async::<Option<u64>>(&mut conn)
+        .await
+        .expect("GET")
+        .unwrap_or(0)
+}
+
 /// Stops a worker process gracefully (SIGTERM) and waits for it.
 pub async fn stop_gracefully(child: &mut tokio::process::Child) -> std::process::ExitStatus {
     let pid = child.id().expect("a running process").to_string();

@@ -6,7 +6,9 @@ use std::time::Duration;
 use celeriac::{App, SendOptions};
 use tokio::process::Child;
 
-use crate::harness::{BackgroundWorker, done_count, eventually, stop_gracefully, within};
+use crate::harness::{
+    BackgroundWorker, completed_runs, done_count, eventually, stop_gracefully, within,
+};
 
 /// Tasks of the SIGKILL scenario.
 pub const SIGKILL_TASKS: u64 = 40;
@@ -63,6 +65,64 @@ pub async fn sigkill_loses_no_task(
     assert_eq!(done_count(queue).await, SIGKILL_TASKS, "a task was lost");
     let stats = app.broker().stats(queue).await.expect("stats");
     assert_eq!((stats.ready, stats.delayed, stats.dead_lettered), (0, 0, 0));
+}
+
+/// Tasks of the long-task soak, and how many worker processes share them (each runs a third).
+pub const LONG_TASKS: u64 = 12;
+const LONG_TASK_WORKERS: usize = 3;
+
+/// The long-task soak: tasks lasting ten visibility timeouts (`visibility_ms`), all running at once
+/// on three worker processes that `spawn` starts, with room to spare (concurrency
+/// [`LONG_TASKS`]` / 2` each), one of which is killed with SIGKILL mid-run. Every task completes,
+/// and none completes twice: the killed worker's tasks run again on the spare room (their runs
+/// there never completed); the others keep their leases for all ten timeouts — a lapsed one would
+/// be taken over by that spare room and complete twice.
+pub async fn long_tasks_run_once_under_kills(
+    app: &App,
+    queue: &str,
+    visibility_ms: u64,
+    spawn: impl Fn() -> Child,
+) {
+    for n in 0..LONG_TASKS {
+        app.send_task("record_run", &(n, 10 * visibility_ms), SendOptions::new())
+            .await
+            .expect("enqueue");
+    }
+    let mut workers: Vec<Child> = (0..LONG_TASK_WORKERS).map(|_| spawn()).collect();
+    eventually(
+        Duration::from_secs(30),
+        "every task to be running",
+        || async {
+            app.broker()
+                .stats(queue)
+                .await
+                .is_ok_and(|stats| stats.ready == 0 && stats.unacked == LONG_TASKS)
+        },
+    )
+    .await;
+    workers[0].kill().await.expect("SIGKILL");
+    assert_eq!(
+        done_count(queue).await,
+        0,
+        "the tasks are ten visibility timeouts long: none can be done yet"
+    );
+    eventually(
+        Duration::from_secs(30 * visibility_ms / 1000 + 60),
+        "every task to complete",
+        || async { done_count(queue).await == LONG_TASKS },
+    )
+    .await;
+    for worker in &mut workers[1..] {
+        let status = stop_gracefully(worker).await;
+        assert!(status.success(), "{status}");
+    }
+    assert_eq!(
+        completed_runs(queue).await,
+        LONG_TASKS,
+        "a task completed twice: a live worker's lease lapsed"
+    );
+    let stats = app.broker().stats(queue).await.expect("stats");
+    assert_eq!((stats.ready, stats.unacked, stats.dead_lettered), (0, 0, 0));
 }
 
 /// A message that aborts every worker taking it is dead-lettered after `max_deliveries` (2, set by the

@@ -47,6 +47,26 @@ async fn a_worker_killed_with_sigkill_loses_no_task() {
         .await;
 }
 
+/// The long-task soak: tasks of ten visibility timeouts (1 s each) on three worker processes, one
+/// killed mid-run; none completes twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_ten_visibility_timeouts_long_run_once_under_a_kill() {
+    let Some(broker) = require_redis(|b| b.visibility_timeout(Duration::from_secs(1))).await else {
+        return;
+    };
+    let queue = unique_queue("long_tasks");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .build()
+        .unwrap();
+    let concurrency = (scenarios::LONG_TASKS / 2) as usize;
+    scenarios::long_tasks_run_once_under_kills(&app, &queue, 1000, || {
+        worker_process(&queue, 1000, 5, concurrency)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_kills_every_worker_is_dead_lettered_as_poison() {
     let Some(broker) = require_redis(|b| b).await else {
