@@ -219,3 +219,43 @@ async fn a_task_due_in_a_thousand_years_waits() {
     };
     scenarios::far_future_eta_waits(App::builder().broker(broker), &unique_queue("far-eta")).await;
 }
+
+/// A consumer of more queues than it has free prefetch slots asks each queue for one entry at
+/// least; what comes beyond its slots is held and delivered as slots free up, at once — not left
+/// pending until the visibility timeout (60 s here) lets it be taken over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_of_more_queues_than_slots_gets_every_message_promptly() {
+    use celeriac::broker::{ConsumeOptions, Outgoing};
+    use futures::StreamExt;
+    let Some(broker) = require_redis(|b| b.visibility_timeout(Duration::from_secs(60))).await
+    else {
+        return;
+    };
+    let queues: Vec<String> = (0..20).map(|_| unique_queue("many")).collect();
+    let messages = queues
+        .iter()
+        .flat_map(|queue| (0..5).map(move |n| Outgoing::new(queue.clone(), vec![n])))
+        .collect();
+    broker.publish_batch(messages).await.unwrap();
+    let mut stream = broker
+        .consume(&queues, ConsumeOptions::default().prefetch(4))
+        .await
+        .unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut received = 0;
+        while received < 100 {
+            let delivery = stream.next().await.expect("a delivery").expect("no error");
+            delivery.ack().await.expect("acked");
+            received += 1;
+        }
+        received
+    })
+    .await
+    .expect("every message within 20 s, far less than the visibility timeout");
+    assert_eq!(received, 100);
+    drop(stream);
+    for queue in &queues {
+        let stats = broker.stats(queue).await.unwrap();
+        assert_eq!((stats.ready, stats.unacked), (0, 0), "{queue}");
+    }
+}

@@ -120,6 +120,7 @@ pub(crate) async fn start(
         prefetch: PrefetchWindow::new(options.prefetch_count()),
         max_message_bytes: options.max_message_len(),
         buffer: VecDeque::new(),
+        overflow: VecDeque::new(),
         next_reclaim: Instant::now(),
         next_promote: Instant::now(),
         _close: CloseOnDrop(shared),
@@ -183,6 +184,9 @@ struct Consumer {
     /// Entries larger than this are not read: they are dead-lettered inside Redis.
     max_message_bytes: usize,
     buffer: VecDeque<Delivery>,
+    /// Entries read beyond the free prefetch slots (a read of several queues asks each for at
+    /// least one): held, their leases kept, and delivered first as slots free up.
+    overflow: VecDeque<Unslotted>,
     next_reclaim: Instant,
     next_promote: Instant,
     _close: CloseOnDrop,
@@ -232,12 +236,26 @@ impl Consumer {
         )
     }
 
+    fn slotted(&self, held: Unslotted, slot: PrefetchSlot) -> Delivery {
+        self.delivery(held.queue, held.id, held.payload, held.redelivered, slot)
+    }
+
     /// Fetches up to one delivery per slot: takeovers of lapsed leases first, then new messages.
     async fn fetch(&mut self, mut slots: Vec<PrefetchSlot>) -> Result<Vec<Delivery>, BrokerError> {
         let settings = self.shared.broker.settings().clone();
         let timeout = settings.operation_timeout;
         let now = Instant::now();
         let mut deliveries = Vec::new();
+        while !slots.is_empty() {
+            let Some(held) = self.overflow.pop_front() else {
+                break;
+            };
+            let Some(slot) = slots.pop() else { break };
+            deliveries.push(self.slotted(held, slot));
+        }
+        if slots.is_empty() {
+            return Ok(deliveries);
+        }
 
         if now >= self.next_reclaim {
             self.next_reclaim = now + settings.visibility_timeout / 2;
@@ -320,11 +338,21 @@ impl Consumer {
                     self.dead_letter_unread(queue, &entry.id, size).await?;
                     continue;
                 }
-                let Some(slot) = slots.pop() else { break };
                 // An entry not written by celeriac is handed over as empty bytes, so the worker
                 // dead-letters it with a reason rather than it sitting pending forever.
-                let payload = entry.payload.unwrap_or_default();
-                deliveries.push(self.delivery(queue, entry.id, payload, entry.redelivered, slot));
+                let held = Unslotted {
+                    queue,
+                    id: entry.id,
+                    payload: entry.payload.unwrap_or_default(),
+                    redelivered: entry.redelivered,
+                };
+                match slots.pop() {
+                    Some(slot) => deliveries.push(self.slotted(held, slot)),
+                    None => {
+                        self.shared.hold(queue, &held.id);
+                        self.overflow.push_back(held);
+                    }
+                }
             }
         }
         Ok(deliveries)
@@ -389,6 +417,14 @@ impl Consumer {
         .await
         .map(|_| ())
     }
+}
+
+/// An entry read and held, waiting for a prefetch slot.
+struct Unslotted {
+    queue: usize,
+    id: String,
+    payload: Vec<u8>,
+    redelivered: bool,
 }
 
 /// What a read of new entries found.
@@ -542,23 +578,42 @@ impl Drop for RedisAcker {
         if self.settled {
             return;
         }
-        self.shared.release(self.queue, &self.id);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let shared = self.shared.clone();
-        let queue = self.queue;
         let id = std::mem::take(&mut self.id);
-        let payload = self.payload.clone();
-        runtime.spawn(async move {
-            let settings = shared.broker.settings();
-            let mut conn = shared.broker.conn();
-            let mut invocation = SCRIPTS.requeue.key(&shared.keys[queue].ready);
-            invocation.arg(&settings.group).arg(&id).arg(payload.as_ref());
-            if let Err(error) = bounded::<u64>("requeue", settings.operation_timeout, invocation.invoke_async(&mut conn)).await {
-                tracing::warn!(error = %Report(&error), entry = %id, "cannot requeue a dropped delivery; its lease will lapse instead");
-            }
-        });
+        requeue_dropped(&self.shared, self.queue, id, self.payload.to_vec());
+    }
+}
+
+/// Stops holding entry `id` of queue `queue` and puts it back at once (when a runtime is
+/// available; otherwise its lease lapses and another consumer takes it over).
+fn requeue_dropped(shared: &Arc<ConsumerShared>, queue: usize, id: String, payload: Vec<u8>) {
+    shared.release(queue, &id);
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let shared = shared.clone();
+    runtime.spawn(async move {
+        let settings = shared.broker.settings();
+        let mut conn = shared.broker.conn();
+        let mut invocation = SCRIPTS.requeue.key(&shared.keys[queue].ready);
+        invocation.arg(&settings.group).arg(&id).arg(payload);
+        if let Err(error) = bounded::<u64>(
+            "requeue",
+            settings.operation_timeout,
+            invocation.invoke_async(&mut conn),
+        )
+        .await
+        {
+            tracing::warn!(error = %Report(&error), entry = %id, "cannot requeue a dropped delivery; its lease will lapse instead");
+        }
+    });
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        // Entries read beyond the prefetch slots were never handed out: put them back.
+        for held in self.overflow.drain(..) {
+            requeue_dropped(&self.shared, held.queue, held.id, held.payload);
+        }
     }
 }
 

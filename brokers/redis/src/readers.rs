@@ -61,6 +61,7 @@ impl Readers {
             Server::Cluster { seeds, .. } => seeds,
             Server::Single(client) => {
                 let info = std::slice::from_ref(client.get_connection_info());
+                let count = per_stream(count, read.streams.len());
                 return self
                     .read_on(0, info, read, read.streams, count, Some(block))
                     .await;
@@ -78,6 +79,7 @@ impl Readers {
                     self.conns[0] = None;
                 }
                 self.masters[0] = Some(master.clone());
+                let count = per_stream(count, read.streams.len());
                 let answer = self
                     .read_on(
                         0,
@@ -264,6 +266,13 @@ fn moved_to(error: &str, seeds: &[ConnectionInfo]) -> Option<ConnectionInfo> {
     Some(seed.clone().set_addr(addr))
 }
 
+/// The `COUNT` of one `XREADGROUP` over `streams` streams wanting `count` entries in all: `COUNT`
+/// bounds each stream, so a read of many streams asks each for its share (one at least; the
+/// consumer holds what comes beyond its free slots until they free up).
+fn per_stream(count: usize, streams: usize) -> usize {
+    (count / streams.max(1)).max(1)
+}
+
 /// How many entries an `XREADGROUP` reply holds.
 fn entry_count(reply: &Reply) -> usize {
     let Reply::Array(streams) = reply else {
@@ -292,7 +301,15 @@ fn extend(found: &mut Vec<Reply>, reply: Reply) {
 mod tests {
     use redis::{ConnectionAddr, IntoConnectionInfo};
 
-    use super::{Reply, entry_count, moved_to};
+    use super::{Reply, entry_count, moved_to, per_stream};
+
+    #[test]
+    fn a_read_of_many_streams_asks_each_for_its_share() {
+        assert_eq!(per_stream(256, 1), 256);
+        assert_eq!(per_stream(256, 100), 2);
+        assert_eq!(per_stream(256, 1_000), 1);
+        assert!(per_stream(256, 3) * 3 <= 256);
+    }
 
     #[test]
     fn moved_keeps_the_seed_settings_at_the_new_address() {
