@@ -259,3 +259,48 @@ async fn a_consumer_of_more_queues_than_slots_gets_every_message_promptly() {
         assert_eq!((stats.ready, stats.unacked), (0, 0), "{queue}");
     }
 }
+
+static STOPPED_RUNS: AtomicUsize = AtomicUsize::new(0);
+
+#[celeriac::task(name = "counted_noop")]
+async fn counted_noop(n: u32) {
+    let _ = n;
+    STOPPED_RUNS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// A worker stopped mid-drain puts back what it had fetched and not run (its prefetch) before it
+/// returns: nothing stays unacknowledged waiting for the visibility timeout (60 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_mid_drain_puts_its_prefetch_back() {
+    let Some(broker) = require_redis(|b| b.visibility_timeout(Duration::from_secs(60))).await
+    else {
+        return;
+    };
+    let queue = unique_queue("stopped_mid_drain");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .register::<counted_noop>()
+        .build()
+        .unwrap();
+    app.delay_batch::<counted_noop>((0..2_000).map(|n| (n,)))
+        .await
+        .unwrap();
+    // Five stops in a row: a stop usually cuts a read short.
+    let mut succeeded = 0;
+    for round in 1..=5 {
+        let worker = app.worker().concurrency(64).prefetch(256).build().unwrap();
+        let report = worker
+            .run_until(async {
+                while STOPPED_RUNS.load(Ordering::SeqCst) < 100 * round {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            })
+            .await
+            .unwrap();
+        succeeded += report.succeeded;
+        let stats = app.broker().stats(&queue).await.unwrap();
+        assert_eq!(stats.unacked, 0, "round {round}: {stats:?}");
+        assert_eq!(stats.ready, 2_000 - succeeded, "round {round}: {stats:?}");
+    }
+}

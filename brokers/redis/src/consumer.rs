@@ -140,6 +140,7 @@ impl Drop for CloseOnDrop {
         self.0.broker.stopped().push(Stopped {
             name: self.0.name.clone(),
             keys: self.0.keys.clone(),
+            shared: Arc::downgrade(&self.0),
         });
     }
 }
@@ -149,26 +150,60 @@ impl Drop for CloseOnDrop {
 pub(crate) struct Stopped {
     pub(crate) name: String,
     pub(crate) keys: Vec<QueueKeys>,
+    /// Its state while any delivery of it is alive.
+    shared: std::sync::Weak<ConsumerShared>,
 }
 
-/// Removes consumer `name` from the group of each of `keys` where it owns no pending entry (one
-/// that does stays, for its entries to be taken over when their leases lapse).
+impl Stopped {
+    /// How it may leave its groups now: giving back what it owns only if none of its deliveries
+    /// is alive or unsettled (another worker on the same broker may still be running them).
+    pub(crate) fn retire_mode(&self) -> Retire {
+        let settled = self
+            .shared
+            .upgrade()
+            .is_none_or(|shared| shared.held().values().all(HashSet::is_empty));
+        if settled {
+            Retire::GivingBack
+        } else {
+            Retire::IfIdle
+        }
+    }
+}
+
+/// How a consumer whose stream was dropped leaves its groups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retire {
+    /// Its deliveries may still be settling: it leaves only the groups where it owns no pending
+    /// entry (what it owns is taken over when its leases lapse).
+    IfIdle,
+    /// Its worker stopped and every delivery it handed out is settled: what it still owns was
+    /// read but never reached the worker (a read the stop cut short), and goes back to the queue
+    /// at once rather than after the visibility timeout.
+    GivingBack,
+}
+
+/// Removes consumer `name` from the group of each of `keys`, as `how` says.
 pub(crate) async fn retire(
     broker: &Inner,
     name: &str,
     keys: &[QueueKeys],
+    how: Retire,
 ) -> Result<(), BrokerError> {
     let settings = broker.settings();
     let mut conn = broker.conn();
+    let give_back = if how == Retire::GivingBack { "1" } else { "0" };
     for keys in keys {
         let mut invocation = SCRIPTS.retire.key(&keys.ready);
-        invocation.arg(&settings.group).arg(name);
-        bounded::<u64>(
+        invocation.arg(&settings.group).arg(name).arg(give_back);
+        let given = bounded::<u64>(
             "retire consumer",
             settings.operation_timeout,
             invocation.invoke_async(&mut conn),
         )
         .await?;
+        if how == Retire::GivingBack && given > 0 {
+            tracing::debug!(queue = %keys.queue, given, "gave back entries read but never handed out");
+        }
     }
     Ok(())
 }
@@ -475,7 +510,7 @@ async fn keep_leases(shared: Arc<ConsumerShared>) {
             }
         }
     }
-    match retire(&shared.broker, &shared.name, &shared.keys).await {
+    match retire(&shared.broker, &shared.name, &shared.keys, Retire::IfIdle).await {
         // Retired: nothing left for `consumers_stopped` to do for this consumer.
         Ok(()) => shared
             .broker
@@ -537,20 +572,22 @@ impl RedisAcker {
 impl Acknowledger for RedisAcker {
     async fn ack(mut self: Box<Self>) -> Result<(), BrokerError> {
         self.settled = true;
-        // No lease to keep any more: the ack lands within milliseconds, long before one could lapse.
-        self.shared.release(self.queue, &self.id);
         let (done, confirmed) = oneshot::channel();
         let request = AckRequest {
             queue: self.queue,
-            id: std::mem::take(&mut self.id),
+            id: self.id.clone(),
             done,
         };
-        match self.shared.acks.send(request) {
+        let outcome = match self.shared.acks.send(request) {
             Ok(()) => confirmed
                 .await
                 .unwrap_or(Err(BrokerError::Disconnected { op: "ack" })),
             Err(_) => Err(BrokerError::Disconnected { op: "ack" }),
-        }
+        };
+        // Held until confirmed: a stopping worker gives back what its consumer still owns only
+        // once nothing is held, so an ack in flight is never taken for a stranded entry.
+        self.shared.release(self.queue, &self.id);
+        outcome
     }
 
     async fn requeue(mut self: Box<Self>) -> Result<(), BrokerError> {
@@ -590,8 +627,9 @@ fn requeue_dropped(shared: &Arc<ConsumerShared>, queue: usize, id: String, paylo
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    let tracker = shared.broker.requeues().clone();
     let shared = shared.clone();
-    runtime.spawn(async move {
+    tracker.spawn_on(async move {
         let settings = shared.broker.settings();
         let mut conn = shared.broker.conn();
         let mut invocation = SCRIPTS.requeue.key(&shared.keys[queue].ready);
@@ -605,7 +643,7 @@ fn requeue_dropped(shared: &Arc<ConsumerShared>, queue: usize, id: String, paylo
         {
             tracing::warn!(error = %Report(&error), entry = %id, "cannot requeue a dropped delivery; its lease will lapse instead");
         }
-    });
+    }, &runtime);
 }
 
 impl Drop for Consumer {

@@ -116,6 +116,8 @@ pub(crate) struct Inner {
     /// The event bus's server and connection, made when first asked for: a batch of events (tens
     /// of kilobytes) on `conn` would hold up the queue's commands behind it.
     events_conn: tokio::sync::OnceCell<(redis::Client, ConnectionManager)>,
+    /// Requeues of deliveries dropped unsettled, awaited when the worker says it stopped.
+    requeues: tokio_util::task::TaskTracker,
 }
 
 /// Configures a [`RedisBroker`].
@@ -225,6 +227,7 @@ impl RedisBrokerBuilder {
                 settings: self.settings,
                 stopped: std::sync::Mutex::default(),
                 events_conn: tokio::sync::OnceCell::new(),
+                requeues: tokio_util::task::TaskTracker::new(),
             }),
         })
     }
@@ -335,6 +338,11 @@ impl Inner {
     /// The broker's Redis, for connections of a consumer's own.
     pub(crate) fn server(&self) -> &Server {
         &self.server
+    }
+
+    /// Where requeues of dropped deliveries run, so that a stopping worker can wait for them.
+    pub(crate) fn requeues(&self) -> &tokio_util::task::TaskTracker {
+        &self.requeues
     }
 
     pub(crate) fn stopped(&self) -> std::sync::MutexGuard<'_, Vec<consumer::Stopped>> {
@@ -537,11 +545,30 @@ impl Broker for RedisBroker {
     }
 
     async fn consumers_stopped(&self) -> Result<(), BrokerError> {
+        // Deliveries the worker dropped unsettled (its prefetch) go back before it exits, rather
+        // than waiting out their visibility timeout.
+        let requeues = &self.inner.requeues;
+        requeues.close();
+        if tokio::time::timeout(self.inner.settings.operation_timeout, requeues.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "requeueing dropped deliveries is slow; their leases will lapse instead"
+            );
+        }
+        requeues.reopen();
         let stopped = std::mem::take(&mut *self.inner.stopped());
         let mut outcome = Ok(());
         for consumer in stopped {
             // Every consumer is tried; the first failure is reported.
-            let retired = consumer::retire(&self.inner, &consumer.name, &consumer.keys).await;
+            let retired = consumer::retire(
+                &self.inner,
+                &consumer.name,
+                &consumer.keys,
+                consumer.retire_mode(),
+            )
+            .await;
             outcome = outcome.and(retired);
         }
         outcome
