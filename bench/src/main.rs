@@ -20,6 +20,7 @@ mod measure;
 mod process;
 mod raw_amqp;
 mod results;
+mod scale;
 mod sms;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -261,6 +262,26 @@ enum Command {
         #[arg(long)]
         json: Option<std::path::PathBuf>,
     },
+    /// How cost grows with the work: drain with 1, 2, 4 worker processes; one worker on 1, 100,
+    /// 1 000 queues; a large backlog drained (tasks/s, worker peak RSS); broker memory per queued
+    /// task.
+    Scale {
+        /// Broker to measure (redis or amqp).
+        #[arg(value_enum)]
+        broker: BrokerKind,
+        /// Tasks per point of the worker and queue curves, and for the memory measure.
+        #[arg(long, default_value_t = 100_000)]
+        tasks: u64,
+        /// Tasks of the backlog drained by one worker process.
+        #[arg(long, default_value_t = 1_000_000)]
+        backlog: u64,
+        /// Concurrency of each worker.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<std::path::PathBuf>,
+    },
     /// Internal: a worker process of the chaos run.
     #[command(hide = true)]
     ChaosWorker {
@@ -458,6 +479,24 @@ async fn run_command(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         };
         let report = chord::run(*broker, cli.broker_url(*broker), &cli.redis_url, &shape).await?;
         chord::print(&report);
+        write_json(json.as_deref(), &report)?;
+        return Ok(());
+    }
+    if let Some(Command::Scale {
+        broker,
+        tasks,
+        backlog,
+        concurrency,
+        json,
+    }) = &cli.command
+    {
+        let shape = scale::ScaleShape {
+            tasks: *tasks,
+            backlog: *backlog,
+            concurrency: *concurrency,
+        };
+        let report = scale::run(*broker, cli.broker_url(*broker), shape).await?;
+        scale::print(&report);
         write_json(json.as_deref(), &report)?;
         return Ok(());
     }

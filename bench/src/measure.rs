@@ -112,6 +112,8 @@ pub(crate) async fn purge(app: &App, queue: &str) -> Result<(), celeriac::Broker
 #[derive(Debug, Serialize, serde::Deserialize)]
 pub(crate) struct Drained {
     pub(crate) seconds: f64,
+    /// Tasks run: `tasks` at least (a worker told to stop finishes what it started).
+    pub(crate) runs: u64,
     pub(crate) peak_rss_kib: u64,
     pub(crate) cpu_seconds: f64,
 }
@@ -172,9 +174,11 @@ pub(crate) async fn drain_in_process(
     shape: DrainShape,
 ) -> Result<Drained, Box<dyn std::error::Error>> {
     let cpu_before = crate::process::cpu_seconds();
+    let done_before = DONE.load(Ordering::Relaxed);
     let seconds = drain(app, shape).await?;
     Ok(Drained {
         seconds,
+        runs: DONE.load(Ordering::Relaxed) - done_before,
         peak_rss_kib: crate::process::peak_rss_kib(),
         cpu_seconds: crate::process::cpu_seconds() - cpu_before,
     })

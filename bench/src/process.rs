@@ -110,9 +110,11 @@ pub(crate) async fn drain_worker(
         .register::<measure::bench_noop>()
         .build()?;
     let cpu_before = cpu_seconds();
+    let done_before = measure::DONE.load(std::sync::atomic::Ordering::Relaxed);
     let seconds = measure::drain(&app, shape).await?;
     Ok(Drained {
         seconds,
+        runs: measure::DONE.load(std::sync::atomic::Ordering::Relaxed) - done_before,
         peak_rss_kib: peak_rss_kib(),
         cpu_seconds: cpu_seconds() - cpu_before,
     })
