@@ -278,7 +278,11 @@ async fn app(
         ),
         BrokerKind::Amqp => builder.broker(
             celeriac_amqp::AmqpBroker::builder(url)
-                .quorum_queues(quorum)
+                .queue_type(if quorum {
+                    celeriac_amqp::QueueType::Quorum
+                } else {
+                    celeriac_amqp::QueueType::Classic
+                })
                 .connect()
                 .await?,
         ),

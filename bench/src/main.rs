@@ -252,7 +252,7 @@ enum Command {
         /// How long each task takes, in microseconds (a longer drain for a small run).
         #[arg(long, default_value_t = 0)]
         task_us: u64,
-        /// RabbitMQ: quorum queues (`AmqpBrokerBuilder::quorum_queues`) instead of classic ones.
+        /// RabbitMQ: quorum queues (`AmqpBrokerBuilder::queue_type`) instead of classic ones.
         #[arg(long)]
         quorum: bool,
         /// Seconds to wait for the last tasks after the last fault.

@@ -67,7 +67,8 @@ async fn a_message_that_kills_every_worker_is_dead_lettered_as_poison() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_that_kills_every_worker_is_dead_lettered_by_a_quorum_queues_count() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let Some(broker) = require_amqp(|b| b.quorum_queues(true)).await else {
+    let Some(broker) = require_amqp(|b| b.queue_type(celeriac_amqp::QueueType::Quorum)).await
+    else {
         return;
     };
     let queue = unique_queue("poison-quorum");

@@ -329,7 +329,7 @@ async fn quorum_queues_are_shared_with_python() {
         async move {
             let broker = celeriac::amqp::AmqpBroker::builder(&amqp)
                 .celery_format(true)
-                .quorum_queues(true)
+                .queue_type(celeriac::amqp::QueueType::Quorum)
                 .connect()
                 .await
                 .expect("connect to RabbitMQ");

@@ -15,8 +15,46 @@ pub(crate) struct Settings {
     pub(crate) heartbeat: Option<u16>,
     /// Celery's task messages go out and come in as Celery sends them (see `crate::celery`).
     pub(crate) celery_format: bool,
-    /// Main queues are quorum queues (`x-queue-type: quorum`).
-    pub(crate) quorum_queues: bool,
+    /// The kind of queue declared for tasks and dead letters.
+    pub(crate) queue_type: QueueType,
+}
+
+/// The kind of RabbitMQ queue celeriac declares for tasks (and for their dead letters), chosen
+/// with [`AmqpBrokerBuilder::queue_type`](crate::AmqpBrokerBuilder::queue_type) or the URL's
+/// `?queue_type=classic|quorum`.
+///
+/// ```
+/// use celeriac_amqp::QueueType;
+///
+/// assert_eq!(QueueType::default(), QueueType::Classic);
+/// assert_eq!(QueueType::Quorum.as_str(), "quorum");
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum QueueType {
+    /// A classic queue: one node holds it. Takes priorities (`max_priority`).
+    #[default]
+    Classic,
+    /// A quorum queue (`x-queue-type: quorum`, RabbitMQ ≥ 3.8): replicated with Raft across the
+    /// cluster, surviving the loss of a minority of nodes. No priorities; RabbitMQ counts
+    /// redeliveries itself.
+    Quorum,
+}
+
+impl QueueType {
+    /// The name RabbitMQ and Celery give it (`x-queue-type`, `task_default_queue_type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The largest AMQP frame we offer RabbitMQ by default: its own default. Offering it when
@@ -54,28 +92,28 @@ impl Default for Settings {
             tls_roots_pem: None,
             heartbeat: None,
             celery_format: false,
-            quorum_queues: false,
+            queue_type: QueueType::Classic,
         }
     }
 }
 
-/// Whether the URL's first node asks for quorum queues (`?queue_type=quorum`; `classic`, or no
-/// such option, is the default); what is wrong otherwise.
-pub(crate) fn queue_type(url: &celeriac_core::RedactedUrl) -> Result<bool, String> {
+/// The queue type the URL's first node asks for (`?queue_type=quorum`; `classic`, or no such
+/// option, is the default); what is wrong otherwise.
+pub(crate) fn queue_type(url: &celeriac_core::RedactedUrl) -> Result<QueueType, String> {
     let Some(first) = url.nodes().into_iter().next() else {
-        return Ok(false);
+        return Ok(QueueType::Classic);
     };
     let Ok(parsed) = url::Url::parse(first.secret()) else {
         // Said when connecting, by the URL parser.
-        return Ok(false);
+        return Ok(QueueType::Classic);
     };
     let asked = parsed
         .query_pairs()
         .find(|(name, _)| name == "queue_type")
         .map(|(_, value)| value.into_owned());
     match asked.as_deref() {
-        None | Some("classic") => Ok(false),
-        Some("quorum") => Ok(true),
+        None | Some("classic") => Ok(QueueType::Classic),
+        Some("quorum") => Ok(QueueType::Quorum),
         Some(other) => Err(format!(
             "`queue_type={other}` in the URL: RabbitMQ queues here are `classic` or `quorum`"
         )),
@@ -86,15 +124,24 @@ pub(crate) fn queue_type(url: &celeriac_core::RedactedUrl) -> Result<bool, Strin
 mod tests {
     use celeriac_core::RedactedUrl;
 
-    use super::queue_type;
+    use super::{QueueType, queue_type};
 
     #[test]
     fn the_url_chooses_the_queue_type() {
         let of = |url: &str| queue_type(&RedactedUrl::new(url));
-        assert_eq!(of("amqp://h/%2f"), Ok(false));
-        assert_eq!(of("amqp://h/%2f?queue_type=classic"), Ok(false));
-        assert_eq!(of("amqp://h/%2f?heartbeat=5&queue_type=quorum"), Ok(true));
-        assert_eq!(of("amqp://h/%2f?queue_type=quorum;amqp://k/%2f"), Ok(true));
+        assert_eq!(of("amqp://h/%2f"), Ok(QueueType::Classic));
+        assert_eq!(
+            of("amqp://h/%2f?queue_type=classic"),
+            Ok(QueueType::Classic)
+        );
+        assert_eq!(
+            of("amqp://h/%2f?heartbeat=5&queue_type=quorum"),
+            Ok(QueueType::Quorum)
+        );
+        assert_eq!(
+            of("amqp://h/%2f?queue_type=quorum;amqp://k/%2f"),
+            Ok(QueueType::Quorum)
+        );
         let wrong = of("amqp://u:hunter2@h/%2f?queue_type=stream").unwrap_err();
         assert!(wrong.contains("queue_type=stream"), "{wrong}");
         assert!(!wrong.contains("hunter2"), "{wrong}");

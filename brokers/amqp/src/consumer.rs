@@ -14,6 +14,7 @@ use lapin::Channel;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{FieldTable, ShortString};
 
+use crate::QueueType;
 use crate::acks::AckWindow;
 use crate::error::{bounded, from_lapin};
 use crate::frames::REFUSED_HEADERS_HEADER;
@@ -70,7 +71,7 @@ async fn start_once(
     let limits = prefetch_limits(
         options.prefetch_count(),
         sources.len(),
-        shared.settings.quorum_queues,
+        shared.settings.queue_type == QueueType::Quorum,
     );
     let mut incoming: SelectAll<Incoming> = SelectAll::new();
     let mut tags = Vec::with_capacity(sources.len());
@@ -197,7 +198,8 @@ impl Consumer {
             let counted_by_rabbitmq = self
                 .shared
                 .settings
-                .quorum_queues
+                .queue_type
+                .eq(&QueueType::Quorum)
                 .then(|| int_header(headers, QUORUM_DELIVERY_COUNT))
                 .flatten()
                 .filter(|&returns| returns > 0);

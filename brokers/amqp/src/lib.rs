@@ -83,6 +83,7 @@ use lapin::types::FieldTable;
 
 use celeriac_core::RedactedUrl;
 
+pub use crate::config::QueueType;
 use crate::config::Settings;
 use crate::dead::DeadLetterReader;
 pub use crate::election::AmqpElection;
@@ -245,9 +246,10 @@ impl AmqpBrokerBuilder {
         self
     }
 
-    /// Declares main queues as quorum queues (`x-queue-type: quorum`, default off), replicated
-    /// across a RabbitMQ cluster — as Celery ≥ 5.5 does with `task_default_queue_type =
-    /// "quorum"`, so both languages declare a shared queue alike. Quorum queues take no
+    /// The kind of queue declared for tasks (default [`QueueType::Classic`]). With
+    /// [`QueueType::Quorum`] (`x-queue-type: quorum`) main queues are replicated across a RabbitMQ
+    /// cluster — as Celery ≥ 5.5 declares them with `task_default_queue_type = "quorum"`, so both
+    /// languages declare a shared queue alike. Quorum queues take no
     /// [`max_priority`](Self::max_priority) (connecting with both is an error); consumers use
     /// per-consumer prefetch, which quorum queues require. Delayed messages still wait in
     /// celeriac's wait queues, which dead-letter into the quorum queue when due. Redeliveries are
@@ -255,11 +257,13 @@ impl AmqpBrokerBuilder {
     /// and dead letters go to a quorum queue too. The URL can ask for it: `?queue_type=quorum`.
     ///
     /// ```
-    /// let builder = celeriac_amqp::AmqpBroker::builder("amqp://127.0.0.1/%2f").quorum_queues(true);
+    /// use celeriac_amqp::{AmqpBroker, QueueType};
+    ///
+    /// let builder = AmqpBroker::builder("amqp://127.0.0.1/%2f").queue_type(QueueType::Quorum);
     /// # let _ = builder;
     /// ```
-    pub fn quorum_queues(mut self, on: bool) -> Self {
-        self.settings.quorum_queues = on;
+    pub fn queue_type(mut self, kind: QueueType) -> Self {
+        self.settings.queue_type = kind;
         self
     }
 
@@ -271,9 +275,9 @@ impl AmqpBrokerBuilder {
                 source: reason.into(),
             });
         }
-        if self.settings.quorum_queues && self.settings.max_priority.is_some() {
+        if self.settings.queue_type == QueueType::Quorum && self.settings.max_priority.is_some() {
             return Err(BrokerError::Invalid(
-                "quorum queues take no `x-max-priority`: set `max_priority` or `quorum_queues`, not both"
+                "quorum queues take no `x-max-priority`: set `max_priority` or `queue_type(QueueType::Quorum)`, not both"
                     .into(),
             ));
         }
@@ -294,7 +298,7 @@ impl AmqpBroker {
     /// by `;` (as Celery takes them). A connection goes to the node that answered last and fails
     /// over to the next when it is lost; consumers then consume again on the new node. The
     /// first node's URL may say `?queue_type=quorum` (or `classic`, the default), as
-    /// [`quorum_queues`](AmqpBrokerBuilder::quorum_queues) does.
+    /// [`queue_type`](AmqpBrokerBuilder::queue_type) does.
     ///
     /// ```
     /// use celeriac_amqp::AmqpBroker;
@@ -309,7 +313,7 @@ impl AmqpBroker {
         let mut settings = Settings::default();
         let mut invalid_url = None;
         match config::queue_type(&url) {
-            Ok(quorum) => settings.quorum_queues = quorum,
+            Ok(kind) => settings.queue_type = kind,
             Err(reason) => invalid_url = Some(reason),
         }
         AmqpBrokerBuilder {

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
+use crate::QueueType;
+
 /// The dead-letter queue of `queue`.
 pub(crate) fn dead_queue(queue: &str) -> String {
     format!("{queue}.dead")
@@ -55,16 +57,11 @@ pub(crate) fn quantize(delay: Duration) -> u64 {
 /// Arguments of a main queue: `x-max-priority` when priorities are on, `x-queue-type: quorum`
 /// for quorum queues (which take no `x-max-priority`).
 pub(crate) fn main_arguments(settings: &crate::config::Settings) -> FieldTable {
-    let max_priority = settings.max_priority;
-    let mut arguments = FieldTable::default();
-    if settings.quorum_queues {
-        arguments.insert(
-            ShortString::from("x-queue-type"),
-            AMQPValue::LongString(LongString::from("quorum")),
-        );
+    let mut arguments = queue_type_arguments(settings);
+    if settings.queue_type == QueueType::Quorum {
         return arguments;
     }
-    if let Some(max) = max_priority {
+    if let Some(max) = settings.max_priority {
         arguments.insert(
             ShortString::from("x-max-priority"),
             AMQPValue::ShortShortUInt(max),
@@ -77,11 +74,16 @@ pub(crate) fn main_arguments(settings: &crate::config::Settings) -> FieldTable {
 /// survive the loss of a node as the tasks do (and the queue can be declared again while a node
 /// is down, which a classic queue homed on that node cannot).
 pub(crate) fn dead_arguments(settings: &crate::config::Settings) -> FieldTable {
+    queue_type_arguments(settings)
+}
+
+/// `x-queue-type` for any queue type but the default (classic, which older servers know unnamed).
+fn queue_type_arguments(settings: &crate::config::Settings) -> FieldTable {
     let mut arguments = FieldTable::default();
-    if settings.quorum_queues {
+    if settings.queue_type != QueueType::Classic {
         arguments.insert(
             ShortString::from("x-queue-type"),
-            AMQPValue::LongString(LongString::from("quorum")),
+            AMQPValue::LongString(LongString::from(settings.queue_type.as_str())),
         );
     }
     arguments
