@@ -313,6 +313,28 @@ impl RunLog {
     }
 }
 
+/// Runs one task on `app`: sends it with `send` (a task recording `id` in `log`), runs a worker until
+/// `log` holds `id` (30 s at most), and checks the worker counted exactly one success. What the
+/// URL-configured app tests of each broker topology share.
+pub async fn runs_one_task<F, Fut, T, E>(app: &celeriac::App, log: &RunLog, id: u32, send: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::IntoFuture<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    if let Err(error) = send().await {
+        panic!("task {id} not sent: {error}");
+    }
+    let running = BackgroundWorker::start(app.worker().build().expect("a worker"));
+    eventually(
+        std::time::Duration::from_secs(30),
+        "the task to run",
+        || async { log.ids().contains(&id) },
+    )
+    .await;
+    assert_eq!(running.stop().await.succeeded, 1);
+}
+
 /// A producer for failover tests: sends each id of `ids` with `send`, one at a time, sending an id
 /// again (a new task, the same id) after a failure, so every id is confirmed once at least.
 /// [`sending`](Self::sending) tells which id is being sent; [`finish`](Self::finish) waits for

@@ -10,7 +10,7 @@ use celeriac::broker::Outgoing;
 use celeriac::{App, Broker};
 use celeriac_redis::{RedisBroker, RedisBrokerBuilder};
 use celeriac_tests::harness::{
-    BackgroundWorker, Producer, RunLog, eventually, skipped, unique_queue,
+    BackgroundWorker, Producer, RunLog, eventually, runs_one_task, skipped, unique_queue,
 };
 use celeriac_tests::redis_cluster::RedisCluster;
 
@@ -264,15 +264,10 @@ async fn an_app_given_a_cluster_url_runs_tasks_and_holds_claims() {
         .register::<on_a_cluster>()
         .build()
         .expect("an app on a redis+cluster:// URL");
-    on_a_cluster::delay(&app, 3_000_000)
-        .await
-        .expect("sent by URL");
-    let running = BackgroundWorker::start(app.worker().build().expect("a worker"));
-    eventually(Duration::from_secs(30), "the task to run", || async {
-        RAN.ids().contains(&3_000_000)
+    runs_one_task(&app, &RAN, 3_000_000, || {
+        on_a_cluster::delay(&app, 3_000_000)
     })
     .await;
-    assert_eq!(running.stop().await.succeeded, 1);
 
     // The coordination store at the same URL: claims, and a renewal that writes its record
     // (an election's lease and record share a hash tag, so the script stays on one slot).

@@ -8,7 +8,7 @@ use std::time::Duration;
 use celeriac::App;
 use celeriac_redis::RedisBroker;
 use celeriac_tests::harness::{
-    BackgroundWorker, Producer, RunLog, eventually, skipped, unique_queue,
+    BackgroundWorker, Producer, RunLog, eventually, runs_one_task, skipped, unique_queue,
 };
 use celeriac_tests::redis_sentinel::RedisSentinels;
 
@@ -96,13 +96,8 @@ async fn an_app_given_a_sentinel_url_runs_tasks() {
         .register::<behind_sentinels>()
         .build()
         .expect("an app on a redis+sentinel:// URL");
-    behind_sentinels::delay(&app, 1_000_000)
-        .await
-        .expect("sent by URL");
-    let running = BackgroundWorker::start(app.worker().build().expect("a worker"));
-    eventually(Duration::from_secs(30), "the task to run", || async {
-        RAN.ids().contains(&1_000_000)
+    runs_one_task(&app, &RAN, 1_000_000, || {
+        behind_sentinels::delay(&app, 1_000_000)
     })
     .await;
-    assert_eq!(running.stop().await.succeeded, 1);
 }

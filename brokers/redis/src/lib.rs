@@ -36,7 +36,6 @@
 //!   `BrokerError`s, so `delay` returns an error instead of hanging and workers reconnect with back-off.
 //! - **Consumer hygiene**: a worker that stops cleanly removes its consumer from the group; consumers
 //!   left by killed workers are deleted once idle for ten visibility timeouts with nothing pending.
-//!
 //! - **Redis Cluster** (`redis+cluster://a:6379;redis+cluster://b:6379`): a queue lives on its hash
 //!   tag's slot; publishes are split per queue, and each consumer reads every queue from its slot's
 //!   master, following `MOVED` and failovers. Replication is asynchronous: with

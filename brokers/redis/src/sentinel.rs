@@ -35,28 +35,12 @@ pub(crate) struct Watched {
 impl Watched {
     /// The sentinels of `nodes` (each `redis+sentinel://` or `rediss+sentinel://`), watching the
     /// master named by the first node's path; its credentials and database are the master's.
-    pub(crate) fn open(
-        url: &RedactedUrl,
-        nodes: &[RedactedUrl],
-        schemes: &[&str],
-    ) -> Result<Self, String> {
+    pub(crate) fn open(url: &RedactedUrl, nodes: &[RedactedUrl]) -> Result<Self, String> {
         let mut sentinels = Vec::with_capacity(nodes.len());
         let mut tls = false;
-        for (node, scheme) in nodes.iter().zip(schemes) {
-            let plain = match *scheme {
-                "redis+sentinel" => "redis",
-                "rediss+sentinel" => {
-                    tls = true;
-                    "rediss"
-                }
-                other => {
-                    return Err(format!(
-                        "every node of a sentinel URL is redis+sentinel:// or rediss+sentinel://, \
-                         not `{other}`"
-                    ));
-                }
-            };
-            let rest = node.secret().split_once("://").map_or("", |(_, rest)| rest);
+        for node in nodes {
+            let (plain, rest) = crate::server::plain_scheme(node.secret(), "sentinel")?;
+            tls |= plain == "rediss";
             let host_port = rest.split(['/', '?']).next().unwrap_or_default();
             let host_port = host_port.rsplit_once('@').map_or(host_port, |(_, at)| at);
             let info = format!("{plain}://{host_port}")

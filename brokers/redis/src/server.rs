@@ -84,6 +84,25 @@ pub(crate) enum Server {
     Sentinel(Arc<crate::sentinel::Watched>),
 }
 
+/// A node of a `redis+<kind>://` URL (`kind`: cluster, sentinel) as the redis crate reads it: its
+/// plain scheme (`redis`, or `rediss` from `rediss+<kind>`) and what follows `://`.
+pub(crate) fn plain_scheme<'a>(
+    node: &'a str,
+    kind: &str,
+) -> Result<(&'static str, &'a str), String> {
+    let (scheme, rest) = node.split_once("://").unwrap_or(("", ""));
+    match scheme
+        .strip_suffix(kind)
+        .and_then(|base| base.strip_suffix('+'))
+    {
+        Some("redis") => Ok(("redis", rest)),
+        Some("rediss") => Ok(("rediss", rest)),
+        _ => Err(format!(
+            "every node of a {kind} URL is redis+{kind}:// or rediss+{kind}://, not `{scheme}`"
+        )),
+    }
+}
+
 impl Server {
     /// The client for `url`, trusting the roots in `tls_roots_pem` (PEM) besides the system's.
     pub(crate) fn open(
@@ -114,7 +133,7 @@ impl Server {
                         .to_owned(),
                 ));
             }
-            return crate::sentinel::Watched::open(url, &nodes, &schemes)
+            return crate::sentinel::Watched::open(url, &nodes)
                 .map(|watched| Self::Sentinel(Arc::new(watched)))
                 .map_err(invalid);
         }
@@ -128,17 +147,8 @@ impl Server {
             return crate::client_for(url, tls_roots_pem).map(Self::Single);
         }
         let mut seeds = Vec::with_capacity(nodes.len());
-        for (node, scheme) in nodes.iter().zip(&schemes) {
-            let plain = match *scheme {
-                "redis+cluster" => "redis",
-                "rediss+cluster" => "rediss",
-                other => {
-                    return Err(invalid(format!(
-                        "every node of a cluster URL is redis+cluster:// or rediss+cluster://, not `{other}`"
-                    )));
-                }
-            };
-            let rest = node.secret().split_once("://").map_or("", |(_, rest)| rest);
+        for node in &nodes {
+            let (plain, rest) = plain_scheme(node.secret(), "cluster").map_err(invalid)?;
             let info = format!("{plain}://{rest}")
                 .into_connection_info()
                 .map_err(|error| invalid(error.to_string()))?;
@@ -244,8 +254,29 @@ impl Server {
 
 #[cfg(test)]
 mod tests {
-    use super::Server;
+    use super::{Server, plain_scheme};
     use celeriac_core::RedactedUrl;
+
+    #[test]
+    fn a_node_of_either_kind_reads_as_plain_redis() {
+        assert_eq!(
+            plain_scheme("redis+cluster://a:1", "cluster"),
+            Ok(("redis", "a:1"))
+        );
+        assert_eq!(
+            plain_scheme("rediss+sentinel://:pw@s:26379/mymaster", "sentinel"),
+            Ok(("rediss", ":pw@s:26379/mymaster"))
+        );
+        for wrong in [
+            "redis+sentinel://a:1",
+            "redis://a:1",
+            "redis+x+cluster://a",
+            "a:1",
+        ] {
+            let error = plain_scheme(wrong, "cluster").unwrap_err();
+            assert!(error.contains("redis+cluster://"), "{wrong}: {error}");
+        }
+    }
 
     fn open(url: &str) -> Result<Server, String> {
         Server::open(&RedactedUrl::new(url), None).map_err(|error| error.to_string())
