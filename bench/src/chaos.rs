@@ -85,6 +85,11 @@ pub(crate) struct ChaosReport {
     /// Tasks the run's workers did not get within the deadline but a fresh worker then ran:
     /// still on the broker, out of the workers' reach (counted in `distinct`).
     pub(crate) stranded: u64,
+    /// When tasks were missing at the deadline: the broker's own view of the queue then, before
+    /// the run's workers were stopped (RabbitMQ: ready, unacknowledged, consumers, from
+    /// `rabbitmqctl list_queues`), telling messages left in the queue from messages held
+    /// unacknowledged by a live worker.
+    pub(crate) queue_at_deadline: Option<String>,
     /// Runs beyond each task's first.
     pub(crate) duplicates: u64,
     /// The most duplicates the faults can explain: a killed worker's prefetch (4 × concurrency)
@@ -123,6 +128,32 @@ impl Server {
             Self::Redis(redis) => redis.launch().await,
             Self::Amqp { .. } => rabbitmqctl(&["start_app"]).await,
         }
+    }
+}
+
+impl Server {
+    /// The broker's view of `queue`, where the command can ask for it (RabbitMQ).
+    async fn describe_queue(&self, queue: &str) -> Option<String> {
+        let Self::Amqp { .. } = self else {
+            return None;
+        };
+        let output = Command::new("rabbitmqctl")
+            .args(["-q", "list_queues", "name", "messages_ready"])
+            .args(["messages_unacknowledged", "consumers"])
+            .output()
+            .await
+            .ok()?;
+        let listing = String::from_utf8_lossy(&output.stdout);
+        let line = listing
+            .lines()
+            .find(|line| line.split_whitespace().next() == Some(queue))?;
+        let values: Vec<&str> = line.split_whitespace().skip(1).collect();
+        let [ready, unacked, consumers] = values.as_slice() else {
+            return Some(line.to_owned());
+        };
+        Some(format!(
+            "{ready} ready, {unacked} unacknowledged, {consumers} consumers"
+        ))
     }
 }
 
@@ -229,6 +260,21 @@ struct WorkerProcess {
     runs: PathBuf,
 }
 
+/// Where a worker process's log goes: a file `worker-<serial>.log` in `$CELERIAC_CHAOS_LOGS` when
+/// set (the worker then logs at `$RUST_LOG`, `info` by default), else nowhere.
+fn worker_log(serial: usize) -> Result<std::process::Stdio, Box<dyn std::error::Error>> {
+    let Some(dir) = std::env::var_os(WORKER_LOGS) else {
+        return Ok(std::process::Stdio::null());
+    };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir)?;
+    let file = std::fs::File::create(dir.join(format!("worker-{serial:04}.log")))?;
+    Ok(file.into())
+}
+
+/// The environment variable naming a directory for the worker processes' logs.
+const WORKER_LOGS: &str = "CELERIAC_CHAOS_LOGS";
+
 fn spawn_worker(
     broker: BrokerKind,
     url: &str,
@@ -251,7 +297,7 @@ fn spawn_worker(
         .arg("--runs")
         .arg(&runs)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(worker_log(serial)?)
         .kill_on_drop(true)
         .spawn()?;
     Ok(WorkerProcess { child, runs })
@@ -301,6 +347,15 @@ pub(crate) async fn chaos_worker(
     quorum: bool,
     runs: &Path,
 ) -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os(WORKER_LOGS).is_some() {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .init();
+    }
     TASK_US.store(task_us, std::sync::atomic::Ordering::Relaxed);
     let file = std::fs::OpenOptions::new()
         .create(true)
@@ -485,6 +540,11 @@ pub(crate) async fn run(
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let queue_at_deadline = if count_runs(&runs_dir, shape.tasks)?.0.contains(&0) {
+        server.describe_queue(&queue).await
+    } else {
+        None
+    };
     for worker in &mut workers {
         let _ = worker.child.start_kill();
         let _ = worker.child.wait().await;
@@ -524,6 +584,7 @@ pub(crate) async fn run(
         distinct,
         lost: runs.len() as u64 - distinct,
         stranded,
+        queue_at_deadline,
         duplicates: all_runs - distinct,
         duplicates_bound,
         unknown,
@@ -555,6 +616,9 @@ pub(crate) fn print(report: &ChaosReport) {
         report.duplicates_bound,
         report.seconds
     );
+    if let Some(queue) = &report.queue_at_deadline {
+        println!("  queue at the deadline: {queue}");
+    }
     // Each fault kind: how many, and how long until the first run it concerned (the JSON report
     // has every fault, with when it struck).
     for fault in ["worker SIGKILL", "broker restart"] {

@@ -60,12 +60,11 @@ async fn a_message_that_kills_every_worker_is_dead_lettered_as_poison() {
     scenarios::poison_message_is_dead_lettered(&app, &queue, || worker_process(&queue, 2, 1)).await;
 }
 
-/// On a quorum queue RabbitMQ counts a message's returns itself (`x-delivery-count`): the worker
-/// reads that count instead of republishing a counted copy, and dead-letters the message that
-/// killed every worker once the count reaches the limit (the worker processes take
-/// `?queue_type=quorum` from their URL).
+/// On a quorum queue too the worker counts a message's redeliveries in a copy it republishes, and
+/// dead-letters the message that killed every worker once the count reaches the limit (the worker
+/// processes take `?queue_type=quorum` from their URL).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_that_kills_every_worker_is_dead_lettered_by_a_quorum_queues_count() {
+async fn a_message_that_kills_every_worker_is_dead_lettered_from_a_quorum_queue() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let Some(broker) = require_amqp(|b| b.queue_type(celeriac_amqp::QueueType::Quorum)).await
     else {
@@ -90,6 +89,90 @@ async fn a_message_that_kills_every_worker_is_dead_lettered_by_a_quorum_queues_c
         )
     })
     .await;
+}
+
+static BOUNCED: RunLog = RunLog::new();
+
+#[celeriac::task(name = "bounced_before_it_ran")]
+async fn bounced_before_it_ran(n: u32) {
+    BOUNCED.record(n);
+}
+
+/// A quorum queue counts every return of a message (`x-delivery-count`), and puts it back at the
+/// head of the queue. After a broker restart, consumers that connect and are cut off again before
+/// they run anything return the same messages over and over: a chaos run (no worker killed, 8
+/// restarts) saw 128 tasks reach the poison limit that way and dead-lettered unrun. Here a
+/// message is taken and returned unrun more times than `max_deliveries` by consumers that close
+/// their channel; a worker must then run it, not dead-letter it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_queue_message_returned_unrun_many_times_still_runs() {
+    use futures::StreamExt;
+    use lapin::options::{BasicConsumeOptions, BasicQosOptions};
+
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let Some(broker) = require_amqp(|b| b.queue_type(celeriac_amqp::QueueType::Quorum)).await
+    else {
+        return;
+    };
+    let queue = unique_queue("bounced-quorum");
+    let app = App::builder()
+        .broker(broker)
+        .default_queue(queue.clone())
+        .register::<bounced_before_it_ran>()
+        .build()
+        .unwrap();
+    bounced_before_it_ran::delay(&app, 7).await.unwrap();
+
+    let connection =
+        lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .expect("a raw connection");
+    let mut returns_seen = 0;
+    for _ in 0..7 {
+        let channel = connection.create_channel().await.unwrap();
+        channel
+            .basic_qos(1, BasicQosOptions::default())
+            .await
+            .unwrap();
+        let mut consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "bouncer".into(),
+                BasicConsumeOptions::default(),
+                lapin::types::FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let delivery = tokio::time::timeout(Duration::from_secs(10), consumer.next())
+            .await
+            .expect("the message, within 10 s")
+            .expect("a delivery")
+            .expect("not an error");
+        returns_seen = delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|headers| headers.inner().get("x-delivery-count").cloned())
+            .and_then(|count| count.as_long_long_int())
+            .unwrap_or(0);
+        // Closed without an ack: RabbitMQ returns the message, counting it.
+        channel.close(200, "bounced".into()).await.unwrap();
+    }
+    assert!(returns_seen >= 5, "RabbitMQ counted {returns_seen} returns");
+    connection.close(200, "done".into()).await.unwrap();
+
+    let running = BackgroundWorker::start(app.worker().build().unwrap());
+    eventually(
+        Duration::from_secs(30),
+        "the bounced task to run",
+        || async { BOUNCED.ids().contains(&7) },
+    )
+    .await;
+    running.stop().await;
+    assert_eq!(
+        harness::dead_letter_reasons(&app, &queue).await,
+        Vec::<String>::new()
+    );
 }
 
 static SURVIVED: RunLog = RunLog::new();

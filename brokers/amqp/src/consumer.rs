@@ -59,6 +59,7 @@ async fn start_once(
     let link = shared.link().await?;
     let timeout = shared.timeout();
     let channel = bounded("open channel", timeout, link.connection.create_channel()).await?;
+    let mut unstarted = CloseUnlessStarted(Some(channel.clone()));
     // One consumer per queue and shard, all handing out deliveries named after their celeriac queue.
     let mut sources = Vec::new();
     for queue in queues {
@@ -101,6 +102,7 @@ async fn start_once(
                 .boxed(),
         );
     }
+    unstarted.0 = None;
     let consumer = Consumer {
         shared,
         incoming,
@@ -134,6 +136,26 @@ fn prefetch_limits(prefetch: usize, consumers: usize, quorum: bool) -> Vec<(u16,
             (u16::try_from(share.max(1)).unwrap_or(u16::MAX), false)
         })
         .collect()
+}
+
+/// Closes the channel of a consumer that did not start. A step that timed out here may still
+/// complete at RabbitMQ — a chaos run saw `basic.consume` on a quorum queue still recovering after
+/// a restart answer late — and a consumer left on an open channel nobody reads holds its prefetch
+/// of messages unacknowledged for as long as the connection lives (128 tasks stranded so).
+/// Closing the channel cancels it and returns its messages to the queue.
+struct CloseUnlessStarted(Option<Channel>);
+
+impl Drop for CloseUnlessStarted {
+    fn drop(&mut self) {
+        let Some(channel) = self.0.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = channel.close(200, "consumer not started".into()).await;
+            });
+        }
+    }
 }
 
 /// Cancels the channel's consumers when the stream is dropped: no more deliveries arrive, while the
@@ -194,28 +216,12 @@ impl Consumer {
                 }
                 continue;
             }
-            // A quorum queue counts returns itself (`x-delivery-count`): nothing to republish.
-            let counted_by_rabbitmq = self
-                .shared
-                .settings
-                .queue_type
-                .eq(&QueueType::Quorum)
-                .then(|| int_header(headers, QUORUM_DELIVERY_COUNT))
-                .flatten()
-                .filter(|&returns| returns > 0);
-            if let Some(returns) = counted_by_rabbitmq {
-                let max = i64::from(self.shared.settings.max_deliveries);
-                if returns >= max {
-                    let reason = poison_reason(returns);
-                    if let Err(error) =
-                        refuse(&self.shared, &self.acks, &queue, delivery, reason).await
-                    {
-                        tracing::warn!(error = %Report(&error), queue = %queue, "cannot dead-letter a poison message; it will come back");
-                        give_back(&self.acks, tag).await;
-                    }
-                    continue;
-                }
-            } else if delivery.redelivered {
+            // Quorum queues count returns too (`x-delivery-count`), but a returned message goes
+            // back to the head of the queue: after a broker restart, consumers that connect and
+            // are cut off again before they run anything bounce the same messages, and that count
+            // reached the limit for messages no task ever ran. A copy counted here goes to the
+            // tail instead, on either queue type.
+            if delivery.redelivered {
                 if let Err(error) = recount(&self.shared, &self.acks, &queue, delivery).await {
                     tracing::warn!(error = %Report(&error), queue = %queue, "cannot count a redelivery; it will come back");
                     give_back(&self.acks, tag).await;
@@ -235,8 +241,8 @@ impl Consumer {
                 acks: self.acks.clone(),
                 tag: Some(delivery.delivery_tag),
             };
-            let redelivered = counted_by_rabbitmq.is_some()
-                || int_header(delivery.properties.headers().as_ref(), DELIVERIES_HEADER).is_some();
+            let redelivered =
+                int_header(delivery.properties.headers().as_ref(), DELIVERIES_HEADER).is_some();
             return Some(Ok(Delivery::new(
                 payload,
                 queue,
@@ -247,17 +253,13 @@ impl Consumer {
     }
 }
 
-/// The header in which a quorum queue counts a message's returns to the queue (its deliveries
-/// that ended without an ack).
-const QUORUM_DELIVERY_COUNT: &str = "x-delivery-count";
-
 /// Why a message delivered `deliveries` times without an ack is dead-lettered.
 fn poison_reason(deliveries: i64) -> String {
     format!("poison message: delivered {deliveries} times without being acknowledged")
 }
 
-/// A redelivered message on a classic queue was delivered before and not acknowledged (its worker
-/// died, dropped it, or shut down). Count that in a header — republishing a copy and acking the
+/// A redelivered message was delivered before and not acknowledged (its worker died, dropped it,
+/// or shut down). Count that in a header — republishing a copy and acking the
 /// original — and dead-letter it once it reached the delivery limit, so a message that kills
 /// every worker does not cycle forever.
 async fn recount(

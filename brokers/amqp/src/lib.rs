@@ -253,8 +253,10 @@ impl AmqpBrokerBuilder {
     /// [`max_priority`](Self::max_priority) (connecting with both is an error); consumers use
     /// per-consumer prefetch, which quorum queues require. Delayed messages still wait in
     /// celeriac's wait queues, which dead-letter into the quorum queue when due. Redeliveries are
-    /// counted by RabbitMQ (`x-delivery-count`) against [`max_deliveries`](Self::max_deliveries),
-    /// and dead letters go to a quorum queue too. The URL can ask for it: `?queue_type=quorum`.
+    /// counted against [`max_deliveries`](Self::max_deliveries) as on classic queues, in a copy
+    /// republished to the tail (not by RabbitMQ's `x-delivery-count`, which also counts messages
+    /// bounced unrun at the head of the queue while a restarted broker cuts consumers off), and
+    /// dead letters go to a quorum queue too. The URL can ask for it: `?queue_type=quorum`.
     ///
     /// ```
     /// use celeriac_amqp::{AmqpBroker, QueueType};
