@@ -36,8 +36,7 @@ pub enum QueueType {
     #[default]
     Classic,
     /// A quorum queue (`x-queue-type: quorum`, RabbitMQ ≥ 3.8): replicated with Raft across the
-    /// cluster, surviving the loss of a minority of nodes. No priorities; RabbitMQ counts
-    /// redeliveries itself.
+    /// cluster, surviving the loss of a minority of nodes. No priorities.
     Quorum,
 }
 
