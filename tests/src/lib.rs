@@ -13,6 +13,7 @@ pub mod rate_limits;
 pub mod raw_amqp;
 pub mod redis_cluster;
 pub mod redis_sentinel;
+mod redis_server;
 pub mod results;
 pub mod scenarios;
 pub mod tls;

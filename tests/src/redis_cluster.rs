@@ -1,27 +1,21 @@
 //! A Redis Cluster of its own for a test: `redis-server` nodes on spare ports, each with its own
 //! data directory, joined with `redis-cli --cluster create`, and killed by PID when dropped. The
-//! shared server on 6379 is left alone.
-//!
-//! Every node is started by one launcher thread that lives as long as the test process, with a
-//! parent-death signal: a node outlives neither its cluster's drop nor the process, even the
-//! process-wide [`RedisCluster::shared`] one that nothing drops.
+//! shared server on 6379 is left alone. Nodes start as [`crate::redis_server`] starts them: they
+//! outlive neither their cluster's drop nor the process, even the process-wide
+//! [`RedisCluster::shared`] one that nothing drops.
 
-use std::ffi::OsString;
-use std::io;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, OnceLock, mpsc};
+use std::process::{Child, Command};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::harness::free_port;
+use crate::redis_server::{self, cli};
 
 /// How long the cluster may take to form or to recover, on a loaded 2-core machine.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a node goes unanswered before the others count it failed (and promote its replica).
 pub const NODE_TIMEOUT: Duration = Duration::from_millis(2_000);
-
-/// How the data directories of clusters begin: `<prefix><pid>-<uuid>`.
-const DIR_PREFIX: &str = "celeriac-redis-cluster-";
 
 /// One node of the cluster.
 #[derive(Debug)]
@@ -62,56 +56,46 @@ impl RedisCluster {
     }
 
     fn start_blocking(masters: usize, replicas: usize) -> Self {
-        remove_leftovers();
-        let base = std::env::temp_dir().join(format!(
-            "{DIR_PREFIX}{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
         let mut cluster = Self {
             nodes: Vec::new(),
-            base,
+            base: redis_server::group_dir(),
         };
         for _ in 0..masters * (1 + replicas) {
-            let port = free_port();
-            let dir = cluster.base.join(port.to_string());
-            std::fs::create_dir_all(&dir).expect("a directory for the node");
-            let arguments: Vec<OsString> = [
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--cluster-enabled",
-                "yes",
-                "--cluster-config-file",
-                "nodes.conf",
-                "--cluster-node-timeout",
-                &NODE_TIMEOUT.as_millis().to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--daemonize",
-                "no",
-                "--loglevel",
-                "warning",
-                "--logfile",
-                "redis.log",
-                "--dir",
-            ]
-            .iter()
-            .map(OsString::from)
-            .chain([dir.into_os_string()])
-            .collect();
-            let server = launch(arguments)
-                .expect("redis-server and setpriv must be installed for cluster tests");
-            cluster.nodes.push(Node {
-                port,
-                server: Some(server),
+            // The cluster bus gets a spare port of its own: the default, the client port plus
+            // 10 000, may be taken or past 65 535.
+            let started = redis_server::start(&cluster.base, "redis.log", |port, dir| {
+                let mut arguments = redis_server::strings(&[
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-port",
+                    &free_port().to_string(),
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    &NODE_TIMEOUT.as_millis().to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                    "--loglevel",
+                    "warning",
+                    "--logfile",
+                    "redis.log",
+                    "--dir",
+                ]);
+                arguments.push(dir.as_os_str().to_owned());
+                arguments
             });
-        }
-        for index in 0..cluster.nodes.len() {
-            cluster.await_answer(index);
+            cluster.nodes.push(Node {
+                port: started.port,
+                server: Some(started.process),
+            });
         }
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
@@ -217,41 +201,9 @@ impl RedisCluster {
             .collect()
     }
 
-    fn await_answer(&self, index: usize) {
-        let port = self.nodes[index].port;
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
-        while cli(port, &["PING"]).as_deref().map(str::trim) != Some("PONG") {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {port} did not answer within {SETTLE_TIMEOUT:?}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     fn await_settled(&self) {
         let ports: Vec<u16> = self.live().map(|node| node.port).collect();
         settle(&ports);
-    }
-}
-
-/// Removes the data directories of clusters whose test process is gone (the shared cluster's is
-/// never dropped; a killed test drops none).
-pub(crate) fn remove_leftovers() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(rest) = name.to_str().and_then(|name| name.strip_prefix(DIR_PREFIX)) else {
-            continue;
-        };
-        let Some(pid) = rest.split('-').next() else {
-            continue;
-        };
-        if !std::path::Path::new("/proc").join(pid).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
     }
 }
 
@@ -285,53 +237,6 @@ fn settle(ports: &[u16]) {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-/// `redis-cli -p port arguments…`'s output, if it ran.
-pub(crate) fn cli(port: u16, arguments: &[&str]) -> Option<String> {
-    let output = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(arguments)
-        .stderr(Stdio::null())
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// Starts `redis-server` with `arguments` from the launcher thread, through util-linux's
-/// `setpriv --pdeathsig KILL` (Debian always has it): the server gets SIGKILL when its parent
-/// thread ends, hence a thread that never does.
-pub(crate) fn launch(arguments: Vec<OsString>) -> io::Result<Child> {
-    type Request = (Vec<OsString>, mpsc::Sender<io::Result<Child>>);
-    static LAUNCHER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
-    let launcher = LAUNCHER.get_or_init(|| {
-        let (requests, incoming) = mpsc::channel::<Request>();
-        std::thread::spawn(move || {
-            for (arguments, answer) in incoming {
-                let spawned = Command::new("setpriv")
-                    .args(["--pdeathsig", "KILL", "redis-server"])
-                    .args(arguments)
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn();
-                let _ = answer.send(spawned);
-            }
-        });
-        Mutex::new(requests)
-    });
-    let (answer, spawned) = mpsc::channel();
-    launcher
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .send((arguments, answer))
-        .map_err(|_| io::Error::other("the launcher thread is gone"))?;
-    spawned
-        .recv()
-        .map_err(|_| io::Error::other("the launcher thread is gone"))?
 }
 
 impl Drop for RedisCluster {

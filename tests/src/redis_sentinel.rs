@@ -1,14 +1,13 @@
 //! A Redis master with replicas, watched by Redis Sentinels, of its own for a test: every server on
-//! a spare port with its own data directory (the cluster's directory prefix, so leftovers are
-//! removed the same way), started with a parent-death signal and killed by PID when dropped.
+//! a spare port with its own data directory, started as [`crate::redis_server`] starts servers and
+//! killed by PID when dropped.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use crate::harness::free_port;
-use crate::redis_cluster::{cli, launch, remove_leftovers};
+use crate::redis_server::{self, cli, strings};
 
 /// The name the sentinels know the master by.
 pub const MASTER_NAME: &str = "mymaster";
@@ -40,72 +39,63 @@ impl RedisSentinels {
     }
 
     fn start_blocking(replicas: usize, sentinels: usize) -> Self {
-        remove_leftovers();
-        let base = std::env::temp_dir().join(format!(
-            "celeriac-redis-cluster-{}-{}",
-            std::process::id(),
-            uuid::Uuid::new_v4().simple()
-        ));
         let mut group = Self {
             data: Vec::new(),
             sentinels: Vec::new(),
-            base,
+            base: redis_server::group_dir(),
         };
-        let master = free_port();
-        for index in 0..=replicas {
-            let port = if index == 0 { master } else { free_port() };
-            let dir = group.dir(port);
-            let mut arguments = strings(&[
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--logfile",
-                "redis.log",
-            ]);
-            if index > 0 {
-                arguments.extend(strings(&["--replicaof", "127.0.0.1", &master.to_string()]));
-            }
-            arguments.extend([OsString::from("--dir"), dir.into_os_string()]);
+        let mut master: Option<u16> = None;
+        for _ in 0..=replicas {
+            let started = redis_server::start(&group.base, "redis.log", |port, dir| {
+                let mut arguments = strings(&[
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    &port.to_string(),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--logfile",
+                    "redis.log",
+                ]);
+                if let Some(master) = master {
+                    arguments.extend(strings(&["--replicaof", "127.0.0.1", &master.to_string()]));
+                }
+                arguments.extend([OsString::from("--dir"), dir.as_os_str().to_owned()]);
+                arguments
+            });
+            master.get_or_insert(started.port);
             group.data.push(Server {
-                port,
-                process: Some(launch(arguments).expect("redis-server must be installed")),
+                port: started.port,
+                process: Some(started.process),
             });
         }
+        let master = master.expect("the master was started first");
+        let quorum = sentinels / 2 + 1;
         for _ in 0..sentinels {
-            let port = free_port();
-            let dir = group.dir(port);
-            let config = dir.join("sentinel.conf");
-            let quorum = sentinels / 2 + 1;
-            std::fs::write(
-                &config,
-                format!(
-                    "port {port}\nbind 127.0.0.1\ndir {}\nlogfile sentinel.log\n\
-                     sentinel monitor {MASTER_NAME} 127.0.0.1 {master} {quorum}\n\
-                     sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
-                     sentinel failover-timeout {MASTER_NAME} 10000\n",
-                    dir.display()
-                ),
-            )
-            .expect("a sentinel's configuration");
-            let arguments = vec![config.into_os_string(), OsString::from("--sentinel")];
+            let started = redis_server::start(&group.base, "sentinel.log", |port, dir| {
+                let config = dir.join("sentinel.conf");
+                std::fs::write(
+                    &config,
+                    format!(
+                        "port {port}\nbind 127.0.0.1\ndir {}\nlogfile sentinel.log\n\
+                         sentinel monitor {MASTER_NAME} 127.0.0.1 {master} {quorum}\n\
+                         sentinel down-after-milliseconds {MASTER_NAME} 1000\n\
+                         sentinel failover-timeout {MASTER_NAME} 10000\n",
+                        dir.display()
+                    ),
+                )
+                .expect("a sentinel's configuration");
+                vec![config.into_os_string(), OsString::from("--sentinel")]
+            });
             group.sentinels.push(Server {
-                port,
-                process: Some(launch(arguments).expect("redis-server must be installed")),
+                port: started.port,
+                process: Some(started.process),
             });
         }
         group.await_settled(replicas);
         group
-    }
-
-    fn dir(&self, port: u16) -> PathBuf {
-        let dir = self.base.join(port.to_string());
-        std::fs::create_dir_all(&dir).expect("a directory for the server");
-        dir
     }
 
     /// The group's URL: every sentinel, `;`-separated, the first naming the master.
@@ -206,10 +196,6 @@ impl RedisSentinels {
             }
         }
     }
-}
-
-fn strings(arguments: &[&str]) -> Vec<OsString> {
-    arguments.iter().map(OsString::from).collect()
 }
 
 impl Drop for RedisSentinels {
