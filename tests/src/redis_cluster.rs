@@ -1,6 +1,6 @@
 //! A Redis Cluster of its own for a test: `redis-server` nodes on spare ports, each with its own
 //! data directory, joined with `redis-cli --cluster create`, and killed by PID when dropped. The
-//! shared server on 6379 is left alone. Nodes start as [`crate::redis_server`] starts them: they
+//! shared server on 6379 is left alone. Nodes start as `redis_server` starts them: they
 //! outlive neither their cluster's drop nor the process, even the process-wide
 //! [`RedisCluster::shared`] one that nothing drops.
 

@@ -1,5 +1,5 @@
 //! A Redis master with replicas, watched by Redis Sentinels, of its own for a test: every server on
-//! a spare port with its own data directory, started as [`crate::redis_server`] starts servers and
+//! a spare port with its own data directory, started as `redis_server` starts servers and
 //! killed by PID when dropped.
 
 use std::ffi::OsString;
