@@ -143,7 +143,8 @@ async fn flower_sees_a_rust_worker_on_rabbitmq() {
 
 /// `celery inspect` reaches a Rust worker: it answers `ping`, `stats`, `registered`,
 /// `active_queues`, `conf` and the task lists in Celery's shapes, and nobody else's requests;
-/// `celery control revoke` makes it drop the task when it arrives, and `rate_limit` sets its
+/// `celery control revoke` makes it drop the task when it arrives (and `inspect revoked` list
+/// it), and `rate_limit` sets its
 /// limit (an unknown task is Celery's `error` reply).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn celery_inspect_and_control_reach_a_rust_worker() {
@@ -220,6 +221,13 @@ async fn celery_inspect_and_control_reach_a_rust_worker() {
     assert_eq!(
         answers[format!("revoke:{revoked}")],
         json!([{hostname.as_str(): {"ok": "tasks flagged as revoked"}}])
+    );
+    // `inspect revoked` lists it now.
+    let listed = python_inspect(&python, &redis_url(), &hostname, &["revoked"]).await;
+    assert_eq!(
+        listed["revoked"][hostname.as_str()],
+        json!([revoked.as_str()]),
+        "{listed}"
     );
     assert_eq!(
         answers["rate_limit:ccp_send_sms_code:100/m"],

@@ -121,6 +121,14 @@ async fn scenario(urls: Vec<String>, app: App, queue: &str) {
         Err(ResultError::Revoked { .. }) => {}
         other => panic!("the revoked task's result: {other:?}"),
     }
+    let listed = json(&urls, &["inspect", "revoked", "-d", &name]).await;
+    // (It also lists what earlier runs revoked in the shared store, still remembered.)
+    assert!(
+        listed[0]["ids"]
+            .as_array()
+            .is_some_and(|ids| ids.contains(&serde_json::json!(id))),
+        "{listed}"
+    );
 
     // Dead letters: three tasks fail for good; list, show, requeue one (it fails again: still
     // three), purge another queue's.

@@ -158,6 +158,15 @@ async fn scenario(builder: AppBuilder, queue: &str) {
             .iter()
             .all(|reply| reply.value.remembered >= 1)
     );
+    // `inspect revoked`: each worker that heard it lists the id.
+    let listed = both.revoked().await.expect("revoked ids");
+    assert_eq!(listed.len(), 2, "both workers answer");
+    assert!(
+        listed
+            .iter()
+            .all(|reply| reply.value.contains(&doomed.id())),
+        "each lists the revoked id"
+    );
     let worker_c = worker(&app, &name_c, &queue_c);
     app.delay::<mark>((format!("{queue}:after"),))
         .queue(&queue_c)

@@ -25,6 +25,8 @@ pub(super) enum Inspect {
     Registered,
     /// The queues each worker consumes
     ActiveQueues,
+    /// The revoked task ids each worker remembers
+    Revoked,
 }
 
 #[derive(Subcommand)]
@@ -161,6 +163,7 @@ pub(super) async fn inspect(control: &Control, what: Inspect, out: &Output) -> R
         Inspect::Active => Command::Active,
         Inspect::Registered => Command::Registered,
         Inspect::ActiveQueues => Command::ActiveQueues,
+        Inspect::Revoked => Command::RevokedIds,
     };
     let replies = replies(control, command).await?;
     if out.json() {
@@ -225,6 +228,10 @@ fn print_replies(replies: &[Reply], out: &Output) {
             }
             ReplyBody::ActiveQueues { queues } => {
                 rows.push(vec![host(), Cell::new(queues.join(", "))]);
+            }
+            ReplyBody::RevokedIds { ids } => {
+                headers = &["WORKER", "REVOKED TASK ID"];
+                rows.extend(ids.iter().map(|id| vec![host(), Cell::new(id)]));
             }
             ReplyBody::Pong => rows.push(vec![host(), out.coloured("pong", Color::Green)]),
             ReplyBody::ShuttingDown => rows.push(vec![host(), Cell::new("shutting down")]),

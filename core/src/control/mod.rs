@@ -291,6 +291,16 @@ impl Control {
         .await
     }
 
+    /// The revoked task ids each worker remembers (and drops if they arrive): Celery's `inspect
+    /// revoked`.
+    pub async fn revoked(&self) -> Result<Vec<Replied<Vec<TaskId>>>, ControlError> {
+        self.gather(Command::RevokedIds, |body| match body {
+            ReplyBody::RevokedIds { ids } => Some(ids),
+            _ => None,
+        })
+        .await
+    }
+
     /// Revokes tasks: a worker drops one when it arrives, and with `terminate` stops it if it
     /// is running; either way its result is [`Revoked`](crate::ResultState::Revoked). The ids
     /// are remembered for [`REVOKE_KEEP_FOR`] in the app's coordination store, if it has one,

@@ -47,6 +47,8 @@ pub enum Command {
     Registered,
     /// Answers [`ReplyBody::ActiveQueues`]: the queues it consumes.
     ActiveQueues,
+    /// Answers [`ReplyBody::RevokedIds`]: the revoked task ids it remembers.
+    RevokedIds,
     /// Drops these tasks when they arrive (and, with `terminate`, stops them if they are
     /// running), remembering them for `keep_for_secs`. Answers [`ReplyBody::Revoked`].
     Revoke {
@@ -79,6 +81,7 @@ impl Command {
             Self::Active => "active",
             Self::Registered => "registered",
             Self::ActiveQueues => "active-queues",
+            Self::RevokedIds => "revoked-ids",
             Self::Revoke { .. } => "revoke",
             Self::Shutdown => "shutdown",
             Self::RateLimit { .. } => "rate-limit",
@@ -129,6 +132,11 @@ pub enum ReplyBody {
     },
     /// To [`Command::Revoke`].
     Revoked(Revoked),
+    /// To [`Command::RevokedIds`].
+    RevokedIds {
+        /// Revoked task ids the worker remembers (and drops if they arrive), sorted.
+        ids: Vec<TaskId>,
+    },
     /// To [`Command::Shutdown`].
     ShuttingDown,
     /// To [`Command::RateLimit`]: the limit now in force.

@@ -61,6 +61,16 @@ impl RevokedSet {
         self.any.store(true, Ordering::Release);
     }
 
+    /// The ids it remembers, sorted (lapsed ones are dropped first).
+    pub(crate) fn ids_now(&self) -> Vec<TaskId> {
+        let now = Instant::now();
+        let mut ids = self.ids();
+        ids.retain(|_, until| *until > now);
+        let mut listed: Vec<TaskId> = ids.keys().copied().collect();
+        listed.sort_unstable();
+        listed
+    }
+
     /// How many ids it remembers (lapsed ones are dropped first).
     pub(crate) fn len(&self) -> usize {
         let now = Instant::now();

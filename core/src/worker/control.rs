@@ -278,6 +278,9 @@ fn respond(shared: &Shared, listening: &Listening, command: Command) -> ReplyBod
         Command::ActiveQueues => ReplyBody::ActiveQueues {
             queues: listening.queues.clone(),
         },
+        Command::RevokedIds => ReplyBody::RevokedIds {
+            ids: control.revoked.ids_now(),
+        },
         Command::Revoke {
             ids,
             terminate,

@@ -104,7 +104,7 @@ pub fn command_for(body: &[u8], expires: f64, now: f64) -> Option<Vec<u8>> {
     let replied = request.reply_to.is_some();
     let command = match request.method.as_str() {
         "ping" | "hello" | "heartbeat" | "enable_events" | "disable_events" | "reserved"
-        | "scheduled" | "revoked"
+        | "scheduled"
             if replied =>
         {
             json!({"command": "ping"})
@@ -113,6 +113,7 @@ pub fn command_for(body: &[u8], expires: f64, now: f64) -> Option<Vec<u8>> {
         "registered" if replied => json!({"command": "registered"}),
         "active_queues" if replied => json!({"command": "active-queues"}),
         "active" if replied => json!({"command": "active"}),
+        "revoked" if replied => json!({"command": "revoked-ids"}),
         "revoke" => {
             let ids = match arguments.get("task_id") {
                 Some(Value::String(id)) => vec![id.clone()],
@@ -259,7 +260,10 @@ fn answer(method: &str, reply: &Map<String, Value>, clock: u64) -> Value {
                     .unwrap_or_default(),
             )
         }
-        "reserved" | "scheduled" | "revoked" => json!([]),
+        // A celeriac worker holds no task with an ETA (delays wait in the broker), and does not
+        // list the deliveries waiting for a free lane.
+        "reserved" | "scheduled" => json!([]),
+        "revoked" => reply.get("ids").cloned().unwrap_or_else(|| json!([])),
         "revoke" => json!({"ok": "tasks flagged as revoked"}),
         "shutdown" => json!({"ok": "shutting down"}),
         "rate_limit" if reply.get("rate").is_some_and(Value::is_null) => {
@@ -465,6 +469,18 @@ mod tests {
         };
         assert_eq!(answer_to("ping"), json!({"ok": "pong"}));
         assert_eq!(answer_to("scheduled"), json!([]));
+        let revoked = command(
+            json!({"method": "revoked", "ticket": "t", "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": "rk"}}),
+            0.0,
+        )
+        .unwrap();
+        assert_eq!(revoked["command"], "revoked-ids");
+        let ids = br#"{"v":1,"ticket":"t","hostname":"w","pid":1,"reply":"revoked-ids","ids":["6a3b0c5e-8f5d-4a57-b1f2-0f0e4d3c2b1a"]}"#;
+        let celery = celery_reply(revoked["reply_to"].as_str().unwrap(), ids, 1).unwrap();
+        assert_eq!(
+            serde_json::from_slice::<Value>(&celery.body).unwrap()["w"],
+            json!(["6a3b0c5e-8f5d-4a57-b1f2-0f0e4d3c2b1a"])
+        );
         assert_eq!(
             answer_to("pool_grow"),
             json!({"error": "No such command: pool_grow"})
