@@ -199,9 +199,12 @@ async fn celery_inspect_and_control_reach_a_rust_worker() {
     assert_eq!(of("registered"), json!(["ccp_send_sms_code"]));
     assert_eq!(of("active_queues")[0]["name"], queue.as_str());
     assert_eq!(of("conf")["task_default_queue"], queue.as_str());
-    for empty in ["active", "reserved", "scheduled", "revoked"] {
+    for empty in ["active", "reserved", "scheduled"] {
         assert_eq!(of(empty), json!([]), "{empty}");
     }
+    // Revokes are shared through the broker and outlive a test run: earlier runs' ids may be
+    // listed, so the list is checked below for the fresh id this test revokes.
+    assert!(of("revoked").is_array(), "{answers}");
     // Another worker's name: the Rust worker stays silent.
     let elsewhere = python_inspect(&python, &redis_url(), "nobody@nowhere", &["ping"]).await;
     assert_eq!(elsewhere["ping"], json!(null), "{elsewhere}");
@@ -224,9 +227,10 @@ async fn celery_inspect_and_control_reach_a_rust_worker() {
     );
     // `inspect revoked` lists it now.
     let listed = python_inspect(&python, &redis_url(), &hostname, &["revoked"]).await;
-    assert_eq!(
-        listed["revoked"][hostname.as_str()],
-        json!([revoked.as_str()]),
+    assert!(
+        listed["revoked"][hostname.as_str()]
+            .as_array()
+            .is_some_and(|ids| ids.contains(&json!(revoked.as_str()))),
         "{listed}"
     );
     assert_eq!(
