@@ -35,15 +35,16 @@ fn python_message(queue: &str, tag: &str, priority: u8) -> String {
 }
 
 /// A message taken is recorded as kombu records it: `unacked[tag] = [envelope, exchange,
-/// routing_key]` and `unacked_index[tag] = delivery time`; an ack removes both.
+/// routing_key]` (the anonymous exchange and the queue's name: a restore puts it back where it was
+/// taken from) and `unacked_index[tag] = delivery time`; an ack removes both.
 #[tokio::test]
 async fn a_held_message_is_recorded_as_kombu_records_it() {
     let Some(broker) = require_kombu("celeriac-test-kombu-record:", |b| b).await else {
         return;
     };
     let queue = unique_queue("record");
-    let tag = uuid::Uuid::new_v4().to_string();
-    let message = python_message(&queue, &tag, 0);
+    let message_tag = uuid::Uuid::new_v4().to_string();
+    let message = python_message(&queue, &message_tag, 0);
     let mut conn = redis().await;
     let _: () = conn
         .lpush(format!("celeriac-test-kombu-record:{queue}"), &message)
@@ -59,16 +60,25 @@ async fn a_held_message_is_recorded_as_kombu_records_it() {
         .unwrap();
     assert_eq!(&delivery.payload()[..], message.as_bytes());
     assert!(!delivery.redelivered());
-    let entry: String = conn
-        .hget("celeriac-test-kombu-record:unacked", &tag)
+    let entries: std::collections::HashMap<String, String> = conn
+        .hgetall("celeriac-test-kombu-record:unacked")
         .await
         .unwrap();
-    let entry: serde_json::Value = serde_json::from_str(&entry).unwrap();
+    let held: Vec<(&String, serde_json::Value)> = entries
+        .iter()
+        .map(|(tag, entry)| (tag, serde_json::from_str(entry).unwrap()))
+        .filter(|(_, entry): &(&String, serde_json::Value)| {
+            entry[0]["headers"]["id"] == message_tag.as_str()
+        })
+        .collect();
+    let [(tag, entry)] = held.as_slice() else {
+        panic!("one unacked entry holds the message: {entries:?}");
+    };
     assert_eq!(entry[0]["headers"]["task"], "tasks.add");
     assert_eq!(entry[1], "");
     assert_eq!(entry[2], queue.as_str());
     let score: Option<f64> = conn
-        .zscore("celeriac-test-kombu-record:unacked_index", &tag)
+        .zscore("celeriac-test-kombu-record:unacked_index", *tag)
         .await
         .unwrap();
     let now = std::time::SystemTime::now()
@@ -81,11 +91,11 @@ async fn a_held_message_is_recorded_as_kombu_records_it() {
     );
     delivery.ack().await.unwrap();
     let entry: Option<String> = conn
-        .hget("celeriac-test-kombu-record:unacked", &tag)
+        .hget("celeriac-test-kombu-record:unacked", *tag)
         .await
         .unwrap();
     let score: Option<f64> = conn
-        .zscore("celeriac-test-kombu-record:unacked_index", &tag)
+        .zscore("celeriac-test-kombu-record:unacked_index", *tag)
         .await
         .unwrap();
     assert_eq!((entry, score), (None, None));
@@ -223,7 +233,13 @@ async fn garbage_on_a_list_is_dead_lettered_and_the_next_message_arrives() {
     };
     let queue = unique_queue("garbage");
     let mut conn = redis().await;
-    for garbage in ["not json", "[1, 2]", r#"{"body": "x"}"#] {
+    // Refused while taken (not an object), then by the consumer (not JSON; no delivery_info).
+    for garbage in [
+        "not json",
+        "[1, 2]",
+        r#"{"body": "x", }"#,
+        r#"{"body": "x"}"#,
+    ] {
         let _: () = conn
             .lpush(format!("celeriac-test-kombu-garbage:{queue}"), garbage)
             .await
@@ -245,7 +261,15 @@ async fn garbage_on_a_list_is_dead_lettered_and_the_next_message_arrives() {
     delivery.ack().await.unwrap();
     let letters = broker.dead_letters(&queue, 10).await.unwrap();
     let payloads: Vec<&[u8]> = letters.iter().map(|letter| &letter.payload[..]).collect();
-    assert_eq!(payloads, [&b"not json"[..], b"[1, 2]", br#"{"body": "x"}"#]);
+    assert_eq!(
+        payloads,
+        [
+            &b"not json"[..],
+            b"[1, 2]",
+            br#"{"body": "x", }"#,
+            br#"{"body": "x"}"#
+        ]
+    );
     assert!(
         letters
             .iter()

@@ -16,6 +16,7 @@ use celeriac_core::{
 use redis::aio::MultiplexedConnection;
 use tokio::sync::mpsc;
 
+use super::envelope;
 use super::layout::{dead_record, epoch_seconds, from_list_item, to_list_item};
 use super::{End, KombuInner, SCRIPTS};
 use crate::error::bounded;
@@ -55,9 +56,19 @@ struct Rotation {
     take_keys: Vec<String>,
     /// The queue each pair belongs to.
     pair_queue: Vec<usize>,
+    /// `take.lua`'s trailing arguments: each pair's queue name as a JSON string (the routing key
+    /// its `unacked` entry restores to).
+    pair_routing: Vec<String>,
     /// The lists, as `BRPOP` is given them, and the pair each is.
     list_pair: HashMap<String, usize>,
     lists: Vec<String>,
+}
+
+/// What one `take.lua` call took: the messages to deliver, and how many it took in all (those
+/// that were not kombu envelopes are dead-lettered, not delivered).
+struct TakeOutcome {
+    taken: Vec<Taken>,
+    took: usize,
 }
 
 /// A message taken off a list and recorded.
@@ -86,6 +97,7 @@ pub(super) async fn consume(
             let mut rotation = Rotation {
                 take_keys: vec![layout.unacked.clone(), layout.unacked_index.clone()],
                 pair_queue: Vec::new(),
+                pair_routing: Vec::new(),
                 list_pair: HashMap::new(),
                 lists: Vec::new(),
             };
@@ -95,6 +107,9 @@ pub(super) async fn consume(
                     rotation.take_keys.push(list.clone());
                     rotation.take_keys.push(queue_list[queue].dead.clone());
                     rotation.pair_queue.push(queue);
+                    rotation
+                        .pair_routing
+                        .push(serde_json::Value::from(queues[queue].as_str()).to_string());
                     rotation
                         .list_pair
                         .insert(list.clone(), rotation.pair_queue.len());
@@ -149,14 +164,14 @@ async fn fetch(consumer: Arc<Consumer>, mut blocking: MultiplexedConnection, sen
             }
             rotation = (rotation + 1) % consumer.rotations.len().max(1);
             let outcome = match consumer.take(rotation, popped.as_ref(), slots.len()).await {
-                Ok(taken) if taken.is_empty() => {
+                Ok(TakeOutcome { took: 0, .. }) => {
                     popped = None;
                     consumer.block(rotation, &mut blocking).await.map(|got| {
                         popped = got;
                         false
                     })
                 }
-                Ok(taken) => {
+                Ok(TakeOutcome { taken, .. }) => {
                     popped = None;
                     failures = 0;
                     // A closed stream hands a delivery back; dropping it restores the message.
@@ -196,7 +211,7 @@ impl Consumer {
         rotation: usize,
         popped: Option<&(usize, Bytes)>,
         count: usize,
-    ) -> Result<Vec<Taken>, BrokerError> {
+    ) -> Result<TakeOutcome, BrokerError> {
         let rotation = &self.rotations[rotation];
         let settings = &self.broker.settings;
         let mut invocation = SCRIPTS.take.prepare_invoke();
@@ -212,6 +227,9 @@ impl Consumer {
             None => invocation.arg("").arg(0),
         };
         invocation.arg(count);
+        for routing in &rotation.pair_routing {
+            invocation.arg(routing);
+        }
         let mut conn = self.broker.conn.clone();
         let reply: Vec<redis::Value> = bounded(
             "take messages",
@@ -220,33 +238,47 @@ impl Consumer {
         )
         .await?;
         let unexpected = || BrokerError::Invalid("unexpected reply from take.lua".to_owned());
-        if !reply.len().is_multiple_of(4) {
+        if !reply.len().is_multiple_of(3) {
             return Err(unexpected());
         }
-        let mut taken = Vec::with_capacity(reply.len() / 4);
+        let took = reply.len() / 3;
+        let mut taken = Vec::with_capacity(took);
         let mut fields = reply.into_iter();
-        while let (Some(item), Some(pair), Some(tag), Some(redelivered)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
+        while let (Some(item), Some(pair), Some(tag)) =
+            (fields.next(), fields.next(), fields.next())
         {
             let item: Vec<u8> = redis::from_redis_value(item).map_err(|_| unexpected())?;
             let pair: usize = redis::from_redis_value(pair).map_err(|_| unexpected())?;
             let tag: String = redis::from_redis_value(tag).map_err(|_| unexpected())?;
-            let redelivered: i64 =
-                redis::from_redis_value(redelivered).map_err(|_| unexpected())?;
             let queue = pair
                 .checked_sub(1)
                 .and_then(|pair| rotation.pair_queue.get(pair))
                 .copied()
                 .ok_or_else(|| BrokerError::Invalid(format!("take.lua answered pair {pair}")))?;
-            self.held().insert(tag.clone());
-            taken.push(Taken {
-                item: Bytes::from(item),
-                queue,
-                tag,
-                redelivered: redelivered == 1,
-            });
+            match envelope::redelivered(&item) {
+                Ok(redelivered) => {
+                    self.held().insert(tag.clone());
+                    taken.push(Taken {
+                        item: Bytes::from(item),
+                        queue,
+                        tag,
+                        redelivered,
+                    });
+                }
+                Err(reason) => self.refuse(queue, &tag, &item, reason).await,
+            }
         }
-        Ok(taken)
+        Ok(TakeOutcome { taken, took })
+    }
+
+    /// Dead-letters a taken message that is not a kombu envelope. If that fails the message stays
+    /// recorded and a restore sweep brings it back to be refused again.
+    async fn refuse(&self, queue: usize, tag: &str, item: &[u8], reason: &str) {
+        let queue = &self.queues[queue];
+        let record = dead_record(reason, item, SystemTime::now());
+        if let Err(error) = self.broker.dead_letter(tag, &queue.dead, &record).await {
+            tracing::warn!(error = %Report(&error), queue = %queue.name, tag, "cannot dead-letter a message that is not a kombu envelope; a restore sweep will bring it back");
+        }
     }
 
     /// Waits up to [`BLOCK`] for a message on any list; returns it with its pair.

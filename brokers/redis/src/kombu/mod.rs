@@ -3,6 +3,7 @@
 
 mod celery_events;
 mod consume;
+mod envelope;
 mod layout;
 mod pidbox;
 mod restore;

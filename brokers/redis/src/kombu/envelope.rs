@@ -1,0 +1,173 @@
+//! The check of a message taken off kombu's lists: is it a kombu envelope, and was it delivered
+//! before? `take.lua` records messages without decoding them (decoding in Lua cost Redis more than
+//! the rest of the take), so the consumer reads these two facts here, in one pass that skips what
+//! it does not need.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+
+/// Why a taken message is not a kombu envelope (it is dead-lettered with this reason).
+pub(super) const NOT_AN_ENVELOPE: &str = "not a kombu message: no properties.delivery_info";
+
+/// Whether `item` was delivered before (kombu marks a restored message in `headers` and in
+/// `properties.delivery_info`), or `Err` when it is not a kombu envelope: not a JSON object, or
+/// without an object at `properties.delivery_info`.
+pub(super) fn redelivered(item: &[u8]) -> Result<bool, &'static str> {
+    // serde reads a struct from an array too; an envelope is an object.
+    if item.trim_ascii_start().first() != Some(&b'{') {
+        return Err(NOT_AN_ENVELOPE);
+    }
+    let envelope: Envelope = serde_json::from_slice(item).map_err(|_| NOT_AN_ENVELOPE)?;
+    Ok(envelope.headers.0 || envelope.properties.delivery_info.0)
+}
+
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    headers: Marked,
+    properties: Properties,
+}
+
+#[derive(Deserialize)]
+struct Properties {
+    delivery_info: DeliveryInfo,
+}
+
+/// An object with `"redelivered": true` in it, or not. Anything else (null, a string) is not
+/// marked, as kombu reads it.
+#[derive(Default)]
+struct Marked(bool);
+
+impl<'de> Deserialize<'de> for Marked {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(MarkVisitor {
+                require_object: false,
+            })
+            .map(Marked)
+    }
+}
+
+/// `properties.delivery_info`: an object (kombu reads its exchange and routing key from it).
+struct DeliveryInfo(bool);
+
+impl<'de> Deserialize<'de> for DeliveryInfo {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer
+            .deserialize_any(MarkVisitor {
+                require_object: true,
+            })
+            .map(DeliveryInfo)
+    }
+}
+
+struct MarkVisitor {
+    require_object: bool,
+}
+
+impl MarkVisitor {
+    fn other<E: serde::de::Error>(self) -> Result<bool, E> {
+        if self.require_object {
+            Err(E::custom("not an object"))
+        } else {
+            Ok(false)
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for MarkVisitor {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
+        let mut marked = false;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "redelivered" {
+                marked |= map.next_value::<serde_json::Value>()? == serde_json::Value::Bool(true);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(marked)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.other()
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<bool, E> {
+        self.other()
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
+        self.other()
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
+        self.other()
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
+        self.other()
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<bool, E> {
+        self.other()
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
+        self.other()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_envelope_is_not_redelivered() {
+        let fresh = br#"{"body": "W10=", "headers": {"task": "t", "retries": 0}, "properties": {"delivery_info": {"exchange": "", "routing_key": "q"}, "priority": 0}}"#;
+        assert_eq!(redelivered(fresh), Ok(false));
+        let no_headers = br#"{"properties":{"delivery_info":{}}}"#;
+        assert_eq!(redelivered(no_headers), Ok(false));
+    }
+
+    #[test]
+    fn kombus_marks_of_a_restored_message_are_read_in_either_place() {
+        let in_headers = br#"{"headers": {"redelivered": true}, "properties": {"delivery_info": {"routing_key": "q"}}}"#;
+        let in_info =
+            br#"{"headers": null, "properties": {"delivery_info": {"redelivered": true}}}"#;
+        let not_true = br#"{"headers": {"redelivered": "yes"}, "properties": {"delivery_info": {"redelivered": false}}}"#;
+        assert_eq!(redelivered(in_headers), Ok(true));
+        assert_eq!(redelivered(in_info), Ok(true));
+        assert_eq!(redelivered(not_true), Ok(false));
+    }
+
+    #[test]
+    fn what_is_not_an_envelope_is_refused_with_the_reason() {
+        for item in [
+            &b"not json"[..],
+            b"{}",
+            b"[1, 2]",
+            br#"[null, {"delivery_info": {}}]"#,
+            br#"{"properties": {}}"#,
+            br#"{"properties": {"delivery_info": "celery"}}"#,
+            br#"{"properties": {"delivery_info": [1]}}"#,
+            br#"{"properties": {"delivery_info": {}}} trailing"#,
+            br#"{"properties": {"delivery_info": {}}"#,
+        ] {
+            assert_eq!(
+                redelivered(item),
+                Err(NOT_AN_ENVELOPE),
+                "{}",
+                String::from_utf8_lossy(item)
+            );
+        }
+    }
+}
