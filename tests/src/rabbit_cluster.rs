@@ -14,6 +14,8 @@ const DEBIAN_BIN: &str = "/usr/lib/rabbitmq/bin";
 
 /// How long a node may take to boot, on a loaded 2-core machine.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+/// How many times a node is started before a boot failure is the test's failure.
+const BOOT_ATTEMPTS: u32 = 3;
 
 /// One node of the cluster.
 #[derive(Debug)]
@@ -127,7 +129,7 @@ impl RabbitCluster {
 
     /// Waits until node `index` has booted, and reads its PID.
     fn await_boot(&mut self, index: usize) {
-        let started = Instant::now();
+        let mut started = Instant::now();
         let short = self.nodes[index]
             .name
             .split('@')
@@ -135,6 +137,7 @@ impl RabbitCluster {
             .unwrap_or_default()
             .to_owned();
         let pid_file = self.base.join(&short).join("pid");
+        let mut restarts = 0;
         loop {
             let booted = self
                 .ctl_status(index, &["await_startup", "--timeout", "5"])
@@ -147,11 +150,20 @@ impl RabbitCluster {
                 return;
             }
             if let Ok(Some(status)) = self.nodes[index].script.try_wait() {
-                panic!(
-                    "RabbitMQ node {} exited while booting ({status}); its output is in {}",
+                // A spare port can be taken between choosing it and the node binding it: the
+                // node exits, and starts again on other ports.
+                assert!(
+                    restarts < BOOT_ATTEMPTS - 1,
+                    "RabbitMQ node {} exited while booting ({status}), {BOOT_ATTEMPTS} times; its \
+                     output is in {}",
                     self.nodes[index].name,
                     self.base.join(&short).join("out.log").display()
                 );
+                restarts += 1;
+                let name = self.nodes[index].name.clone();
+                self.nodes[index] = self.spawn_node(&name);
+                started = Instant::now();
+                continue;
             }
             assert!(
                 started.elapsed() < BOOT_TIMEOUT,
