@@ -7,6 +7,7 @@ use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
 use super::canvas::GroupPlace;
+use super::incoming::Incoming;
 use super::message::{DeliveryInfo, KombuMessage, Properties};
 use super::{ARGS_CONTENT_TYPE, CeleryError};
 use crate::codec::CodecError;
@@ -20,7 +21,7 @@ const MAX_ETA_AHEAD: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
 const MAX_PRIORITY: i64 = 9;
 
 /// The headers of protocol 2 that are not application headers.
-const PROTOCOL_HEADERS: [&str; 20] = [
+pub(super) const PROTOCOL_HEADERS: [&str; 20] = [
     "lang",
     "task",
     "id",
@@ -53,14 +54,15 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
 }
 
 fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
-    let message = KombuMessage::from_json(bytes)?;
+    let message: Incoming<'_> =
+        serde_json::from_slice(bytes).map_err(|error| CeleryError::Envelope(error.to_string()))?;
     let headers = &message.headers;
-    let task = match headers.get("task") {
+    let task = match &headers.task {
         Some(Value::String(task)) if !task.is_empty() => task.clone(),
         Some(_) => return Err(CeleryError::header("task", "not a task name")),
         None => return Err(CeleryError::header("task", "missing")),
     };
-    let id = match headers.get("id") {
+    let id = match &headers.id {
         Some(Value::String(id)) => task_id("id", id)?,
         Some(_) => return Err(CeleryError::header("id", "not a string")),
         None => return Err(CeleryError::header("id", "missing")),
@@ -74,12 +76,16 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
             ));
         }
     };
-    let (args, embed) = body(&message.body_bytes()?)?;
-    let group = match headers.get("group") {
+    let (args, embed) = body(&super::message::body_bytes(
+        &message.body,
+        message.content_type.as_deref(),
+        message.properties.body_encoding.as_deref(),
+    )?)?;
+    let group = match &headers.group {
         None | Some(Value::Null) => None,
         Some(Value::String(group)) => Some(GroupPlace {
             group: task_id("group", group)?,
-            index: match headers.get("group_index") {
+            index: match &headers.group_index {
                 None | Some(Value::Null) => None,
                 Some(index) => Some(
                     index
@@ -98,7 +104,7 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
     let mut envelope = Envelope::new(task, queue, args, ARGS_CONTENT_TYPE);
     envelope.workflow = workflow.map(Box::new);
     envelope.id = id;
-    envelope.retries = match headers.get("retries") {
+    envelope.retries = match &headers.retries {
         None | Some(Value::Null) => 0,
         Some(value) => value
             .as_u64()
@@ -106,7 +112,7 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
             .ok_or_else(|| CeleryError::header("retries", format!("not a count: {value}")))?,
     };
     let now = crate::clock::now();
-    envelope.eta = time(headers, "eta")?;
+    envelope.eta = time(headers.eta.as_ref(), "eta")?;
     if let Some(eta) = envelope.eta
         && eta
             .duration_since(now)
@@ -117,11 +123,11 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
             "more than ten years ahead: refused as absurd",
         ));
     }
-    envelope.expires = time(headers, "expires")?;
-    envelope.time_limit = time_limit(headers.get("timelimit"))?;
-    envelope.parent_id = optional_id(headers, "parent_id")?;
-    envelope.root_id = optional_id(headers, "root_id")?;
-    envelope.store_result = !matches!(headers.get("ignore_result"), Some(Value::Bool(true)));
+    envelope.expires = time(headers.expires.as_ref(), "expires")?;
+    envelope.time_limit = time_limit(headers.timelimit.as_ref())?;
+    envelope.parent_id = optional_id(headers.parent_id.as_ref(), "parent_id")?;
+    envelope.root_id = optional_id(headers.root_id.as_ref(), "root_id")?;
+    envelope.store_result = !matches!(headers.ignore_result, Some(Value::Bool(true)));
     envelope.priority = message
         .properties
         .priority
@@ -129,17 +135,13 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
     envelope.reply_to = message
         .properties
         .reply_to
-        .clone()
         .filter(|reply_to| !reply_to.is_empty());
-    for (name, value) in headers {
-        if PROTOCOL_HEADERS.contains(&name.as_str()) {
-            continue;
-        }
+    for (name, value) in message.headers.application {
         let value = match value {
-            Value::String(text) => text.clone(),
+            Value::String(text) => text,
             other => other.to_string(),
         };
-        envelope.headers.insert(name.clone(), value);
+        envelope.headers.insert(name, value);
     }
     Ok(envelope)
 }
@@ -185,11 +187,8 @@ fn task_id(name: &'static str, text: &str) -> Result<TaskId, CeleryError> {
     })
 }
 
-fn optional_id(
-    headers: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<TaskId>, CeleryError> {
-    match headers.get(name) {
+fn optional_id(value: Option<&Value>, name: &'static str) -> Result<Option<TaskId>, CeleryError> {
+    match value {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => task_id(name, text).map(Some),
         Some(other) => Err(CeleryError::header(name, format!("not an id: {other}"))),
@@ -197,11 +196,8 @@ fn optional_id(
 }
 
 /// An ISO 8601 time header (without an offset: UTC), if set.
-fn time(
-    headers: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<SystemTime>, CeleryError> {
-    let text = match headers.get(name) {
+fn time(value: Option<&Value>, name: &'static str) -> Result<Option<SystemTime>, CeleryError> {
+    let text = match value {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(text)) => text,
         Some(other) => {

@@ -70,7 +70,8 @@ pub(super) struct DeliveryInfo {
 }
 
 impl KombuMessage {
-    /// Reads kombu's JSON envelope.
+    /// Reads kombu's JSON envelope (the worker reads [`super::incoming::Incoming`]).
+    #[cfg(test)]
     pub(super) fn from_json(bytes: &[u8]) -> Result<Self, CeleryError> {
         serde_json::from_slice(bytes).map_err(|error| CeleryError::Envelope(error.to_string()))
     }
@@ -80,34 +81,36 @@ impl KombuMessage {
         serde_json::to_vec(self).map_err(|error| CeleryError::Envelope(error.to_string()))
     }
 
-    /// The body's bytes, decoded as `body_encoding` says; only JSON bodies are accepted (as a
-    /// Celery worker accepts by default).
-    pub(super) fn body_bytes(&self) -> Result<Vec<u8>, CeleryError> {
-        if let Some(content_type) = &self.content_type
-            && content_type != "application/json"
-        {
-            return Err(CeleryError::Body(format!(
-                "content type `{content_type}` is not accepted (only `application/json`)"
-            )));
-        }
-        match (&self.body, self.properties.body_encoding.as_deref()) {
-            (Value::String(text), Some("base64")) => base64::engine::general_purpose::STANDARD
-                .decode(text)
-                .map_err(|error| CeleryError::Body(format!("bad base64: {error}"))),
-            (Value::String(text), None | Some("utf-8")) => Ok(text.as_bytes().to_vec()),
-            (Value::String(_), Some(other)) => Err(CeleryError::Body(format!(
-                "unknown body encoding `{other}`"
-            ))),
-            // A body left as JSON (as some tools write it) is its own bytes.
-            (body, _) => {
-                serde_json::to_vec(body).map_err(|error| CeleryError::Body(error.to_string()))
-            }
-        }
-    }
-
     /// Sets the body to `bytes`, in base64.
     pub(super) fn set_body(&mut self, bytes: &[u8]) {
         self.body = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
         self.properties.body_encoding = Some("base64".into());
+    }
+}
+
+/// A message's body as bytes, decoded as `body_encoding` says; only JSON bodies are accepted (as a
+/// Celery worker accepts by default).
+pub(super) fn body_bytes(
+    body: &Value,
+    content_type: Option<&str>,
+    body_encoding: Option<&str>,
+) -> Result<Vec<u8>, CeleryError> {
+    if let Some(content_type) = content_type
+        && content_type != "application/json"
+    {
+        return Err(CeleryError::Body(format!(
+            "content type `{content_type}` is not accepted (only `application/json`)"
+        )));
+    }
+    match (body, body_encoding) {
+        (Value::String(text), Some("base64")) => base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|error| CeleryError::Body(format!("bad base64: {error}"))),
+        (Value::String(text), None | Some("utf-8")) => Ok(text.as_bytes().to_vec()),
+        (Value::String(_), Some(other)) => Err(CeleryError::Body(format!(
+            "unknown body encoding `{other}`"
+        ))),
+        // A body left as JSON (as some tools write it) is its own bytes.
+        (body, _) => serde_json::to_vec(body).map_err(|error| CeleryError::Body(error.to_string())),
     }
 }

@@ -55,6 +55,7 @@
 mod arguments;
 mod canvas;
 mod convert;
+mod incoming;
 mod message;
 mod results;
 #[cfg(test)]

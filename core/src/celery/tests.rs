@@ -238,7 +238,13 @@ fn an_envelope_is_written_as_python_writes_a_task() {
     assert!((599_000..=600_000).contains(&expiration), "{expiration}");
     // The body is always the 3-element array a Python worker unpacks.
     let body = super::message::KombuMessage::from_json(&written)
-        .and_then(|message| message.body_bytes())
+        .and_then(|message| {
+            super::message::body_bytes(
+                &message.body,
+                message.content_type.as_deref(),
+                message.properties.body_encoding.as_deref(),
+            )
+        })
         .unwrap_or_default();
     assert_eq!(
         json_of(&body),

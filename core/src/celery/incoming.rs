@@ -1,0 +1,188 @@
+//! kombu's JSON envelope as a worker reads it: borrowed where it can be, protocol 2's headers in
+//! their own places and the application's apart, and what decoding does not use skipped unread
+//! (the `argsrepr` a producer wrote, properties celeriac does not act on). Reading it into maps
+//! of JSON values cost a worker more than the rest of Celery's format together.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde_json::Value;
+
+/// One task message, as the worker reads it.
+#[derive(Deserialize)]
+pub(super) struct Incoming<'a> {
+    /// The body, encoded as `properties.body_encoding` says (base64, for kombu).
+    pub(super) body: Value,
+    #[serde(rename = "content-type", default, borrow)]
+    pub(super) content_type: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub(super) headers: Headers,
+    #[serde(default, borrow)]
+    pub(super) properties: IncomingProperties<'a>,
+}
+
+/// The properties a worker acts on.
+#[derive(Default, Deserialize)]
+pub(super) struct IncomingProperties<'a> {
+    #[serde(default)]
+    pub(super) reply_to: Option<String>,
+    #[serde(default)]
+    pub(super) delivery_info: Option<IncomingDeliveryInfo>,
+    #[serde(default)]
+    pub(super) priority: Option<i64>,
+    #[serde(default, borrow)]
+    pub(super) body_encoding: Option<Cow<'a, str>>,
+}
+
+/// Where the message was published: its routing key is the queue it came through.
+#[derive(Deserialize)]
+pub(super) struct IncomingDeliveryInfo {
+    #[serde(default)]
+    pub(super) routing_key: String,
+}
+
+/// Protocol 2's headers that a worker reads (each as it came: the decoder checks their types), and
+/// the application's headers.
+#[derive(Default)]
+pub(super) struct Headers {
+    pub(super) task: Option<Value>,
+    pub(super) id: Option<Value>,
+    pub(super) group: Option<Value>,
+    pub(super) group_index: Option<Value>,
+    pub(super) retries: Option<Value>,
+    pub(super) eta: Option<Value>,
+    pub(super) expires: Option<Value>,
+    pub(super) timelimit: Option<Value>,
+    pub(super) root_id: Option<Value>,
+    pub(super) parent_id: Option<Value>,
+    pub(super) ignore_result: Option<Value>,
+    /// Headers that are not protocol 2's, in the order they came.
+    pub(super) application: Vec<(String, Value)>,
+}
+
+impl Headers {
+    /// The place of protocol header `name`, `None` for one the worker does not read, or `Err(())`
+    /// for a name that is not a protocol header.
+    fn place(&mut self, name: &str) -> Result<Option<&mut Option<Value>>, ()> {
+        Ok(Some(match name {
+            "task" => &mut self.task,
+            "id" => &mut self.id,
+            "group" => &mut self.group,
+            "group_index" => &mut self.group_index,
+            "retries" => &mut self.retries,
+            "eta" => &mut self.eta,
+            "expires" => &mut self.expires,
+            "timelimit" => &mut self.timelimit,
+            "root_id" => &mut self.root_id,
+            "parent_id" => &mut self.parent_id,
+            "ignore_result" => &mut self.ignore_result,
+            _ if super::convert::PROTOCOL_HEADERS.contains(&name) => return Ok(None),
+            _ => return Err(()),
+        }))
+    }
+}
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(HeadersVisitor)
+    }
+}
+
+struct HeadersVisitor;
+
+impl<'de> Visitor<'de> for HeadersVisitor {
+    type Value = Headers;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of headers")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
+        let mut headers = Headers::default();
+        while let Some(HeaderName(name)) = map.next_key()? {
+            match headers.place(&name) {
+                Ok(Some(place)) => *place = Some(map.next_value()?),
+                Ok(None) => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                Err(()) => {
+                    let value = map.next_value()?;
+                    headers.application.push((name.into_owned(), value));
+                }
+            }
+        }
+        Ok(headers)
+    }
+}
+
+/// A header's name, borrowed from the message unless it has escapes (serde's own `Cow<str>`
+/// always copies).
+struct HeaderName<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for HeaderName<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl<'de> Visitor<'de> for NameVisitor {
+            type Value = HeaderName<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a header's name")
+            }
+
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<HeaderName<'de>, E> {
+                Ok(HeaderName(Cow::Borrowed(name)))
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<HeaderName<'de>, E> {
+                Ok(HeaderName(Cow::Owned(name.to_owned())))
+            }
+
+            fn visit_string<E>(self, name: String) -> Result<HeaderName<'de>, E> {
+                Ok(HeaderName(Cow::Owned(name)))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_headers_go_to_their_places_and_others_apart() {
+        let message = br#"{"body": "W10=", "content-type": "application/json",
+            "headers": {"task": "t", "id": "x", "retries": 2, "argsrepr": "(1, 2)",
+                        "x-tenant": "shop", "x-tenant": "shop-2", "weight": 3},
+            "properties": {"delivery_info": {"exchange": 7, "routing_key": "q"},
+                           "body_encoding": "base64", "correlation_id": ["any"]}}"#;
+        let incoming: Incoming<'_> = serde_json::from_slice(message).unwrap();
+        assert_eq!(incoming.headers.task, Some(Value::from("t")));
+        assert_eq!(incoming.headers.retries, Some(Value::from(2)));
+        assert_eq!(incoming.headers.eta, None);
+        assert_eq!(
+            incoming.headers.application,
+            [
+                ("x-tenant".to_owned(), Value::from("shop")),
+                ("x-tenant".to_owned(), Value::from("shop-2")),
+                ("weight".to_owned(), Value::from(3)),
+            ]
+        );
+        let info = incoming.properties.delivery_info.unwrap();
+        assert_eq!(info.routing_key, "q");
+        assert_eq!(incoming.properties.body_encoding.as_deref(), Some("base64"));
+    }
+
+    #[test]
+    fn headers_that_are_not_an_object_are_refused() {
+        for headers in ["null", "[]", "\"task\"", "{\"task\": }"] {
+            let message = format!(r#"{{"body": "", "headers": {headers}}}"#);
+            assert!(
+                serde_json::from_str::<Incoming<'_>>(&message).is_err(),
+                "{message}"
+            );
+        }
+    }
+}
