@@ -309,7 +309,7 @@ impl Consumer {
             queue: taken.queue,
             tag: taken.tag,
             settled: false,
-            _slot: slot,
+            slot: Some(slot),
         };
         Delivery::new(
             from_list_item(taken.item),
@@ -367,7 +367,9 @@ struct KombuAcker {
     queue: usize,
     tag: String,
     settled: bool,
-    _slot: PrefetchSlot,
+    /// The delivery's prefetch slot: freed once the acknowledgement is sent, not once Redis has
+    /// answered it (an ack waits behind the take scripts ahead of it).
+    slot: Option<PrefetchSlot>,
 }
 
 impl KombuAcker {
@@ -382,7 +384,9 @@ impl KombuAcker {
 impl Acknowledger for KombuAcker {
     async fn ack(mut self: Box<Self>) -> Result<(), BrokerError> {
         let tag = self.settle();
-        self.consumer.broker.ack(tag).await
+        let acked = self.consumer.broker.ack(tag);
+        drop(self.slot.take());
+        acked.await
     }
 
     async fn requeue(mut self: Box<Self>) -> Result<(), BrokerError> {
