@@ -35,6 +35,15 @@ pub(crate) fn instant_at(at: SystemTime) -> Instant {
     Instant::now() + until(at)
 }
 
+/// The time `seconds` after the Unix epoch; the epoch itself for a number that is no time
+/// (negative, not finite, or past what `SystemTime` holds: a broken or hostile sender).
+pub(crate) fn from_epoch_seconds(seconds: f64) -> SystemTime {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .and_then(|since| std::time::UNIX_EPOCH.checked_add(since))
+        .unwrap_or(std::time::UNIX_EPOCH)
+}
+
 /// `time` on chrono's calendar, UTC; its last instant for a later time (chrono's calendar ends
 /// long before `SystemTime` does, and converting past its end panics: a hostile timestamp must
 /// not). Times before 1970 read as 1970.
@@ -47,4 +56,22 @@ pub(crate) fn calendar(time: SystemTime) -> chrono::DateTime<chrono::Utc> {
         .ok()
         .and_then(|seconds| chrono::DateTime::from_timestamp(seconds, since.subsec_nanos()))
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::from_epoch_seconds;
+
+    #[test]
+    fn epoch_seconds_that_are_no_time_read_as_the_epoch() {
+        assert_eq!(
+            from_epoch_seconds(1_764_500_000.5),
+            UNIX_EPOCH + Duration::from_millis(1_764_500_000_500)
+        );
+        for no_time in [-1.0, f64::NAN, f64::INFINITY, 1e300] {
+            assert_eq!(from_epoch_seconds(no_time), UNIX_EPOCH, "{no_time}");
+        }
+    }
 }

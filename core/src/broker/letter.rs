@@ -49,11 +49,7 @@ impl Letter {
 
     /// When it was dead-lettered, as `2026-11-30 06:12:00` (UTC).
     pub(crate) fn when(&self) -> String {
-        let at = std::time::Duration::try_from_secs_f64(self.at)
-            .ok()
-            .and_then(|since| UNIX_EPOCH.checked_add(since))
-            .unwrap_or(UNIX_EPOCH);
-        crate::clock::calendar(at)
+        crate::clock::calendar(crate::clock::from_epoch_seconds(self.at))
             .format("%Y-%m-%d %H:%M:%S")
             .to_string()
     }

@@ -164,10 +164,7 @@ impl Event {
     /// When it happened. A timestamp that is no time (negative, or past what the system clock
     /// holds: a broken or hostile sender) reads as the Unix epoch.
     pub fn time(&self) -> SystemTime {
-        std::time::Duration::try_from_secs_f64(self.timestamp)
-            .ok()
-            .and_then(|since| UNIX_EPOCH.checked_add(since))
-            .unwrap_or(UNIX_EPOCH)
+        crate::clock::from_epoch_seconds(self.timestamp)
     }
 }
 
