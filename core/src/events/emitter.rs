@@ -370,8 +370,19 @@ mod tests {
 
         let mut seen: HashMap<TaskId, Vec<&'static str>> = HashMap::new();
         let mut offline = false;
-        while !offline {
-            let message = messages.next().await.and_then(Result::ok);
+        // The publisher sweeps its shards one after another, so the offline event can go out a
+        // batch before the last runs' events: read until every event is in.
+        let all = 3 * runs.len();
+        while !offline || seen.values().map(Vec::len).sum::<usize>() < all {
+            let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "events missing: {} of {all}",
+                        seen.values().map(Vec::len).sum::<usize>()
+                    )
+                })
+                .and_then(Result::ok);
             let message = message.unwrap_or_else(|| panic!("the bus ended early"));
             let batch: Batch = serde_json::from_slice(&message).unwrap_or_else(|e| panic!("{e}"));
             let events: Vec<_> = batch.into_events().collect();
