@@ -367,7 +367,7 @@ struct KombuAcker {
     queue: usize,
     tag: String,
     settled: bool,
-    /// The delivery's prefetch slot: freed once the acknowledgement is sent, not once Redis has
+    /// The delivery's prefetch slot: freed as the acknowledgement goes out, not once Redis has
     /// answered it (an ack waits behind the take scripts ahead of it).
     slot: Option<PrefetchSlot>,
 }
@@ -384,9 +384,8 @@ impl KombuAcker {
 impl Acknowledger for KombuAcker {
     async fn ack(mut self: Box<Self>) -> Result<(), BrokerError> {
         let tag = self.settle();
-        let acked = self.consumer.broker.ack(tag);
         drop(self.slot.take());
-        acked.await
+        self.consumer.broker.ack(tag).await
     }
 
     async fn requeue(mut self: Box<Self>) -> Result<(), BrokerError> {

@@ -42,40 +42,22 @@ struct Marked(bool);
 
 impl<'de> Deserialize<'de> for Marked {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_any(MarkVisitor {
-                require_object: false,
-            })
-            .map(Marked)
+        deserializer.deserialize_any(MarkVisitor).map(Marked)
     }
 }
 
-/// `properties.delivery_info`: an object (kombu reads its exchange and routing key from it).
+/// `properties.delivery_info`: an object (kombu reads its exchange and routing key from it), so
+/// read as a map; anything else is refused.
 struct DeliveryInfo(bool);
 
 impl<'de> Deserialize<'de> for DeliveryInfo {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer
-            .deserialize_any(MarkVisitor {
-                require_object: true,
-            })
-            .map(DeliveryInfo)
+        deserializer.deserialize_map(MarkVisitor).map(DeliveryInfo)
     }
 }
 
-struct MarkVisitor {
-    require_object: bool,
-}
-
-impl MarkVisitor {
-    fn other<E: serde::de::Error>(self) -> Result<bool, E> {
-        if self.require_object {
-            Err(E::custom("not an object"))
-        } else {
-            Ok(false)
-        }
-    }
-}
+/// Whether an object holds `"redelivered": true`; any other value holds no mark.
+struct MarkVisitor;
 
 impl<'de> Visitor<'de> for MarkVisitor {
     type Value = bool;
@@ -98,31 +80,31 @@ impl<'de> Visitor<'de> for MarkVisitor {
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
         while seq.next_element::<IgnoredAny>()?.is_some() {}
-        self.other()
+        Ok(false)
     }
 
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<bool, E> {
-        self.other()
+    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
     }
 
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<bool, E> {
-        self.other()
+    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
+        Ok(false)
     }
 
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<bool, E> {
-        self.other()
+    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
+        Ok(false)
     }
 
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
-        self.other()
+    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
     }
 
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<bool, E> {
-        self.other()
+    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
+        Ok(false)
     }
 
-    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
-        self.other()
+    fn visit_unit<E>(self) -> Result<bool, E> {
+        Ok(false)
     }
 }
 
