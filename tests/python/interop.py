@@ -8,6 +8,9 @@ defines it, on the broker and queue the Rust test names in the environment.
     INTEROP_BACKEND_URL Celery's result backend (unset: none)
     INTEROP_VISIBILITY  kombu's visibility_timeout in seconds; also restores every second
     INTEROP_QUEUE_TYPE  Celery's task_default_queue_type ("quorum" on RabbitMQ; unset: classic)
+    INTEROP_EXCHANGE_TYPE  routes the queue through an exchange `<queue>_<type>` of this type
+                        (e.g. "topic", with which Celery uses native delayed delivery on quorum
+                        queues); unset: Celery's default direct exchange named like the queue
 
 The task records each run by RPUSHing JSON onto the Redis list `celeriac-test-interop-ran:<queue>`.
 """
@@ -18,6 +21,7 @@ import time
 
 import redis
 from celery import Celery
+from kombu import Exchange, Queue
 
 BROKER_URL = os.environ.get("INTEROP_BROKER_URL", "redis://127.0.0.1:6379/0")
 QUEUE = os.environ.get("INTEROP_QUEUE", "celery")
@@ -27,6 +31,17 @@ app = Celery("interop", broker=BROKER_URL, backend=os.environ.get("INTEROP_BACKE
 app.conf.task_default_queue = QUEUE
 if os.environ.get("INTEROP_QUEUE_TYPE"):
     app.conf.task_default_queue_type = os.environ["INTEROP_QUEUE_TYPE"]
+if os.environ.get("INTEROP_EXCHANGE_TYPE"):
+    _kind = os.environ["INTEROP_EXCHANGE_TYPE"]
+    _type = os.environ.get("INTEROP_QUEUE_TYPE")
+    app.conf.task_queues = [
+        Queue(
+            QUEUE,
+            Exchange(f"{QUEUE}_{_kind}", type=_kind),
+            routing_key=QUEUE,
+            queue_arguments={"x-queue-type": _type} if _type else None,
+        )
+    ]
 app.conf.broker_transport_options = {"global_keyprefix": PREFIX} if PREFIX else {}
 if os.environ.get("INTEROP_VISIBILITY"):
     app.conf.broker_transport_options.update(

@@ -4,7 +4,9 @@
 //! them; results go to Celery's Redis result backend.
 
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
 
 use celeriac::{App, TaskError};
 use celeriac_tests::harness::{
@@ -310,6 +312,23 @@ async fn hostile_celery_messages_on_rabbitmq_are_dead_lettered_with_the_reason()
     }
 }
 
+/// The shop's app in Celery's format on the tests' RabbitMQ, on quorum queues.
+async fn quorum_app(queue: &str) -> App {
+    let broker = celeriac::amqp::AmqpBroker::builder(&amqp_url())
+        .celery_format(true)
+        .queue_type(celeriac::amqp::QueueType::Quorum)
+        .connect()
+        .await
+        .expect("connect to RabbitMQ");
+    App::builder()
+        .broker(broker)
+        .celery_compat()
+        .default_queue(queue)
+        .register::<ccp_send_sms_code>()
+        .build()
+        .expect("app")
+}
+
 /// Quorum queues, as Celery ≥ 5.5 declares them with `task_default_queue_type = "quorum"`: a
 /// Python producer's task runs on a Rust worker, and a Rust `delay` on a Python worker, each side
 /// declaring the shared queue alike (`x-queue-type: quorum`).
@@ -323,28 +342,9 @@ async fn quorum_queues_are_shared_with_python() {
         ("INTEROP_BROKER_URL", amqp.as_str()),
         ("INTEROP_QUEUE_TYPE", "quorum"),
     ];
-    let app_on = |queue: &str| {
-        let queue = queue.to_owned();
-        let amqp = amqp.clone();
-        async move {
-            let broker = celeriac::amqp::AmqpBroker::builder(&amqp)
-                .celery_format(true)
-                .queue_type(celeriac::amqp::QueueType::Quorum)
-                .connect()
-                .await
-                .expect("connect to RabbitMQ");
-            App::builder()
-                .broker(broker)
-                .celery_compat()
-                .default_queue(&queue)
-                .register::<ccp_send_sms_code>()
-                .build()
-                .expect("app")
-        }
-    };
     // Python sends, Rust runs.
     let queue = unique_queue("quorum_py_to_rust");
-    let app = app_on(&queue).await;
+    let app = quorum_app(&queue).await;
     app.broker()
         .stats(&queue)
         .await
@@ -372,7 +372,7 @@ async fn quorum_queues_are_shared_with_python() {
 
     // Rust sends, Python runs.
     let queue = unique_queue("quorum_rust_to_py");
-    let app = app_on(&queue).await;
+    let app = quorum_app(&queue).await;
     let mut worker = python_worker(&python, &queue, "solo", &quorum, &[]);
     ccp_send_sms_code::delay(&app, "1340000002".into(), "222222".into())
         .await
@@ -381,4 +381,107 @@ async fn quorum_queues_are_shared_with_python() {
     worker.start_kill().expect("stop the Python worker");
     let _ = worker.wait().await;
     assert_eq!(runs[0]["mobile"], "1340000002");
+}
+
+/// Countdowns on quorum queues wait in RabbitMQ, in Celery's native delayed delivery
+/// (`celery_delayed_27` … `celery_delayed_0`), whichever language sends them: a Python countdown
+/// (to a queue behind a topic exchange, which is when Celery uses it) reaches a Rust worker's
+/// queue when due, and a Rust countdown reaches a Python worker once, although the Python worker
+/// binds the queue to the delayed delivery a second way. Each side accepts the other's
+/// declarations of the levels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_countdowns_wait_in_celerys_native_delayed_delivery() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let amqp = amqp_url();
+    let topic = [
+        ("INTEROP_BROKER_URL", amqp.as_str()),
+        ("INTEROP_QUEUE_TYPE", "quorum"),
+        ("INTEROP_EXCHANGE_TYPE", "topic"),
+    ];
+    let ready = |app: &App, queue: &str| {
+        let (broker, queue) = (app.broker().clone(), queue.to_owned());
+        async move { broker.stats(&queue).await.expect("stats").ready }
+    };
+
+    // Python sends with a countdown: RabbitMQ holds the message, no worker does.
+    let queue = unique_queue("native_delay_py_to_rust");
+    let app = quorum_app(&queue).await;
+    assert_eq!(
+        ready(&app, &queue).await,
+        0,
+        "the queue is declared and empty"
+    );
+    let sent = Instant::now();
+    python_sends_with(
+        &python,
+        &queue,
+        &topic,
+        json!([{"args": ["1350000001", "111111"], "options": {"countdown": 5}}]),
+    )
+    .await;
+    assert_eq!(
+        ready(&app, &queue).await,
+        0,
+        "the message waits in the delayed delivery, not in the queue"
+    );
+    eventually(
+        Duration::from_secs(30),
+        "the message to reach the queue",
+        || ready(&app, &queue).map(|ready| ready == 1),
+    )
+    .await;
+    assert!(
+        sent.elapsed() >= Duration::from_millis(3_500),
+        "{:?}",
+        sent.elapsed()
+    );
+    let running = BackgroundWorker::start(app.worker().build().expect("worker"));
+    eventually(
+        Duration::from_secs(30),
+        "the Rust worker to run it",
+        || async {
+            RAN.lock()
+                .unwrap()
+                .iter()
+                .any(|(mobile, _)| mobile == "1350000001")
+        },
+    )
+    .await;
+    running.stop().await;
+
+    // Rust sends with a countdown; a Python worker runs it once, when due.
+    let queue = unique_queue("native_delay_rust_to_py");
+    let app = quorum_app(&queue).await;
+    let sent = Instant::now();
+    ccp_send_sms_code::delay(&app, "1350000002".into(), "222222".into())
+        .countdown(Duration::from_secs(6))
+        .await
+        .expect("delay with a countdown");
+    assert_eq!(ready(&app, &queue).await, 0, "it waits in RabbitMQ");
+    let log = std::env::temp_dir().join(format!("{queue}.log"));
+    let log_arg = log.to_string_lossy().into_owned();
+    let mut worker = python_worker(&python, &queue, "solo", &topic, &["--logfile", &log_arg]);
+    let runs = python_runs(&queue, 1, "the Python worker to run it").await;
+    assert!(
+        sent.elapsed() >= Duration::from_secs(6),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(runs[0]["mobile"], "1350000002");
+    // A copy would have reached the queue with the original: a message sent now runs after it.
+    ccp_send_sms_code::delay(&app, "1350000003".into(), "333333".into())
+        .await
+        .expect("delay");
+    let runs = python_runs(&queue, 1, "the Python worker to run the next").await;
+    worker.start_kill().expect("stop the Python worker");
+    let _ = worker.wait().await;
+    assert_eq!(runs[0]["mobile"], "1350000003", "one run each: {runs:?}");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    assert!(
+        !log_text.contains("Failed to"),
+        "the Python worker took the delayed-delivery objects as declared: {log_text}"
+    );
 }

@@ -16,6 +16,16 @@ use serde_json::{Map, Number, Value, json};
 /// Headers celeriac's RabbitMQ broker adds for itself; not part of the task's headers.
 const OWN_HEADERS: [&str; 1] = [crate::link::DELIVERIES_HEADER];
 
+/// Whether header `name` is the broker's bookkeeping rather than the task's: celeriac's own, or
+/// RabbitMQ's dead-lettering record (`x-death` …), which a delayed message gathers at every level
+/// of the delayed delivery it passes through.
+fn bookkeeping(name: &str) -> bool {
+    OWN_HEADERS.contains(&name)
+        || name == "x-death"
+        || name.starts_with("x-first-death-")
+        || name.starts_with("x-last-death-")
+}
+
 /// The body and properties Celery publishes for `payload`, if it is kombu's envelope around a
 /// task message; `None` otherwise (it is then published as it is).
 pub(crate) fn to_amqp(payload: &[u8]) -> Option<(Vec<u8>, BasicProperties)> {
@@ -95,7 +105,7 @@ pub(crate) fn from_parts(
     }
     let mut json_headers = Map::new();
     for (name, value) in headers.inner() {
-        if !OWN_HEADERS.contains(&name.as_str()) {
+        if !bookkeeping(name.as_str()) {
             json_headers.insert(name.to_string(), json_value(value));
         }
     }
@@ -231,6 +241,38 @@ mod tests {
         // What is not Celery's envelope goes out as it is.
         assert!(to_amqp(b"\x05binary").is_none());
         assert!(to_amqp(br#"{"body": "e30=", "headers": {}}"#).is_none());
+    }
+
+    #[test]
+    fn rabbitmqs_dead_lettering_record_is_not_a_task_header() {
+        let mut headers = FieldTable::default();
+        headers.insert("task".into(), AMQPValue::LongString("tasks.add".into()));
+        headers.insert("id".into(), AMQPValue::LongString("1".into()));
+        headers.insert("x-custom".into(), AMQPValue::LongString("v".into()));
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(FieldTable::default())].into()),
+        );
+        headers.insert(
+            "x-first-death-queue".into(),
+            AMQPValue::LongString("celery_delayed_2".into()),
+        );
+        headers.insert(
+            "x-last-death-reason".into(),
+            AMQPValue::LongString("expired".into()),
+        );
+        let properties = BasicProperties::default().with_headers(headers);
+        let envelope = from_parts(
+            &properties,
+            b"[[], {}, {}]",
+            "celery_delayed_delivery",
+            7,
+            "q",
+        )
+        .expect("a Celery message");
+        let envelope: Value = serde_json::from_slice(&envelope).unwrap();
+        let names: Vec<&String> = envelope["headers"].as_object().unwrap().keys().collect();
+        assert_eq!(names, ["id", "task", "x-custom"]);
     }
 
     #[test]

@@ -19,6 +19,14 @@ pub(crate) struct Settings {
     pub(crate) queue_type: QueueType,
 }
 
+impl Settings {
+    /// Whether delays use Celery's native delayed delivery (Celery's format on quorum queues, as
+    /// Celery ≥ 5.5 does) instead of celeriac's wait queues.
+    pub(crate) fn native_delays(&self) -> bool {
+        self.celery_format && self.queue_type == QueueType::Quorum
+    }
+}
+
 /// The kind of RabbitMQ queue celeriac declares for tasks (and for their dead letters), chosen
 /// with [`AmqpBrokerBuilder::queue_type`](crate::AmqpBrokerBuilder::queue_type) or the URL's
 /// `?queue_type=classic|quorum`.

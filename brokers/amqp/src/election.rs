@@ -43,7 +43,7 @@ const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use celeriac::amqp::AmqpElection;
+/// use celeriac_amqp::AmqpElection;
 ///
 /// # async fn run(app: celeriac::App) -> Result<(), celeriac::Error> {
 /// let election = AmqpElection::new("amqp://guest:guest@127.0.0.1:5672/%2f", "beat")

@@ -24,6 +24,8 @@
 //!   queues (10 ms steps below 1 s, 100 ms below 10 s, 1 s below 100 s, then 0.5 %); idle wait queues
 //!   delete themselves after ten minutes. A message waits at most 30 days at a time (RabbitMQ refuses
 //!   TTLs over 10 years): one due later comes back early and a worker sends it back to wait.
+//!   Celery's format on quorum queues uses Celery's native delayed delivery instead (see
+//!   [`AmqpBrokerBuilder::queue_type`]), which Python's workers and producers share.
 //! - **Hostile headers.** lapin's parser recurses through nested header tables without a limit, so
 //!   the connection is read through a transport that checks each message's headers first, without
 //!   recursion: headers nested deeper than 64 levels or malformed are replaced by one header with
@@ -55,6 +57,7 @@ mod celery;
 mod config;
 mod consumer;
 mod dead;
+mod delayed;
 mod election;
 mod error;
 mod events;
@@ -251,8 +254,11 @@ impl AmqpBrokerBuilder {
     /// cluster — as Celery ≥ 5.5 declares them with `task_default_queue_type = "quorum"`, so both
     /// languages declare a shared queue alike. Quorum queues take no
     /// [`max_priority`](Self::max_priority) (connecting with both is an error); consumers use
-    /// per-consumer prefetch, which quorum queues require. Delayed messages still wait in
-    /// celeriac's wait queues, which dead-letter into the quorum queue when due. Redeliveries are
+    /// per-consumer prefetch, which quorum queues require. Delayed messages wait in celeriac's
+    /// wait queues, which dead-letter into the quorum queue when due — or, with
+    /// [`celery_format`](Self::celery_format), in Celery's native delayed delivery (the quorum
+    /// queues `celery_delayed_27` … `celery_delayed_0`, declared as Celery ≥ 5.5 declares them;
+    /// delays in whole seconds, rounded up). Redeliveries are
     /// counted against [`max_deliveries`](Self::max_deliveries) as on classic queues, in a copy
     /// republished to the tail (not by RabbitMQ's `x-delivery-count`, which also counts messages
     /// bounced unrun at the head of the queue while a restarted broker cuts consumers off), and
@@ -414,14 +420,16 @@ impl Broker for AmqpBroker {
             .map(|(message, route)| {
                 if let Some(Some((body, properties))) = celery.next() {
                     return Publication {
-                        queue: route,
+                        exchange: route.exchange,
+                        queue: &route.key,
                         payload: body,
                         properties: std::mem::take(properties),
                     };
                 }
                 let properties = lapin::BasicProperties::default();
                 Publication {
-                    queue: route,
+                    exchange: route.exchange,
+                    queue: &route.key,
                     payload: &message.payload,
                     properties: match message.priority {
                         Some(priority) => properties.with_priority(priority.min(9)),
@@ -442,6 +450,10 @@ impl Broker for AmqpBroker {
     }
 
     async fn stats(&self, queue: &str) -> Result<QueueStats, BrokerError> {
+        // Declared as a publish declares it (bindings too: a delayed message Python sends before
+        // any celeriac worker started reaches the queue).
+        let link = self.shared.link().await?;
+        self.shared.declare(&link, link.declarer(), queue).await?;
         let mut stats = QueueStats::default();
         for shard in topology::shards(queue, self.shared.settings.shards) {
             stats.ready += self

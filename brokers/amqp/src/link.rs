@@ -22,6 +22,7 @@ use lapin::{
 use celeriac_core::RedactedUrl;
 
 use crate::config::{DEFAULT_FRAME_MAX, MIN_FRAME_MAX, Settings};
+use crate::delayed;
 use crate::error::{bounded, from_lapin};
 use crate::topology::{self, dead_queue, wait_queue};
 use crate::transport;
@@ -38,6 +39,9 @@ const CHUNK_MIN: usize = 64;
 
 /// A message to publish on the publishing channel.
 pub(crate) struct Publication<'a> {
+    /// The exchange it goes to: `""` (the default exchange) for a queue named by `queue`.
+    pub(crate) exchange: &'a str,
+    /// The routing key: the queue's name on the default exchange.
     pub(crate) queue: &'a str,
     pub(crate) payload: &'a [u8],
     /// Its properties; it is sent persistent whatever they say.
@@ -54,9 +58,28 @@ impl<'a> Publication<'a> {
             properties.with_headers(headers)
         };
         Self {
+            exchange: "",
             queue,
             payload,
             properties,
+        }
+    }
+}
+
+/// Where a message is published: an exchange and a routing key.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Route {
+    /// `""` for the default exchange, which routes by queue name.
+    pub(crate) exchange: &'static str,
+    pub(crate) key: String,
+}
+
+impl Route {
+    /// Straight to the queue `queue`.
+    fn queue(queue: String) -> Self {
+        Self {
+            exchange: "",
+            key: queue,
         }
     }
 }
@@ -73,7 +96,7 @@ pub(crate) struct Link {
 
 impl Link {
     /// The channel that declares queues.
-    fn declarer(&self) -> &Channel {
+    pub(crate) fn declarer(&self) -> &Channel {
         &self.publishers[0]
     }
 
@@ -300,6 +323,10 @@ impl Shared {
             )
             .await?;
         }
+        if self.settings.native_delays() {
+            self.declare_delayed_delivery(link, channel).await?;
+            delayed::bind_queue(channel, queue, timeout).await?;
+        }
         bounded(
             "declare dead-letter queue",
             timeout,
@@ -311,6 +338,20 @@ impl Shared {
         )
         .await?;
         lock(&link.declared).insert(queue.to_owned());
+        Ok(())
+    }
+
+    /// Declares Celery's delayed-delivery levels on `channel` (once per link).
+    async fn declare_delayed_delivery(
+        &self,
+        link: &Link,
+        channel: &Channel,
+    ) -> Result<(), BrokerError> {
+        if lock(&link.declared).contains(delayed::DELIVERY_EXCHANGE) {
+            return Ok(());
+        }
+        delayed::declare_levels(channel, self.timeout()).await?;
+        lock(&link.declared).insert(delayed::DELIVERY_EXCHANGE.to_owned());
         Ok(())
     }
 
@@ -360,23 +401,32 @@ impl Shared {
         *count = count.saturating_add_signed(delta);
     }
 
-    /// Where a message for `queue` goes: the queue itself (or its next shard), or the wait queue for
-    /// its delay (which dead-letters into the queue itself).
+    /// Where a message for `queue` goes: the queue itself (or its next shard), or, delayed, the
+    /// wait queue for its delay (which dead-letters into the queue itself) — or Celery's native
+    /// delayed delivery, for Celery's format on quorum queues.
     pub(crate) async fn route(
         &self,
         link: &Link,
         queue: &str,
         not_before: Option<SystemTime>,
-    ) -> Result<String, BrokerError> {
+    ) -> Result<Route, BrokerError> {
         self.declare(link, link.declarer(), queue).await?;
         let delay = not_before.and_then(|at| at.duration_since(SystemTime::now()).ok());
-        match delay.filter(|delay| *delay >= Duration::from_millis(5)) {
-            Some(delay) => {
-                self.declare_wait(link, queue, topology::quantize(delay))
-                    .await
-            }
-            None => Ok(self.next_shard(queue)),
+        let Some(delay) = delay.filter(|delay| *delay >= Duration::from_millis(5)) else {
+            return Ok(Route::queue(self.next_shard(queue)));
+        };
+        if self.settings.native_delays()
+            && let Some(key) = delayed::routing_key(delay, queue)
+        {
+            return Ok(Route {
+                exchange: delayed::FIRST_EXCHANGE,
+                key,
+            });
         }
+        let wait = self
+            .declare_wait(link, queue, topology::quantize(delay))
+            .await?;
+        Ok(Route::queue(wait))
     }
 
     /// The shard of `queue` the next message goes to, in turn.
@@ -446,7 +496,7 @@ impl Shared {
                 "publish",
                 timeout,
                 publisher.basic_publish(
-                    ShortString::from(""),
+                    ShortString::from(publication.exchange),
                     ShortString::from(publication.queue),
                     BasicPublishOptions::default(),
                     publication.payload,
@@ -513,6 +563,7 @@ impl Shared {
             AMQPValue::LongLongInt(i64::from(deliveries)),
         );
         let publication = Publication {
+            exchange: "",
             queue,
             payload,
             properties: properties.with_headers(headers),
