@@ -28,6 +28,16 @@ async fn ccp_send_sms_code(mobile: String, sms_code: String) -> Result<i32, Task
     Ok(0)
 }
 
+/// Whether the Rust task ran for `mobile`.
+fn ran_for(mobile: &str) -> bool {
+    RAN.lock().unwrap().iter().any(|(ran, _)| ran == mobile)
+}
+
+/// Waits (30 s at most) until the Rust task ran for `mobile`.
+async fn rust_ran(mobile: &str, what: &str) {
+    eventually(Duration::from_secs(30), what, || async { ran_for(mobile) }).await;
+}
+
 /// The shop's app in Celery's format on the tests' RabbitMQ, with Celery's Redis result backend.
 fn sms_app(queue: &str) -> App {
     sms_app_with_results(queue, &redis_url())
@@ -70,17 +80,7 @@ async fn python_delay_runs_on_a_rust_worker_over_rabbitmq() {
     )
     .await;
     assert_eq!(lines[2]["result"], 0, "{lines:?}");
-    eventually(
-        Duration::from_secs(30),
-        "the countdown task to run",
-        || async {
-            RAN.lock()
-                .unwrap()
-                .iter()
-                .any(|(mobile, _)| mobile == "1370000002")
-        },
-    )
-    .await;
+    rust_ran("1370000002", "the countdown task to run").await;
     let report = running.stop().await;
     let mut ran: Vec<_> = RAN
         .lock()
@@ -292,12 +292,7 @@ async fn hostile_celery_messages_on_rabbitmq_are_dead_lettered_with_the_reason()
         .await
         .expect("the worker runs");
     assert_eq!((report.succeeded, report.dead_lettered), (1, 5));
-    assert!(
-        RAN.lock()
-            .unwrap()
-            .iter()
-            .any(|(mobile, _)| mobile == "1360000002")
-    );
+    assert!(ran_for("1360000002"));
     let dead = app
         .broker()
         .dead_letters(&queue, 10)
@@ -357,17 +352,7 @@ async fn quorum_queues_are_shared_with_python() {
         json!([{"args": ["1340000001", "111111"]}]),
     )
     .await;
-    eventually(
-        Duration::from_secs(30),
-        "the Rust worker to run it",
-        || async {
-            RAN.lock()
-                .unwrap()
-                .iter()
-                .any(|(mobile, _)| mobile == "1340000001")
-        },
-    )
-    .await;
+    rust_ran("1340000001", "the Rust worker to run it").await;
     running.stop().await;
 
     // Rust sends, Python runs.
@@ -438,17 +423,7 @@ async fn quorum_countdowns_wait_in_celerys_native_delayed_delivery() {
         sent.elapsed()
     );
     let running = BackgroundWorker::start(app.worker().build().expect("worker"));
-    eventually(
-        Duration::from_secs(30),
-        "the Rust worker to run it",
-        || async {
-            RAN.lock()
-                .unwrap()
-                .iter()
-                .any(|(mobile, _)| mobile == "1350000001")
-        },
-    )
-    .await;
+    rust_ran("1350000001", "the Rust worker to run it").await;
     running.stop().await;
 
     // Rust sends with a countdown; a Python worker runs it once, when due.

@@ -39,6 +39,15 @@ fn level_name(level: u32) -> String {
     format!("celery_delayed_{level}")
 }
 
+/// Where level `level` passes a message on: the next level's exchange, or after level 0 the
+/// delivery exchange.
+fn next_exchange(level: u32) -> String {
+    match level {
+        0 => DELIVERY_EXCHANGE.to_owned(),
+        _ => level_name(level - 1),
+    }
+}
+
 /// `count` topic wildcards for one word each, each followed by a dot.
 fn any_words(count: u32) -> String {
     "*.".repeat(count as usize)
@@ -76,11 +85,7 @@ pub(crate) fn delivery_binding(queue: &str) -> String {
 /// The arguments of level `level`'s queue, as kombu declares them (Python's integers are sent as
 /// 32-bit when they fit, else 64-bit, by py-amqp).
 fn level_arguments(level: u32) -> FieldTable {
-    let next = if level == 0 {
-        DELIVERY_EXCHANGE.to_owned()
-    } else {
-        level_name(level - 1)
-    };
+    let next = next_exchange(level);
     let ttl = (1i64 << level) * 1000;
     let ttl = i32::try_from(ttl).map_or(AMQPValue::LongLongInt(ttl), AMQPValue::LongInt);
     let text = |value: &str| AMQPValue::LongString(LongString::from(value));
@@ -161,11 +166,7 @@ pub(crate) async fn declare_levels(
     )
     .await?;
     for level in (0..BITS).rev() {
-        let next = if level == 0 {
-            DELIVERY_EXCHANGE.to_owned()
-        } else {
-            level_name(level - 1)
-        };
+        let next = next_exchange(level);
         bounded(
             "bind delayed-delivery exchanges",
             timeout,
