@@ -13,6 +13,8 @@
     python canvas.py chord_mixed  chord(add.s(i, 100) for i in range(6))(xsum.s()), the members
                                   alternately on INTEROP_QUEUE and INTEROP_PY_QUEUE, the callback
                                   on INTEROP_PY_QUEUE
+    python canvas.py result       AsyncResult(INTEROP_RESULT_ID).get(timeout=30): a result a Rust
+                                  app waits for too
 
 Prints one JSON line: the results it waited for.
 """
@@ -23,7 +25,7 @@ import sys
 
 from celery import chain, chord, group
 
-from interop import add, mul, note_failure, xsum
+from interop import add, app, mul, note_failure, xsum
 
 what = sys.argv[1]
 if what == "chain":
@@ -66,6 +68,8 @@ elif what == "chord_mixed":
     ]
     result = chord(header)(xsum.s().set(queue=python_queue))
     out = {"sum": result.get(timeout=30)}
+elif what == "result":
+    out = {"result": app.AsyncResult(os.environ["INTEROP_RESULT_ID"]).get(timeout=30)}
 else:
     sys.exit(f"unknown workflow {what}")
 print(json.dumps(out), flush=True)

@@ -170,3 +170,84 @@ async fn an_app_in_celery_s_format_sends_kombu_s_envelope_and_retries_in_it() {
     assert_eq!(sent.get().await.expect("a result"), 5);
     assert_eq!(retried.get().await.expect("a result"), 70);
 }
+
+#[celeriac::task(name = "tasks.xsum")]
+async fn xsum(numbers: Vec<u64>) -> Result<u64, std::io::Error> {
+    Ok(numbers.iter().sum())
+}
+
+/// A chord built in Rust by an app in Celery's format travels as Celery's producer sends one: its
+/// size is kept by the result backend, under a group id of its own that each member carries in
+/// `group`/`group_index`, and each member's `embed.chord` is the callback's signature, with the
+/// chord's id as its `task_id`. The app's own worker joins it and sends the callback once.
+#[tokio::test(start_paused = true)]
+async fn a_chord_built_in_rust_travels_in_celery_s_format() {
+    use celeriac::canvas::{chord, group};
+
+    let app = App::builder()
+        .broker(MemoryBroker::new())
+        .default_queue(QUEUE)
+        .celery_compat()
+        .register::<add>()
+        .register::<xsum>()
+        .build()
+        .expect("the app builds");
+    let members = group((1..=3).map(|n| add::s(n, n)));
+    let summed = chord(members, xsum::partial())
+        .delay(&app)
+        .await
+        .expect("sent");
+
+    let mut deliveries = app
+        .broker()
+        .consume(&[QUEUE.to_owned()], ConsumeOptions::default())
+        .await
+        .expect("consume");
+    let (mut groups, mut indexes, mut held) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let delivery = deliveries.next().await.expect("a delivery").expect("ok");
+        let message: Value = serde_json::from_slice(delivery.payload()).expect("JSON");
+        let headers = &message["headers"];
+        assert_eq!(headers["task"], json!("tasks.add"));
+        indexes.push(headers["group_index"].as_u64().expect("a group index"));
+        let group: TaskId = headers["group"]
+            .as_str()
+            .and_then(|group| group.parse().ok())
+            .expect("a member names its group");
+        assert_ne!(group, summed.id(), "the group's id is not the callback's");
+        groups.push(group);
+        let body = base64_body(&message);
+        assert_eq!(body[2]["chord"]["task"], json!("tasks.xsum"));
+        assert_eq!(
+            body[2]["chord"]["options"]["task_id"],
+            json!(summed.id().to_string())
+        );
+        held.push(delivery);
+    }
+    for delivery in held {
+        delivery.requeue().await.expect("requeued");
+    }
+    indexes.sort_unstable();
+    assert_eq!(indexes, [0, 1, 2]);
+    drop(deliveries);
+    assert!(
+        groups.windows(2).all(|pair| pair[0] == pair[1]),
+        "one group"
+    );
+
+    let report = celeriac::testing::run_until_idle(&app)
+        .await
+        .expect("the worker runs");
+    assert_eq!(report.succeeded, 4, "three members and the callback, once");
+    assert_eq!(summed.get().await.expect("a result"), 12);
+}
+
+/// The `[args, kwargs, embed]` body of kombu's envelope `message`.
+fn base64_body(message: &Value) -> Value {
+    use base64::Engine as _;
+    let body = message["body"].as_str().expect("a body");
+    let body = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .expect("base64");
+    serde_json::from_slice(&body).expect("a JSON body")
+}

@@ -1,11 +1,13 @@
 //! Chords built in Python (Celery 5.7) whose members run on Rust workers, alone or beside Python
 //! workers: the members are joined in Celery's Redis keys (`celery-taskset-meta-<group>.j` …),
 //! so each language's members count, the callback is sent once, in Celery's format, to whichever
-//! worker serves its queue, and a failed member fails the chord as Celery reports it.
+//! worker serves its queue, and a failed member fails the chord as Celery reports it. And chords
+//! built in Rust, sent in Celery's format, whose members and callback Python workers run too.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
+use celeriac::canvas::{chord, group};
 use celeriac::{App, AsyncResult, TaskError, TaskId};
 use celeriac_tests::harness::{BackgroundWorker, require_python_celery, unique_queue};
 use celeriac_tests::python_celery::{celery_app_with_results, python_canvas, python_worker};
@@ -113,6 +115,60 @@ async fn a_chords_members_in_both_languages_join_as_one() {
         assert!(added.contains(&rust_member), "{added:?}");
     }
     for python_member in [(1, 100), (3, 100), (5, 100)] {
+        assert!(
+            !added.contains(&python_member),
+            "a Python member ran on Rust: {added:?}"
+        );
+    }
+    assert!(
+        !SUMMED
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|numbers| numbers.len() == 6),
+        "the callback ran on the Python worker"
+    );
+}
+
+/// A chord built in Rust by an app in Celery's format: its size is in Celery's keys before its
+/// members go out, so its members, alternately on the Rust worker and on a Python one, join as
+/// one; the callback runs once, on Python, with the six results in group order; and Rust's typed
+/// `get()` and Python's `AsyncResult.get()` both read its sum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chord_built_in_rust_runs_across_languages() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("rs_chord");
+    let python_queue = unique_queue("rs_chord_python");
+    let mut python_side = python_worker(&python, &python_queue, "solo", &[], &[]);
+    let (app, running) = rust_worker(&queue);
+    let members = group((0..6).map(|i| {
+        let member = add::s(i, 1000);
+        if i % 2 == 1 {
+            member.queue(python_queue.clone())
+        } else {
+            member
+        }
+    }));
+    let summed = chord(members, xsum::partial().queue(python_queue.clone()))
+        .delay(&app)
+        .await
+        .expect("the chord is sent");
+    let sum = summed.get_timeout(Duration::from_secs(30)).await;
+    let id = summed.id().to_string();
+    let python_reads =
+        python_canvas(&python, &queue, "result", &[("INTEROP_RESULT_ID", &id)]).await;
+    running.stop().await;
+    python_side.start_kill().expect("stop the Python worker");
+    let _ = python_side.wait().await;
+    assert_eq!(sum.expect("the chord's sum"), 6015);
+    assert_eq!(python_reads, json!({"result": 6015}));
+    let added = ADDED.lock().unwrap().clone();
+    for rust_member in [(0, 1000), (2, 1000), (4, 1000)] {
+        assert!(added.contains(&rust_member), "{added:?}");
+    }
+    for python_member in [(1, 1000), (3, 1000), (5, 1000)] {
         assert!(
             !added.contains(&python_member),
             "a Python member ran on Rust: {added:?}"

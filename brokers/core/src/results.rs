@@ -224,6 +224,34 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
         false
     }
 
+    /// Keeps the size of chord `chord` for `ttl`, before its members are sent, for a backend that
+    /// keeps chord sizes itself as Celery's does (its members then carry size `0`, and
+    /// [`join_chord`](Self::join_chord) reads the size kept here). Returns whether it kept it; the
+    /// default keeps nothing and answers `false`: the members carry their chord's size.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use celeriac_core::{ChordJoin, ChordPart, MemoryResultBackend, ResultBackend};
+    ///
+    /// let backend = MemoryResultBackend::new();
+    /// let ttl = Duration::from_secs(60);
+    /// assert!(backend.keep_chord_size("chord", 2, ttl).await?);
+    /// let join = |index, id| backend.join_chord(ChordPart::new("chord", index, 0, id), "1".into(), ttl);
+    /// assert_eq!(join(0, "a").await?, ChordJoin::Waiting);
+    /// assert!(matches!(join(1, "b").await?, ChordJoin::Complete(outputs) if outputs.len() == 2));
+    /// # Ok::<(), celeriac_core::BrokerError>(()) }).unwrap();
+    /// ```
+    async fn keep_chord_size(
+        &self,
+        chord: &str,
+        size: u32,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let _ = (chord, size, ttl);
+        Ok(false)
+    }
+
     /// Records the output of chord member `part`, kept for `ttl`, in one atomic step, and says
     /// whether the caller is to send the chord's callback.
     ///

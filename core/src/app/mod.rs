@@ -322,6 +322,14 @@ impl App {
         })
     }
 
+    /// Whether this app sends Celery's messages ([`AppBuilder::celery_compat`]).
+    pub(crate) fn celery_wire(&self) -> bool {
+        #[cfg(feature = "celery")]
+        return self.inner.celery_wire;
+        #[cfg(not(feature = "celery"))]
+        false
+    }
+
     /// An envelope's bytes, in the format this app sends: celeriac's own, or Celery's (see
     /// [`AppBuilder::celery_compat`]).
     pub(crate) fn encode_envelope(&self, envelope: &Envelope) -> Result<Vec<u8>, CodecError> {

@@ -260,15 +260,16 @@ impl<T> Chord<T> {
             app.publish(message).await?;
             return Ok(result);
         }
+        let (chord, member_size) = joined_as(app, &callback.step.task, id, size).await?;
         let mut messages = Vec::with_capacity(self.members.len());
         for (index, mut member) in (0..size).zip(self.members) {
             member.id();
             let link = member.into_chain_link(app)?;
             let rest = Workflow {
                 chord: Some(ChordMember {
-                    chord: id,
+                    chord,
                     index,
-                    size,
+                    size: member_size,
                     callback: callback.clone(),
                     link_error: link_error.clone(),
                 }),
@@ -279,6 +280,40 @@ impl<T> Chord<T> {
         app.publish_all(messages).await?;
         Ok(result)
     }
+}
+
+/// The id a chord of `size` members whose callback is `callback` is joined under, and the size its
+/// members carry. celeriac's messages carry the size, and the chord is joined under its callback's
+/// id. Celery's messages cannot: as Celery's producer does, the result backend is given the size
+/// first, under a new group id that the members carry as their `group` header, and they carry
+/// size 0.
+async fn joined_as(
+    app: &App,
+    task: &str,
+    callback: TaskId,
+    size: u32,
+) -> Result<(TaskId, u32), EnqueueError> {
+    let Some(backend) = app.result_backend().filter(|_| app.celery_wire()) else {
+        return Ok((callback, size));
+    };
+    let group = TaskId::new();
+    let kept = backend
+        .keep_chord_size(&group.to_string(), size, app.result_expires())
+        .await
+        .map_err(|source| EnqueueError::Broker {
+            task: task.to_owned(),
+            source,
+        })?;
+    if !kept {
+        return Err(EnqueueError::InvalidOptions {
+            task: task.to_owned(),
+            reason: format!(
+                "a chord in Celery's format needs a result backend that keeps chord sizes as Celery's does (`redis://` or `memory://`); the app's is {}",
+                ResultBackend::system(&**backend)
+            ),
+        });
+    }
+    Ok((group, 0))
 }
 
 impl<T> fmt::Debug for Chord<T> {

@@ -107,7 +107,7 @@ pub(super) fn to_embed(workflow: &Workflow) -> Result<(Value, Option<GroupPlace>
     let (chord, group) = match &workflow.chord {
         // Only Celery's chords (whose size the result backend keeps) travel in Celery's format.
         Some(member) if member.size == 0 => (
-            link_signature(&member.callback)?,
+            chord_callback_signature(member)?,
             Some(GroupPlace {
                 group: member.chord,
                 index: Some(member.index),
@@ -127,6 +127,22 @@ pub(super) fn to_embed(workflow: &Workflow) -> Result<(Value, Option<GroupPlace>
         "chord": chord,
     });
     Ok((embed, group))
+}
+
+/// A chord's callback as a signature; the chord's error callbacks are its `link_error`, as
+/// Celery keeps them (`chord.link_error` links them to the body), once each.
+fn chord_callback_signature(member: &ChordMember) -> Result<Value, CeleryError> {
+    let mut callback = member.callback.clone();
+    for errback in &member.link_error {
+        if !callback
+            .link_error
+            .iter()
+            .any(|known| known.id == errback.id)
+        {
+            callback.link_error.push(errback.clone());
+        }
+    }
+    link_signature(&callback)
 }
 
 /// A chain's step as a signature, with its own `link` and `link_error`.
@@ -404,6 +420,25 @@ mod chord_tests {
         assert_eq!(
             back["chord"]["options"]["link_error"][0]["task"],
             "tasks.note_failure"
+        );
+        assert_eq!(
+            back["chord"]["options"]["link_error"]
+                .as_array()
+                .map(Vec::len),
+            Some(1),
+            "the chord's error callbacks are its callback's, once"
+        );
+        // A chord celeriac built keeps its error callbacks apart from its callback's: Celery's
+        // message holds both on the callback.
+        let mut built = workflow.clone();
+        let chord = built.chord.as_mut().unwrap();
+        chord.callback.link_error.clear();
+        chord.link_error[0].task = "tasks.alert".into();
+        chord.link_error[0].id = TaskId::new();
+        let (sent, _) = to_embed(&built).unwrap();
+        assert_eq!(
+            sent["chord"]["options"]["link_error"][0]["task"],
+            "tasks.alert"
         );
         // Without `group_index`, it cannot be joined.
         let unplaced = GroupPlace { group, index: None };

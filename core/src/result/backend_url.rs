@@ -180,6 +180,16 @@ impl<B: ResultBackend + Clone> ResultBackend for LazyRedis<B> {
         self.joins_chords
     }
 
+    async fn keep_chord_size(
+        &self,
+        chord: &str,
+        size: u32,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        let backend = self.backend.connected().await?;
+        backend.keep_chord_size(chord, size, ttl).await
+    }
+
     async fn join_chord(
         &self,
         part: super::ChordPart<'_>,

@@ -22,7 +22,21 @@ struct Chord {
     fired: bool,
     /// The member whose failure failed the chord first.
     failed_by: Option<u32>,
+    /// The size its sender kept here (Celery's chords, whose members carry size 0).
+    kept_size: Option<u32>,
     expires: Instant,
+}
+
+impl Chord {
+    fn new(expires: Instant) -> Self {
+        Self {
+            outputs: BTreeMap::new(),
+            fired: false,
+            failed_by: None,
+            kept_size: None,
+            expires,
+        }
+    }
 }
 
 impl Chords {
@@ -32,19 +46,12 @@ impl Chords {
             self.chords.retain(|_, chord| chord.expires > now);
             self.swept_at = self.chords.len();
         }
-        let chord = self.chords.entry(id.to_owned()).or_insert_with(|| Chord {
-            outputs: BTreeMap::new(),
-            fired: false,
-            failed_by: None,
-            expires: now + ttl,
-        });
+        let chord = self
+            .chords
+            .entry(id.to_owned())
+            .or_insert_with(|| Chord::new(now + ttl));
         if chord.expires <= now {
-            *chord = Chord {
-                outputs: BTreeMap::new(),
-                fired: false,
-                failed_by: None,
-                expires: now + ttl,
-            };
+            *chord = Chord::new(now + ttl);
         }
         chord.expires = now + ttl;
         chord
@@ -59,6 +66,9 @@ impl Chords {
         ttl: Duration,
     ) -> ChordJoin {
         let chord = self.entry(id, ttl);
+        let Some(size) = Some(size).filter(|size| *size != 0).or(chord.kept_size) else {
+            return ChordJoin::Failed(crate::UNSIZED_CHORD.to_owned());
+        };
         let added = !chord.outputs.contains_key(&member);
         if added {
             chord.outputs.insert(member, output);
@@ -71,6 +81,11 @@ impl Chords {
         } else {
             ChordJoin::Waiting
         }
+    }
+
+    /// Keeps chord `id`'s size, for members that carry size 0.
+    pub(super) fn keep_size(&mut self, id: &str, size: u32, ttl: Duration) {
+        self.entry(id, ttl).kept_size = Some(size);
     }
 
     pub(super) fn fired(&mut self, id: &str, ttl: Duration) {
@@ -112,6 +127,22 @@ mod tests {
         ));
         chords.fired("c", TTL);
         assert_eq!(chords.join("c", 2, 3, out(2), TTL), ChordJoin::Waiting);
+    }
+
+    #[test]
+    fn a_kept_size_joins_members_of_size_zero() {
+        let mut chords = Chords::default();
+        let out = |n: u8| Bytes::from(vec![n]);
+        assert!(matches!(
+            chords.join("unsized", 0, 0, out(0), TTL),
+            ChordJoin::Failed(reason) if reason == crate::UNSIZED_CHORD
+        ));
+        chords.keep_size("c", 2, TTL);
+        assert_eq!(chords.join("c", 1, 0, out(1), TTL), ChordJoin::Waiting);
+        assert_eq!(
+            chords.join("c", 0, 0, out(0), TTL),
+            ChordJoin::Complete(vec![out(0), out(1)])
+        );
     }
 
     #[test]

@@ -222,15 +222,22 @@ impl ResultBackend for MemoryResultBackend {
         true
     }
 
+    async fn keep_chord_size(
+        &self,
+        chord: &str,
+        size: u32,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        self.chords().keep_size(chord, size, ttl);
+        Ok(true)
+    }
+
     async fn join_chord(
         &self,
         part: ChordPart<'_>,
         output: Bytes,
         ttl: Duration,
     ) -> Result<ChordJoin, BrokerError> {
-        if part.size == 0 {
-            return Ok(ChordJoin::Failed(crate::UNSIZED_CHORD.to_owned()));
-        }
         Ok(self
             .chords()
             .join(part.chord, part.index, part.size, output, ttl))

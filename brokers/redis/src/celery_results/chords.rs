@@ -85,6 +85,30 @@ impl CeleryResultBackend {
         Ok(joined)
     }
 
+    /// Keeps chord `chord`'s size before its members are sent, as Celery's producer does
+    /// (`set_chord_size`): its members carry none, and the join counts up to this.
+    pub(super) async fn keep_celery_chord_size(
+        &self,
+        chord: &str,
+        size: u32,
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        let key = |suffix: &str| self.group_key(chord, suffix);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .set_ex(key(".s"), size, ttl.as_secs().max(1))
+            .ignore()
+            .del(key(".c"))
+            .ignore();
+        let mut conn = self.inner.conn.clone();
+        bounded(
+            "keep_chord_size",
+            self.inner.timeout,
+            pipe.query_async(&mut conn),
+        )
+        .await
+    }
+
     /// Marks chord `chord`'s callback sent: its join's keys go, and late copies of members find
     /// it over.
     pub(super) async fn celery_chord_sent(&self, chord: &str) -> Result<(), BrokerError> {

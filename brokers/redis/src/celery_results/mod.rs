@@ -232,6 +232,17 @@ impl ResultBackend for CeleryResultBackend {
         true
     }
 
+    /// Writes `celery-taskset-meta-<chord>.s`, as Celery's producer does.
+    async fn keep_chord_size(
+        &self,
+        chord: &str,
+        size: u32,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        self.keep_celery_chord_size(chord, size, ttl).await?;
+        Ok(true)
+    }
+
     async fn join_chord(
         &self,
         part: ChordPart<'_>,
