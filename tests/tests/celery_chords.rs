@@ -110,24 +110,7 @@ async fn a_chords_members_in_both_languages_join_as_one() {
     python_side.start_kill().expect("stop the Python worker");
     let _ = python_side.wait().await;
     assert_eq!(mixed, json!({"sum": 615}));
-    let added = ADDED.lock().unwrap().clone();
-    for rust_member in [(0, 100), (2, 100), (4, 100)] {
-        assert!(added.contains(&rust_member), "{added:?}");
-    }
-    for python_member in [(1, 100), (3, 100), (5, 100)] {
-        assert!(
-            !added.contains(&python_member),
-            "a Python member ran on Rust: {added:?}"
-        );
-    }
-    assert!(
-        !SUMMED
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|numbers| numbers.len() == 6),
-        "the callback ran on the Python worker"
-    );
+    ran_alternately(100);
 }
 
 /// A chord built in Rust by an app in Celery's format: its size is in Celery's keys before its
@@ -164,22 +147,23 @@ async fn a_chord_built_in_rust_runs_across_languages() {
     let _ = python_side.wait().await;
     assert_eq!(sum.expect("the chord's sum"), 6015);
     assert_eq!(python_reads, json!({"result": 6015}));
+    ran_alternately(1000);
+}
+
+/// Asserts that, of the six members `add(i, y)`, the even ones ran on the Rust worker and the odd
+/// ones not, and that the callback (with all six results) did not run on Rust.
+fn ran_alternately(y: i64) {
     let added = ADDED.lock().unwrap().clone();
-    for rust_member in [(0, 1000), (2, 1000), (4, 1000)] {
-        assert!(added.contains(&rust_member), "{added:?}");
-    }
-    for python_member in [(1, 1000), (3, 1000), (5, 1000)] {
-        assert!(
-            !added.contains(&python_member),
-            "a Python member ran on Rust: {added:?}"
+    for i in 0..6 {
+        assert_eq!(
+            added.contains(&(i, y)),
+            i % 2 == 0,
+            "member ({i}, {y}) ran on Rust only if even: {added:?}"
         );
     }
+    let summed = SUMMED.lock().unwrap().clone();
     assert!(
-        !SUMMED
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|numbers| numbers.len() == 6),
-        "the callback ran on the Python worker"
+        !summed.iter().any(|numbers| numbers.len() == 6),
+        "the callback ran on the Python worker: {summed:?}"
     );
 }
