@@ -15,6 +15,10 @@
                                   on INTEROP_PY_QUEUE
     python canvas.py result       AsyncResult(INTEROP_RESULT_ID).get(timeout=30): a result a Rust
                                   app waits for too
+    python canvas.py group_saved  group(add.s(i, i) for i in range(5)) on INTEROP_QUEUE, saved
+                                  (GroupResult.save()) for Rust to restore
+    python canvas.py restore      GroupResult.restore(INTEROP_GROUP_ID).get(timeout=30): a group
+                                  Rust saved
 
 Prints one JSON line: the results it waited for.
 """
@@ -68,6 +72,17 @@ elif what == "chord_mixed":
     ]
     result = chord(header)(xsum.s().set(queue=python_queue))
     out = {"sum": result.get(timeout=30)}
+elif what == "group_saved":
+    members = group(add.s(i, i) for i in range(5)).apply_async()
+    members.save()
+    out = {
+        "id": members.id,
+        "ids": [member.id for member in members.results],
+        "results": members.get(timeout=30),
+    }
+elif what == "restore":
+    restored = app.GroupResult.restore(os.environ["INTEROP_GROUP_ID"])
+    out = {"results": None if restored is None else restored.get(timeout=30)}
 elif what == "result":
     out = {"result": app.AsyncResult(os.environ["INTEROP_RESULT_ID"]).get(timeout=30)}
 else:

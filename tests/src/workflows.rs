@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use celeriac::canvas::{Group, TaskFailure, chord, group};
+use celeriac::canvas::{Group, GroupResult, TaskFailure, chord, group};
 use celeriac::{App, AppBuilder, AsyncResult, ResultError, TaskId};
 use redis::aio::MultiplexedConnection;
 
@@ -234,6 +234,7 @@ pub async fn groups_and_chords(builder: AppBuilder, size: i64, chords: bool) {
     assert_eq!(sums.len(), size as usize);
     let outputs = sums.get_timeout(PATIENCE * 3).await.expect("every output");
     assert_eq!(outputs, (0..size).map(|n| 2 * n).collect::<Vec<_>>());
+    saved_groups_restore(&app, &sums, &outputs, chords).await;
 
     let callback_runs = key("chord");
     let members = group((0..size).map(|n| add::s(n, 1)));
@@ -256,6 +257,34 @@ pub async fn groups_and_chords(builder: AppBuilder, size: i64, chords: bool) {
     assert_eq!(nothing.get_timeout(PATIENCE).await.expect("zero"), 0);
     worker.stop().await;
     assert_eq!(runs(&callback_runs), 1, "the callback ran once");
+}
+
+/// A saved group restores by its id alone, with its members in order, until deleted; a backend
+/// that keeps nothing for others (`rpc://`, where `keeps` is false) refuses to save it.
+async fn saved_groups_restore(app: &App, sent: &GroupResult<i64>, outputs: &[i64], keeps: bool) {
+    let restore = || GroupResult::<i64>::restore(app, sent.id());
+    if !keeps {
+        let refused = sent.save().await.expect_err("refused");
+        assert!(
+            format!("{:?}", refused).contains("saved groups"),
+            "{refused:?}"
+        );
+        return;
+    }
+    assert!(restore().await.expect("restore").is_none(), "not saved yet");
+    sent.save().await.expect("saved");
+    let restored = restore().await.expect("restore").expect("kept");
+    assert_eq!(restored.id(), sent.id());
+    assert_eq!(
+        restored.ids().collect::<Vec<_>>(),
+        sent.ids().collect::<Vec<_>>()
+    );
+    assert_eq!(
+        restored.get_timeout(PATIENCE).await.expect("outputs"),
+        outputs
+    );
+    restored.delete().await.expect("deleted");
+    assert!(restore().await.expect("restore").is_none(), "deleted");
 }
 
 /// A chord whose members fail (two of them) runs its `link_error` once and never its callback; its

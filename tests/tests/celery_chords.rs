@@ -2,12 +2,13 @@
 //! workers: the members are joined in Celery's Redis keys (`celery-taskset-meta-<group>.j` …),
 //! so each language's members count, the callback is sent once, in Celery's format, to whichever
 //! worker serves its queue, and a failed member fails the chord as Celery reports it. And chords
-//! built in Rust, sent in Celery's format, whose members and callback Python workers run too.
+//! built in Rust, sent in Celery's format, whose members and callback Python workers run too; and
+//! groups one language saves (`celery-taskset-meta-<group>`) and the other restores.
 
 use std::sync::Mutex;
 use std::time::Duration;
 
-use celeriac::canvas::{chord, group};
+use celeriac::canvas::{GroupResult, chord, group};
 use celeriac::{App, AsyncResult, TaskError, TaskId};
 use celeriac_tests::harness::{BackgroundWorker, require_python_celery, unique_queue};
 use celeriac_tests::python_celery::{celery_app_with_results, python_canvas, python_worker};
@@ -166,4 +167,45 @@ fn ran_alternately(y: i64) {
         !summed.iter().any(|numbers| numbers.len() == 6),
         "the callback ran on the Python worker: {summed:?}"
     );
+}
+
+/// Saved groups cross languages: a group Python sends and saves (its members run on the Rust
+/// worker) restores in Rust by its id, typed, with Python's member ids in order; a group Rust
+/// sends in Celery's format and saves restores in Python, whose `get()` reads its results.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_groups_restore_across_languages() {
+    let Some(python) = require_python_celery() else {
+        return;
+    };
+    let queue = unique_queue("saved_group");
+    let (app, running) = rust_worker(&queue);
+    let python_saved = python_canvas(&python, &queue, "group_saved", &[]).await;
+    let id: TaskId = python_saved["id"]
+        .as_str()
+        .and_then(|id| id.parse().ok())
+        .expect("the group's id");
+    let restored = GroupResult::<i64>::restore(&app, id)
+        .await
+        .expect("restore")
+        .expect("Python saved the group");
+    let ids: Vec<String> = restored.ids().map(|id| id.to_string()).collect();
+    assert_eq!(json!(ids), python_saved["ids"]);
+    let outputs = restored.get_timeout(Duration::from_secs(30)).await;
+
+    let sent = group((0..4).map(|i| add::s(i, 10)))
+        .delay(&app)
+        .await
+        .expect("sent");
+    sent.save().await.expect("saved");
+    let group_id = sent.id().to_string();
+    let python_reads = python_canvas(
+        &python,
+        &queue,
+        "restore",
+        &[("INTEROP_GROUP_ID", &group_id)],
+    )
+    .await;
+    running.stop().await;
+    assert_eq!(outputs.expect("the outputs"), [0, 2, 4, 6, 8]);
+    assert_eq!(python_reads, json!({"results": [10, 11, 12, 13]}));
 }

@@ -387,6 +387,31 @@ impl ResultBackend for AmqpRpcBackend {
     async fn forget(&self, id: &str) -> Result<(), BrokerError> {
         self.inner.received.forget(id).await
     }
+
+    /// Refused, as Celery's `rpc://` refuses it: results go to their caller, so there is nowhere to
+    /// keep a group for another process.
+    async fn save_group(
+        &self,
+        _group: &str,
+        _members: &[String],
+        _ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        Err(self.no_saved_groups())
+    }
+
+    /// Refused, as [`save_group`](Self::save_group) is.
+    async fn restore_group(&self, _group: &str) -> Result<Option<Vec<String>>, BrokerError> {
+        Err(self.no_saved_groups())
+    }
+}
+
+impl AmqpRpcBackend {
+    fn no_saved_groups(&self) -> BrokerError {
+        BrokerError::Unsupported {
+            system: self.system(),
+            feature: "saved groups (results go to their caller only)",
+        }
+    }
 }
 
 impl fmt::Debug for AmqpRpcBackend {

@@ -218,6 +218,57 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
         self.store(id, result, ttl).await
     }
 
+    /// Keeps the ids of group `group`'s members, in order, for `ttl` (Celery's
+    /// `GroupResult.save()`), so that [`restore_group`](Self::restore_group) finds them by the
+    /// group's id alone. The default keeps them as a record of its own (under
+    /// `celeriac-group-<group>`) through [`store`](Self::store); what was kept first under an id
+    /// stays, a group's members never changing.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// use std::time::Duration;
+    /// use celeriac_core::{MemoryResultBackend, ResultBackend};
+    ///
+    /// let backend = MemoryResultBackend::new();
+    /// let members = ["a".to_owned(), "b".to_owned()];
+    /// backend.save_group("g", &members, Duration::from_secs(60)).await?;
+    /// assert_eq!(backend.restore_group("g").await?, Some(members.to_vec()));
+    /// assert_eq!(backend.restore_group("unknown").await?, None);
+    /// # Ok::<(), celeriac_core::BrokerError>(()) }).unwrap();
+    /// ```
+    async fn save_group(
+        &self,
+        group: &str,
+        members: &[String],
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        let record = StoredResult::new(ResultState::Success, members.join("\n"));
+        self.store(&group_record(group), record, ttl).await?;
+        Ok(())
+    }
+
+    /// The ids of group `group`'s members, as [`save_group`](Self::save_group) kept them; `None`
+    /// when none are kept (never saved, expired or forgotten).
+    async fn restore_group(&self, group: &str) -> Result<Option<Vec<String>>, BrokerError> {
+        let Some(record) = self.fetch(&group_record(group)).await? else {
+            return Ok(None);
+        };
+        let members = std::str::from_utf8(&record.body).map_err(|_| {
+            BrokerError::Invalid(format!("the members kept for group {group} are not text"))
+        })?;
+        Ok(Some(if members.is_empty() {
+            Vec::new()
+        } else {
+            members.split('\n').map(str::to_owned).collect()
+        }))
+    }
+
+    /// Deletes what [`save_group`](Self::save_group) kept for group `group` (Celery's
+    /// `GroupResult.delete()`); the members' own results stay.
+    async fn forget_group(&self, group: &str) -> Result<(), BrokerError> {
+        self.forget(&group_record(group)).await
+    }
+
     /// Whether this backend joins chords ([`join_chord`](Self::join_chord) and
     /// [`chord_fired`](Self::chord_fired)). The default is no.
     fn joins_chords(&self) -> bool {
@@ -301,6 +352,12 @@ pub trait ResultBackend: Send + Sync + fmt::Debug + 'static {
             feature: "chords",
         })
     }
+}
+
+/// The id under which the default [`ResultBackend::save_group`] keeps a group's members: never a
+/// task's id (those are UUIDs).
+fn group_record(group: &str) -> String {
+    format!("celeriac-group-{group}")
 }
 
 /// A chord member, as a result backend joins it.

@@ -75,21 +75,30 @@ impl<T> Group<T> {
 
     /// Sends every member in one batch. Each stores its result, whatever its task's
     /// `ignore_result` says: the [`GroupResult`] reads them.
+    ///
+    /// In Celery's format ([`AppBuilder::celery_compat`](crate::AppBuilder::celery_compat)) each
+    /// member carries the group's id and its place in it (the `group` and `group_index` headers),
+    /// as Celery's do.
     pub async fn delay(self, app: &App) -> Result<GroupResult<T>, EnqueueError> {
+        let group = TaskId::new();
         let mut ids = Vec::with_capacity(self.members.len());
         let mut messages = Vec::with_capacity(self.members.len());
-        for mut member in self.members {
+        for (index, mut member) in self.members.into_iter().enumerate() {
             ids.push(member.id());
             member.store_result = true;
             let link = member.into_chain_link(app)?;
-            messages.push(first_message(link, Workflow::default()));
+            #[cfg_attr(not(feature = "celery"), allow(unused_mut))]
+            let mut message = first_message(link, Workflow::default());
+            #[cfg(feature = "celery")]
+            if app.celery_wire() {
+                crate::celery::place_in_group(&mut message, group, index);
+            }
+            #[cfg(not(feature = "celery"))]
+            let _ = index;
+            messages.push(message);
         }
         app.publish_all(messages).await?;
-        let results = ids
-            .into_iter()
-            .map(|id| AsyncResult::new(app.clone(), id, None))
-            .collect();
-        Ok(GroupResult { results })
+        Ok(GroupResult::new(app, group, ids))
     }
 }
 
@@ -107,12 +116,61 @@ impl<T> fmt::Debug for Group<T> {
     }
 }
 
-/// The results of a sent [`Group`], in the order its members were added.
+/// The results of a sent [`Group`], in the order its members were added, under the group's id.
+///
+/// [`save`](Self::save) keeps the members' ids in the result backend, so that another process
+/// [`restore`](Self::restore)s the group by its id alone (Celery's `GroupResult.save()` and
+/// `GroupResult.restore(id)`; in Celery's format, on Redis, either language restores what the
+/// other saved).
+///
+/// ```
+/// use std::time::Duration;
+/// use celeriac::App;
+/// use celeriac::canvas::{GroupResult, group};
+///
+/// #[celeriac::task]
+/// async fn square(n: u64) -> Result<u64, std::io::Error> {
+///     Ok(n * n)
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let app = App::builder().broker_url("memory://group-result-doc").register::<square>().build()?;
+/// tokio::spawn(app.worker().build()?.run_until(std::future::pending()));
+///
+/// let sent = group((1..=3).map(square::s)).delay(&app).await?;
+/// sent.save().await?;
+/// // Later, wherever only the id travelled (a web handler's next request, say):
+/// let restored = GroupResult::<u64>::restore(&app, sent.id()).await?.expect("saved");
+/// assert_eq!(restored.ids().collect::<Vec<_>>(), sent.ids().collect::<Vec<_>>());
+/// assert_eq!(restored.get_timeout(Duration::from_secs(5)).await?, [1, 4, 9]);
+/// restored.delete().await?;
+/// assert!(GroupResult::<u64>::restore(&app, sent.id()).await?.is_none());
+/// # Ok(()) }
+/// ```
 pub struct GroupResult<T> {
+    id: TaskId,
+    app: App,
     results: Vec<AsyncResult<T>>,
 }
 
 impl<T> GroupResult<T> {
+    fn new(app: &App, id: TaskId, members: Vec<TaskId>) -> Self {
+        let results = members
+            .into_iter()
+            .map(|member| AsyncResult::new(app.clone(), member, None))
+            .collect();
+        Self {
+            id,
+            app: app.clone(),
+            results,
+        }
+    }
+
+    /// The group's id, which [`save`](Self::save) and [`restore`](Self::restore) name it by.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
     /// The members' results.
     pub fn results(&self) -> &[AsyncResult<T>] {
         &self.results
@@ -131,6 +189,65 @@ impl<T> GroupResult<T> {
     /// Whether the group has no member.
     pub fn is_empty(&self) -> bool {
         self.results.is_empty()
+    }
+
+    /// Keeps the members' ids in the app's result backend, for its `result_expires`, under the
+    /// group's [`id`](Self::id) (Celery's `GroupResult.save()`). Saving again keeps the same.
+    pub async fn save(&self) -> Result<(), ResultError> {
+        let members: Vec<String> = self.ids().map(|id| id.to_string()).collect();
+        let ttl = self.app.result_expires();
+        self.backend()?
+            .save_group(&self.id.to_string(), &members, ttl)
+            .await
+            .map_err(|source| self.backend_error(source))
+    }
+
+    /// Deletes what [`save`](Self::save) kept (Celery's `GroupResult.delete()`); the members' own
+    /// results stay.
+    pub async fn delete(&self) -> Result<(), ResultError> {
+        self.backend()?
+            .forget_group(&self.id.to_string())
+            .await
+            .map_err(|source| self.backend_error(source))
+    }
+
+    /// The group saved under `id` (by [`save`](Self::save), or by Python's `GroupResult.save()`
+    /// in Celery's format); `None` when nothing is kept under it (never saved, expired or
+    /// deleted). `T` is the members' output type, as for [`AsyncResult::from_id`].
+    pub async fn restore(app: &App, id: TaskId) -> Result<Option<Self>, ResultError> {
+        let backend = app.result_backend().ok_or(ResultError::NoBackend { id })?;
+        let backend_error = |source| ResultError::Backend { id, source };
+        let Some(members) = backend
+            .restore_group(&id.to_string())
+            .await
+            .map_err(backend_error)?
+        else {
+            return Ok(None);
+        };
+        let members = members
+            .iter()
+            .map(|member| {
+                member.parse().map_err(|_| {
+                    backend_error(crate::BrokerError::Invalid(format!(
+                        "group {id} lists a member whose id is not a UUID: `{member}`"
+                    )))
+                })
+            })
+            .collect::<Result<Vec<TaskId>, _>>()?;
+        Ok(Some(Self::new(app, id, members)))
+    }
+
+    fn backend(&self) -> Result<&std::sync::Arc<dyn ResultBackend>, ResultError> {
+        self.app
+            .result_backend()
+            .ok_or(ResultError::NoBackend { id: self.id })
+    }
+
+    fn backend_error(&self, source: crate::BrokerError) -> ResultError {
+        ResultError::Backend {
+            id: self.id,
+            source,
+        }
     }
 }
 
@@ -154,6 +271,7 @@ impl<T: DeserializeOwned> GroupResult<T> {
 impl<T> fmt::Debug for GroupResult<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GroupResult")
+            .field("id", &self.id)
             .field("members", &self.results.len())
             .finish()
     }

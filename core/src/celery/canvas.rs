@@ -7,6 +7,7 @@
 //! `[args, kwargs]` ([`ARGS_CONTENT_TYPE`]); the previous output is put first in `args` unless the
 //! signature is immutable.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -20,6 +21,39 @@ use crate::envelope::{ChainLink, ChordMember, Step, Workflow};
 pub(super) struct GroupPlace {
     pub(super) group: TaskId,
     pub(super) index: Option<u32>,
+}
+
+impl GroupPlace {
+    /// Where a member of a plain group (not a chord's) keeps its place between decoding and
+    /// encoding: the envelope's headers, under Celery's names (which are never sent as
+    /// application headers).
+    pub(super) fn keep_in(self, headers: &mut BTreeMap<String, String>) {
+        headers.insert("group".into(), self.group.to_string());
+        if let Some(index) = self.index {
+            headers.insert("group_index".into(), index.to_string());
+        }
+    }
+
+    /// The place [`keep_in`](Self::keep_in) kept; `None` when there is none, or it does not
+    /// read as one.
+    pub(super) fn kept_in(headers: &BTreeMap<String, String>) -> Option<Self> {
+        Some(Self {
+            group: headers.get("group")?.parse().ok()?,
+            index: headers
+                .get("group_index")
+                .and_then(|index| index.parse().ok()),
+        })
+    }
+}
+
+/// Makes `envelope` member `index` of group `group`: in Celery's format it carries them in its
+/// `group` and `group_index` headers.
+pub(crate) fn place_in_group(envelope: &mut crate::Envelope, group: TaskId, index: usize) {
+    GroupPlace {
+        group,
+        index: u32::try_from(index).ok(),
+    }
+    .keep_in(&mut envelope.headers);
 }
 
 /// The workflow in a message's `embed`; `None` when it has none. `queue` is where steps that

@@ -102,6 +102,10 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
     let workflow = super::canvas::from_embed(&embed, &queue, group)?;
 
     let mut envelope = Envelope::new(task, queue, args, ARGS_CONTENT_TYPE);
+    if let Some(place) = group.filter(|_| workflow.as_ref().is_none_or(|w| w.chord.is_none())) {
+        // A plain group's member keeps its place should it be sent again (a retry).
+        place.keep_in(&mut envelope.headers);
+    }
     envelope.workflow = workflow.map(Box::new);
     envelope.id = id;
     envelope.retries = match &headers.retries {
@@ -293,6 +297,8 @@ fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
             None,
         ),
     };
+    // A chord's member has its place in its workflow; a plain group's, in its headers.
+    let group = group.or_else(|| GroupPlace::kept_in(&envelope.headers));
     let body = serde_json::to_vec(&[args, kwargs, embed])
         .map_err(|error| CeleryError::Body(error.to_string()))?;
 

@@ -62,7 +62,7 @@ mod results;
 mod tests;
 
 pub(crate) use self::arguments::{bind, name_the_argument};
-pub(crate) use self::canvas::{failed_task_id, prepend_result};
+pub(crate) use self::canvas::{failed_task_id, place_in_group, prepend_result};
 pub(crate) use self::convert::{decode, encode};
 pub(crate) use self::results::{from_meta, to_meta};
 

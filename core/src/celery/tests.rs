@@ -294,3 +294,37 @@ fn what_celery_s_format_cannot_carry_is_refused() {
         assert_eq!(json_of(&back.args), json!([args, {}]));
     }
 }
+
+#[test]
+fn a_plain_group_s_member_keeps_its_place_when_sent_again() {
+    let group = "a829edec-0000-4000-8000-000000000004";
+    let member = with_header(ADD, "group", json!(group));
+    let member = with_header(&member, "group_index", json!(3));
+    let envelope = decoded(&member);
+    assert!(envelope.workflow.is_none(), "a plain group has no workflow");
+    // A retry writes it again: still in its group, at its place, as Celery's retry keeps it.
+    let again = json_of(&encode(&envelope).unwrap_or_default());
+    assert_eq!(again["headers"]["group"], json!(group));
+    assert_eq!(again["headers"]["group_index"], json!(3));
+
+    // What a group built in Rust gives its members, written as Celery does.
+    let mut ours = Envelope::new(
+        "tasks.add",
+        "q",
+        b"[[1, 2], {}]".to_vec(),
+        ARGS_CONTENT_TYPE,
+    );
+    super::place_in_group(&mut ours, id(group), 0);
+    let written = json_of(&encode(&ours).unwrap_or_default());
+    assert_eq!(written["headers"]["group"], json!(group));
+    assert_eq!(written["headers"]["group_index"], json!(0));
+    // A message in no group says so.
+    let alone = Envelope::new(
+        "tasks.add",
+        "q",
+        b"[[1, 2], {}]".to_vec(),
+        ARGS_CONTENT_TYPE,
+    );
+    let alone = json_of(&encode(&alone).unwrap_or_default());
+    assert_eq!(alone["headers"]["group"], Value::Null);
+}

@@ -180,6 +180,24 @@ impl<B: ResultBackend + Clone> ResultBackend for LazyRedis<B> {
         self.joins_chords
     }
 
+    async fn save_group(
+        &self,
+        group: &str,
+        members: &[String],
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        let backend = self.backend.connected().await?;
+        backend.save_group(group, members, ttl).await
+    }
+
+    async fn restore_group(&self, group: &str) -> Result<Option<Vec<String>>, BrokerError> {
+        self.backend.connected().await?.restore_group(group).await
+    }
+
+    async fn forget_group(&self, group: &str) -> Result<(), BrokerError> {
+        self.backend.connected().await?.forget_group(group).await
+    }
+
     async fn keep_chord_size(
         &self,
         chord: &str,

@@ -36,7 +36,7 @@ pub(super) enum Outcome<'a> {
 }
 
 impl CeleryResultBackend {
-    fn group_key(&self, group: &str, suffix: &str) -> String {
+    pub(super) fn group_key(&self, group: &str, suffix: &str) -> String {
         format!("{}celery-taskset-meta-{group}{suffix}", self.inner.prefix)
     }
 

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 mod chords;
+mod groups;
 
 use crate::client_options::ClientOptions;
 use crate::error::bounded;
@@ -225,6 +226,25 @@ impl ResultBackend for CeleryResultBackend {
             redis::cmd("DEL").arg(self.key(id)).query_async(&mut conn),
         )
         .await
+    }
+
+    /// Writes `celery-taskset-meta-<group>` as Celery's `GroupResult.save()` does.
+    async fn save_group(
+        &self,
+        group: &str,
+        members: &[String],
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        self.save_celery_group(group, members, ttl).await
+    }
+
+    /// Reads `celery-taskset-meta-<group>` as Celery's `GroupResult.restore()` does.
+    async fn restore_group(&self, group: &str) -> Result<Option<Vec<String>>, BrokerError> {
+        self.restore_celery_group(group).await
+    }
+
+    async fn forget_group(&self, group: &str) -> Result<(), BrokerError> {
+        self.forget_celery_group(group).await
     }
 
     /// Celery's chords: joined in Celery's keys, the size being what the chord's sender wrote.
