@@ -407,10 +407,10 @@ impl ResultBackend for AmqpRpcBackend {
 
 impl AmqpRpcBackend {
     fn no_saved_groups(&self) -> BrokerError {
-        BrokerError::Unsupported {
-            system: self.system(),
-            feature: "saved groups (results go to their caller only)",
-        }
+        BrokerError::unsupported(
+            self.system(),
+            "saved groups (results go to their caller only)",
+        )
     }
 }
 

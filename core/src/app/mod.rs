@@ -330,6 +330,18 @@ impl App {
         false
     }
 
+    /// Makes `envelope` member `index` of group `group` where this app's format says where a
+    /// message stands in its group: Celery's (its `group` and `group_index` headers). celeriac's
+    /// own format needs no such mark, so there it does nothing.
+    pub(crate) fn place_in_group(&self, envelope: &mut Envelope, group: TaskId, index: usize) {
+        #[cfg(feature = "celery")]
+        if self.inner.celery_wire {
+            crate::celery::place_in_group(envelope, group, index);
+        }
+        #[cfg(not(feature = "celery"))]
+        let _ = (envelope, group, index);
+    }
+
     /// An envelope's bytes, in the format this app sends: celeriac's own, or Celery's (see
     /// [`AppBuilder::celery_compat`]).
     pub(crate) fn encode_envelope(&self, envelope: &Envelope) -> Result<Vec<u8>, CodecError> {

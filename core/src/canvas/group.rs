@@ -87,14 +87,8 @@ impl<T> Group<T> {
             ids.push(member.id());
             member.store_result = true;
             let link = member.into_chain_link(app)?;
-            #[cfg_attr(not(feature = "celery"), allow(unused_mut))]
             let mut message = first_message(link, Workflow::default());
-            #[cfg(feature = "celery")]
-            if app.celery_wire() {
-                crate::celery::place_in_group(&mut message, group, index);
-            }
-            #[cfg(not(feature = "celery"))]
-            let _ = index;
+            app.place_in_group(&mut message, group, index);
             messages.push(message);
         }
         app.publish_all(messages).await?;
