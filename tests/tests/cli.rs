@@ -93,6 +93,9 @@ async fn scenario(urls: Vec<String>, app: App, queue: &str) {
         },
     )
     .await;
+    // A lane is free: nothing waits for one.
+    let reserved = json(&urls, &["inspect", "reserved", "-d", &name]).await;
+    assert_eq!(reserved[0]["tasks"], serde_json::json!([]), "{reserved}");
     let status = json(&urls, &["status"]).await;
     let ours = replies_of(&status, &name);
     assert_eq!(ours.len(), 1, "{status}");

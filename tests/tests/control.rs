@@ -1,5 +1,5 @@
 //! Remote control on every broker (embedded, and the real Redis and RabbitMQ): `ping`, `stats`,
-//! `active` on the right worker, `registered`, `active-queues`; a revoke that stops a running task
+//! `active` on the right worker, `reserved` in run order, `registered`, `active-queues`; a revoke that stops a running task
 //! and records it revoked; a revoke of a queued task, remembered for a worker that starts later,
 //! which drops it; a rate-limit change; a command celeriac cannot read; a shutdown.
 //!
@@ -242,6 +242,8 @@ async fn scenario(builder: AppBuilder, queue: &str) {
         "{refused:?}"
     );
 
+    reserved_lists_the_deliveries_waiting_for_a_lane(&app, queue).await;
+
     // A command celeriac cannot read is skipped; the workers still answer.
     let bus = app
         .broker()
@@ -267,6 +269,72 @@ async fn scenario(builder: AppBuilder, queue: &str) {
     assert_eq!(report_a.revoked, 1);
     let report_b = worker_b.stop().await;
     assert_eq!(report_b.revoked, 0);
+}
+
+/// `reserved`: a worker with one lane, busy, lists what it fetched and holds for that lane, in
+/// the order it will run them; once the lane is free they run and the list empties.
+async fn reserved_lists_the_deliveries_waiting_for_a_lane(app: &App, queue: &str) {
+    let (queue_d, name_d) = (format!("{queue}-d"), format!("{queue}@d"));
+    let worker_d = worker_with(app, &name_d, &queue_d, 1);
+    let only_d = app
+        .control()
+        .destination([&name_d])
+        .timeout(Duration::from_secs(10));
+    until_listening(&only_d, 1).await;
+    let long = app
+        .delay::<sleep_for>((600_000,))
+        .queue(&queue_d)
+        .await
+        .expect("sent");
+    let mut waiting = Vec::new();
+    for index in 0..3 {
+        let sent = app
+            .delay::<mark>((format!("{queue}:waiting-{index}"),))
+            .queue(&queue_d)
+            .await
+            .expect("sent");
+        waiting.push(sent.id());
+    }
+    // One lane: one delivery in its channel and one the fetch loop holds; the third waits in
+    // the broker client's prefetch buffer, unlisted.
+    eventually(
+        Duration::from_secs(20),
+        "D to list the two deliveries it holds, in order",
+        || async {
+            let reserved = only_d.reserved().await.unwrap_or_default();
+            let listed: Vec<_> = reserved
+                .iter()
+                .flat_map(|reply| reply.value.iter().map(|task| task.id))
+                .collect();
+            listed == waiting[..2]
+        },
+    )
+    .await;
+    let reserved = only_d.reserved().await.expect("reserved");
+    let first = &reserved[0].value[0];
+    assert_eq!(
+        (first.name.as_str(), first.queue.as_str(), first.retries),
+        ("ctl_mark", queue_d.as_str(), 0)
+    );
+    let active = only_d.active().await.expect("active");
+    assert!(
+        active[0].value.iter().any(|task| task.id == long.id()),
+        "the long task runs, not listed as reserved"
+    );
+    only_d.revoke([long.id()], true).await.expect("revoke");
+    eventually(
+        Duration::from_secs(20),
+        "D to run what waited, then hold nothing",
+        || async {
+            let marks = marked();
+            (0..3).all(|index| marks.contains(&format!("{queue}:waiting-{index}")))
+                && only_d.reserved().await.is_ok_and(|reserved| {
+                    reserved.len() == 1 && reserved.iter().all(|reply| reply.value.is_empty())
+                })
+        },
+    )
+    .await;
+    assert_eq!(worker_d.stop().await.succeeded, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,8 @@ pub(super) enum Inspect {
     Stats,
     /// The tasks each worker is running
     Active,
+    /// The tasks each worker fetched and holds until a lane is free
+    Reserved,
     /// The tasks each worker knows
     Registered,
     /// The queues each worker consumes
@@ -161,6 +163,7 @@ pub(super) async fn inspect(control: &Control, what: Inspect, out: &Output) -> R
         Inspect::Ping => Command::Ping,
         Inspect::Stats => Command::Stats,
         Inspect::Active => Command::Active,
+        Inspect::Reserved => Command::Reserved,
         Inspect::Registered => Command::Registered,
         Inspect::ActiveQueues => Command::ActiveQueues,
         Inspect::Revoked => Command::RevokedIds,
@@ -190,6 +193,18 @@ fn print_replies(replies: &[Reply], out: &Output) {
                         Cell::new(&task.name),
                         Cell::new(&task.queue),
                         Cell::new(duration(task.runtime)),
+                        Cell::new(task.retries),
+                    ]
+                }));
+            }
+            ReplyBody::Reserved { tasks } => {
+                headers = &["WORKER", "TASK ID", "NAME", "QUEUE", "RETRIES"];
+                rows.extend(tasks.iter().map(|task| {
+                    vec![
+                        host(),
+                        Cell::new(task.id),
+                        Cell::new(&task.name),
+                        Cell::new(&task.queue),
                         Cell::new(task.retries),
                     ]
                 }));

@@ -66,6 +66,7 @@
 //! | `ping` | | `pong` | |
 //! | `stats` | | `stats` | see [`WorkerStats`] |
 //! | `active` | | `active` | `tasks`: [`ActiveTask`]s |
+//! | `reserved` | | `reserved` | `tasks`: [`ReservedTask`]s |
 //! | `registered` | | `registered` | `tasks`: names |
 //! | `active-queues` | | `active-queues` | `queues` |
 //! | `revoke` | `ids`, `terminate`, `keep_for_secs` | `revoked` | `remembered`, `terminated` |
@@ -84,7 +85,7 @@ use futures::StreamExt;
 
 pub(crate) use self::protocol::Request;
 pub use self::protocol::{
-    ActiveTask, Command, FORMAT_VERSION, Reply, ReplyBody, Revoked, WorkerStats,
+    ActiveTask, Command, FORMAT_VERSION, Reply, ReplyBody, ReservedTask, Revoked, WorkerStats,
 };
 use crate::broker::BrokerError;
 use crate::error::Report;
@@ -268,6 +269,17 @@ impl Control {
     pub async fn active(&self) -> Result<Vec<Replied<Vec<ActiveTask>>>, ControlError> {
         self.gather(Command::Active, |body| match body {
             ReplyBody::Active { tasks } => Some(tasks),
+            _ => None,
+        })
+        .await
+    }
+
+    /// The tasks each worker fetched and holds until a lane is free, in the order they will run:
+    /// Celery's `inspect reserved`. A worker holds up to `concurrency + 1` of them; more may wait
+    /// in its broker client's prefetch buffer, unlisted.
+    pub async fn reserved(&self) -> Result<Vec<Replied<Vec<ReservedTask>>>, ControlError> {
+        self.gather(Command::Reserved, |body| match body {
+            ReplyBody::Reserved { tasks } => Some(tasks),
             _ => None,
         })
         .await

@@ -43,6 +43,8 @@ pub enum Command {
     Stats,
     /// Answers [`ReplyBody::Active`]: the tasks running now.
     Active,
+    /// Answers [`ReplyBody::Reserved`]: the tasks fetched and waiting for a free lane.
+    Reserved,
     /// Answers [`ReplyBody::Registered`]: the tasks the worker knows.
     Registered,
     /// Answers [`ReplyBody::ActiveQueues`]: the queues it consumes.
@@ -79,6 +81,7 @@ impl Command {
             Self::Ping => "ping",
             Self::Stats => "stats",
             Self::Active => "active",
+            Self::Reserved => "reserved",
             Self::Registered => "registered",
             Self::ActiveQueues => "active-queues",
             Self::RevokedIds => "revoked-ids",
@@ -119,6 +122,11 @@ pub enum ReplyBody {
     Active {
         /// The runs in progress.
         tasks: Vec<ActiveTask>,
+    },
+    /// To [`Command::Reserved`].
+    Reserved {
+        /// The deliveries waiting for a free lane, oldest first.
+        tasks: Vec<ReservedTask>,
     },
     /// To [`Command::Registered`].
     Registered {
@@ -205,6 +213,23 @@ pub struct ActiveTask {
     pub started: f64,
     /// Seconds it has run so far.
     pub runtime: f64,
+}
+
+/// A task a worker fetched and holds until a lane is free, as [`Command::Reserved`] answers.
+///
+/// A worker holds up to `concurrency + 1` such deliveries (the broker's prefetch window may keep
+/// more in its client, unlisted); they run in this order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ReservedTask {
+    /// The task's id.
+    pub id: TaskId,
+    /// Its name.
+    pub name: String,
+    /// The queue it came from.
+    pub queue: String,
+    /// Retries before the run it waits for.
+    pub retries: u32,
 }
 
 /// A worker's answer to [`Command::Revoke`].

@@ -22,6 +22,8 @@ pub(super) struct ControlState {
     pub(super) revoked: RevokedSet,
     /// One per lane: the run it is waiting on, if any.
     lanes: Vec<LaneSlot>,
+    /// Deliveries fetched and waiting for a free lane.
+    pub(super) waiting: super::waiting::Waiting,
     started: std::time::Instant,
 }
 
@@ -30,6 +32,7 @@ impl ControlState {
         Self {
             revoked: RevokedSet::default(),
             lanes: (0..concurrency).map(|_| LaneSlot::default()).collect(),
+            waiting: super::waiting::Waiting::default(),
             started: std::time::Instant::now(),
         }
     }
@@ -269,6 +272,11 @@ fn respond(shared: &Shared, listening: &Listening, command: Command) -> ReplyBod
         }
         Command::Active => ReplyBody::Active {
             tasks: control.active(),
+        },
+        Command::Reserved => ReplyBody::Reserved {
+            tasks: control
+                .waiting
+                .list(|payload| shared.app.open_envelope(payload)),
         },
         Command::Registered => {
             let mut tasks: Vec<String> = shared.app.task_names().map(str::to_owned).collect();

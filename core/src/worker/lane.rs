@@ -31,7 +31,12 @@ pub(super) async fn lane(
             biased;
             Some(()) = confirming.next(), if !confirming.is_empty() => continue,
             received = handed.recv() => match received {
-                Ok(delivery) => delivery,
+                Ok(delivery) => {
+                    if let Some(control) = &shared.control {
+                        control.waiting.taken();
+                    }
+                    delivery
+                }
                 Err(_) => break,
             },
         };

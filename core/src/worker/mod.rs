@@ -18,6 +18,7 @@ mod process;
 mod rate_limit;
 mod run;
 mod shutdown;
+mod waiting;
 mod workflow;
 
 use std::collections::HashMap;

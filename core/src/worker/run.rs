@@ -234,6 +234,11 @@ impl Worker {
             match next {
                 Some(Ok(delivery)) => {
                     reconnect.reset();
+                    if let Some(control) = &self.shared.control {
+                        control
+                            .waiting
+                            .fetched(delivery.payload(), &delivery.shared_queue());
+                    }
                     // Waits for a free lane. A delivery dropped here at shutdown is redelivered.
                     let handed_out = tokio::select! {
                         biased;
