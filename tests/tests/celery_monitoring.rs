@@ -19,10 +19,16 @@ use serde_json::json;
 /// The mobiles the Rust task was called for.
 static RAN: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+/// Holds the runs for mobiles starting `hold` until permits are added.
+static HOLD: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+
 /// The shop's task, in Rust, under the name Python sends it by.
 #[celeriac::task(name = "ccp_send_sms_code")]
 async fn ccp_send_sms_code(mobile: String, sms_code: String) -> Result<i32, TaskError> {
     let _ = sms_code;
+    if mobile.starts_with("hold") {
+        let _ = HOLD.acquire().await.map(|permit| permit.forget());
+    }
     RAN.lock().unwrap().push(mobile);
     Ok(0)
 }
@@ -202,6 +208,49 @@ async fn celery_inspect_and_control_reach_a_rust_worker() {
     for empty in ["active", "reserved", "scheduled"] {
         assert_eq!(of(empty), json!([]), "{empty}");
     }
+    // Three held runs fill the three lanes: `inspect reserved` lists the two sent next, which
+    // wait for a lane, in Celery's shape; they run once the lanes are free.
+    let mut waiting = Vec::new();
+    for index in 0..5 {
+        let sent = app
+            .delay::<ccp_send_sms_code>((format!("hold-{index}"), "000000".into()))
+            .await
+            .expect("sent");
+        waiting.push(json!(sent.id().to_string()));
+    }
+    let waiting = waiting.split_off(3);
+    let reserved = || async {
+        let answers = python_inspect(&python, &redis_url(), &hostname, &["reserved"]).await;
+        answers["reserved"][hostname.as_str()].clone()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "`inspect reserved` to list the two waiting tasks",
+        || async {
+            reserved()
+                .await
+                .as_array()
+                .is_some_and(|tasks| tasks.iter().map(|task| &task["id"]).eq(waiting.iter()))
+        },
+    )
+    .await;
+    // Held: the list stays as it was.
+    let reserved = reserved().await;
+    assert_eq!(reserved[0]["name"], "ccp_send_sms_code", "{reserved}");
+    assert_eq!(reserved[0]["hostname"], hostname.as_str(), "{reserved}");
+    assert_eq!(reserved[0]["time_start"], json!(null), "{reserved}");
+    assert_eq!(
+        reserved[0]["delivery_info"]["routing_key"],
+        queue.as_str(),
+        "{reserved}"
+    );
+    HOLD.add_permits(5);
+    eventually(Duration::from_secs(30), "the held tasks to run", || async {
+        let ran = RAN.lock().unwrap();
+        (0..5).all(|index| ran.contains(&format!("hold-{index}")))
+    })
+    .await;
+
     // Revokes are shared through the broker and outlive a test run: earlier runs' ids may be
     // listed, so the list is checked below for the fresh id this test revokes.
     assert!(of("revoked").is_array(), "{answers}");

@@ -8,8 +8,9 @@
 //! Celery's ([`celery_reply`]) without any state kept in between; the broker sends it to
 //! [`REPLY_EXCHANGE`] with its routing key, where the Python client waits.
 //!
-//! Celery's `reserved`, `scheduled` and `revoked` have no celeriac counterpart: they answer empty
-//! lists. `hello` (a starting Python worker's sync) answers that there are no revokes to share.
+//! `scheduled` answers an empty list: a celeriac worker holds no task with an ETA (delays wait in
+//! the broker). `reserved` lists the deliveries a worker holds until a lane is free. `hello` (a
+//! starting Python worker's sync) answers that there are no revokes to share.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -103,8 +104,7 @@ pub fn command_for(body: &[u8], expires: f64, now: f64) -> Option<Vec<u8>> {
     let arguments = request.arguments.unwrap_or_default();
     let replied = request.reply_to.is_some();
     let command = match request.method.as_str() {
-        "ping" | "hello" | "heartbeat" | "enable_events" | "disable_events" | "reserved"
-        | "scheduled"
+        "ping" | "hello" | "heartbeat" | "enable_events" | "disable_events" | "scheduled"
             if replied =>
         {
             json!({"command": "ping"})
@@ -113,6 +113,7 @@ pub fn command_for(body: &[u8], expires: f64, now: f64) -> Option<Vec<u8>> {
         "registered" if replied => json!({"command": "registered"}),
         "active_queues" if replied => json!({"command": "active-queues"}),
         "active" if replied => json!({"command": "active"}),
+        "reserved" if replied => json!({"command": "reserved"}),
         "revoked" if replied => json!({"command": "revoked-ids"}),
         "revoke" => {
             let ids = match arguments.get("task_id") {
@@ -244,7 +245,7 @@ fn answer(method: &str, reply: &Map<String, Value>, clock: u64) -> Value {
                 .map(|queues| queues.iter().map(queue_info).collect())
                 .unwrap_or_default(),
         ),
-        "active" => {
+        "active" | "reserved" => {
             let pid = field("pid");
             let hostname = field("hostname");
             Value::Array(
@@ -254,15 +255,14 @@ fn answer(method: &str, reply: &Map<String, Value>, clock: u64) -> Value {
                     .map(|tasks| {
                         tasks
                             .iter()
-                            .map(|task| active_task(task, &hostname, &pid))
+                            .map(|task| task_info(task, &hostname, &pid))
                             .collect()
                     })
                     .unwrap_or_default(),
             )
         }
-        // A celeriac worker holds no task with an ETA (delays wait in the broker), and does not
-        // list the deliveries waiting for a free lane.
-        "reserved" | "scheduled" => json!([]),
+        // A celeriac worker holds no task with an ETA: delays wait in the broker.
+        "scheduled" => json!([]),
         "revoked" => reply.get("ids").cloned().unwrap_or_else(|| json!([])),
         "revoke" => json!({"ok": "tasks flagged as revoked"}),
         "shutdown" => json!({"ok": "shutting down"}),
@@ -345,8 +345,9 @@ fn queue_info(name: &Value) -> Value {
     })
 }
 
-/// A run in progress as Celery's `active` describes it. celeriac does not show arguments.
-fn active_task(task: &Value, hostname: &Value, pid: &Value) -> Value {
+/// A task as Celery's `active` (a run in progress, with `started`) or `reserved` (waiting for a
+/// lane, without) describes it. celeriac does not show arguments.
+fn task_info(task: &Value, hostname: &Value, pid: &Value) -> Value {
     let field = |name: &str| task.get(name).cloned().unwrap_or(Value::Null);
     json!({
         "id": field("id"),
@@ -485,6 +486,34 @@ mod tests {
             answer_to("pool_grow"),
             json!({"error": "No such command: pool_grow"})
         );
+    }
+
+    #[test]
+    fn reserved_lists_the_waiting_deliveries_as_celery_does() {
+        let native = command(
+            json!({"method": "reserved", "ticket": "t", "reply_to": {"exchange": "reply.celery.pidbox", "routing_key": "rk"}}),
+            0.0,
+        )
+        .unwrap();
+        assert_eq!(native["command"], "reserved");
+        let reply = json!({"v": 1, "ticket": "t", "hostname": "w", "pid": 9, "reply": "reserved",
+            "tasks": [{"id": "6a3b0c5e-8f5d-4a57-b1f2-0f0e4d3c2b1a", "name": "send_sms",
+                       "queue": "sms", "retries": 1}]});
+        let celery = celery_reply(
+            native["reply_to"].as_str().unwrap(),
+            reply.to_string().as_bytes(),
+            1,
+        )
+        .unwrap();
+        let listed = &serde_json::from_slice::<Value>(&celery.body).unwrap()["w"];
+        assert_eq!(listed.as_array().map(Vec::len), Some(1));
+        let task = &listed[0];
+        assert_eq!(task["id"], "6a3b0c5e-8f5d-4a57-b1f2-0f0e4d3c2b1a");
+        assert_eq!(task["name"], "send_sms");
+        assert_eq!(task["hostname"], "w");
+        assert_eq!(task["worker_pid"], 9);
+        assert_eq!(task["time_start"], Value::Null);
+        assert_eq!(task["delivery_info"]["routing_key"], "sms");
     }
 
     #[test]
