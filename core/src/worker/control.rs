@@ -32,7 +32,7 @@ impl ControlState {
         Self {
             revoked: RevokedSet::default(),
             lanes: (0..concurrency).map(|_| LaneSlot::default()).collect(),
-            waiting: super::waiting::Waiting::default(),
+            waiting: super::waiting::Waiting::new(concurrency),
             started: std::time::Instant::now(),
         }
     }

@@ -33,7 +33,7 @@ pub(super) async fn lane(
             received = handed.recv() => match received {
                 Ok(delivery) => {
                     if let Some(control) = &shared.control {
-                        control.waiting.taken();
+                        control.waiting.taken(index);
                     }
                     delivery
                 }

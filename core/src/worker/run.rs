@@ -237,7 +237,7 @@ impl Worker {
                     if let Some(control) = &self.shared.control {
                         control
                             .waiting
-                            .fetched(delivery.payload(), &delivery.shared_queue());
+                            .fetched(delivery.payload(), delivery.queue());
                     }
                     // Waits for a free lane. A delivery dropped here at shutdown is redelivered.
                     let handed_out = tokio::select! {

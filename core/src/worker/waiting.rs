@@ -13,36 +13,71 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use crossbeam_utils::CachePadded;
 
 use crate::control::ReservedTask;
 
 /// Fetched deliveries not yet taken by a lane, oldest first.
-#[derive(Default)]
+///
+/// Kept cheap for the fetch loop, which notes every delivery: its lock is its own (the listing
+/// takes it only when asked), it never reads what the lanes count, and it keeps its own copy of
+/// a queue's name, made when the name changes, rather than share the delivery's with the lanes.
+/// Each lane counts what it takes on a cache line of its own.
 pub(super) struct Waiting {
-    /// `(number, payload, queue)`, numbered from 0 in fetch order.
-    noted: Mutex<VecDeque<(u64, Bytes, Arc<str>)>>,
-    /// Deliveries noted so far: the next one's number.
-    fetched: AtomicU64,
-    /// Deliveries the lanes took so far.
-    taken: AtomicU64,
+    noted: CachePadded<Mutex<Noted>>,
+    /// Deliveries each lane took so far.
+    taken: Box<[CachePadded<AtomicU64>]>,
+}
+
+struct Noted {
+    /// The newest deliveries noted, with their queues, oldest first: the last `fetched - taken`
+    /// of them wait (never more than the capacity).
+    entries: VecDeque<(Bytes, Arc<str>)>,
+    /// The most that can wait: `concurrency + 1`.
+    capacity: usize,
+    /// Deliveries noted so far.
+    fetched: u64,
+    /// The queue of the newest delivery, this bookkeeping's own copy.
+    queue: Arc<str>,
 }
 
 impl Waiting {
-    /// Notes a delivery the fetch loop is about to hand to the lanes.
-    pub(super) fn fetched(&self, payload: &Bytes, queue: &Arc<str>) {
-        let taken = self.taken.load(Ordering::Acquire);
-        let number = self.fetched.fetch_add(1, Ordering::Relaxed);
-        let mut noted = self.lock();
-        // Forget the ones lanes took: what stays is bounded by the waiting ones.
-        while noted.front().is_some_and(|(older, _, _)| *older < taken) {
-            noted.pop_front();
+    /// Bookkeeping for a worker whose lanes' channel holds `concurrency` deliveries: with the one
+    /// the fetch loop holds, at most `concurrency + 1` wait.
+    pub(super) fn new(concurrency: usize) -> Self {
+        Self {
+            noted: CachePadded::new(Mutex::new(Noted {
+                entries: VecDeque::with_capacity(concurrency + 1),
+                capacity: concurrency + 1,
+                fetched: 0,
+                queue: Arc::from(""),
+            })),
+            taken: (0..concurrency)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
         }
-        noted.push_back((number, payload.clone(), queue.clone()));
     }
 
-    /// Counts a delivery a lane took.
-    pub(super) fn taken(&self) {
-        self.taken.fetch_add(1, Ordering::Release);
+    /// Notes a delivery the fetch loop is about to hand to the lanes.
+    pub(super) fn fetched(&self, payload: &Bytes, queue: &str) {
+        let mut noted = self.lock();
+        if *noted.queue != *queue {
+            noted.queue = Arc::from(queue);
+        }
+        let queue = noted.queue.clone();
+        // Full: the oldest was taken (no more than the capacity wait, this one included).
+        if noted.entries.len() >= noted.capacity {
+            noted.entries.pop_front();
+        }
+        noted.entries.push_back((payload.clone(), queue));
+        noted.fetched += 1;
+    }
+
+    /// Counts a delivery lane `lane` took.
+    pub(super) fn taken(&self, lane: usize) {
+        if let Some(taken) = self.taken.get(lane) {
+            taken.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The deliveries waiting, oldest first, read with `open`; those it cannot read are left out.
@@ -50,13 +85,24 @@ impl Waiting {
         &self,
         open: impl Fn(&[u8]) -> Result<crate::Envelope, E>,
     ) -> Vec<ReservedTask> {
-        let taken = self.taken.load(Ordering::Acquire);
-        let waiting: Vec<(Bytes, Arc<str>)> = self
-            .lock()
-            .iter()
-            .filter(|(number, _, _)| *number >= taken)
-            .map(|(_, payload, queue)| (payload.clone(), queue.clone()))
-            .collect();
+        let waiting: Vec<(Bytes, Arc<str>)> = {
+            let noted = self.lock();
+            // Read under the lock: every delivery noted before it was counted when taken.
+            let taken: u64 = self
+                .taken
+                .iter()
+                .map(|taken| taken.load(Ordering::Relaxed))
+                .sum();
+            let count = usize::try_from(noted.fetched.saturating_sub(taken))
+                .unwrap_or(usize::MAX)
+                .min(noted.entries.len());
+            noted
+                .entries
+                .iter()
+                .skip(noted.entries.len() - count)
+                .map(|(payload, queue)| (payload.clone(), queue.clone()))
+                .collect()
+        };
         waiting
             .into_iter()
             .filter_map(|(payload, queue)| {
@@ -71,7 +117,7 @@ impl Waiting {
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, Bytes, Arc<str>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Noted> {
         self.noted
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -103,30 +149,39 @@ mod tests {
 
     #[test]
     fn lists_what_no_lane_took_in_fetch_order() {
-        let waiting = Waiting::default();
-        let queue: Arc<str> = "celery".into();
+        // Three lanes: at most four wait.
+        let waiting = Waiting::new(3);
+        let (celery, sms) = ("celery", "sms");
         assert!(names(&waiting).is_empty());
         for task in ["a", "b", "c"] {
-            waiting.fetched(&message(task), &queue);
+            waiting.fetched(&message(task), celery);
         }
         assert_eq!(names(&waiting), ["a", "b", "c"]);
-        waiting.taken();
+        waiting.taken(0);
         assert_eq!(names(&waiting), ["b", "c"]);
-        // Noting another forgets the taken ones; undecodable bytes are left out of the list.
-        waiting.fetched(&Bytes::from_static(b"not an envelope"), &queue);
-        waiting.fetched(&message("d"), &queue);
-        assert_eq!(waiting.lock().len(), 4);
+        // Bytes that are not an envelope are left out of the list; the oldest noted goes when
+        // the notes are full.
+        waiting.fetched(&Bytes::from_static(b"not an envelope"), celery);
+        waiting.fetched(&message("d"), celery);
+        assert_eq!(waiting.lock().entries.len(), 4);
         assert_eq!(names(&waiting), ["b", "c", "d"]);
-        for _ in 0..4 {
-            waiting.taken();
+        // Lanes count apart; the list adds them up.
+        for lane in [1, 2, 1, 0] {
+            waiting.taken(lane);
         }
-        waiting.fetched(&message("e"), &queue);
-        assert_eq!(waiting.lock().len(), 1);
+        assert!(names(&waiting).is_empty());
+        waiting.fetched(&message("e"), sms);
+        assert_eq!(waiting.lock().entries.len(), 4);
         let listed = waiting.list(open);
         assert_eq!(listed.len(), 1);
         assert_eq!(
             (listed[0].name.as_str(), listed[0].queue.as_str()),
-            ("e", "celery")
+            ("e", "sms")
         );
+        // A queue's name is copied once while its deliveries follow each other (a broker may
+        // make a copy per delivery).
+        waiting.fetched(&message("f"), &String::from("sms"));
+        let noted = waiting.lock();
+        assert!(Arc::ptr_eq(&noted.entries[2].1, &noted.entries[3].1));
     }
 }
