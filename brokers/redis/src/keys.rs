@@ -2,7 +2,7 @@
 /// Cluster slot and its Lua scripts stay valid there.
 #[derive(Clone, Debug)]
 pub(crate) struct QueueKeys {
-    pub(crate) queue: String,
+    pub(crate) queue: std::sync::Arc<str>,
     /// Stream of ready messages, read through the consumer group.
     pub(crate) ready: String,
     /// Sorted set of delayed messages, scored by due time (ms since the Unix epoch).
@@ -14,7 +14,7 @@ pub(crate) struct QueueKeys {
 impl QueueKeys {
     pub(crate) fn new(prefix: &str, queue: &str) -> Self {
         Self {
-            queue: queue.to_owned(),
+            queue: std::sync::Arc::from(queue),
             ready: format!("{prefix}:{{{queue}}}:ready"),
             delayed: format!("{prefix}:{{{queue}}}:delayed"),
             dead: format!("{prefix}:{{{queue}}}:dead"),
