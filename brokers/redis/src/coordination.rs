@@ -34,7 +34,7 @@ const CLAIM_ATTEMPTS: usize = 3;
 /// by URL (`AppBuilder::coordination_url("redis://…")`) or built here:
 ///
 /// ```no_run
-/// use celeriac::redis::RedisCoordination;
+/// use celeriac_redis::RedisCoordination;
 ///
 /// # async fn run() -> Result<(), celeriac::Error> {
 /// let claims = RedisCoordination::builder("redis://127.0.0.1:6379/2")

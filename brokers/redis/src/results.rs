@@ -34,7 +34,7 @@ use crate::scripts::SCRIPTS;
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use celeriac::redis::RedisResultBackend;
+/// use celeriac_redis::RedisResultBackend;
 ///
 /// # async fn run() -> Result<(), celeriac::Error> {
 /// let results = RedisResultBackend::builder("redis://127.0.0.1:6379/1")
