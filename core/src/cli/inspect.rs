@@ -185,29 +185,20 @@ fn print_replies(replies: &[Reply], out: &Output) {
         let host = || Cell::new(&reply.hostname);
         match &reply.body {
             ReplyBody::Active { tasks } => {
-                headers = &["WORKER", "TASK ID", "NAME", "QUEUE", "RUNTIME", "RETRIES"];
+                headers = &["WORKER", "TASK ID", "NAME", "QUEUE", "RETRIES", "RUNTIME"];
                 rows.extend(tasks.iter().map(|task| {
-                    vec![
-                        host(),
-                        Cell::new(task.id),
-                        Cell::new(&task.name),
-                        Cell::new(&task.queue),
-                        Cell::new(duration(task.runtime)),
-                        Cell::new(task.retries),
-                    ]
+                    let mut row = task_row(host(), task.id, &task.name, &task.queue, task.retries);
+                    row.push(Cell::new(duration(task.runtime)));
+                    row
                 }));
             }
             ReplyBody::Reserved { tasks } => {
                 headers = &["WORKER", "TASK ID", "NAME", "QUEUE", "RETRIES"];
-                rows.extend(tasks.iter().map(|task| {
-                    vec![
-                        host(),
-                        Cell::new(task.id),
-                        Cell::new(&task.name),
-                        Cell::new(&task.queue),
-                        Cell::new(task.retries),
-                    ]
-                }));
+                rows.extend(
+                    tasks.iter().map(|task| {
+                        task_row(host(), task.id, &task.name, &task.queue, task.retries)
+                    }),
+                );
             }
             ReplyBody::Stats(stats) => {
                 headers = &[
@@ -310,6 +301,17 @@ pub(super) async fn control(
     } else {
         Err(Failure::Usage(format!("refused by {}", refused.join(", "))))
     }
+}
+
+/// The cells `inspect active` and `inspect reserved` share.
+fn task_row(host: Cell, id: TaskId, name: &str, queue: &str, retries: u32) -> Vec<Cell> {
+    vec![
+        host,
+        Cell::new(id),
+        Cell::new(name),
+        Cell::new(queue),
+        Cell::new(retries),
+    ]
 }
 
 pub(super) async fn revoke(
