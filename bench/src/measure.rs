@@ -56,6 +56,22 @@ pub(crate) async fn redis_broker(url: &str) -> Result<RedisBroker, celeriac::Bro
         .await
 }
 
+/// Redis's CPU time so far (`used_cpu_user` + `used_cpu_sys` of `INFO cpu`), in seconds: with the
+/// worker's own, what a task costs on a machine whose throughput swings with its neighbours.
+pub(crate) async fn redis_cpu_seconds(url: &str) -> Result<f64, Box<dyn std::error::Error>> {
+    let mut conn = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    let info: String = redis::cmd("INFO").arg("cpu").query_async(&mut conn).await?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|seconds| seconds.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(field("used_cpu_user:") + field("used_cpu_sys:"))
+}
+
 pub(crate) async fn amqp_broker(
     url: &str,
     shards: usize,
