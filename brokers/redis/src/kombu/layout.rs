@@ -150,8 +150,7 @@ pub(super) fn from_list_item(item: Bytes) -> Bytes {
         #[serde(borrow)]
         body: Option<std::borrow::Cow<'a, str>>,
     }
-    // Wrapped messages start so; Python writes `": "`, so its messages are not parsed twice.
-    if !item.starts_with(b"{\"body\":\"") {
+    if !looks_wrapped(&item) {
         return item;
     }
     let Ok(wrapped) = serde_json::from_slice::<Wrapped<'_>>(&item) else {
@@ -168,6 +167,21 @@ pub(super) fn from_list_item(item: Bytes) -> Bytes {
                 .ok()
         })
         .map_or(item, Bytes::from)
+}
+
+/// What follows the base64 body of a wrapped message: [`to_list_item`] writes its keys in this
+/// order (a JSON object's keys sorted, as `serde_json` writes them).
+const WRAPPED_AFTER_BODY: &[u8] =
+    br#"","content-encoding":"binary","content-type":"application/x-celeriac""#;
+
+/// Whether `item` begins as [`to_list_item`] writes a wrapped message: found without parsing it,
+/// so that Celery's messages (which celeriac writes compact too) are not read once more here.
+fn looks_wrapped(item: &[u8]) -> bool {
+    let Some(body) = item.strip_prefix(b"{\"body\":\"") else {
+        return false;
+    };
+    // Base64 has no quote: the first one ends the body.
+    memchr::memchr(b'"', body).is_some_and(|end| body[end..].starts_with(WRAPPED_AFTER_BODY))
 }
 
 /// `Some(priority)` if `payload` is kombu's JSON envelope with the delivery information kombu
@@ -306,6 +320,23 @@ mod tests {
             (prioritised.clone(), Some(7))
         );
         assert_eq!(from_list_item(message.clone()), message);
+        // As celeriac writes Celery's messages: compact, the body first.
+        let compact = Bytes::from_static(
+            br#"{"body":"W10=","content-encoding":"utf-8","content-type":"application/json","headers":{},"properties":{"delivery_info":{"exchange":"","routing_key":"q"}}}"#,
+        );
+        assert!(!looks_wrapped(&compact));
+        assert_eq!(from_list_item(compact.clone()), compact);
+    }
+
+    #[test]
+    fn the_wrapped_shape_is_what_to_list_item_writes() {
+        let (item, _) = to_list_item("q", &Bytes::from_static(b"payload"));
+        assert!(looks_wrapped(&item));
+        // Anything that only starts like one is read in full, and kept whole if it is not one.
+        let lookalike = Bytes::from_static(
+            br#"{"body":"cGF5bG9hZA==","content-encoding":"binary","content-type":"application/x-celeriac-other"}"#,
+        );
+        assert_eq!(from_list_item(lookalike.clone()), lookalike);
     }
 
     #[test]
