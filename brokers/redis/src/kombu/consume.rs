@@ -41,10 +41,14 @@ pub(super) struct Consumer {
     /// `BRPOP`'s keys and `take.lua`'s, one set per rotation, so that no queue starves the others.
     rotations: Vec<Rotation>,
     /// Delivery tags held unsettled, whose delivery time is renewed.
-    held: Mutex<HashSet<String>>,
+    held: Mutex<HeldTags>,
     window: Arc<PrefetchWindow>,
     list_limit: usize,
 }
+
+/// Delivery tags; hashed with foldhash (tags are not attacker-chosen keys: `take.lua` makes them
+/// from a prefix of ours).
+type HeldTags = HashSet<String, foldhash::fast::RandomState>;
 
 struct Queue {
     name: Arc<str>,
@@ -319,7 +323,7 @@ impl Consumer {
         )
     }
 
-    fn held(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, HeldTags> {
         self.held
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -68,8 +68,8 @@ impl<'de> Visitor<'de> for MarkVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<bool, A::Error> {
         let mut marked = false;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key == "redelivered" {
+        while let Some(MarkKey(is_mark)) = map.next_key()? {
+            if is_mark {
                 marked |= map.next_value::<serde_json::Value>()? == serde_json::Value::Bool(true);
             } else {
                 map.next_value::<IgnoredAny>()?;
@@ -108,6 +108,28 @@ impl<'de> Visitor<'de> for MarkVisitor {
     }
 }
 
+/// Whether an object's key is `redelivered`, compared where it lies in the message: no key is
+/// copied (serde's `Cow<str>` copies every one, and Celery's headers have twenty).
+struct MarkKey(bool);
+
+impl<'de> Deserialize<'de> for MarkKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = MarkKey;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+
+            fn visit_str<E>(self, key: &str) -> Result<MarkKey, E> {
+                Ok(MarkKey(key == "redelivered"))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +151,9 @@ mod tests {
         assert_eq!(redelivered(in_headers), Ok(true));
         assert_eq!(redelivered(in_info), Ok(true));
         assert_eq!(redelivered(not_true), Ok(false));
+        let escaped_key =
+            br#"{"headers": {"redeliver\u0065d": true}, "properties": {"delivery_info": {}}}"#;
+        assert_eq!(redelivered(escaped_key), Ok(true));
     }
 
     #[test]
