@@ -40,19 +40,8 @@ pub(crate) struct FeatureReport {
     cost_micros_per_task: f64,
     /// Messages (batches of events) the subscriber received over the rounds with events.
     batches_received: u64,
-    /// CPU time per task (medians): the worker's process without and with the feature, and on
-    /// Redis the server's, both less swayed than throughput by a shared machine's neighbours.
-    cpu_micros_per_task: CpuPerTask,
-}
-
-/// CPU time per task, in microseconds, medians of the rounds.
-#[derive(Debug, Default, Serialize)]
-pub(crate) struct CpuPerTask {
-    worker_without: f64,
-    worker_with: f64,
-    /// Redis's own (on the Redis broker only).
-    redis_without: Option<f64>,
-    redis_with: Option<f64>,
+    /// CPU time per task without and with the feature.
+    cpu_micros_per_task: measure::CpuPerTask,
 }
 
 pub(crate) async fn run(
@@ -133,9 +122,8 @@ pub(crate) async fn run(
         events: false,
     };
     let (mut without, mut with) = (Vec::new(), Vec::new());
-    let (mut cpu_without, mut cpu_with) = (Vec::new(), Vec::new());
-    let (mut redis_without, mut redis_with) = (Vec::new(), Vec::new());
     let on_redis = matches!(broker_choice, Broker::Redis(_));
+    let mut cpu = measure::CpuRounds::new(on_redis.then_some(broker_url));
     for _ in 0..rounds {
         for on in [false, true] {
             shape.events = on && matches!(feature, Feature::Events);
@@ -151,27 +139,14 @@ pub(crate) async fn run(
                 app.delay_batch::<crate::measure::bench_noop>((start..end).map(|n| (n,)))
                     .await?;
             }
-            let redis_before = match on_redis {
-                true => Some(measure::redis_cpu_seconds(broker_url).await?),
-                false => None,
-            };
-            let cpu_before = crate::process::cpu_seconds();
+            cpu.start().await?;
             let rate = tasks as f64 / measure::drain(app, shape).await?;
-            let per_task = |seconds: f64| seconds * 1e6 / tasks as f64;
-            let cpu = per_task(crate::process::cpu_seconds() - cpu_before);
-            let redis = match redis_before {
-                Some(before) => Some(per_task(
-                    measure::redis_cpu_seconds(broker_url).await? - before,
-                )),
-                None => None,
-            };
-            let (rates, cpus, redis_cpus) = match on {
-                true => (&mut with, &mut cpu_with, &mut redis_with),
-                false => (&mut without, &mut cpu_without, &mut redis_without),
-            };
-            rates.push(rate);
-            cpus.push(cpu);
-            redis_cpus.extend(redis);
+            cpu.stop(tasks, on).await?;
+            if on {
+                with.push(rate)
+            } else {
+                without.push(rate)
+            }
         }
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -188,12 +163,7 @@ pub(crate) async fn run(
         ratio: with / without,
         cost_micros_per_task: (1.0 / with - 1.0 / without) * 1e6,
         batches_received: received.load(std::sync::atomic::Ordering::Relaxed),
-        cpu_micros_per_task: CpuPerTask {
-            worker_without: median(cpu_without),
-            worker_with: median(cpu_with),
-            redis_without: on_redis.then(|| median(redis_without)),
-            redis_with: on_redis.then(|| median(redis_with)),
-        },
+        cpu_micros_per_task: cpu.medians(),
     })
 }
 
@@ -233,17 +203,7 @@ pub(crate) fn print(report: &FeatureReport) {
         "{:<34}{:>12.2} µs",
         "cost per task", report.cost_micros_per_task
     );
-    let cpu = &report.cpu_micros_per_task;
-    println!(
-        "{:<34}{:>12.2} µs without, {:.2} µs with",
-        "worker CPU per task (median)", cpu.worker_without, cpu.worker_with
-    );
-    if let (Some(without), Some(with)) = (cpu.redis_without, cpu.redis_with) {
-        println!(
-            "{:<34}{:>12.2} µs without, {:.2} µs with",
-            "Redis CPU per task (median)", without, with
-        );
-    }
+    report.cpu_micros_per_task.print();
     if matches!(report.feature, Feature::Events) {
         println!(
             "{:<34}{:>12}",

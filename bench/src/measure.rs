@@ -72,6 +72,96 @@ pub(crate) async fn redis_cpu_seconds(url: &str) -> Result<f64, Box<dyn std::err
     Ok(field("used_cpu_user:") + field("used_cpu_sys:"))
 }
 
+/// CPU time per task, in microseconds, medians of a bench's rounds without and with what it
+/// measures: the worker's process, and Redis's own when Redis takes part. On a shared machine
+/// whose throughput swings with its neighbours, it tells where a feature's cost lands.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct CpuPerTask {
+    worker_without: f64,
+    worker_with: f64,
+    redis_without: Option<f64>,
+    redis_with: Option<f64>,
+}
+
+impl CpuPerTask {
+    pub(crate) fn print(&self) {
+        println!(
+            "{:<34}{:>12.2} µs without, {:.2} µs with",
+            "worker CPU per task (median)", self.worker_without, self.worker_with
+        );
+        if let (Some(without), Some(with)) = (self.redis_without, self.redis_with) {
+            println!(
+                "{:<34}{:>12.2} µs without, {:.2} µs with",
+                "Redis CPU per task (median)", without, with
+            );
+        }
+    }
+}
+
+/// The CPU time of the rounds of a bench, per task: [`start`](Self::start) before a drain,
+/// [`stop`](Self::stop) after it.
+pub(crate) struct CpuRounds {
+    /// The Redis whose CPU time is read, if Redis takes part.
+    redis_url: Option<String>,
+    started: (f64, Option<f64>),
+    worker: [Vec<f64>; 2],
+    redis: [Vec<f64>; 2],
+}
+
+impl CpuRounds {
+    pub(crate) fn new(redis_url: Option<&str>) -> Self {
+        Self {
+            redis_url: redis_url.map(str::to_owned),
+            started: (0.0, None),
+            worker: Default::default(),
+            redis: Default::default(),
+        }
+    }
+
+    async fn read(&self) -> Result<(f64, Option<f64>), Box<dyn std::error::Error>> {
+        let redis = match &self.redis_url {
+            Some(url) => Some(redis_cpu_seconds(url).await?),
+            None => None,
+        };
+        Ok((crate::process::cpu_seconds(), redis))
+    }
+
+    pub(crate) async fn start(&mut self) -> Result<(), Box<dyn std::error::Error>> {
+        self.started = self.read().await?;
+        Ok(())
+    }
+
+    /// Records the round since [`start`](Self::start): `tasks` drained, `with` or without what
+    /// the bench measures.
+    pub(crate) async fn stop(
+        &mut self,
+        tasks: u64,
+        with: bool,
+    ) -> Result<(), Box<dyn std::error::Error>> {
+        let (worker, redis) = self.read().await?;
+        let per_task = |seconds: f64| seconds * 1e6 / tasks as f64;
+        let side = usize::from(with);
+        self.worker[side].push(per_task(worker - self.started.0));
+        if let (Some(now), Some(before)) = (redis, self.started.1) {
+            self.redis[side].push(per_task(now - before));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn medians(self) -> CpuPerTask {
+        let [worker_without, worker_with] = self.worker.map(crate::results::median);
+        let [redis_without, redis_with] = self
+            .redis
+            .map(|rounds| (!rounds.is_empty()).then(|| crate::results::median(rounds)));
+        CpuPerTask {
+            worker_without,
+            worker_with,
+            redis_without,
+            redis_with,
+        }
+    }
+}
+
 pub(crate) async fn amqp_broker(
     url: &str,
     shards: usize,

@@ -41,6 +41,8 @@ pub(crate) struct ResultsReport {
     drain_stored_per_sec: f64,
     /// Throughput lost by storing results: 1 − stored ÷ ignored.
     storing_cost: f64,
+    /// CPU time per task without and with results stored.
+    cpu_micros_per_task: crate::measure::CpuPerTask,
     celery: Option<CeleryRoundTrip>,
 }
 
@@ -95,9 +97,11 @@ pub(crate) async fn run(
         events: false,
     };
     let (mut ignored, mut stored) = (Vec::new(), Vec::new());
+    let uses_redis = broker == BrokerKind::Redis || backend == "redis";
+    let mut cpu = crate::measure::CpuRounds::new(uses_redis.then_some(redis_url));
     for _ in 0..shape.rounds {
-        ignored.push(drain(&app, drain_shape, false).await?);
-        stored.push(drain(&app, drain_shape, true).await?);
+        ignored.push(drain(&app, drain_shape, false, &mut cpu).await?);
+        stored.push(drain(&app, drain_shape, true, &mut cpu).await?);
     }
     let (ignored, stored) = (median(ignored), median(stored));
     let celery = if shape.with_celery {
@@ -116,6 +120,7 @@ pub(crate) async fn run(
         drain_ignored_per_sec: ignored,
         drain_stored_per_sec: stored,
         storing_cost: 1.0 - stored / ignored,
+        cpu_micros_per_task: cpu.medians(),
         celery,
     })
 }
@@ -200,6 +205,7 @@ async fn drain(
     app: &App,
     shape: DrainShape,
     store: bool,
+    cpu: &mut crate::measure::CpuRounds,
 ) -> Result<f64, Box<dyn std::error::Error>> {
     let tasks = shape.tasks;
     let mut sent = 0;
@@ -218,7 +224,9 @@ async fn drain(
         sent += batch;
     }
     let counter = if store { &ECHOED } else { &DONE };
+    cpu.start().await?;
     let rate = tasks as f64 / measure::drain_counted(app, shape, counter).await?;
+    cpu.stop(tasks, store).await?;
     // Each round starts from the same keyspace: this round's results go (outside the timing).
     for ids in stored_ids.chunks(1_000) {
         let forgotten = ids
@@ -296,4 +304,5 @@ pub(crate) fn print(report: &ResultsReport) {
         "cost of storing results",
         100.0 * report.storing_cost
     );
+    report.cpu_micros_per_task.print();
 }
