@@ -4,6 +4,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 use super::canvas::GroupPlace;
@@ -152,6 +153,24 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
 
 /// The body's `[args, kwargs]` (as JSON bytes) and its `embed`.
 fn body(bytes: &[u8]) -> Result<(Vec<u8>, Value), CeleryError> {
+    // The usual body, read without building `args` and `kwargs` as values: they are kept as
+    // they came, `[args,kwargs]`, and bound to the task's parameters when it runs.
+    if let Ok((args, kwargs, embed)) =
+        serde_json::from_slice::<(&RawValue, &RawValue, Value)>(bytes)
+        && args.get().starts_with('[')
+        && kwargs.get().starts_with('{')
+        && (embed.is_object() || embed.is_null())
+    {
+        let (args, kwargs) = (args.get().as_bytes(), kwargs.get().as_bytes());
+        let mut both = Vec::with_capacity(args.len() + kwargs.len() + 3);
+        both.push(b'[');
+        both.extend_from_slice(args);
+        both.push(b',');
+        both.extend_from_slice(kwargs);
+        both.push(b']');
+        return Ok((both, embed));
+    }
+    // Anything else is read again, to say what is wrong with it.
     let body: Value = serde_json::from_slice(bytes)
         .map_err(|error| CeleryError::Body(format!("not JSON: {error}")))?;
     let Value::Array(mut parts) = body else {

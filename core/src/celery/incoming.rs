@@ -65,20 +65,25 @@ pub(super) struct Headers {
 impl Headers {
     /// The place of protocol header `name`, `None` for one the worker does not read, or `Err(())`
     /// for a name that is not a protocol header.
-    fn place(&mut self, name: &str) -> Result<Option<&mut Option<Value>>, ()> {
+    fn place(&mut self, name: &[u8]) -> Result<Option<&mut Option<Value>>, ()> {
         Ok(Some(match name {
-            "task" => &mut self.task,
-            "id" => &mut self.id,
-            "group" => &mut self.group,
-            "group_index" => &mut self.group_index,
-            "retries" => &mut self.retries,
-            "eta" => &mut self.eta,
-            "expires" => &mut self.expires,
-            "timelimit" => &mut self.timelimit,
-            "root_id" => &mut self.root_id,
-            "parent_id" => &mut self.parent_id,
-            "ignore_result" => &mut self.ignore_result,
-            _ if super::convert::PROTOCOL_HEADERS.contains(&name) => return Ok(None),
+            b"task" => &mut self.task,
+            b"id" => &mut self.id,
+            b"group" => &mut self.group,
+            b"group_index" => &mut self.group_index,
+            b"retries" => &mut self.retries,
+            b"eta" => &mut self.eta,
+            b"expires" => &mut self.expires,
+            b"timelimit" => &mut self.timelimit,
+            b"root_id" => &mut self.root_id,
+            b"parent_id" => &mut self.parent_id,
+            b"ignore_result" => &mut self.ignore_result,
+            _ if super::convert::PROTOCOL_HEADERS
+                .iter()
+                .any(|header| header.as_bytes() == name) =>
+            {
+                return Ok(None);
+            }
             _ => return Err(()),
         }))
     }
@@ -108,8 +113,10 @@ impl<'de> Visitor<'de> for HeadersVisitor {
                     map.next_value::<IgnoredAny>()?;
                 }
                 Err(()) => {
+                    let name = String::from_utf8(name.into_owned())
+                        .map_err(|_| serde::de::Error::custom("a header's name is not UTF-8"))?;
                     let value = map.next_value()?;
-                    headers.application.push((name.into_owned(), value));
+                    headers.application.push((name, value));
                 }
             }
         }
@@ -118,8 +125,9 @@ impl<'de> Visitor<'de> for HeadersVisitor {
 }
 
 /// A header's name, borrowed from the message unless it has escapes (serde's own `Cow<str>`
-/// always copies).
-struct HeaderName<'de>(Cow<'de, str>);
+/// always copies), read as bytes: serde_json then skips checking that the protocol's names are
+/// UTF-8, and the application's are checked when kept.
+struct HeaderName<'de>(Cow<'de, [u8]>);
 
 impl<'de> Deserialize<'de> for HeaderName<'de> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -131,19 +139,23 @@ impl<'de> Deserialize<'de> for HeaderName<'de> {
                 f.write_str("a header's name")
             }
 
-            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<HeaderName<'de>, E> {
+            fn visit_borrowed_bytes<E>(self, name: &'de [u8]) -> Result<HeaderName<'de>, E> {
                 Ok(HeaderName(Cow::Borrowed(name)))
             }
 
-            fn visit_str<E>(self, name: &str) -> Result<HeaderName<'de>, E> {
+            fn visit_bytes<E>(self, name: &[u8]) -> Result<HeaderName<'de>, E> {
                 Ok(HeaderName(Cow::Owned(name.to_owned())))
             }
 
-            fn visit_string<E>(self, name: String) -> Result<HeaderName<'de>, E> {
-                Ok(HeaderName(Cow::Owned(name)))
+            fn visit_borrowed_str<E>(self, name: &'de str) -> Result<HeaderName<'de>, E> {
+                Ok(HeaderName(Cow::Borrowed(name.as_bytes())))
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<HeaderName<'de>, E> {
+                Ok(HeaderName(Cow::Owned(name.as_bytes().to_owned())))
             }
         }
-        deserializer.deserialize_str(NameVisitor)
+        deserializer.deserialize_bytes(NameVisitor)
     }
 }
 
@@ -173,6 +185,20 @@ mod tests {
         let info = incoming.properties.delivery_info.unwrap();
         assert_eq!(info.routing_key, "q");
         assert_eq!(incoming.properties.body_encoding.as_deref(), Some("base64"));
+    }
+
+    #[test]
+    fn an_application_header_whose_name_is_not_utf8_is_refused() {
+        // `\udc80` is a lone surrogate: JSON allows it escaped, UTF-8 cannot hold it.
+        let message = br#"{"body": "", "headers": {"task": "t", "x-\udc80": 1}}"#;
+        assert!(serde_json::from_slice::<Incoming<'_>>(message).is_err());
+        let escaped = br#"{"body": "", "headers": {"x-t\u0065nant": "shop", "t\u0061sk": "t"}}"#;
+        let incoming: Incoming<'_> = serde_json::from_slice(escaped).unwrap();
+        assert_eq!(incoming.headers.task, Some(Value::from("t")));
+        assert_eq!(
+            incoming.headers.application,
+            [("x-tenant".to_owned(), Value::from("shop"))]
+        );
     }
 
     #[test]

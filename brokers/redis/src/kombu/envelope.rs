@@ -122,11 +122,17 @@ impl<'de> Deserialize<'de> for MarkKey {
                 f.write_str("a key")
             }
 
+            fn visit_bytes<E>(self, key: &[u8]) -> Result<MarkKey, E> {
+                Ok(MarkKey(key == b"redelivered"))
+            }
+
             fn visit_str<E>(self, key: &str) -> Result<MarkKey, E> {
                 Ok(MarkKey(key == "redelivered"))
             }
         }
-        deserializer.deserialize_str(KeyVisitor)
+        // As bytes: serde_json then skips checking that each key is UTF-8 (the worker reads the
+        // message in full later, and refuses one that is not).
+        deserializer.deserialize_bytes(KeyVisitor)
     }
 }
 
