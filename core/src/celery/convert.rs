@@ -360,6 +360,10 @@ fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
     headers.insert("replaced_task_nesting".into(), json!(0));
     headers.insert("stamped_headers".into(), Value::Null);
     headers.insert("stamps".into(), json!({}));
+    // A null protocol header is left out, as on RabbitMQ: Celery reads headers with `.get`, so a
+    // missing one is the same to it, and each message is a tenth smaller (less for Redis to copy
+    // and hash in `take.lua`, less for a worker to read).
+    headers.retain(|_, value| !value.is_null());
     for (name, value) in &envelope.headers {
         if !PROTOCOL_HEADERS.contains(&name.as_str()) {
             headers.insert(name.clone(), json!(value));

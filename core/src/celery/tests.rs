@@ -213,7 +213,12 @@ fn an_envelope_is_written_as_python_writes_a_task() {
         keys.sort();
         keys
     };
-    let mut expected_headers = keys(&python["headers"]);
+    // Null ones are left out (Celery reads headers with `.get`): here the group's and these.
+    let left_out = ["group", "group_index", "shadow", "stamped_headers"];
+    let mut expected_headers: Vec<String> = keys(&python["headers"])
+        .into_iter()
+        .filter(|name| !left_out.contains(&name.as_str()))
+        .collect();
     expected_headers.push("x-custom".into());
     expected_headers.sort();
     assert_eq!(keys(&ours["headers"]), expected_headers);
