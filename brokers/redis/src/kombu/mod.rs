@@ -95,6 +95,10 @@ struct Ack {
 /// Most acknowledgements in one transaction.
 const ACK_BATCH: usize = 1_000;
 
+/// The most messages one publishing pipeline carries (a batch larger than this is sent in several:
+/// on an error, a prefix of the batch may have been published, as `Broker::publish_batch` allows).
+const PUBLISH_CHUNK: usize = 1_000;
+
 #[derive(Clone, Debug)]
 struct KombuSettings {
     visibility_timeout: Duration,
@@ -451,15 +455,19 @@ impl Broker for KombuBroker {
             ));
         }
         let layout = &self.inner.layout;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for message in &messages {
-            let (item, priority) = layout::to_list_item(&message.queue, &message.payload);
-            pipe.lpush(layout.list_for(&message.queue, priority), item.as_ref())
-                .ignore();
+        // In pipelines of a bounded size, as the native broker sends: one pipeline of a large
+        // batch of Celery's messages is megabytes, allocated (and faulted in) afresh each time.
+        for chunk in messages.chunks(PUBLISH_CHUNK) {
+            let mut pipe = redis::pipe();
+            for message in chunk {
+                let (item, priority) = layout::to_list_item(&message.queue, &message.payload);
+                pipe.lpush(layout.list_for(&message.queue, priority), item.as_ref())
+                    .ignore();
+            }
+            let mut conn = self.inner.conn.clone();
+            bounded::<()>("publish", self.inner.timeout(), pipe.query_async(&mut conn)).await?;
         }
-        let mut conn = self.inner.conn.clone();
-        bounded::<()>("publish", self.inner.timeout(), pipe.query_async(&mut conn)).await
+        Ok(())
     }
 
     async fn consume(
