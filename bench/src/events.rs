@@ -7,6 +7,11 @@
 //!   them, which is a monitor's work elsewhere.
 //! - Signing: the tasks are signed (HMAC-SHA256) by their producer, and the worker verifies each
 //!   before decoding it.
+//! - Celery's format: the tasks are sent and read in Celery's wire format (on Redis, kombu's
+//!   layout), beside celeriac's own.
+//!
+//! Each round also times the sends before its drain (`delay_batch`, batches of 10 000), and the
+//! CPU time per task of the worker's process and of Redis.
 
 use celeriac::{App, MemoryBroker};
 use futures::StreamExt;
@@ -42,6 +47,9 @@ pub(crate) struct FeatureReport {
     batches_received: u64,
     /// CPU time per task without and with the feature.
     cpu_micros_per_task: measure::CpuPerTask,
+    /// The sends before each drain (`delay_batch`, batches of 10 000), tasks a second, medians.
+    publish_without_per_sec: f64,
+    publish_with_per_sec: f64,
 }
 
 pub(crate) async fn run(
@@ -122,6 +130,7 @@ pub(crate) async fn run(
         events: false,
     };
     let (mut without, mut with) = (Vec::new(), Vec::new());
+    let (mut published_without, mut published_with) = (Vec::new(), Vec::new());
     let on_redis = matches!(broker_choice, Broker::Redis(_));
     let mut cpu = measure::CpuRounds::new(on_redis.then_some(broker_url));
     for _ in 0..rounds {
@@ -134,10 +143,16 @@ pub(crate) async fn run(
             };
             // In batches: one batch of 100 000 of Celery's larger messages outlasts RabbitMQ's
             // confirm timeout on two cores.
+            let publishing = std::time::Instant::now();
             for start in (0..tasks).step_by(10_000) {
                 let end = (start + 10_000).min(tasks);
                 app.delay_batch::<crate::measure::bench_noop>((start..end).map(|n| (n,)))
                     .await?;
+            }
+            let published = tasks as f64 / publishing.elapsed().as_secs_f64();
+            match on {
+                true => published_with.push(published),
+                false => published_without.push(published),
             }
             cpu.start().await?;
             let rate = tasks as f64 / measure::drain(app, shape).await?;
@@ -164,6 +179,8 @@ pub(crate) async fn run(
         cost_micros_per_task: (1.0 / with - 1.0 / without) * 1e6,
         batches_received: received.load(std::sync::atomic::Ordering::Relaxed),
         cpu_micros_per_task: cpu.medians(),
+        publish_without_per_sec: median(published_without),
+        publish_with_per_sec: median(published_with),
     })
 }
 
@@ -204,6 +221,13 @@ pub(crate) fn print(report: &FeatureReport) {
         "cost per task", report.cost_micros_per_task
     );
     report.cpu_micros_per_task.print();
+    println!(
+        "{:<34}{:>12.0} tasks/s without, {:.0} with ({:.2})",
+        "publish, batches of 10 000 (median)",
+        report.publish_without_per_sec,
+        report.publish_with_per_sec,
+        report.publish_with_per_sec / report.publish_without_per_sec
+    );
     if matches!(report.feature, Feature::Events) {
         println!(
             "{:<34}{:>12}",

@@ -3,13 +3,14 @@
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use base64::Engine;
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::canvas::GroupPlace;
 use super::incoming::Incoming;
-use super::message::{DeliveryInfo, KombuMessage, Properties};
+use super::outgoing::{Outgoing, OutgoingDeliveryInfo, OutgoingHeaders, OutgoingProperties};
 use super::{ARGS_CONTENT_TYPE, CeleryError};
 use crate::codec::CodecError;
 use crate::{Envelope, TaskId};
@@ -289,9 +290,89 @@ pub(crate) fn encode(envelope: &Envelope) -> Result<Vec<u8>, CodecError> {
 }
 
 fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
-    let (args, kwargs) = match envelope.content_type.as_str() {
-        ARGS_CONTENT_TYPE => serde_json::from_slice::<(Value, Value)>(&envelope.args)
-            .map_err(|error| CeleryError::Arguments(format!("not `[args, kwargs]`: {error}")))?,
+    let (embed, group) = match envelope.workflow.as_deref() {
+        Some(workflow) => {
+            let (embed, group) = super::canvas::to_embed(workflow)?;
+            let embed =
+                serde_json::to_vec(&embed).map_err(|error| CeleryError::Body(error.to_string()))?;
+            (std::borrow::Cow::Owned(embed), group)
+        }
+        None => (std::borrow::Cow::Borrowed(NO_WORKFLOW), None),
+    };
+    // A chord's member has its place in its workflow; a plain group's, in its headers.
+    let group = group.or_else(|| GroupPlace::kept_in(&envelope.headers));
+    let body = body_of(envelope, &embed)?;
+    let body = base64::engine::general_purpose::STANDARD.encode(body);
+
+    let id = envelope.id.to_string();
+    let root = envelope.root_id.map(|root| root.to_string());
+    let expiration = envelope.expires.map(|expires| {
+        let left = expires
+            .duration_since(crate::clock::now())
+            .unwrap_or(Duration::ZERO);
+        left.as_millis().to_string()
+    });
+    let delivery_tag = uuid::Uuid::new_v4().to_string();
+    let message = Outgoing {
+        body: &body,
+        content_encoding: "utf-8",
+        content_type: "application/json",
+        headers: OutgoingHeaders {
+            task: &envelope.task,
+            id: &id,
+            eta: envelope.eta.map(iso),
+            expires: envelope.expires.map(iso),
+            group: group.map(|place| place.group.to_string()),
+            group_index: group.and_then(|place| place.index),
+            retries: envelope.retries,
+            hard_time_limit: envelope.time_limit.map(|limit| limit.as_secs_f64()),
+            root_id: root.as_deref().unwrap_or(&id),
+            parent_id: envelope.parent_id.map(|parent| parent.to_string()),
+            redacted: REDACTED,
+            origin: origin(),
+            ignore_result: !envelope.store_result,
+            application: &envelope.headers,
+        },
+        properties: OutgoingProperties {
+            correlation_id: &id,
+            reply_to: envelope.reply_to.as_deref().unwrap_or_default(),
+            delivery_mode: 2,
+            expiration,
+            delivery_info: OutgoingDeliveryInfo {
+                exchange: "",
+                routing_key: &envelope.queue,
+            },
+            priority: i64::from(envelope.priority.unwrap_or(0)),
+            body_encoding: "base64",
+            delivery_tag: &delivery_tag,
+        },
+    };
+    serde_json::to_vec(&message).map_err(|error| CeleryError::Envelope(error.to_string()))
+}
+
+/// `embed` of a task in no workflow.
+const NO_WORKFLOW: &[u8] = br#"{"callbacks":null,"errbacks":null,"chain":null,"chord":null}"#;
+
+/// The body, `[args, kwargs, embed]`: Celery's arguments as they are kept (`[args,kwargs]`), or
+/// JSON-encoded ones as `args`.
+fn body_of(envelope: &Envelope, embed: &[u8]) -> Result<Vec<u8>, CeleryError> {
+    let mut body = Vec::with_capacity(envelope.args.len() + embed.len() + 8);
+    match envelope.content_type.as_str() {
+        ARGS_CONTENT_TYPE => {
+            let (args, kwargs) = serde_json::from_slice::<(&RawValue, &RawValue)>(&envelope.args)
+                .map_err(|error| {
+                CeleryError::Arguments(format!("not `[args, kwargs]`: {error}"))
+            })?;
+            if !args.get().starts_with('[') || !kwargs.get().starts_with('{') {
+                return Err(CeleryError::Arguments(
+                    "not `[args, kwargs]`: an array and an object".to_owned(),
+                ));
+            }
+            body.push(b'[');
+            body.extend_from_slice(args.get().as_bytes());
+            body.push(b',');
+            body.extend_from_slice(kwargs.get().as_bytes());
+        }
         "application/json" => {
             let args: Value = serde_json::from_slice(&envelope.args)
                 .map_err(|error| CeleryError::Arguments(error.to_string()))?;
@@ -301,104 +382,21 @@ fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
                 Value::Null => json!([]),
                 other => json!([other]),
             };
-            (args, json!({}))
+            body.push(b'[');
+            serde_json::to_writer(&mut body, &args)
+                .map_err(|error| CeleryError::Arguments(error.to_string()))?;
+            body.extend_from_slice(b",{}");
         }
         other => {
             return Err(CeleryError::Unsupported(format!(
                 "arguments encoded as `{other}`: an app in Celery's format encodes them as JSON (`JsonCodec`)"
             )));
         }
-    };
-    let (embed, group) = match envelope.workflow.as_deref() {
-        Some(workflow) => super::canvas::to_embed(workflow)?,
-        None => (
-            json!({"callbacks": null, "errbacks": null, "chain": null, "chord": null}),
-            None,
-        ),
-    };
-    // A chord's member has its place in its workflow; a plain group's, in its headers.
-    let group = group.or_else(|| GroupPlace::kept_in(&envelope.headers));
-    let body = serde_json::to_vec(&[args, kwargs, embed])
-        .map_err(|error| CeleryError::Body(error.to_string()))?;
-
-    let id = envelope.id.to_string();
-    let iso = |time: Option<SystemTime>| time.map_or(Value::Null, |time| Value::String(iso(time)));
-    let mut headers = Map::new();
-    headers.insert("lang".into(), json!("rs"));
-    headers.insert("task".into(), json!(envelope.task));
-    headers.insert("id".into(), json!(id));
-    headers.insert("shadow".into(), Value::Null);
-    headers.insert("eta".into(), iso(envelope.eta));
-    headers.insert("expires".into(), iso(envelope.expires));
-    headers.insert(
-        "group".into(),
-        group.map_or(Value::Null, |place| json!(place.group.to_string())),
-    );
-    headers.insert(
-        "group_index".into(),
-        group
-            .and_then(|place| place.index)
-            .map_or(Value::Null, |index| json!(index)),
-    );
-    headers.insert("retries".into(), json!(envelope.retries));
-    let hard = envelope
-        .time_limit
-        .map_or(Value::Null, |limit| json!(limit.as_secs_f64()));
-    headers.insert("timelimit".into(), json!([hard, null]));
-    let root = envelope.root_id.unwrap_or(envelope.id).to_string();
-    headers.insert("root_id".into(), json!(root));
-    headers.insert(
-        "parent_id".into(),
-        envelope
-            .parent_id
-            .map_or(Value::Null, |parent| json!(parent.to_string())),
-    );
-    headers.insert("argsrepr".into(), json!(REDACTED));
-    headers.insert("kwargsrepr".into(), json!(REDACTED));
-    headers.insert("origin".into(), json!(origin()));
-    headers.insert("ignore_result".into(), json!(!envelope.store_result));
-    headers.insert("replaced_task_nesting".into(), json!(0));
-    headers.insert("stamped_headers".into(), Value::Null);
-    headers.insert("stamps".into(), json!({}));
-    // A null protocol header is left out, as on RabbitMQ: Celery reads headers with `.get`, so a
-    // missing one is the same to it, and each message is a tenth smaller (less for Redis to copy
-    // and hash in `take.lua`, less for a worker to read).
-    headers.retain(|_, value| !value.is_null());
-    for (name, value) in &envelope.headers {
-        if !PROTOCOL_HEADERS.contains(&name.as_str()) {
-            headers.insert(name.clone(), json!(value));
-        }
     }
-
-    let expiration = envelope.expires.map(|expires| {
-        let left = expires
-            .duration_since(crate::clock::now())
-            .unwrap_or(Duration::ZERO);
-        left.as_millis().to_string()
-    });
-    let mut message = KombuMessage {
-        body: Value::Null,
-        content_encoding: Some("utf-8".into()),
-        content_type: Some("application/json".into()),
-        headers,
-        properties: Properties {
-            correlation_id: Some(id),
-            reply_to: Some(envelope.reply_to.clone().unwrap_or_default()),
-            delivery_mode: Some(2),
-            expiration,
-            delivery_info: Some(DeliveryInfo {
-                exchange: String::new(),
-                routing_key: envelope.queue.clone(),
-                other: Map::new(),
-            }),
-            priority: Some(i64::from(envelope.priority.unwrap_or(0))),
-            body_encoding: None,
-            delivery_tag: Some(uuid::Uuid::new_v4().to_string()),
-            other: Map::new(),
-        },
-    };
-    message.set_body(&body);
-    message.to_json()
+    body.push(b',');
+    body.extend_from_slice(embed);
+    body.push(b']');
+    Ok(body)
 }
 
 /// Who sends: `celeriac<pid>@<host>`, as Celery's producers say `gen<pid>@<host>`.

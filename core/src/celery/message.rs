@@ -10,83 +10,13 @@
 //! ```
 //!
 //! Readers must not depend on the order of keys or on spacing (Python's `json.dumps` writes
-//! `", "` and `": "`); unknown keys are kept where they may matter (headers, properties).
+//! `", "` and `": "`). `incoming` reads it, `outgoing` writes it; this module
+//! holds what both sides share.
 
 use base64::Engine;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::CeleryError;
-
-/// One message, as kombu's JSON envelope.
-#[derive(Debug, Deserialize, Serialize)]
-pub(super) struct KombuMessage {
-    /// The body, encoded as `properties.body_encoding` says (base64, for kombu).
-    pub(super) body: Value,
-    #[serde(rename = "content-encoding", default)]
-    pub(super) content_encoding: Option<String>,
-    #[serde(rename = "content-type", default)]
-    pub(super) content_type: Option<String>,
-    #[serde(default)]
-    pub(super) headers: Map<String, Value>,
-    #[serde(default)]
-    pub(super) properties: Properties,
-}
-
-/// A message's properties (AMQP's basic properties, and kombu's own).
-#[derive(Debug, Default, Deserialize, Serialize)]
-pub(super) struct Properties {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) correlation_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) reply_to: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) delivery_mode: Option<u8>,
-    /// Milliseconds as a string: AMQP's per-message TTL (meaningless on Redis).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) expiration: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) delivery_info: Option<DeliveryInfo>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) priority: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) body_encoding: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(super) delivery_tag: Option<String>,
-    /// Any other property, kept as it came.
-    #[serde(flatten)]
-    pub(super) other: Map<String, Value>,
-}
-
-/// Where the message was published: kombu needs it to acknowledge and restore the message.
-#[derive(Debug, Default, Deserialize, Serialize)]
-pub(super) struct DeliveryInfo {
-    #[serde(default)]
-    pub(super) exchange: String,
-    #[serde(default)]
-    pub(super) routing_key: String,
-    #[serde(flatten)]
-    pub(super) other: Map<String, Value>,
-}
-
-impl KombuMessage {
-    /// Reads kombu's JSON envelope (the worker reads [`super::incoming::Incoming`]).
-    #[cfg(test)]
-    pub(super) fn from_json(bytes: &[u8]) -> Result<Self, CeleryError> {
-        serde_json::from_slice(bytes).map_err(|error| CeleryError::Envelope(error.to_string()))
-    }
-
-    /// Writes kombu's JSON envelope.
-    pub(super) fn to_json(&self) -> Result<Vec<u8>, CeleryError> {
-        serde_json::to_vec(self).map_err(|error| CeleryError::Envelope(error.to_string()))
-    }
-
-    /// Sets the body to `bytes`, in base64.
-    pub(super) fn set_body(&mut self, bytes: &[u8]) {
-        self.body = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
-        self.properties.body_encoding = Some("base64".into());
-    }
-}
 
 /// A message's body as bytes, decoded as `body_encoding` says; only JSON bodies are accepted (as a
 /// Celery worker accepts by default).

@@ -57,6 +57,7 @@ mod canvas;
 mod convert;
 mod incoming;
 mod message;
+mod outgoing;
 mod results;
 #[cfg(test)]
 mod tests;
