@@ -48,7 +48,7 @@ pub(super) const PROTOCOL_HEADERS: [&str; 20] = [
 
 /// What `argsrepr` and `kwargsrepr` say: arguments are not written where logs and monitors show
 /// them (they may be personal data, such as a phone number).
-const REDACTED: &str = "(redacted)";
+pub(super) const REDACTED: &str = "(redacted)";
 
 /// Reads a Celery task message (kombu's JSON envelope) as an envelope.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope, CodecError> {
@@ -158,18 +158,13 @@ fn body(bytes: &[u8]) -> Result<(Vec<u8>, Value), CeleryError> {
     // they came, `[args,kwargs]`, and bound to the task's parameters when it runs.
     if let Ok((args, kwargs, embed)) =
         serde_json::from_slice::<(&RawValue, &RawValue, Value)>(bytes)
-        && args.get().starts_with('[')
-        && kwargs.get().starts_with('{')
         && (embed.is_object() || embed.is_null())
     {
-        let (args, kwargs) = (args.get().as_bytes(), kwargs.get().as_bytes());
-        let mut both = Vec::with_capacity(args.len() + kwargs.len() + 3);
-        both.push(b'[');
-        both.extend_from_slice(args);
-        both.push(b',');
-        both.extend_from_slice(kwargs);
-        both.push(b']');
-        return Ok((both, embed));
+        let mut both = Vec::with_capacity(args.get().len() + kwargs.get().len() + 3);
+        if push_args_and_kwargs(&mut both, args, kwargs) {
+            both.push(b']');
+            return Ok((both, embed));
+        }
     }
     // Anything else is read again, to say what is wrong with it.
     let body: Value = serde_json::from_slice(bytes)
@@ -328,7 +323,6 @@ fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
             hard_time_limit: envelope.time_limit.map(|limit| limit.as_secs_f64()),
             root_id: root.as_deref().unwrap_or(&id),
             parent_id: envelope.parent_id.map(|parent| parent.to_string()),
-            redacted: REDACTED,
             origin: origin(),
             ignore_result: !envelope.store_result,
             application: &envelope.headers,
@@ -350,6 +344,20 @@ fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
     serde_json::to_vec(&message).map_err(|error| CeleryError::Envelope(error.to_string()))
 }
 
+/// Writes `[args,kwargs` (no closing bracket: a body goes on with `embed`) if `args` is an array
+/// and `kwargs` an object, as they came; false, writing nothing, otherwise.
+fn push_args_and_kwargs(out: &mut Vec<u8>, args: &RawValue, kwargs: &RawValue) -> bool {
+    let (args, kwargs) = (args.get(), kwargs.get());
+    if !args.starts_with('[') || !kwargs.starts_with('{') {
+        return false;
+    }
+    out.push(b'[');
+    out.extend_from_slice(args.as_bytes());
+    out.push(b',');
+    out.extend_from_slice(kwargs.as_bytes());
+    true
+}
+
 /// `embed` of a task in no workflow.
 const NO_WORKFLOW: &[u8] = br#"{"callbacks":null,"errbacks":null,"chain":null,"chord":null}"#;
 
@@ -363,15 +371,11 @@ fn body_of(envelope: &Envelope, embed: &[u8]) -> Result<Vec<u8>, CeleryError> {
                 .map_err(|error| {
                 CeleryError::Arguments(format!("not `[args, kwargs]`: {error}"))
             })?;
-            if !args.get().starts_with('[') || !kwargs.get().starts_with('{') {
+            if !push_args_and_kwargs(&mut body, args, kwargs) {
                 return Err(CeleryError::Arguments(
                     "not `[args, kwargs]`: an array and an object".to_owned(),
                 ));
             }
-            body.push(b'[');
-            body.extend_from_slice(args.get().as_bytes());
-            body.push(b',');
-            body.extend_from_slice(kwargs.get().as_bytes());
         }
         "application/json" => {
             let args: Value = serde_json::from_slice(&envelope.args)

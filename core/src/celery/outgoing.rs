@@ -34,7 +34,6 @@ pub(super) struct OutgoingHeaders<'a> {
     pub(super) hard_time_limit: Option<f64>,
     pub(super) root_id: &'a str,
     pub(super) parent_id: Option<String>,
-    pub(super) redacted: &'static str,
     pub(super) origin: &'a str,
     pub(super) ignore_result: bool,
     /// Headers that are not protocol 2's.
@@ -72,8 +71,8 @@ impl Serialize for OutgoingHeaders<'_> {
         if let Some(parent) = &self.parent_id {
             map.serialize_entry("parent_id", parent)?;
         }
-        map.serialize_entry("argsrepr", self.redacted)?;
-        map.serialize_entry("kwargsrepr", self.redacted)?;
+        map.serialize_entry("argsrepr", super::convert::REDACTED)?;
+        map.serialize_entry("kwargsrepr", super::convert::REDACTED)?;
         map.serialize_entry("origin", self.origin)?;
         map.serialize_entry("ignore_result", &self.ignore_result)?;
         map.serialize_entry("replaced_task_nesting", &0)?;
