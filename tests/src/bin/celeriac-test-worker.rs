@@ -42,10 +42,11 @@ async fn record_run(ctx: TaskContext, n: u64, sleep_ms: u64) -> Result<(), redis
         .await
 }
 
-/// Limited to 50 runs a second per `run` across every worker process; records when it ran (µs since
-/// the epoch) in the Redis list `celeriac-test-rl:<run>`.
+/// Limited to 50 runs a second per `run` across every worker process; records when it ran and the
+/// slot it held, if it was sent back for one (µs since the epoch, `<ran> <slot>`, slot 0 for a run
+/// admitted at once) in the Redis list `celeriac-test-rl:<run>`.
 #[celeriac::task(name = "rl_process", rate_limit = "50/s", rate_limit_key = "run")]
-async fn rl_process(run: String, n: u64) -> Result<(), redis::RedisError> {
+async fn rl_process(ctx: TaskContext, run: String, n: u64) -> Result<(), redis::RedisError> {
     let _ = n;
     let Some(conn) = RECORDER.get() else {
         return Err(redis::RedisError::from((
@@ -53,13 +54,16 @@ async fn rl_process(run: String, n: u64) -> Result<(), redis::RedisError> {
             "no recorder",
         )));
     };
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_micros());
+    let micros = |time: std::time::SystemTime| {
+        time.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_micros())
+    };
+    let ran = micros(std::time::SystemTime::now());
+    let slot = ctx.eta().map_or(0, micros);
     let mut conn = conn.clone();
     redis::cmd("RPUSH")
         .arg(format!("celeriac-test-rl:{run}"))
-        .arg(micros.to_string())
+        .arg(format!("{ran} {slot}"))
         .query_async::<()>(&mut conn)
         .await
 }
