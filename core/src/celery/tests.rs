@@ -230,6 +230,20 @@ fn an_envelope_is_written_as_python_writes_a_task() {
         ours["properties"]["delivery_info"],
         json!({"exchange": "", "routing_key": "wire_celery"})
     );
+    // The Redis broker reads the priority from the message's end, where the writer leaves it
+    // (`celeriac-redis`'s kombu layout): the delivery information, the priority, the tag last.
+    let tag = ours["properties"]["delivery_tag"]
+        .as_str()
+        .unwrap_or_default();
+    let end = format!(
+        r#""delivery_info":{{"exchange":"","routing_key":"wire_celery"}},"priority":6,"body_encoding":"base64","delivery_tag":"{tag}"}}}}"#
+    );
+    assert_eq!(tag.len(), 36);
+    assert!(
+        written.ends_with(end.as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&written)
+    );
     assert_eq!(ours["headers"]["argsrepr"], json!("(redacted)"));
     assert_eq!(ours["headers"]["timelimit"], json!([2.5, null]));
     assert_eq!(

@@ -459,10 +459,18 @@ impl Broker for KombuBroker {
         // batch of Celery's messages is megabytes, allocated (and faulted in) afresh each time.
         for chunk in messages.chunks(PUBLISH_CHUNK) {
             let mut pipe = redis::pipe();
+            // A batch mostly goes to one list: its name is made once.
+            let mut list: Option<(&str, Option<u8>, String)> = None;
             for message in chunk {
                 let (item, priority) = layout::to_list_item(&message.queue, &message.payload);
-                pipe.lpush(layout.list_for(&message.queue, priority), item.as_ref())
-                    .ignore();
+                let key = match &list {
+                    Some((queue, at, key)) if *queue == message.queue && *at == priority => key,
+                    _ => {
+                        let key = layout.list_for(&message.queue, priority);
+                        &list.insert((&message.queue, priority, key)).2
+                    }
+                };
+                pipe.lpush(key, item.as_ref()).ignore();
             }
             let mut conn = self.inner.conn.clone();
             bounded::<()>("publish", self.inner.timeout(), pipe.query_async(&mut conn)).await?;
