@@ -4,6 +4,9 @@
 //! it does not need.
 
 use std::fmt;
+use std::sync::LazyLock;
+
+use memchr::memmem::Finder;
 
 use serde::Deserialize;
 use serde::de::{IgnoredAny, MapAccess, Visitor};
@@ -31,9 +34,10 @@ pub(super) fn redelivered(item: &[u8]) -> Result<bool, &'static str> {
 /// instead of parsing it. Without a backslash no string can hide a quote or spell the key another
 /// way, so the bytes say what the parse would. Anything else is parsed.
 fn written_fresh(item: &[u8]) -> bool {
+    static MARK: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"redelivered\""));
     super::layout::written_priority(item).is_some()
         && memchr::memchr(b'\\', item).is_none()
-        && memchr::memmem::find(item, b"\"redelivered\"").is_none()
+        && MARK.find(item).is_none()
 }
 
 #[derive(Deserialize)]

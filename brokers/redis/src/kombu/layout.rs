@@ -186,7 +186,7 @@ fn looks_wrapped(item: &[u8]) -> bool {
 
 /// How celeriac's Celery writer (`celeriac::celery`) ends a message: the properties last, the
 /// delivery information, the priority, then the body's encoding and a uuid delivery tag.
-const WRITTEN_DELIVERY_INFO: &[u8] = br#""delivery_info":{"exchange":""#;
+const WRITTEN_DELIVERY_INFO: &[u8] = br#""delivery_info":{"exchange":"","routing_key":"#;
 const WRITTEN_BEFORE_PRIORITY: &[u8] = br#""},"priority":"#;
 const WRITTEN_AFTER_PRIORITY: &[u8] = br#","body_encoding":"base64","delivery_tag":""#;
 const WRITTEN_END: &[u8] = br#""}}"#;
@@ -212,7 +212,14 @@ pub(super) fn written_priority(payload: &[u8]) -> Option<Option<u8>> {
     let digits_at = rest.iter().rposition(|byte| !byte.is_ascii_digit())? + 1;
     let (rest, digits) = rest.split_at(digits_at);
     let rest = rest.strip_suffix(WRITTEN_BEFORE_PRIORITY)?;
-    memchr::memmem::rfind(rest, WRITTEN_DELIVERY_INFO)?;
+    // The routing key: a string without escapes, after the delivery information's opening.
+    let key_at = memchr::memrchr(b'"', rest)?;
+    if memchr::memchr(b'\\', &rest[key_at..]).is_some() {
+        return None;
+    }
+    if !rest[..key_at].ends_with(WRITTEN_DELIVERY_INFO) {
+        return None;
+    }
     // At most three digits, so the number fits; more (or none) is left to the full parse.
     if digits.is_empty() || digits.len() > 3 {
         return None;
@@ -369,11 +376,12 @@ mod tests {
 
     #[test]
     fn the_written_priority_is_read_from_the_end_as_a_full_parse_reads_it() {
-        let written = |priority: &str, tag: &str| {
+        let written_to = |key: &str, priority: &str, tag: &str| {
             format!(
-                r#"{{"body":"W10=","content-encoding":"utf-8","content-type":"application/json","headers":{{"lang":"rs","task":"t"}},"properties":{{"correlation_id":"c","reply_to":"","delivery_mode":2,"delivery_info":{{"exchange":"","routing_key":"q\"}}"}},"priority":{priority},"body_encoding":"base64","delivery_tag":"{tag}"}}}}"#
+                r#"{{"body":"W10=","content-encoding":"utf-8","content-type":"application/json","headers":{{"lang":"rs","task":"t"}},"properties":{{"correlation_id":"c","reply_to":"","delivery_mode":2,"delivery_info":{{"exchange":"","routing_key":"{key}"}},"priority":{priority},"body_encoding":"base64","delivery_tag":"{tag}"}}}}"#
             )
         };
+        let written = |priority: &str, tag: &str| written_to("q", priority, tag);
         let tag = "0b9f0e0c-3c1e-4c59-9f0e-7a3c2b1d4e5f";
         for (priority, expected) in [
             ("0", Some(0)),
@@ -398,6 +406,10 @@ mod tests {
             let message = written(priority, tag);
             assert_eq!(written_priority(message.as_bytes()), None, "{message}");
         }
+        // A routing key with an escape is left to the parse too, which reads it right.
+        let escaped = written_to(r#"q\"},\"priority\":7"#, "3", tag);
+        assert_eq!(written_priority(escaped.as_bytes()), None);
+        assert_eq!(kombu_priority(escaped.as_bytes()), Some(Some(3)));
         let spaced = br#"{"body": "W10=", "properties": {"delivery_info": {"exchange": "", "routing_key": "q"}, "priority": 4, "body_encoding": "base64", "delivery_tag": "0b9f0e0c-3c1e-4c59-9f0e-7a3c2b1d4e5f"}}"#;
         assert_eq!(written_priority(spaced), None);
         assert_eq!(kombu_priority(spaced), Some(Some(4)));
