@@ -194,8 +194,8 @@ const WRITTEN_END: &[u8] = br#""}}"#;
 const UUID_LEN: usize = 36;
 
 /// [`kombu_priority`] of a message as celeriac's Celery writer leaves it, read from its last
-/// hundred bytes instead of parsing it all (the parse cost a send of Celery's messages a fifth of
-/// its time); `None` for any other shape, which is then parsed in full.
+/// hundred bytes instead of parsing all of it (`serde_json` walking ~700 bytes a send); `None`
+/// for any other shape, which is then parsed in full.
 pub(super) fn written_priority(payload: &[u8]) -> Option<Option<u8>> {
     if !payload.starts_with(b"{\"body\":\"") {
         return None;
