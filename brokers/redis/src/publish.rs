@@ -55,8 +55,13 @@ async fn send(
 ) -> Result<(), BrokerError> {
     let settings = inner.settings();
     let mut pipe = redis::pipe();
+    // A batch's messages come grouped by queue: each queue's keys are made once.
+    let mut queue_keys: Option<QueueKeys> = None;
     for message in messages {
-        let keys = QueueKeys::new(&settings.key_prefix, &message.queue);
+        let keys = match queue_keys {
+            Some(ref keys) if *keys.queue == *message.queue => keys,
+            _ => queue_keys.insert(QueueKeys::new(&settings.key_prefix, &message.queue)),
+        };
         match message.not_before.filter(|at| *at > now) {
             Some(at) => {
                 let mut member = uuid::Uuid::new_v4().as_bytes().to_vec();
