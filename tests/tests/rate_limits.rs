@@ -203,8 +203,9 @@ async fn four_worker_processes_share_fifty_a_second() {
         "1 000 runs took {spread:?}: faster than 50/s across the processes"
     );
     // The shared budget itself, whatever the machine's load: the slots handed out across the four
-    // processes are 20 ms apart, so no second of slots holds more than 50 (a few more where a
-    // worker's clock read after Redis answered moved a slot by its round trip).
+    // processes are 20 ms apart, so no second of slots holds more than 50 — give or take a few
+    // where a worker, descheduled between Redis's answer and its clock read, dated a slot late. A
+    // budget kept per process (200 a second) or handed out twice (100) is far above.
     let mut slots: Vec<u64> = runs
         .iter()
         .filter(|(_, slot)| *slot != 0)
@@ -216,16 +217,19 @@ async fn four_worker_processes_share_fifty_a_second() {
         "only {} of 1 000 runs were sent back for a slot",
         slots.len()
     );
-    for (index, start) in slots.iter().enumerate() {
-        let within = slots[index..]
-            .iter()
-            .take_while(|slot| **slot - *start < 1_000_000)
-            .count();
-        assert!(
-            within <= 55,
-            "{within} slots within one second from slot {index}"
-        );
-    }
+    let busiest_second = (0..slots.len())
+        .map(|index| {
+            slots[index..]
+                .iter()
+                .take_while(|slot| **slot - slots[index] < 1_000_000)
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        busiest_second <= 60,
+        "{busiest_second} slots within one second"
+    );
     // A run never starts before its slot (within the timer's millisecond), and it comes back soon
     // after it: a task sent back waits behind the queue's backlog (here, at first, the 1 000 tasks
     // asking for their slots), then for the broker's next move of due countdowns (~100 ms).
@@ -236,7 +240,7 @@ async fn four_worker_processes_share_fifty_a_second() {
         .max()
         .unwrap_or(0);
     eprintln!(
-        "{} runs held slots; the latest started {} ms after its slot",
+        "{} runs held slots, at most {busiest_second} in a second; the latest started {} ms after its slot",
         slots.len(),
         latest / 1_000
     );
