@@ -211,6 +211,10 @@ pub(super) fn written_priority(payload: &[u8]) -> Option<Option<u8>> {
     let rest = rest.strip_suffix(WRITTEN_AFTER_PRIORITY)?;
     let digits_at = rest.iter().rposition(|byte| !byte.is_ascii_digit())? + 1;
     let (rest, digits) = rest.split_at(digits_at);
+    // At most three digits, so the number fits; more (or none) is left to the full parse.
+    if digits.is_empty() || digits.len() > 3 {
+        return None;
+    }
     let rest = rest.strip_suffix(WRITTEN_BEFORE_PRIORITY)?;
     // The routing key: a string without escapes, after the delivery information's opening.
     let key_at = memchr::memrchr(b'"', rest)?;
@@ -218,10 +222,6 @@ pub(super) fn written_priority(payload: &[u8]) -> Option<Option<u8>> {
         return None;
     }
     if !rest[..key_at].ends_with(WRITTEN_DELIVERY_INFO) {
-        return None;
-    }
-    // At most three digits, so the number fits; more (or none) is left to the full parse.
-    if digits.is_empty() || digits.len() > 3 {
         return None;
     }
     let priority = digits
