@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::canvas::GroupPlace;
-use super::incoming::Incoming;
+use super::incoming::{Header, Incoming};
 use super::outgoing::{Outgoing, OutgoingDeliveryInfo, OutgoingHeaders, OutgoingProperties};
 use super::{ARGS_CONTENT_TYPE, CeleryError};
 use crate::codec::CodecError;
@@ -60,12 +60,12 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
         serde_json::from_slice(bytes).map_err(|error| CeleryError::Envelope(error.to_string()))?;
     let headers = &message.headers;
     let task = match &headers.task {
-        Some(Value::String(task)) if !task.is_empty() => task.clone(),
+        Some(Header::Text(task)) if !task.is_empty() => task.clone().into_owned(),
         Some(_) => return Err(CeleryError::header("task", "not a task name")),
         None => return Err(CeleryError::header("task", "missing")),
     };
     let id = match &headers.id {
-        Some(Value::String(id)) => task_id("id", id)?,
+        Some(Header::Text(id)) => task_id("id", id)?,
         Some(_) => return Err(CeleryError::header("id", "not a string")),
         None => return Err(CeleryError::header("id", "missing")),
     };
@@ -79,16 +79,18 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
         }
     };
     let (args, embed) = body(&super::message::body_bytes(
-        &message.body,
+        message.body,
         message.content_type.as_deref(),
         message.properties.body_encoding.as_deref(),
     )?)?;
     let group = match &headers.group {
-        None | Some(Value::Null) => None,
-        Some(Value::String(group)) => Some(GroupPlace {
+        None => None,
+        Some(group) if group.is_null() => None,
+        Some(Header::Text(group)) => Some(GroupPlace {
             group: task_id("group", group)?,
             index: match &headers.group_index {
-                None | Some(Value::Null) => None,
+                None => None,
+                Some(index) if index.is_null() => None,
                 Some(index) => Some(
                     index
                         .as_u64()
@@ -101,7 +103,10 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
         }),
         Some(_) => return Err(CeleryError::header("group", "not a string")),
     };
-    let workflow = super::canvas::from_embed(&embed, &queue, group)?;
+    let workflow = match &embed {
+        Some(embed) => super::canvas::from_embed(embed, &queue, group)?,
+        None => None,
+    };
 
     let mut envelope = Envelope::new(task, queue, args, ARGS_CONTENT_TYPE);
     if let Some(place) = group.filter(|_| workflow.as_ref().is_none_or(|w| w.chord.is_none())) {
@@ -111,7 +116,8 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
     envelope.workflow = workflow.map(Box::new);
     envelope.id = id;
     envelope.retries = match &headers.retries {
-        None | Some(Value::Null) => 0,
+        None => 0,
+        Some(retries) if retries.is_null() => 0,
         Some(value) => value
             .as_u64()
             .and_then(|retries| u32::try_from(retries).ok())
@@ -133,7 +139,10 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
     envelope.time_limit = time_limit(headers.timelimit.as_ref())?;
     envelope.parent_id = optional_id(headers.parent_id.as_ref(), "parent_id")?;
     envelope.root_id = optional_id(headers.root_id.as_ref(), "root_id")?;
-    envelope.store_result = !matches!(headers.ignore_result, Some(Value::Bool(true)));
+    envelope.store_result = !matches!(
+        headers.ignore_result,
+        Some(Header::Other(Value::Bool(true)))
+    );
     envelope.priority = message
         .properties
         .priority
@@ -143,22 +152,19 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
         .reply_to
         .filter(|reply_to| !reply_to.is_empty());
     for (name, value) in message.headers.application {
-        let value = match value {
-            Value::String(text) => text,
-            other => other.to_string(),
-        };
-        envelope.headers.insert(name, value);
+        envelope.headers.insert(name, value.into_string());
     }
     Ok(envelope)
 }
 
-/// The body's `[args, kwargs]` (as JSON bytes) and its `embed`.
-fn body(bytes: &[u8]) -> Result<(Vec<u8>, Value), CeleryError> {
+/// The body's `[args, kwargs]` (as JSON bytes) and its `embed`, `None` when it sets no workflow
+/// field (a task in no chain, group or chord: nearly every message).
+fn body(bytes: &[u8]) -> Result<(Vec<u8>, Option<Value>), CeleryError> {
     // The usual body, read without building `args` and `kwargs` as values: they are kept as
     // they came, `[args,kwargs]`, and bound to the task's parameters when it runs.
     if let Ok((args, kwargs, embed)) =
-        serde_json::from_slice::<(&RawValue, &RawValue, Value)>(bytes)
-        && (embed.is_object() || embed.is_null())
+        serde_json::from_slice::<(&RawValue, &RawValue, &RawValue)>(bytes)
+        && let Some(embed) = embed_of(embed)
     {
         let mut both = Vec::with_capacity(args.get().len() + kwargs.get().len() + 3);
         if push_args_and_kwargs(&mut both, args, kwargs) {
@@ -194,7 +200,41 @@ fn body(bytes: &[u8]) -> Result<(Vec<u8>, Value), CeleryError> {
     }
     let args = serde_json::to_vec(&[args, kwargs])
         .map_err(|error| CeleryError::Body(error.to_string()))?;
-    Ok((args, embed))
+    Ok((args, Some(embed)))
+}
+
+/// `embed` as [`body`] answers it: `Some(None)` for `null` or an object whose workflow fields are
+/// all null or missing (found without building a map of values), `Some(Some(embed))` for any
+/// other object, `None` for what is not an object.
+fn embed_of(embed: &RawValue) -> Option<Option<Value>> {
+    /// Which of `embed`'s workflow fields are set; the others are skipped unread.
+    #[derive(serde::Deserialize)]
+    struct Set {
+        #[serde(default)]
+        callbacks: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        errbacks: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        chain: Option<serde::de::IgnoredAny>,
+        #[serde(default)]
+        chord: Option<serde::de::IgnoredAny>,
+    }
+    let raw = embed.get();
+    if raw == "null" {
+        return Some(None);
+    }
+    if !raw.starts_with('{') {
+        return None;
+    }
+    if let Ok(set) = serde_json::from_str::<Set>(raw)
+        && set.callbacks.is_none()
+        && set.errbacks.is_none()
+        && set.chain.is_none()
+        && set.chord.is_none()
+    {
+        return Some(None);
+    }
+    serde_json::from_str::<Value>(raw).ok().map(Some)
 }
 
 fn task_id(name: &'static str, text: &str) -> Result<TaskId, CeleryError> {
@@ -206,19 +246,24 @@ fn task_id(name: &'static str, text: &str) -> Result<TaskId, CeleryError> {
     })
 }
 
-fn optional_id(value: Option<&Value>, name: &'static str) -> Result<Option<TaskId>, CeleryError> {
+fn optional_id(
+    value: Option<&Header<'_>>,
+    name: &'static str,
+) -> Result<Option<TaskId>, CeleryError> {
     match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => task_id(name, text).map(Some),
+        None => Ok(None),
+        Some(value) if value.is_null() => Ok(None),
+        Some(Header::Text(text)) => task_id(name, text).map(Some),
         Some(other) => Err(CeleryError::header(name, format!("not an id: {other}"))),
     }
 }
 
 /// An ISO 8601 time header (without an offset: UTC), if set.
-fn time(value: Option<&Value>, name: &'static str) -> Result<Option<SystemTime>, CeleryError> {
+fn time(value: Option<&Header<'_>>, name: &'static str) -> Result<Option<SystemTime>, CeleryError> {
     let text = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::String(text)) => text,
+        None => return Ok(None),
+        Some(value) if value.is_null() => return Ok(None),
+        Some(Header::Text(text)) => text,
         Some(other) => {
             return Err(CeleryError::header(
                 name,
@@ -250,10 +295,11 @@ pub(super) fn iso(time: SystemTime) -> String {
 }
 
 /// `[hard, soft]` in seconds, either null: the lower one set.
-fn time_limit(value: Option<&Value>) -> Result<Option<Duration>, CeleryError> {
+fn time_limit(value: Option<&Header<'_>>) -> Result<Option<Duration>, CeleryError> {
     let limits = match value {
-        None | Some(Value::Null) => return Ok(None),
-        Some(Value::Array(limits)) if limits.len() <= 2 => limits,
+        None => return Ok(None),
+        Some(value) if value.is_null() => return Ok(None),
+        Some(Header::Other(Value::Array(limits))) if limits.len() <= 2 => limits,
         Some(other) => {
             return Err(CeleryError::header(
                 "timelimit",

@@ -5,20 +5,24 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
-use serde::de::{IgnoredAny, MapAccess, Visitor};
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 /// One task message, as the worker reads it.
 #[derive(Deserialize)]
 pub(super) struct Incoming<'a> {
-    /// The body, encoded as `properties.body_encoding` says (base64, for kombu).
-    pub(super) body: Value,
+    /// The body, encoded as `properties.body_encoding` says (base64, for kombu), as it came.
+    #[serde(borrow)]
+    pub(super) body: &'a RawValue,
     #[serde(rename = "content-type", default, borrow)]
     pub(super) content_type: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub(super) headers: Headers,
+    #[serde(default, borrow)]
+    pub(super) headers: Headers<'a>,
     #[serde(default, borrow)]
     pub(super) properties: IncomingProperties<'a>,
 }
@@ -46,26 +50,26 @@ pub(super) struct IncomingDeliveryInfo {
 /// Protocol 2's headers that a worker reads (each as it came: the decoder checks their types), and
 /// the application's headers.
 #[derive(Default)]
-pub(super) struct Headers {
-    pub(super) task: Option<Value>,
-    pub(super) id: Option<Value>,
-    pub(super) group: Option<Value>,
-    pub(super) group_index: Option<Value>,
-    pub(super) retries: Option<Value>,
-    pub(super) eta: Option<Value>,
-    pub(super) expires: Option<Value>,
-    pub(super) timelimit: Option<Value>,
-    pub(super) root_id: Option<Value>,
-    pub(super) parent_id: Option<Value>,
-    pub(super) ignore_result: Option<Value>,
+pub(super) struct Headers<'a> {
+    pub(super) task: Option<Header<'a>>,
+    pub(super) id: Option<Header<'a>>,
+    pub(super) group: Option<Header<'a>>,
+    pub(super) group_index: Option<Header<'a>>,
+    pub(super) retries: Option<Header<'a>>,
+    pub(super) eta: Option<Header<'a>>,
+    pub(super) expires: Option<Header<'a>>,
+    pub(super) timelimit: Option<Header<'a>>,
+    pub(super) root_id: Option<Header<'a>>,
+    pub(super) parent_id: Option<Header<'a>>,
+    pub(super) ignore_result: Option<Header<'a>>,
     /// Headers that are not protocol 2's, in the order they came.
-    pub(super) application: Vec<(String, Value)>,
+    pub(super) application: Vec<(String, Header<'a>)>,
 }
 
-impl Headers {
+impl<'a> Headers<'a> {
     /// The place of protocol header `name`, `None` for one the worker does not read, or `Err(())`
     /// for a name that is not a protocol header.
-    fn place(&mut self, name: &[u8]) -> Result<Option<&mut Option<Value>>, ()> {
+    fn place(&mut self, name: &[u8]) -> Result<Option<&mut Option<Header<'a>>>, ()> {
         Ok(Some(match name {
             b"task" => &mut self.task,
             b"id" => &mut self.id,
@@ -89,22 +93,22 @@ impl Headers {
     }
 }
 
-impl<'de> Deserialize<'de> for Headers {
+impl<'de: 'a, 'a> Deserialize<'de> for Headers<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(HeadersVisitor)
+        deserializer.deserialize_map(HeadersVisitor(PhantomData))
     }
 }
 
-struct HeadersVisitor;
+struct HeadersVisitor<'a>(PhantomData<&'a ()>);
 
-impl<'de> Visitor<'de> for HeadersVisitor {
-    type Value = Headers;
+impl<'de: 'a, 'a> Visitor<'de> for HeadersVisitor<'a> {
+    type Value = Headers<'a>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object of headers")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers<'a>, A::Error> {
         let mut headers = Headers::default();
         while let Some(HeaderName(name)) = map.next_key()? {
             match headers.place(&name) {
@@ -121,6 +125,105 @@ impl<'de> Visitor<'de> for HeadersVisitor {
             }
         }
         Ok(headers)
+    }
+}
+
+/// A header's value as it came: a string borrowed from the message where it has no escapes (most
+/// headers are ids, names and times: no copy of each), anything else as a JSON value.
+#[derive(Debug, PartialEq)]
+pub(super) enum Header<'a> {
+    Text(Cow<'a, str>),
+    Other(Value),
+}
+
+impl Header<'_> {
+    /// Whether it is JSON's `null` (Python's `None`).
+    pub(super) fn is_null(&self) -> bool {
+        matches!(self, Header::Other(Value::Null))
+    }
+
+    /// The value as a number of something (a count, an index).
+    pub(super) fn as_u64(&self) -> Option<u64> {
+        match self {
+            Header::Other(value) => value.as_u64(),
+            Header::Text(_) => None,
+        }
+    }
+
+    /// The value as an application header keeps it: a string as it is, anything else as JSON.
+    pub(super) fn into_string(self) -> String {
+        match self {
+            Header::Text(text) => text.into_owned(),
+            Header::Other(value) => value.to_string(),
+        }
+    }
+}
+
+/// As JSON, as error messages show it.
+impl fmt::Display for Header<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Header::Text(text) => fmt::Display::fmt(&Value::from(text.as_ref()), f),
+            Header::Other(value) => fmt::Display::fmt(value, f),
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Header<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HeaderVisitor<'a>(PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for HeaderVisitor<'a> {
+            type Value = Header<'a>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a header's value")
+            }
+
+            fn visit_borrowed_str<E>(self, text: &'de str) -> Result<Header<'a>, E> {
+                Ok(Header::Text(Cow::Borrowed(text)))
+            }
+
+            fn visit_str<E>(self, text: &str) -> Result<Header<'a>, E> {
+                Ok(Header::Text(Cow::Owned(text.to_owned())))
+            }
+
+            fn visit_string<E>(self, text: String) -> Result<Header<'a>, E> {
+                Ok(Header::Text(Cow::Owned(text)))
+            }
+
+            fn visit_bool<E>(self, value: bool) -> Result<Header<'a>, E> {
+                Ok(Header::Other(Value::Bool(value)))
+            }
+
+            fn visit_i64<E>(self, value: i64) -> Result<Header<'a>, E> {
+                Ok(Header::Other(Value::from(value)))
+            }
+
+            fn visit_u64<E>(self, value: u64) -> Result<Header<'a>, E> {
+                Ok(Header::Other(Value::from(value)))
+            }
+
+            fn visit_f64<E>(self, value: f64) -> Result<Header<'a>, E> {
+                Ok(Header::Other(Value::from(value)))
+            }
+
+            fn visit_unit<E>(self) -> Result<Header<'a>, E> {
+                Ok(Header::Other(Value::Null))
+            }
+
+            fn visit_none<E>(self) -> Result<Header<'a>, E> {
+                Ok(Header::Other(Value::Null))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Header<'a>, A::Error> {
+                Value::deserialize(SeqAccessDeserializer::new(seq)).map(Header::Other)
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Header<'a>, A::Error> {
+                Value::deserialize(MapAccessDeserializer::new(map)).map(Header::Other)
+            }
+        }
+        deserializer.deserialize_any(HeaderVisitor(PhantomData))
     }
 }
 
@@ -163,6 +266,10 @@ impl<'de> Deserialize<'de> for HeaderName<'de> {
 mod tests {
     use super::*;
 
+    fn text(text: &str) -> Header<'_> {
+        Header::Text(Cow::Borrowed(text))
+    }
+
     #[test]
     fn protocol_headers_go_to_their_places_and_others_apart() {
         let message = br#"{"body": "W10=", "content-type": "application/json",
@@ -171,15 +278,18 @@ mod tests {
             "properties": {"delivery_info": {"exchange": 7, "routing_key": "q"},
                            "body_encoding": "base64", "correlation_id": ["any"]}}"#;
         let incoming: Incoming<'_> = serde_json::from_slice(message).unwrap();
-        assert_eq!(incoming.headers.task, Some(Value::from("t")));
-        assert_eq!(incoming.headers.retries, Some(Value::from(2)));
+        assert_eq!(incoming.headers.task, Some(text("t")));
+        assert_eq!(
+            incoming.headers.retries,
+            Some(Header::Other(Value::from(2)))
+        );
         assert_eq!(incoming.headers.eta, None);
         assert_eq!(
             incoming.headers.application,
             [
-                ("x-tenant".to_owned(), Value::from("shop")),
-                ("x-tenant".to_owned(), Value::from("shop-2")),
-                ("weight".to_owned(), Value::from(3)),
+                ("x-tenant".to_owned(), text("shop")),
+                ("x-tenant".to_owned(), text("shop-2")),
+                ("weight".to_owned(), Header::Other(Value::from(3))),
             ]
         );
         let info = incoming.properties.delivery_info.unwrap();
@@ -194,10 +304,10 @@ mod tests {
         assert!(serde_json::from_slice::<Incoming<'_>>(message).is_err());
         let escaped = br#"{"body": "", "headers": {"x-t\u0065nant": "shop", "t\u0061sk": "t"}}"#;
         let incoming: Incoming<'_> = serde_json::from_slice(escaped).unwrap();
-        assert_eq!(incoming.headers.task, Some(Value::from("t")));
+        assert_eq!(incoming.headers.task, Some(text("t")));
         assert_eq!(
             incoming.headers.application,
-            [("x-tenant".to_owned(), Value::from("shop"))]
+            [("x-tenant".to_owned(), text("shop"))]
         );
     }
 

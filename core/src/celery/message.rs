@@ -13,15 +13,17 @@
 //! `", "` and `": "`). `incoming` reads it, `outgoing` writes it; this module
 //! holds what both sides share.
 
+use std::borrow::Cow;
+
 use base64::Engine;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::CeleryError;
 
 /// A message's body as bytes, decoded as `body_encoding` says; only JSON bodies are accepted (as a
-/// Celery worker accepts by default).
+/// Celery worker accepts by default). `body` is the body's JSON as it came in the message.
 pub(super) fn body_bytes(
-    body: &Value,
+    body: &RawValue,
     content_type: Option<&str>,
     body_encoding: Option<&str>,
 ) -> Result<Vec<u8>, CeleryError> {
@@ -32,15 +34,26 @@ pub(super) fn body_bytes(
             "content type `{content_type}` is not accepted (only `application/json`)"
         )));
     }
-    match (body, body_encoding) {
-        (Value::String(text), Some("base64")) => base64::engine::general_purpose::STANDARD
-            .decode(text)
+    let raw = body.get();
+    if !raw.starts_with('"') {
+        // A body left as JSON (as some tools write it) is its own bytes.
+        return Ok(raw.as_bytes().to_vec());
+    }
+    // base64 has no escapes: the usual body is read where it lies.
+    let text = match raw[1..raw.len() - 1].contains('\\') {
+        false => Cow::Borrowed(&raw[1..raw.len() - 1]),
+        true => Cow::Owned(
+            serde_json::from_str::<String>(raw)
+                .map_err(|error| CeleryError::Body(error.to_string()))?,
+        ),
+    };
+    match body_encoding {
+        Some("base64") => base64::engine::general_purpose::STANDARD
+            .decode(text.as_bytes())
             .map_err(|error| CeleryError::Body(format!("bad base64: {error}"))),
-        (Value::String(text), None | Some("utf-8")) => Ok(text.as_bytes().to_vec()),
-        (Value::String(_), Some(other)) => Err(CeleryError::Body(format!(
+        None | Some("utf-8") => Ok(text.into_owned().into_bytes()),
+        Some(other) => Err(CeleryError::Body(format!(
             "unknown body encoding `{other}`"
         ))),
-        // A body left as JSON (as some tools write it) is its own bytes.
-        (body, _) => serde_json::to_vec(body).map_err(|error| CeleryError::Body(error.to_string())),
     }
 }

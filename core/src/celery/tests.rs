@@ -259,7 +259,7 @@ fn an_envelope_is_written_as_python_writes_a_task() {
     let message: super::incoming::Incoming<'_> =
         serde_json::from_slice(&written).unwrap_or_else(|error| panic!("{error}"));
     let body = super::message::body_bytes(
-        &message.body,
+        message.body,
         message.content_type.as_deref(),
         message.properties.body_encoding.as_deref(),
     )
@@ -345,4 +345,43 @@ fn a_plain_group_s_member_keeps_its_place_when_sent_again() {
     );
     let alone = json_of(&encode(&alone).unwrap_or_default());
     assert_eq!(alone["headers"]["group"], Value::Null);
+}
+
+#[test]
+fn embeds_and_escaped_headers_read_as_their_values() {
+    // No workflow field set, whatever the spacing or other keys: no workflow.
+    for embed in [
+        json!(null),
+        json!({}),
+        json!({"callbacks": null, "errbacks": null, "chain": null, "chord": null, "group_id": "x"}),
+    ] {
+        let envelope = decoded(&with_body(ADD, json!([[2], {}, embed])));
+        assert!(envelope.workflow.is_none(), "{embed}");
+    }
+    // A set field, after others or repeated (the last one counts, as Python reads it): a workflow.
+    let link = json!([{"task": "tasks.double", "args": [], "kwargs": {}, "options": {},
+                       "subtask_type": null, "immutable": false}]);
+    let after_others = json!([[2], {}, {"x": [1, {"y": null}], "chain": null, "callbacks": link}]);
+    let repeated =
+        format!(r#"[[2], {{}}, {{"callbacks": null, "callbacks": {link}, "chain": null}}]"#);
+    for body in [after_others.to_string(), repeated] {
+        let mut message: Value = serde_json::from_str(ADD).unwrap_or_default();
+        message["body"] = Value::String(body.clone());
+        message["properties"]["body_encoding"] = json!("utf-8");
+        let envelope = decoded(&message.to_string());
+        let workflow = envelope.workflow.unwrap_or_else(|| panic!("{body}"));
+        assert_eq!(workflow.link.len(), 1, "{body}");
+    }
+    // Escaped strings (which cannot be borrowed from the message) read as what they say.
+    let escaped = ADD
+        .replace(r#""task": "tasks.add""#, r#""task": "tasks.\u0061dd""#)
+        .replace(r#""body": "W1sy"#, r#""body": "\u0057\u0031sy"#);
+    let envelope = decoded(&escaped);
+    assert_eq!(envelope.task, "tasks.add");
+    assert_eq!(json_of(&envelope.args), json!([[2, 3], {}]));
+    // A header of the wrong type is shown as JSON in the reason.
+    let error = decode(with_header(ADD, "retries", json!("two")).as_bytes())
+        .map(|_| String::new())
+        .unwrap_or_else(|error| crate::error::Report(&error).to_string());
+    assert!(error.contains(r#"not a count: "two""#), "{error}");
 }
