@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use super::canvas::GroupPlace;
 use super::incoming::{Header, Incoming};
-use super::outgoing::{Outgoing, OutgoingDeliveryInfo, OutgoingHeaders, OutgoingProperties};
+use super::outgoing::{Outgoing, OutgoingHeaders, OutgoingProperties};
 use super::{ARGS_CONTENT_TYPE, CeleryError};
 use crate::codec::CodecError;
 use crate::{Envelope, TaskId};
@@ -356,8 +356,6 @@ fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
     let delivery_tag = uuid::Uuid::new_v4().to_string();
     let message = Outgoing {
         body: &body,
-        content_encoding: "utf-8",
-        content_type: "application/json",
         headers: OutgoingHeaders {
             task: &envelope.task,
             id: &id,
@@ -376,14 +374,9 @@ fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
         properties: OutgoingProperties {
             correlation_id: &id,
             reply_to: envelope.reply_to.as_deref().unwrap_or_default(),
-            delivery_mode: 2,
             expiration,
-            delivery_info: OutgoingDeliveryInfo {
-                exchange: "",
-                routing_key: &envelope.queue,
-            },
+            routing_key: &envelope.queue,
             priority: i64::from(envelope.priority.unwrap_or(0)),
-            body_encoding: "base64",
             delivery_tag: &delivery_tag,
         },
     };
@@ -397,7 +390,8 @@ fn encode_message(envelope: &Envelope) -> Result<Vec<u8>, CeleryError> {
     let mut written = Vec::with_capacity(
         MESSAGE_WITHOUT_FIELDS + body.len() + envelope.task.len() + envelope.queue.len() + headers,
     );
-    serde_json::to_writer(&mut written, &message)
+    message
+        .write(&mut written)
         .map_err(|error| CeleryError::Envelope(error.to_string()))?;
     Ok(written)
 }

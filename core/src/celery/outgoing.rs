@@ -1,22 +1,17 @@
 //! kombu's JSON envelope as celeriac writes it: written field by field from the envelope, without
-//! maps of JSON values (building them cost a producer more than the rest of a send together).
+//! maps of JSON values (building them cost a producer more than the rest of a send together), and
+//! without serde: ids, times, numbers, base64 and this module's names cannot hold a character JSON
+//! escapes and are written as they are; only the strings that come from users (the task's name,
+//! the queue, the reply queue, the host, application headers) go through serde_json's escaping.
 //! A null protocol header is left out: Celery reads headers with `.get`, so a missing one is the
 //! same to it, and each message is smaller.
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-use serde::ser::SerializeMap;
-
 /// One task message, ready to be written.
-#[derive(Serialize)]
 pub(super) struct Outgoing<'a> {
     /// `[args, kwargs, embed]` in base64 (`properties.body_encoding`).
     pub(super) body: &'a str,
-    #[serde(rename = "content-encoding")]
-    pub(super) content_encoding: &'static str,
-    #[serde(rename = "content-type")]
-    pub(super) content_type: &'static str,
     pub(super) headers: OutgoingHeaders<'a>,
     pub(super) properties: OutgoingProperties<'a>,
 }
@@ -40,70 +35,120 @@ pub(super) struct OutgoingHeaders<'a> {
     pub(super) application: &'a BTreeMap<String, String>,
 }
 
-impl Serialize for OutgoingHeaders<'_> {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        /// Celery's `stamps`: an empty object.
-        struct NoStamps;
-        impl Serialize for NoStamps {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_map(Some(0))?.end()
-            }
-        }
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("lang", "rs")?;
-        map.serialize_entry("task", self.task)?;
-        map.serialize_entry("id", self.id)?;
-        if let Some(eta) = &self.eta {
-            map.serialize_entry("eta", eta)?;
-        }
-        if let Some(expires) = &self.expires {
-            map.serialize_entry("expires", expires)?;
-        }
-        if let Some(group) = &self.group {
-            map.serialize_entry("group", group)?;
-        }
-        if let Some(index) = self.group_index {
-            map.serialize_entry("group_index", &index)?;
-        }
-        map.serialize_entry("retries", &self.retries)?;
-        map.serialize_entry("timelimit", &(self.hard_time_limit, None::<f64>))?;
-        map.serialize_entry("root_id", self.root_id)?;
-        if let Some(parent) = &self.parent_id {
-            map.serialize_entry("parent_id", parent)?;
-        }
-        map.serialize_entry("argsrepr", super::convert::REDACTED)?;
-        map.serialize_entry("kwargsrepr", super::convert::REDACTED)?;
-        map.serialize_entry("origin", self.origin)?;
-        map.serialize_entry("ignore_result", &self.ignore_result)?;
-        map.serialize_entry("replaced_task_nesting", &0)?;
-        map.serialize_entry("stamps", &NoStamps)?;
-        for (name, value) in self.application {
-            if !super::convert::PROTOCOL_HEADERS.contains(&name.as_str()) {
-                map.serialize_entry(name, value)?;
-            }
-        }
-        map.end()
-    }
-}
-
 /// The properties celeriac writes.
-#[derive(Serialize)]
 pub(super) struct OutgoingProperties<'a> {
     pub(super) correlation_id: &'a str,
     pub(super) reply_to: &'a str,
-    pub(super) delivery_mode: u8,
     /// Milliseconds as a string: AMQP's per-message TTL (meaningless on Redis).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) expiration: Option<String>,
-    pub(super) delivery_info: OutgoingDeliveryInfo<'a>,
+    /// The queue: the routing key on the default exchange.
+    pub(super) routing_key: &'a str,
     pub(super) priority: i64,
-    pub(super) body_encoding: &'static str,
     pub(super) delivery_tag: &'a str,
 }
 
-/// Where the message is published: the default exchange, routed by the queue's name.
-#[derive(Serialize)]
-pub(super) struct OutgoingDeliveryInfo<'a> {
-    pub(super) exchange: &'static str,
-    pub(super) routing_key: &'a str,
+impl Outgoing<'_> {
+    /// Appends the message to `out` as JSON. The delivery information, the priority and the tag
+    /// come last: the Redis broker reads the priority from there (`celeriac-redis`'s kombu layout).
+    pub(super) fn write(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        let headers = &self.headers;
+        out.extend_from_slice(b"{\"body\":");
+        plain(out, self.body);
+        out.extend_from_slice(
+            br#","content-encoding":"utf-8","content-type":"application/json","headers":{"lang":"rs","task":"#,
+        );
+        escaped(out, headers.task)?;
+        field(out, "id");
+        plain(out, headers.id);
+        if let Some(eta) = &headers.eta {
+            field(out, "eta");
+            plain(out, eta);
+        }
+        if let Some(expires) = &headers.expires {
+            field(out, "expires");
+            plain(out, expires);
+        }
+        if let Some(group) = &headers.group {
+            field(out, "group");
+            plain(out, group);
+        }
+        if let Some(index) = headers.group_index {
+            field(out, "group_index");
+            number(out, &index)?;
+        }
+        field(out, "retries");
+        number(out, &headers.retries)?;
+        field(out, "timelimit");
+        number(out, &(headers.hard_time_limit, None::<f64>))?;
+        field(out, "root_id");
+        plain(out, headers.root_id);
+        if let Some(parent) = &headers.parent_id {
+            field(out, "parent_id");
+            plain(out, parent);
+        }
+        field(out, "argsrepr");
+        plain(out, super::convert::REDACTED);
+        field(out, "kwargsrepr");
+        plain(out, super::convert::REDACTED);
+        field(out, "origin");
+        escaped(out, headers.origin)?;
+        field(out, "ignore_result");
+        number(out, &headers.ignore_result)?;
+        out.extend_from_slice(br#","replaced_task_nesting":0,"stamps":{}"#);
+        for (name, value) in headers.application {
+            if !super::convert::PROTOCOL_HEADERS.contains(&name.as_str()) {
+                out.push(b',');
+                escaped(out, name)?;
+                out.push(b':');
+                escaped(out, value)?;
+            }
+        }
+        let properties = &self.properties;
+        out.extend_from_slice(br#"},"properties":{"correlation_id":"#);
+        plain(out, properties.correlation_id);
+        field(out, "reply_to");
+        escaped(out, properties.reply_to)?;
+        out.extend_from_slice(br#","delivery_mode":2"#);
+        if let Some(expiration) = &properties.expiration {
+            field(out, "expiration");
+            plain(out, expiration);
+        }
+        out.extend_from_slice(br#","delivery_info":{"exchange":"","routing_key":"#);
+        escaped(out, properties.routing_key)?;
+        out.extend_from_slice(br#"},"priority":"#);
+        number(out, &properties.priority)?;
+        out.extend_from_slice(br#","body_encoding":"base64","delivery_tag":"#);
+        plain(out, properties.delivery_tag);
+        out.extend_from_slice(b"}}");
+        Ok(())
+    }
+}
+
+/// `,"name":` — a field after the object's first.
+fn field(out: &mut Vec<u8>, name: &str) {
+    out.push(b',');
+    plain(out, name);
+    out.push(b':');
+}
+
+/// A string JSON needs no escapes for (an id, a time, base64, a name of this module), as it is.
+fn plain(out: &mut Vec<u8>, text: &str) {
+    debug_assert!(
+        text.bytes()
+            .all(|byte| byte >= 0x20 && byte != b'"' && byte != b'\\'),
+        "{text:?} needs escapes"
+    );
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+}
+
+/// Any string, escaped as JSON needs.
+fn escaped(out: &mut Vec<u8>, text: &str) -> Result<(), serde_json::Error> {
+    serde_json::to_writer(&mut *out, text)
+}
+
+/// A number, a flag or a pair of them, as serde_json writes them.
+fn number(out: &mut Vec<u8>, value: &impl serde::Serialize) -> Result<(), serde_json::Error> {
+    serde_json::to_writer(&mut *out, value)
 }
