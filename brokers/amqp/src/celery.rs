@@ -11,7 +11,7 @@
 use base64::Engine;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
-use serde_json::{Map, Number, Value, json};
+use serde_json::Value;
 
 /// Headers celeriac's RabbitMQ broker adds for itself; not part of the task's headers.
 const OWN_HEADERS: [&str; 1] = [crate::link::DELIVERIES_HEADER];
@@ -91,7 +91,8 @@ pub(crate) fn from_amqp(delivery: &lapin::message::Delivery, queue: &str) -> Opt
     )
 }
 
-/// [`from_amqp`] for a delivery's parts.
+/// [`from_amqp`] for a delivery's parts. The envelope is written directly, not built as a map of
+/// JSON values: building one cost a worker more than reading it back.
 pub(crate) fn from_parts(
     properties: &BasicProperties,
     data: &[u8],
@@ -103,33 +104,139 @@ pub(crate) fn from_parts(
     if !headers.contains_key("task") || !headers.contains_key("id") {
         return None;
     }
-    let mut json_headers = Map::new();
+    let mut out = Vec::with_capacity(data.len() * 4 / 3 + ENVELOPE_WITHOUT_FIELDS);
+    out.extend_from_slice(br#"{"body":""#);
+    let body = base64::engine::general_purpose::STANDARD.encode(data);
+    out.extend_from_slice(body.as_bytes());
+    out.extend_from_slice(br#"","content-encoding":"#);
+    json_text(
+        &mut out,
+        text(properties.content_encoding()).unwrap_or("utf-8"),
+    )?;
+    out.extend_from_slice(br#","content-type":"#);
+    json_text(
+        &mut out,
+        text(properties.content_type()).unwrap_or("application/json"),
+    )?;
+    out.extend_from_slice(br#","headers":{"#);
+    let mut first = true;
     for (name, value) in headers.inner() {
-        if !bookkeeping(name.as_str()) {
-            json_headers.insert(name.to_string(), json_value(value));
+        if bookkeeping(name.as_str()) {
+            continue;
+        }
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        json_text(&mut out, name.as_str())?;
+        out.push(b':');
+        write_json(&mut out, value)?;
+    }
+    out.extend_from_slice(br#"},"properties":{"correlation_id":"#);
+    json_optional_text(&mut out, text(properties.correlation_id()))?;
+    out.extend_from_slice(br#","reply_to":"#);
+    json_optional_text(&mut out, text(properties.reply_to()))?;
+    out.extend_from_slice(br#","delivery_mode":"#);
+    json_number(&mut out, &properties.delivery_mode().unwrap_or(2))?;
+    out.extend_from_slice(br#","priority":"#);
+    json_number(&mut out, &properties.priority().unwrap_or(0))?;
+    out.extend_from_slice(br#","delivery_info":{"exchange":"#);
+    json_text(&mut out, exchange)?;
+    out.extend_from_slice(br#","routing_key":"#);
+    json_text(&mut out, queue)?;
+    out.extend_from_slice(br#"},"body_encoding":"base64","delivery_tag":""#);
+    out.extend_from_slice(delivery_tag.to_string().as_bytes());
+    out.extend_from_slice(b"\"}}");
+    Some(out)
+}
+
+/// An envelope's length without its body and headers, with room for ids and names.
+const ENVELOPE_WITHOUT_FIELDS: usize = 640;
+
+/// A property's text, if set.
+fn text(value: &Option<ShortString>) -> Option<&str> {
+    value.as_ref().map(ShortString::as_str)
+}
+
+/// A string as JSON, escaped as it needs.
+fn json_text(out: &mut Vec<u8>, text: &str) -> Option<()> {
+    serde_json::to_writer(&mut *out, text).ok()
+}
+
+/// A string as JSON, or `null`.
+fn json_optional_text(out: &mut Vec<u8>, text: Option<&str>) -> Option<()> {
+    match text {
+        Some(text) => json_text(out, text),
+        None => {
+            out.extend_from_slice(b"null");
+            Some(())
         }
     }
-    let text = |value: &Option<ShortString>| {
-        value
-            .as_ref()
-            .map_or(Value::Null, |value| json!(value.as_str()))
-    };
-    let envelope = json!({
-        "body": base64::engine::general_purpose::STANDARD.encode(data),
-        "content-encoding": properties.content_encoding().as_ref().map_or("utf-8", ShortString::as_str),
-        "content-type": properties.content_type().as_ref().map_or("application/json", ShortString::as_str),
-        "headers": json_headers,
-        "properties": {
-            "correlation_id": text(properties.correlation_id()),
-            "reply_to": text(properties.reply_to()),
-            "delivery_mode": properties.delivery_mode().unwrap_or(2),
-            "priority": properties.priority().unwrap_or(0),
-            "delivery_info": {"exchange": exchange, "routing_key": queue},
-            "body_encoding": "base64",
-            "delivery_tag": delivery_tag.to_string(),
-        },
-    });
-    serde_json::to_vec(&envelope).ok()
+}
+
+/// A number (or a flag) as serde_json writes it.
+fn json_number(out: &mut Vec<u8>, value: &impl serde::Serialize) -> Option<()> {
+    serde_json::to_writer(&mut *out, value).ok()
+}
+
+/// A float as JSON; JSON has no infinities and no NaN, which are written as `null`.
+fn json_float(out: &mut Vec<u8>, value: f64) -> Option<()> {
+    if value.is_finite() {
+        json_number(out, &value)
+    } else {
+        out.extend_from_slice(b"null");
+        Some(())
+    }
+}
+
+/// An AMQP value as the JSON py-amqp's Python value would be written as.
+fn write_json(out: &mut Vec<u8>, value: &AMQPValue) -> Option<()> {
+    match value {
+        AMQPValue::Void => out.extend_from_slice(b"null"),
+        AMQPValue::Boolean(flag) => json_number(out, flag)?,
+        AMQPValue::ShortShortInt(n) => json_number(out, n)?,
+        AMQPValue::ShortShortUInt(n) => json_number(out, n)?,
+        AMQPValue::ShortInt(n) => json_number(out, n)?,
+        AMQPValue::ShortUInt(n) => json_number(out, n)?,
+        AMQPValue::LongInt(n) => json_number(out, n)?,
+        AMQPValue::LongUInt(n) => json_number(out, n)?,
+        AMQPValue::LongLongInt(n) => json_number(out, n)?,
+        AMQPValue::Timestamp(n) => json_number(out, n)?,
+        AMQPValue::Float(n) => json_float(out, f64::from(*n))?,
+        AMQPValue::Double(n) => json_float(out, *n)?,
+        AMQPValue::DecimalValue(decimal) => json_float(
+            out,
+            f64::from(decimal.value) / 10f64.powi(i32::from(decimal.scale)),
+        )?,
+        AMQPValue::ShortString(text) => json_text(out, text.as_str())?,
+        AMQPValue::LongString(text) => json_text(out, &String::from_utf8_lossy(text.as_bytes()))?,
+        AMQPValue::ByteArray(bytes) => json_text(
+            out,
+            &base64::engine::general_purpose::STANDARD.encode(bytes.as_slice()),
+        )?,
+        AMQPValue::FieldArray(items) => {
+            out.push(b'[');
+            for (index, item) in items.as_slice().iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                write_json(out, item)?;
+            }
+            out.push(b']');
+        }
+        AMQPValue::FieldTable(table) => {
+            out.push(b'{');
+            for (index, (name, value)) in table.inner().iter().enumerate() {
+                if index > 0 {
+                    out.push(b',');
+                }
+                json_text(out, name.as_str())?;
+                out.push(b':');
+                write_json(out, value)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Some(())
 }
 
 /// JSON object fields as an AMQP table, as py-amqp writes Python's values.
@@ -160,45 +267,41 @@ fn amqp_value(value: &Value) -> AMQPValue {
     }
 }
 
-fn json_value(value: &AMQPValue) -> Value {
-    let number = |n: f64| Number::from_f64(n).map_or(Value::Null, Value::Number);
-    match value {
-        AMQPValue::Void => Value::Null,
-        AMQPValue::Boolean(flag) => json!(flag),
-        AMQPValue::ShortShortInt(n) => json!(n),
-        AMQPValue::ShortShortUInt(n) => json!(n),
-        AMQPValue::ShortInt(n) => json!(n),
-        AMQPValue::ShortUInt(n) => json!(n),
-        AMQPValue::LongInt(n) => json!(n),
-        AMQPValue::LongUInt(n) => json!(n),
-        AMQPValue::LongLongInt(n) => json!(n),
-        AMQPValue::Timestamp(n) => json!(n),
-        AMQPValue::Float(n) => number(f64::from(*n)),
-        AMQPValue::Double(n) => number(*n),
-        AMQPValue::DecimalValue(decimal) => {
-            number(f64::from(decimal.value) / 10f64.powi(i32::from(decimal.scale)))
-        }
-        AMQPValue::ShortString(text) => json!(text.as_str()),
-        AMQPValue::LongString(text) => json!(String::from_utf8_lossy(text.as_bytes())),
-        AMQPValue::ByteArray(bytes) => {
-            json!(base64::engine::general_purpose::STANDARD.encode(bytes.as_slice()))
-        }
-        AMQPValue::FieldArray(items) => {
-            Value::Array(items.as_slice().iter().map(json_value).collect())
-        }
-        AMQPValue::FieldTable(table) => Value::Object(
-            table
-                .inner()
-                .iter()
-                .map(|(name, value)| (name.to_string(), json_value(value)))
-                .collect(),
-        ),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_delivery_with_celery_s_headers_reads_as_kombu_s_envelope() {
+        let (body, properties) = to_amqp(ENVELOPE.as_bytes()).unwrap();
+        let properties = properties
+            .with_delivery_mode(2)
+            .with_reply_to("re\"plies".into());
+        let envelope = from_parts(&properties, &body, "", 42, "wire_celery").unwrap();
+        let envelope: Value = serde_json::from_slice(&envelope).unwrap();
+        let python: Value = serde_json::from_str(ENVELOPE).unwrap();
+        assert_eq!(envelope["body"], python["body"]);
+        assert_eq!(envelope["content-type"], json!("application/json"));
+        // Null headers were not sent; every other one reads back as Python wrote it.
+        let mut headers = python["headers"].as_object().unwrap().clone();
+        headers.retain(|_, value| !value.is_null());
+        assert_eq!(envelope["headers"], Value::Object(headers));
+        assert_eq!(
+            envelope["properties"],
+            json!({"correlation_id": "671de41f-6526-45cf-b699-c60cdc0edc9a",
+                   "reply_to": "re\"plies", "delivery_mode": 2, "priority": 5,
+                   "delivery_info": {"exchange": "", "routing_key": "wire_celery"},
+                   "body_encoding": "base64", "delivery_tag": "42"})
+        );
+        // Without a correlation id or reply queue, those are null.
+        let bare = BasicProperties::default().with_headers(properties.headers().clone().unwrap());
+        let envelope = from_parts(&bare, b"[[], {}, {}]", "x", 1, "q").unwrap();
+        let envelope: Value = serde_json::from_slice(&envelope).unwrap();
+        assert_eq!(envelope["properties"]["correlation_id"], Value::Null);
+        assert_eq!(envelope["properties"]["reply_to"], Value::Null);
+        assert_eq!(envelope["content-encoding"], json!("utf-8"));
+    }
 
     /// Captured from Celery 5.7 on Redis: `add.apply_async((4, 5), countdown=30, expires=600,
     /// priority=5, headers={"x-custom": "v"})`.
@@ -282,7 +385,13 @@ mod tests {
         let Value::Object(object) = &json else {
             unreachable!()
         };
-        let back = json_value(&AMQPValue::FieldTable(table(object.iter())));
+        let mut written = Vec::new();
+        write_json(&mut written, &AMQPValue::FieldTable(table(object.iter())));
+        let back: Value = serde_json::from_slice(&written).unwrap();
         assert_eq!(back, json);
+        // What JSON cannot hold reads as null.
+        let mut written = Vec::new();
+        write_json(&mut written, &AMQPValue::Double(f64::NAN));
+        assert_eq!(written, b"null");
     }
 }
