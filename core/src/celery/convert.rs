@@ -60,7 +60,7 @@ fn decode_message(bytes: &[u8]) -> Result<Envelope, CeleryError> {
         serde_json::from_slice(bytes).map_err(|error| CeleryError::Envelope(error.to_string()))?;
     let headers = &message.headers;
     let task = match &headers.task {
-        Some(Header::Text(task)) if !task.is_empty() => task.clone().into_owned(),
+        Some(Header::Text(task)) if !task.is_empty() => task.as_ref().to_owned(),
         Some(_) => return Err(CeleryError::header("task", "not a task name")),
         None => return Err(CeleryError::header("task", "missing")),
     };
