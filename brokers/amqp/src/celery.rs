@@ -109,12 +109,12 @@ pub(crate) fn from_parts(
     let body = base64::engine::general_purpose::STANDARD.encode(data);
     out.extend_from_slice(body.as_bytes());
     out.extend_from_slice(br#"","content-encoding":"#);
-    json_text(
+    json(
         &mut out,
         text(properties.content_encoding()).unwrap_or("utf-8"),
     )?;
     out.extend_from_slice(br#","content-type":"#);
-    json_text(
+    json(
         &mut out,
         text(properties.content_type()).unwrap_or("application/json"),
     )?;
@@ -127,22 +127,22 @@ pub(crate) fn from_parts(
         if !std::mem::take(&mut first) {
             out.push(b',');
         }
-        json_text(&mut out, name.as_str())?;
+        json(&mut out, name.as_str())?;
         out.push(b':');
-        write_json(&mut out, value)?;
+        json(&mut out, &AsJson(value))?;
     }
     out.extend_from_slice(br#"},"properties":{"correlation_id":"#);
-    json_optional_text(&mut out, text(properties.correlation_id()))?;
+    json(&mut out, &text(properties.correlation_id()))?;
     out.extend_from_slice(br#","reply_to":"#);
-    json_optional_text(&mut out, text(properties.reply_to()))?;
+    json(&mut out, &text(properties.reply_to()))?;
     out.extend_from_slice(br#","delivery_mode":"#);
-    json_number(&mut out, &properties.delivery_mode().unwrap_or(2))?;
+    json(&mut out, &properties.delivery_mode().unwrap_or(2))?;
     out.extend_from_slice(br#","priority":"#);
-    json_number(&mut out, &properties.priority().unwrap_or(0))?;
+    json(&mut out, &properties.priority().unwrap_or(0))?;
     out.extend_from_slice(br#","delivery_info":{"exchange":"#);
-    json_text(&mut out, exchange)?;
+    json(&mut out, exchange)?;
     out.extend_from_slice(br#","routing_key":"#);
-    json_text(&mut out, queue)?;
+    json(&mut out, queue)?;
     out.extend_from_slice(br#"},"body_encoding":"base64","delivery_tag":""#);
     out.extend_from_slice(delivery_tag.to_string().as_bytes());
     out.extend_from_slice(b"\"}}");
@@ -157,86 +157,52 @@ fn text(value: &Option<ShortString>) -> Option<&str> {
     value.as_ref().map(ShortString::as_str)
 }
 
-/// A string as JSON, escaped as it needs.
-fn json_text(out: &mut Vec<u8>, text: &str) -> Option<()> {
-    serde_json::to_writer(&mut *out, text).ok()
-}
-
-/// A string as JSON, or `null`.
-fn json_optional_text(out: &mut Vec<u8>, text: Option<&str>) -> Option<()> {
-    match text {
-        Some(text) => json_text(out, text),
-        None => {
-            out.extend_from_slice(b"null");
-            Some(())
-        }
-    }
-}
-
-/// A number (or a flag) as serde_json writes it.
-fn json_number(out: &mut Vec<u8>, value: &impl serde::Serialize) -> Option<()> {
+/// A value as serde_json writes it (a string escaped as JSON needs).
+fn json(out: &mut Vec<u8>, value: &(impl serde::Serialize + ?Sized)) -> Option<()> {
     serde_json::to_writer(&mut *out, value).ok()
 }
 
-/// A float as JSON; JSON has no infinities and no NaN, which are written as `null`.
-fn json_float(out: &mut Vec<u8>, value: f64) -> Option<()> {
-    if value.is_finite() {
-        json_number(out, &value)
-    } else {
-        out.extend_from_slice(b"null");
-        Some(())
-    }
-}
-
 /// An AMQP value as the JSON py-amqp's Python value would be written as.
-fn write_json(out: &mut Vec<u8>, value: &AMQPValue) -> Option<()> {
-    match value {
-        AMQPValue::Void => out.extend_from_slice(b"null"),
-        AMQPValue::Boolean(flag) => json_number(out, flag)?,
-        AMQPValue::ShortShortInt(n) => json_number(out, n)?,
-        AMQPValue::ShortShortUInt(n) => json_number(out, n)?,
-        AMQPValue::ShortInt(n) => json_number(out, n)?,
-        AMQPValue::ShortUInt(n) => json_number(out, n)?,
-        AMQPValue::LongInt(n) => json_number(out, n)?,
-        AMQPValue::LongUInt(n) => json_number(out, n)?,
-        AMQPValue::LongLongInt(n) => json_number(out, n)?,
-        AMQPValue::Timestamp(n) => json_number(out, n)?,
-        AMQPValue::Float(n) => json_float(out, f64::from(*n))?,
-        AMQPValue::Double(n) => json_float(out, *n)?,
-        AMQPValue::DecimalValue(decimal) => json_float(
-            out,
-            f64::from(decimal.value) / 10f64.powi(i32::from(decimal.scale)),
-        )?,
-        AMQPValue::ShortString(text) => json_text(out, text.as_str())?,
-        AMQPValue::LongString(text) => json_text(out, &String::from_utf8_lossy(text.as_bytes()))?,
-        AMQPValue::ByteArray(bytes) => json_text(
-            out,
-            &base64::engine::general_purpose::STANDARD.encode(bytes.as_slice()),
-        )?,
-        AMQPValue::FieldArray(items) => {
-            out.push(b'[');
-            for (index, item) in items.as_slice().iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                write_json(out, item)?;
+struct AsJson<'a>(&'a AMQPValue);
+
+impl serde::Serialize for AsJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // JSON has no infinities and no NaN: they are written as `null`.
+        let float = |value: f64| value.is_finite().then_some(value);
+        match self.0 {
+            AMQPValue::Void => serializer.serialize_unit(),
+            AMQPValue::Boolean(flag) => serializer.serialize_bool(*flag),
+            AMQPValue::ShortShortInt(n) => serializer.serialize_i8(*n),
+            AMQPValue::ShortShortUInt(n) => serializer.serialize_u8(*n),
+            AMQPValue::ShortInt(n) => serializer.serialize_i16(*n),
+            AMQPValue::ShortUInt(n) => serializer.serialize_u16(*n),
+            AMQPValue::LongInt(n) => serializer.serialize_i32(*n),
+            AMQPValue::LongUInt(n) => serializer.serialize_u32(*n),
+            AMQPValue::LongLongInt(n) => serializer.serialize_i64(*n),
+            AMQPValue::Timestamp(n) => serializer.serialize_u64(*n),
+            AMQPValue::Float(n) => float(f64::from(*n)).serialize(serializer),
+            AMQPValue::Double(n) => float(*n).serialize(serializer),
+            AMQPValue::DecimalValue(decimal) => {
+                float(f64::from(decimal.value) / 10f64.powi(i32::from(decimal.scale)))
+                    .serialize(serializer)
             }
-            out.push(b']');
-        }
-        AMQPValue::FieldTable(table) => {
-            out.push(b'{');
-            for (index, (name, value)) in table.inner().iter().enumerate() {
-                if index > 0 {
-                    out.push(b',');
-                }
-                json_text(out, name.as_str())?;
-                out.push(b':');
-                write_json(out, value)?;
+            AMQPValue::ShortString(text) => serializer.serialize_str(text.as_str()),
+            AMQPValue::LongString(text) => {
+                serializer.serialize_str(&String::from_utf8_lossy(text.as_bytes()))
             }
-            out.push(b'}');
+            AMQPValue::ByteArray(bytes) => serializer
+                .serialize_str(&base64::engine::general_purpose::STANDARD.encode(bytes.as_slice())),
+            AMQPValue::FieldArray(items) => {
+                serializer.collect_seq(items.as_slice().iter().map(AsJson))
+            }
+            AMQPValue::FieldTable(table) => serializer.collect_map(
+                table
+                    .inner()
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), AsJson(value))),
+            ),
         }
     }
-    Some(())
 }
 
 /// JSON object fields as an AMQP table, as py-amqp writes Python's values.
@@ -385,13 +351,11 @@ mod tests {
         let Value::Object(object) = &json else {
             unreachable!()
         };
-        let mut written = Vec::new();
-        write_json(&mut written, &AMQPValue::FieldTable(table(object.iter())));
-        let back: Value = serde_json::from_slice(&written).unwrap();
+        let back =
+            serde_json::to_value(AsJson(&AMQPValue::FieldTable(table(object.iter())))).unwrap();
         assert_eq!(back, json);
         // What JSON cannot hold reads as null.
-        let mut written = Vec::new();
-        write_json(&mut written, &AMQPValue::Double(f64::NAN));
-        assert_eq!(written, b"null");
+        let nan = serde_json::to_vec(&AsJson(&AMQPValue::Double(f64::NAN))).unwrap();
+        assert_eq!(nan, b"null");
     }
 }

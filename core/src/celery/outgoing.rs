@@ -57,7 +57,7 @@ impl Outgoing<'_> {
         out.extend_from_slice(
             br#","content-encoding":"utf-8","content-type":"application/json","headers":{"lang":"rs","task":"#,
         );
-        escaped(out, headers.task)?;
+        json(out, headers.task)?;
         field(out, "id");
         plain(out, headers.id);
         if let Some(eta) = &headers.eta {
@@ -74,12 +74,12 @@ impl Outgoing<'_> {
         }
         if let Some(index) = headers.group_index {
             field(out, "group_index");
-            number(out, &index)?;
+            json(out, &index)?;
         }
         field(out, "retries");
-        number(out, &headers.retries)?;
+        json(out, &headers.retries)?;
         field(out, "timelimit");
-        number(out, &(headers.hard_time_limit, None::<f64>))?;
+        json(out, &(headers.hard_time_limit, None::<f64>))?;
         field(out, "root_id");
         plain(out, headers.root_id);
         if let Some(parent) = &headers.parent_id {
@@ -91,32 +91,32 @@ impl Outgoing<'_> {
         field(out, "kwargsrepr");
         plain(out, super::convert::REDACTED);
         field(out, "origin");
-        escaped(out, headers.origin)?;
+        json(out, headers.origin)?;
         field(out, "ignore_result");
-        number(out, &headers.ignore_result)?;
+        json(out, &headers.ignore_result)?;
         out.extend_from_slice(br#","replaced_task_nesting":0,"stamps":{}"#);
         for (name, value) in headers.application {
             if !super::convert::PROTOCOL_HEADERS.contains(&name.as_str()) {
                 out.push(b',');
-                escaped(out, name)?;
+                json(out, name)?;
                 out.push(b':');
-                escaped(out, value)?;
+                json(out, value)?;
             }
         }
         let properties = &self.properties;
         out.extend_from_slice(br#"},"properties":{"correlation_id":"#);
         plain(out, properties.correlation_id);
         field(out, "reply_to");
-        escaped(out, properties.reply_to)?;
+        json(out, properties.reply_to)?;
         out.extend_from_slice(br#","delivery_mode":2"#);
         if let Some(expiration) = &properties.expiration {
             field(out, "expiration");
             plain(out, expiration);
         }
         out.extend_from_slice(br#","delivery_info":{"exchange":"","routing_key":"#);
-        escaped(out, properties.routing_key)?;
+        json(out, properties.routing_key)?;
         out.extend_from_slice(br#"},"priority":"#);
-        number(out, &properties.priority)?;
+        json(out, &properties.priority)?;
         out.extend_from_slice(br#","body_encoding":"base64","delivery_tag":"#);
         plain(out, properties.delivery_tag);
         out.extend_from_slice(b"}}");
@@ -143,12 +143,10 @@ fn plain(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
 }
 
-/// Any string, escaped as JSON needs.
-fn escaped(out: &mut Vec<u8>, text: &str) -> Result<(), serde_json::Error> {
-    serde_json::to_writer(&mut *out, text)
-}
-
-/// A number, a flag or a pair of them, as serde_json writes them.
-fn number(out: &mut Vec<u8>, value: &impl serde::Serialize) -> Result<(), serde_json::Error> {
+/// A value as serde_json writes it: a string escaped as JSON needs, a number, a flag, a pair.
+fn json(
+    out: &mut Vec<u8>,
+    value: &(impl serde::Serialize + ?Sized),
+) -> Result<(), serde_json::Error> {
     serde_json::to_writer(&mut *out, value)
 }

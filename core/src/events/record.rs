@@ -137,7 +137,6 @@ pub(crate) fn write_batch(
         timeline,
         seconds: Seconds::default(),
         strings: Strings::default(),
-        ids: Ids::default(),
     };
     for (n, entry) in entries.iter().enumerate() {
         if n > 0 {
@@ -154,7 +153,6 @@ struct EntryWriter<'a> {
     timeline: &'a Timeline,
     seconds: Seconds,
     strings: Strings,
-    ids: Ids,
 }
 
 impl EntryWriter<'_> {
@@ -175,7 +173,14 @@ impl EntryWriter<'_> {
         raw(out, b",\"type\":\"")?;
         raw(out, tag.as_bytes())?;
         raw(out, b"\",\"uuid\":\"")?;
-        raw(out, self.ids.hyphenated(uuid.as_uuid()))?;
+        let mut hyphenated = [0; uuid::fmt::Hyphenated::LENGTH];
+        raw(
+            out,
+            uuid.as_uuid()
+                .hyphenated()
+                .encode_lower(&mut hyphenated)
+                .as_bytes(),
+        )?;
         raw(out, b"\",\"name\":")?;
         self.strings.write(out, name)?;
         match &entry.record {
@@ -237,60 +242,13 @@ fn fixed_point(out: &mut impl Write, micros: u64) -> serde_json::Result<()> {
 
 /// `.` and the six digits of `micros` (under a million), at the end of `out`.
 fn fraction(out: &mut impl Write, micros: u64) -> serde_json::Result<()> {
-    /// "00" to "99", two digits at a time.
-    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
-        2021222324252627282930313233343536373839\
-        4041424344454647484950515253545556575859\
-        6061626364656667686970717273747576777879\
-        8081828384858687888990919293949596979899";
     let mut digits = *b".000000";
-    let mut rest = (micros % 1_000_000) as usize;
-    for at in [5, 3, 1] {
-        let pair = rest % 100 * 2;
-        digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-        rest /= 100;
+    let mut rest = micros;
+    for digit in digits[1..].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
     }
     raw(out, &digits)
-}
-
-/// A task's id as its events write it, remembering the last few: a run's received, started and
-/// succeeded events are seldom far apart in a batch.
-struct Ids {
-    recent: [(u128, [u8; uuid::fmt::Hyphenated::LENGTH]); 8],
-    next: usize,
-}
-
-impl Default for Ids {
-    fn default() -> Self {
-        Self {
-            recent: [(0, [0; uuid::fmt::Hyphenated::LENGTH]); 8],
-            next: 0,
-        }
-    }
-}
-
-impl Ids {
-    fn hyphenated(&mut self, uuid: &uuid::Uuid) -> &[u8] {
-        let key = uuid.as_u128();
-        // The nil id (never a run's) is the empty slots' key: it is written afresh each time.
-        let found = if key == 0 {
-            None
-        } else {
-            self.recent.iter().position(|(known, _)| *known == key)
-        };
-        let at = match found {
-            Some(at) => at,
-            None => {
-                let at = self.next;
-                self.next = (self.next + 1) % self.recent.len();
-                let (known, text) = &mut self.recent[at];
-                *known = key;
-                uuid.hyphenated().encode_lower(text);
-                at
-            }
-        };
-        &self.recent[at].1
-    }
 }
 
 /// Writes strings as JSON, remembering the last few found to need no escaping: a batch names the
@@ -427,21 +385,6 @@ mod tests {
             let mut out = Vec::new();
             fixed_point(&mut out, micros).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(String::from_utf8_lossy(&out), written);
-        }
-    }
-
-    #[test]
-    fn ids_are_written_alike_whether_remembered_or_not() {
-        let mut ids = Ids::default();
-        let uuids: Vec<uuid::Uuid> = (0..20).map(|_| uuid::Uuid::new_v4()).collect();
-        // More ids than are remembered, and each again at once and after the others.
-        for round in 0..2 {
-            for uuid in uuids.iter().chain(&uuids[..3]).chain([&uuid::Uuid::nil()]) {
-                let written = String::from_utf8_lossy(ids.hyphenated(uuid)).into_owned();
-                assert_eq!(written, uuid.hyphenated().to_string(), "round {round}");
-                let again = String::from_utf8_lossy(ids.hyphenated(uuid)).into_owned();
-                assert_eq!(again, written);
-            }
         }
     }
 }
