@@ -113,6 +113,15 @@ async fn story(app: AppBuilder, queue: &str) {
             "task-dead-lettered"
         ]
     );
+    // Every task-received names the queue the message came from.
+    let received: Vec<&str> = seen
+        .iter()
+        .filter_map(|event| match &event.kind {
+            EventKind::TaskReceived { queue, .. } => Some(queue.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(received, [queue; 3], "{kinds:?}");
     let times: Vec<f64> = seen.iter().map(|event| event.timestamp).collect();
     assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "in order");
 }

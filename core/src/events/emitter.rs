@@ -345,11 +345,10 @@ mod tests {
         let emitting = runs.iter().map(|&uuid| {
             let emitter = emitter.clone();
             tokio::spawn(async move {
-                let queue: Arc<str> = Arc::from("q");
                 emitter.emit(Record::Received {
                     uuid,
                     name: "t",
-                    queue,
+                    queue: "q",
                     retries: 0,
                 });
                 tokio::task::yield_now().await;

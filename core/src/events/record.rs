@@ -5,7 +5,6 @@
 //! name. They are written exactly as their [`EventKind`] would be, so readers see one format.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -21,7 +20,7 @@ pub(crate) enum Record {
     Received {
         uuid: TaskId,
         name: &'static str,
-        queue: Arc<str>,
+        queue: &'static str,
         retries: u32,
     },
     /// `task-started`.
@@ -307,7 +306,7 @@ mod tests {
             Record::Received {
                 uuid,
                 name: "ccp_send_sms_code",
-                queue: Arc::from("sms \"urgent\""),
+                queue: "sms \"urgent\"",
                 retries: 2,
             },
             Record::Started {

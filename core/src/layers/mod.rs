@@ -25,14 +25,15 @@ use crate::TaskError;
 use crate::metrics::TaskMetrics;
 use crate::service::{TaskOutput, TaskRequest};
 
-/// Runs `call(request)`, started at `started`, inside the run's span and records its metrics.
+/// Runs `call(request)`, started at `started`, inside the run's span and records its metrics;
+/// returns its outcome and the instant it ended (one clock read serves the metric and the event).
 /// Arguments are never recorded.
 pub(crate) fn instrumented<C, F>(
     request: TaskRequest,
     metrics: Arc<TaskMetrics>,
     started: Instant,
     call: C,
-) -> impl Future<Output = Result<TaskOutput, TaskError>> + Send
+) -> impl Future<Output = (Result<TaskOutput, TaskError>, Instant)> + Send
 where
     C: FnOnce(TaskRequest) -> F,
     F: Future<Output = Result<TaskOutput, TaskError>> + Send,
@@ -73,7 +74,8 @@ where
     };
     async move {
         let result = run.await;
-        let elapsed = started.elapsed();
+        let ended = Instant::now();
+        let elapsed = ended.saturating_duration_since(started);
         metrics.run_seconds.record(elapsed.as_secs_f64());
         match &result {
             Ok(_) => {
@@ -85,7 +87,7 @@ where
                 tracing::warn!(?elapsed, error = %error.chain_message(), "task failed");
             }
         }
-        result
+        (result, ended)
     }
     .instrument(span)
 }

@@ -323,19 +323,31 @@ impl Shared {
         }
     }
 
-    /// A run that started at `started_at` (set if the worker sends events) ended: sends the event
-    /// `kind` makes of its run time, if any.
+    /// A run that started at `started_at` (set if the worker sends events) ended now: sends the
+    /// event `kind` makes of its run time, if any.
     fn ended_run<R: Into<crate::events::Record>>(
         &self,
         started_at: Option<tokio::time::Instant>,
         kind: impl FnOnce(f64) -> Option<R>,
     ) {
+        if started_at.is_some() {
+            self.ended_run_at(started_at, tokio::time::Instant::now(), kind);
+        }
+    }
+
+    /// A run that started at `started_at` (set if the worker sends events) ended at `ended`:
+    /// sends the event `kind` makes of its run time, if any.
+    fn ended_run_at<R: Into<crate::events::Record>>(
+        &self,
+        started_at: Option<tokio::time::Instant>,
+        ended: tokio::time::Instant,
+        kind: impl FnOnce(f64) -> Option<R>,
+    ) {
         if let (Some(events), Some(started_at)) = (self.events.get(), started_at) {
             events.ended();
-            let now = tokio::time::Instant::now();
-            let runtime = now.saturating_duration_since(started_at).as_secs_f64();
+            let runtime = ended.saturating_duration_since(started_at).as_secs_f64();
             if let Some(kind) = kind(runtime) {
-                events.emit_at(kind, now);
+                events.emit_at(kind, ended);
             }
         }
     }

@@ -129,7 +129,7 @@ pub(super) async fn process(
     shared.emit_at(arrived, || Record::Received {
         uuid: envelope.id,
         name: task.name,
-        queue: queue.clone(),
+        queue: metrics.queue,
         retries: envelope.retries,
     });
 
@@ -266,7 +266,7 @@ pub(super) async fn process(
     let mut run = std::pin::pin!(run);
     // Most runs finish on their first poll; only a run that waits needs the shutdown watch, and
     // shows in remote control's `active` (which can stop it).
-    let outcome = match futures::poll!(run.as_mut()) {
+    let (outcome, ended) = match futures::poll!(run.as_mut()) {
         Poll::Ready(outcome) => outcome,
         Poll::Pending => {
             let running = shared.control.as_ref().and_then(|control| {
@@ -310,7 +310,7 @@ pub(super) async fn process(
     match outcome {
         Ok(output) => {
             Counters::add(&shared.report.succeeded);
-            shared.ended_run(started_at, |runtime| {
+            shared.ended_run_at(started_at, ended, |runtime| {
                 Some(Record::Succeeded {
                     uuid: context.id(),
                     name: task.name,
@@ -351,6 +351,7 @@ pub(super) async fn process(
                 queue: &queue,
                 error,
                 started_at,
+                ended,
             };
             Box::pin(after_failure(shared, failed, delivery)).await;
             None
@@ -519,6 +520,8 @@ struct Failed<'a> {
     error: TaskError,
     /// When the run started, if the worker sends events.
     started_at: Option<tokio::time::Instant>,
+    /// When it ended.
+    ended: tokio::time::Instant,
 }
 
 /// Schedules a retry or dead-letters the message, as the task's retry policy decides.
@@ -530,11 +533,12 @@ async fn after_failure(shared: &Shared, failed: Failed<'_>, delivery: Option<Del
         queue,
         error,
         started_at,
+        ended,
     } = failed;
     let name = context.name();
     let retries = context.retries();
     let decision = task.options.retry.decide(retries, &error);
-    shared.ended_run(started_at, |runtime| {
+    shared.ended_run_at(started_at, ended, |runtime| {
         let (uuid, name, exception) = (context.id(), name.to_owned(), error.chain_message());
         Some(match decision {
             RetryDecision::RetryIn(_) => EventKind::TaskRetried {
