@@ -75,8 +75,11 @@ pub struct MemoryEventBus {
 }
 
 impl MemoryEventBus {
-    /// How many messages a subscriber may lag behind before it loses some.
-    const CAPACITY: usize = 4_096;
+    /// How many messages a subscriber may lag behind before it loses some. The channel keeps a
+    /// message until every subscriber has read it or a newer one takes its slot, so this bounds
+    /// what a stalled subscriber holds: a worker's message is up to 512 events, about 80 KB, and
+    /// 256 of them are 20 MB (4 096 were 300 MB).
+    const CAPACITY: usize = 256;
 
     /// A bus with no subscriber yet.
     pub fn new() -> Self {

@@ -8,11 +8,12 @@
 //! takes every shard's events at once and publishes them in time order.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,14 @@ const BUFFER: usize = 16_384;
 
 /// Events per message, at most.
 const BATCH: usize = 512;
+
+/// Room for a message of `events` events: about 150 bytes an event.
+const fn batch_bytes(events: usize) -> usize {
+    160 * events + 64
+}
+
+/// Room for a message of a full batch.
+const FULL_BATCH_BYTES: usize = batch_bytes(BATCH);
 
 /// How long a run's event waits for its batch, at most.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
@@ -208,25 +217,29 @@ impl Emitter {
         &self.shards[number % self.shards.len()]
     }
 
-    /// Moves every event waiting to `taken`, in time order. Every shard is held at once, so that
-    /// of two events one thread handed over after the other, the later is never taken alone.
-    fn take_waiting(&self, taken: &mut Vec<Entry>) {
-        let mut held: Vec<_> = self
-            .shards
-            .iter()
-            .map(|shard| lock(&shard.waiting))
-            .collect();
-        let mut from = 0;
-        for waiting in &mut held {
-            if !waiting.is_empty() {
-                from += 1;
+    /// Moves every event waiting to the end of `taken`, and their positions there in time order
+    /// to `order`. Every shard is held at once, so that of two events one thread handed over
+    /// after the other, the later is never taken alone.
+    fn take_waiting(&self, taken: &mut Vec<Entry>, order: &mut Vec<usize>) {
+        let from = taken.len();
+        let mut shards_with_events = 0;
+        {
+            let mut held: Vec<_> = self
+                .shards
+                .iter()
+                .map(|shard| lock(&shard.waiting))
+                .collect();
+            for waiting in held.iter_mut().filter(|waiting| !waiting.is_empty()) {
+                shards_with_events += 1;
+                taken.append(waiting);
             }
-            taken.append(waiting);
         }
-        drop(held);
-        if from > 1 {
-            // Each shard's events are in order already: the sort merges runs.
-            taken.sort_by_key(|entry| entry.at);
+        order.extend(from..taken.len());
+        if shards_with_events > 1 {
+            // Positions, not the events, are sorted: a sort needs room for half of what it sorts,
+            // and room for the events was fresh pages every time. Each shard's events are in
+            // order already: the sort merges runs, keeping events at the same time in shard order.
+            order[from..].sort_by_key(|&position| taken[position].at);
         }
     }
 
@@ -270,41 +283,40 @@ impl EventTasks {
 /// Publishes the events waiting, at most [`BATCH`] to a message, until the worker's offline event
 /// is out (or the emitter is dropped).
 async fn publish(bus: Arc<dyn EventBus>, emitter: std::sync::Weak<Emitter>, flush: Arc<Notify>) {
-    let mut taken = Vec::with_capacity(BATCH);
-    // Reused: once the bus has let go of a message, its room is written again.
-    let mut encoded = BytesMut::new();
+    let (mut taken, mut order) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
+    let mut rooms = Rooms::default();
     loop {
         let Some(emitter) = emitter.upgrade() else {
             return;
         };
-        emitter.take_waiting(&mut taken);
+        emitter.take_waiting(&mut taken, &mut order);
         let last = taken.iter().any(|entry| entry.record.is_offline());
         let timeline = Timeline::now();
-        for batch in taken.chunks(BATCH) {
-            // About 150 bytes an event.
-            encoded.reserve(160 * batch.len() + 64);
+        for batch in order.chunks(BATCH) {
+            let mut encoded = rooms.take(batch_bytes(batch.len()));
             let mut writer = (&mut encoded).writer();
             let written = write_batch(
                 &mut writer,
                 &emitter.hostname,
                 emitter.pid,
-                batch,
+                batch.iter().map(|&position| &taken[position]),
                 &timeline,
             );
             let published = match written {
                 Ok(()) => {
-                    let message = encoded.split().freeze();
+                    let message = encoded.freeze();
+                    rooms.published(message.clone());
                     bus.publish(EVENTS_TOPIC, vec![message]).await
                 }
                 Err(error) => Err(crate::BrokerError::Invalid(error.to_string())),
             };
-            encoded.clear();
             if let Err(error) = published {
                 tracing::debug!(error = %Report(&error), "cannot publish worker events");
                 emitter.drop_events(batch.len() as u64);
             }
         }
         taken.clear();
+        order.clear();
         if last {
             return;
         }
@@ -314,6 +326,45 @@ async fn publish(bus: Arc<dyn EventBus>, emitter: std::sync::Weak<Emitter>, flus
             () = flush.notified() => {}
             () = tokio::time::sleep(FLUSH_EVERY) => {}
         }
+    }
+}
+
+/// The room the publisher writes messages in: a message's once every reader has let go of it.
+/// A new room per message cost fresh pages from the allocator again and again (a tenth of the
+/// publisher's time, zeroing them).
+#[derive(Default)]
+struct Rooms {
+    /// The messages published last, oldest first.
+    published: VecDeque<Bytes>,
+}
+
+impl Rooms {
+    /// Messages kept to write again, at most.
+    const KEPT: usize = 8;
+
+    /// Empty room for `bytes` bytes: the oldest message's if nobody reads it any more. A new room
+    /// holds a full batch, so that it never grows when it is written again.
+    fn take(&mut self, bytes: usize) -> BytesMut {
+        if let Some(oldest) = self.published.pop_front() {
+            match oldest.try_into_mut() {
+                Ok(mut room) => {
+                    room.clear();
+                    room.reserve(bytes);
+                    return room;
+                }
+                // Still read: kept for a later turn.
+                Err(oldest) => self.published.push_front(oldest),
+            }
+        }
+        BytesMut::with_capacity(bytes.max(FULL_BATCH_BYTES))
+    }
+
+    /// Keeps `message` (shared with its readers) to write again once they are done with it.
+    fn published(&mut self, message: Bytes) {
+        if self.published.len() == Self::KEPT {
+            self.published.pop_front();
+        }
+        self.published.push_back(message);
     }
 }
 
@@ -330,6 +381,25 @@ mod tests {
     use super::*;
     use crate::TaskId;
     use crate::events::{Batch, MemoryEventBus};
+
+    /// A message's room is written again once its readers let go of it, and never before.
+    #[test]
+    fn a_room_is_written_again_once_its_readers_let_go() {
+        let mut rooms = Rooms::default();
+        let mut room = rooms.take(16);
+        room.extend_from_slice(b"first message");
+        let first = room.freeze();
+        rooms.published(first.clone());
+
+        let second = rooms.take(16);
+        assert_ne!(second.as_ptr(), first.as_ptr(), "a room still read");
+        let address = first.as_ptr();
+        drop(first);
+        let third = rooms.take(16);
+        assert_eq!(third.as_ptr(), address);
+        assert!(third.is_empty());
+        assert!(third.capacity() >= FULL_BATCH_BYTES);
+    }
 
     /// Runs hop between threads (and so shards) mid-run: each run's events still arrive in the
     /// order they happened, and every batch is in time order.

@@ -118,11 +118,11 @@ struct OtherEvent<'a> {
 /// draining no-ops a tenth of its throughput. Times are written in fixed point to the
 /// microsecond (`1764500000.123456`), a JSON number as a float's shortest form is, at a fraction
 /// of its cost. The test below reads them back as the [`EventKind`]s they stand for.
-pub(crate) fn write_batch(
+pub(crate) fn write_batch<'e>(
     out: &mut impl Write,
     hostname: &str,
     pid: u32,
-    entries: &[Entry],
+    entries: impl IntoIterator<Item = &'e Entry>,
     timeline: &Timeline,
 ) -> serde_json::Result<()> {
     raw(out, b"{\"v\":")?;
@@ -137,7 +137,7 @@ pub(crate) fn write_batch(
         seconds: Seconds::default(),
         strings: Strings::default(),
     };
-    for (n, entry) in entries.iter().enumerate() {
+    for (n, entry) in entries.into_iter().enumerate() {
         if n > 0 {
             raw(out, b",")?;
         }
