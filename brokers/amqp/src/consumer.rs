@@ -209,11 +209,14 @@ impl Consumer {
             let headers = delivery.properties.headers().as_ref();
             let tag = delivery.delivery_tag;
             if let Some(reason) = text_header(headers, REFUSED_HEADERS_HEADER) {
-                if let Err(error) = refuse(&self.shared, &self.acks, &queue, delivery, reason).await
-                {
-                    tracing::warn!(error = %Report(&error), queue = %queue, "cannot dead-letter a message with refused headers; it will come back");
-                    give_back(&self.acks, tag).await;
-                }
+                let (shared, acks) = (self.shared.clone(), self.acks.clone());
+                settle_whole(async move {
+                    if let Err(error) = refuse(&shared, &acks, &queue, delivery, reason).await {
+                        tracing::warn!(error = %Report(&error), queue = %queue, "cannot dead-letter a message with refused headers; it will come back");
+                        give_back(&acks, tag).await;
+                    }
+                })
+                .await;
                 continue;
             }
             // Quorum queues count returns too (`x-delivery-count`), but a returned message goes
@@ -222,10 +225,14 @@ impl Consumer {
             // reached the limit for messages no task ever ran. A copy counted here goes to the
             // tail instead, on either queue type.
             if delivery.redelivered {
-                if let Err(error) = recount(&self.shared, &self.acks, &queue, delivery).await {
-                    tracing::warn!(error = %Report(&error), queue = %queue, "cannot count a redelivery; it will come back");
-                    give_back(&self.acks, tag).await;
-                }
+                let (shared, acks) = (self.shared.clone(), self.acks.clone());
+                settle_whole(async move {
+                    if let Err(error) = recount(&shared, &acks, &queue, delivery).await {
+                        tracing::warn!(error = %Report(&error), queue = %queue, "cannot count a redelivery; it will come back");
+                        give_back(&acks, tag).await;
+                    }
+                })
+                .await;
                 continue;
             }
             self.shared.add_unacked(&queue, 1);
@@ -250,6 +257,17 @@ impl Consumer {
                 Box::new(acker),
             )));
         }
+    }
+}
+
+/// Runs the consumer's own settlement of a delivery (its copy or dead letter published, then the
+/// original acked) to its end, on a task of its own: a worker that stops fetching drops the stream
+/// wherever it is, and a copy published without its original's ack left the original to come back
+/// when the channel closed — a second dead letter, or a second copy. The task holds the channel's
+/// [`AckWindow`], so the channel stays open until the ack is sent.
+async fn settle_whole(settlement: impl Future<Output = ()> + Send + 'static) {
+    if let Err(error) = tokio::spawn(settlement).await {
+        tracing::error!(%error, "a delivery's settlement did not finish; it will come back");
     }
 }
 
