@@ -210,7 +210,7 @@ impl Consumer {
             let tag = delivery.delivery_tag;
             if let Some(reason) = text_header(headers, REFUSED_HEADERS_HEADER) {
                 let (shared, acks) = (self.shared.clone(), self.acks.clone());
-                settle_whole(async move {
+                settle_whole(&self.shared, async move {
                     if let Err(error) = refuse(&shared, &acks, &queue, delivery, reason).await {
                         tracing::warn!(error = %Report(&error), queue = %queue, "cannot dead-letter a message with refused headers; it will come back");
                         give_back(&acks, tag).await;
@@ -226,7 +226,7 @@ impl Consumer {
             // tail instead, on either queue type.
             if delivery.redelivered {
                 let (shared, acks) = (self.shared.clone(), self.acks.clone());
-                settle_whole(async move {
+                settle_whole(&self.shared, async move {
                     if let Err(error) = recount(&shared, &acks, &queue, delivery).await {
                         tracing::warn!(error = %Report(&error), queue = %queue, "cannot count a redelivery; it will come back");
                         give_back(&acks, tag).await;
@@ -264,9 +264,10 @@ impl Consumer {
 /// original acked) to its end, on a task of its own: a worker that stops fetching drops the stream
 /// wherever it is, and a copy published without its original's ack left the original to come back
 /// when the channel closed — a second dead letter, or a second copy. The task holds the channel's
-/// [`AckWindow`], so the channel stays open until the ack is sent.
-async fn settle_whole(settlement: impl Future<Output = ()> + Send + 'static) {
-    if let Err(error) = tokio::spawn(settlement).await {
+/// [`AckWindow`], so the channel stays open until the ack is sent, and the stopping worker waits
+/// for it (`consumers_stopped`).
+async fn settle_whole(shared: &Shared, settlement: impl Future<Output = ()> + Send + 'static) {
+    if let Err(error) = shared.settlements.spawn(settlement).await {
         tracing::error!(%error, "a delivery's settlement did not finish; it will come back");
     }
 }

@@ -478,6 +478,23 @@ impl Broker for AmqpBroker {
         Ok(stats)
     }
 
+    async fn consumers_stopped(&self) -> Result<(), BrokerError> {
+        // A redelivery being counted or dead-lettered when the worker stopped fetching is settled
+        // before the worker exits, not left to come back as a second copy.
+        let settlements = &self.shared.settlements;
+        settlements.close();
+        if tokio::time::timeout(self.shared.timeout(), settlements.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "settling redeliveries is slow; those not settled come back when the channel closes"
+            );
+        }
+        settlements.reopen();
+        Ok(())
+    }
+
     async fn dead_letters(
         &self,
         queue: &str,
@@ -586,5 +603,41 @@ impl fmt::Debug for AmqpBroker {
             .field("url", &self.shared.url)
             .field("settings", &self.shared.settings)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A stopping worker waits for the consumers' own settlements still going on (no connection
+    /// needed: they are tracked in the broker's shared state).
+    #[tokio::test(start_paused = true)]
+    async fn consumers_stopped_waits_for_settlements_going_on() {
+        let shared = Arc::new(Shared::new(
+            RedactedUrl::new("amqp://guest:guest@127.0.0.1:1/%2f"),
+            Settings::default(),
+        ));
+        let broker = AmqpBroker {
+            shared: shared.clone(),
+        };
+        let settled = Arc::new(AtomicBool::new(false));
+        shared.settlements.spawn({
+            let settled = settled.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                settled.store(true, Ordering::SeqCst);
+            }
+        });
+        broker
+            .consumers_stopped()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(settled.load(Ordering::SeqCst));
+        // Open again for the next worker's consumers.
+        assert!(!shared.settlements.is_closed());
     }
 }

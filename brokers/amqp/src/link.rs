@@ -134,6 +134,9 @@ pub(crate) struct Shared {
     next_shard: AtomicUsize,
     /// The event bus, on a connection of its own (made on first use).
     pub(crate) event_bus: std::sync::OnceLock<Arc<crate::events::AmqpEventBus>>,
+    /// Consumers' own settlements going on (a redelivery's counted copy or dead letter, then
+    /// its original's ack): a stopping worker waits for them.
+    pub(crate) settlements: tokio_util::task::TaskTracker,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -160,6 +163,7 @@ impl Shared {
             unacked: Mutex::new(HashMap::new()),
             next_shard: AtomicUsize::new(0),
             event_bus: std::sync::OnceLock::new(),
+            settlements: tokio_util::task::TaskTracker::new(),
         }
     }
 
