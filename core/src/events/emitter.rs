@@ -217,12 +217,12 @@ impl Emitter {
         &self.shards[number % self.shards.len()]
     }
 
-    /// Moves every event waiting to the end of `taken`, and their positions there in time order
-    /// to `order`. Every shard is held at once, so that of two events one thread handed over
-    /// after the other, the later is never taken alone.
-    fn take_waiting(&self, taken: &mut Vec<Entry>, order: &mut Vec<usize>) {
-        let from = taken.len();
-        let mut shards_with_events = 0;
+    /// Moves every event waiting to `taken`, and their positions there in time order. Every
+    /// shard is held at once, so that of two events one thread handed over after the other, the
+    /// later is never taken alone — but only while its vector is swapped for an empty one: a
+    /// thread handing an event over meanwhile waits a moment, not while the events are copied
+    /// (a thread that blocks on the lock sleeps, and its runs with it).
+    fn take_waiting(&self, taken: &mut Taken) {
         {
             let mut held: Vec<_> = self
                 .shards
@@ -230,16 +230,26 @@ impl Emitter {
                 .map(|shard| lock(&shard.waiting))
                 .collect();
             for waiting in held.iter_mut().filter(|waiting| !waiting.is_empty()) {
-                shards_with_events += 1;
-                taken.append(waiting);
+                let empty = taken
+                    .empty
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(BATCH));
+                taken.full.push(std::mem::replace(&mut **waiting, empty));
             }
         }
-        order.extend(from..taken.len());
+        let from = taken.entries.len();
+        let shards_with_events = taken.full.len();
+        for mut full in taken.full.drain(..) {
+            taken.entries.append(&mut full);
+            taken.empty.push(full);
+        }
+        let Taken { entries, order, .. } = taken;
+        order.extend(from..entries.len());
         if shards_with_events > 1 {
             // Positions, not the events, are sorted: a sort needs room for half of what it sorts,
             // and room for the events was fresh pages every time. Each shard's events are in
             // order already: the sort merges runs, keeping events at the same time in shard order.
-            order[from..].sort_by_key(|&position| taken[position].at);
+            order[from..].sort_by_key(|&position| entries[position].at);
         }
     }
 
@@ -283,23 +293,23 @@ impl EventTasks {
 /// Publishes the events waiting, at most [`BATCH`] to a message, until the worker's offline event
 /// is out (or the emitter is dropped).
 async fn publish(bus: Arc<dyn EventBus>, emitter: std::sync::Weak<Emitter>, flush: Arc<Notify>) {
-    let (mut taken, mut order) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
+    let mut taken = Taken::default();
     let mut rooms = Rooms::default();
     loop {
         let Some(emitter) = emitter.upgrade() else {
             return;
         };
-        emitter.take_waiting(&mut taken, &mut order);
-        let last = taken.iter().any(|entry| entry.record.is_offline());
+        emitter.take_waiting(&mut taken);
+        let last = taken.entries.iter().any(|entry| entry.record.is_offline());
         let timeline = Timeline::now();
-        for batch in order.chunks(BATCH) {
+        for batch in taken.order.chunks(BATCH) {
             let mut encoded = rooms.take(batch_bytes(batch.len()));
             let mut writer = (&mut encoded).writer();
             let written = write_batch(
                 &mut writer,
                 &emitter.hostname,
                 emitter.pid,
-                batch.iter().map(|&position| &taken[position]),
+                batch.iter().map(|&position| &taken.entries[position]),
                 &timeline,
             );
             let published = match written {
@@ -315,8 +325,8 @@ async fn publish(bus: Arc<dyn EventBus>, emitter: std::sync::Weak<Emitter>, flus
                 emitter.drop_events(batch.len() as u64);
             }
         }
-        taken.clear();
-        order.clear();
+        taken.entries.clear();
+        taken.order.clear();
         if last {
             return;
         }
@@ -327,6 +337,18 @@ async fn publish(bus: Arc<dyn EventBus>, emitter: std::sync::Weak<Emitter>, flus
             () = tokio::time::sleep(FLUSH_EVERY) => {}
         }
     }
+}
+
+/// What the publisher took from the shards, and the vectors it swaps with theirs.
+#[derive(Default)]
+struct Taken {
+    entries: Vec<Entry>,
+    /// Positions in `entries`, in time order.
+    order: Vec<usize>,
+    /// Shards' vectors just taken.
+    full: Vec<Vec<Entry>>,
+    /// Empty vectors (with their room) to give the shards.
+    empty: Vec<Vec<Entry>>,
 }
 
 /// The room the publisher writes messages in: a message's once every reader has let go of it.
