@@ -352,8 +352,8 @@ struct Taken {
 }
 
 /// The room the publisher writes messages in: a message's once every reader has let go of it.
-/// A new room per message cost fresh pages from the allocator again and again (a tenth of the
-/// publisher's time, zeroing them).
+/// A new room per message cost fresh pages from the allocator again and again (a fifth of the
+/// publisher's time, most of it the kernel zeroing them).
 #[derive(Default)]
 struct Rooms {
     /// The messages published last, oldest first.
