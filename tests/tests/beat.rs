@@ -8,10 +8,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use celeriac::beat::{BeatReport, CatchUp, Entry};
 use celeriac::broker::BrokerError;
+use celeriac::broker::Outgoing;
 use celeriac::election::{Election, Term};
-use celeriac::{App, BuildError, MemoryBroker, TaskContext};
+use celeriac::{App, BuildError, Envelope, MemoryBroker, TaskContext};
 use celeriac_tests::beat::{BeatProcess, beat_tick, leader, now_millis, recorded_ticks};
-use celeriac_tests::harness::{BackgroundWorker, amqp_url, redis_url, skipped, unique_queue};
+use celeriac_tests::harness::{
+    BackgroundWorker, amqp_url, eventually, redis_url, skipped, unique_queue,
+};
 
 // ---------------------------------------------------------------------------------------------
 // In one process, on tokio's paused clock.
@@ -225,6 +228,76 @@ async fn a_beat_that_stops_resigns_and_the_next_leads_at_once() {
     // Had it waited for the 60 s lease, the second would have sent nothing.
     assert!(second.sent >= 8, "{second:?}");
     assert_every_second_once("resign", &ran("resign"));
+}
+
+/// Tick `tick` (ms) of the entry `label`'s message, as a beat sends it, with the send id `send`.
+fn tick_message(app: &App, queue: &str, label: &str, tick: u64, send: &str) -> Envelope {
+    let args = celeriac::CodecExt::encode(app.codec(), &(label.to_owned(),)).expect("encode");
+    let mut envelope = Envelope::new("beat_local_tick", queue, args, app.codec().content_type());
+    envelope.id = celeriac::beat::tick_id("beat", label, UNIX_EPOCH + Duration::from_millis(tick));
+    envelope
+        .headers
+        .insert("x-celeriac-beat-tick".into(), format!("{label}@{tick}"));
+    envelope
+        .headers
+        .insert("x-celeriac-beat-send".into(), send.into());
+    envelope
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tick_that_ran_is_dropped_when_delivered_again_and_one_cut_short_runs_again() {
+    let queue = unique_queue("beat");
+    let app = memory_app(&queue);
+    let label = "again";
+    let publish = |envelope: Envelope| {
+        let (app, queue) = (app.clone(), queue.clone());
+        async move {
+            let bytes = envelope.to_bytes().expect("encode");
+            app.broker()
+                .publish(Outgoing::new(queue, bytes))
+                .await
+                .expect("publish");
+        }
+    };
+    let drained = || {
+        let (app, queue) = (app.clone(), queue.clone());
+        async move {
+            let stats = app.broker().stats(&queue).await.expect("stats");
+            stats.ready == 0 && stats.unacked == 0
+        }
+    };
+    let worker = BackgroundWorker::start(app.worker().build().expect("worker"));
+    let (ran_once, cut_short) = (10_000, 11_000);
+    publish(tick_message(&app, &queue, label, ran_once, "first")).await;
+    eventually(Duration::from_secs(10), "the tick to run", || async {
+        ran(label).contains_key(&ran_once)
+    })
+    .await;
+    // Its ack lost to a broker restart, the same send comes back: it ran, so it is dropped. So
+    // is a successor's second send of the tick.
+    publish(tick_message(&app, &queue, label, ran_once, "first")).await;
+    publish(tick_message(&app, &queue, label, ran_once, "second")).await;
+    // A send whose run was claimed and cut short (its worker died) comes back: it runs.
+    let store = app.coordination().expect("the embedded broker's store");
+    let id = celeriac::beat::tick_id("beat", label, UNIX_EPOCH + Duration::from_millis(cut_short));
+    let claim = store
+        .claim(
+            &format!("beat-ran:{id}"),
+            "cut-short",
+            Duration::from_secs(60),
+        )
+        .await
+        .expect("claim");
+    assert_eq!(claim, celeriac::coordination::Claim::Claimed);
+    publish(tick_message(&app, &queue, label, cut_short, "cut-short")).await;
+    eventually(Duration::from_secs(10), "every copy to be taken", drained).await;
+    let report = worker.stop().await;
+    assert_eq!(
+        ran(label),
+        BTreeMap::from([(ran_once, 1), (cut_short, 1)]),
+        "{report:?}"
+    );
+    assert_eq!(report.succeeded, 2, "{report:?}");
 }
 
 #[test]

@@ -52,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use self::entry::{CatchUp, Entry};
 use self::run::{Counts, Leader};
-pub(crate) use self::tick::{SEND_HEADER, is_second_copy};
+pub(crate) use self::tick::{SEND_HEADER, is_second_copy, ran};
 pub use self::tick::{tick_id, tick_of};
 use crate::canvas::Signature;
 use crate::election::{Election, StoreElection};

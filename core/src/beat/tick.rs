@@ -71,8 +71,9 @@ pub fn tick_of(envelope: &Envelope) -> Option<(&str, SystemTime)> {
 /// Whether a worker should drop `envelope` as a second copy of a tick that ran or runs elsewhere:
 /// a successor sends again the ticks its predecessor may not have sent, under the same id, and
 /// the first copy to run claims the id in the app's coordination store. A copy redelivered or
-/// retried carries its own send id and runs again. Without a store, or when the store cannot be
-/// reached, the copy runs (at least once).
+/// retried carries its own send id and runs again, unless that send already ran to success (its
+/// ack was lost: the broker restarted before it landed; see [`ran`]). Without a store, or when the
+/// store cannot be reached, the copy runs (at least once).
 pub(crate) async fn is_second_copy(app: &App, envelope: &Envelope) -> bool {
     let (Some(send), Some(store)) = (envelope.headers.get(SEND_HEADER), app.coordination()) else {
         return false;
@@ -85,7 +86,27 @@ pub(crate) async fn is_second_copy(app: &App, envelope: &Envelope) -> bool {
     .await;
     match claimed {
         Ok(Ok(Claim::Claimed)) => false,
-        Ok(Ok(Claim::Held { holder, .. })) => holder != *send,
+        Ok(Ok(Claim::Held { holder, .. })) if holder != *send => true,
+        // This very send ran before, or runs: a copy redelivered or retried. Dropped only if the
+        // earlier run succeeded.
+        Ok(Ok(Claim::Held { .. })) => {
+            let succeeded = tokio::time::timeout(
+                app.enqueue_timeout(),
+                store.members(&succeeded_key(envelope)),
+            )
+            .await;
+            match succeeded {
+                Ok(Ok(members)) => members.iter().any(|(member, _)| member == send),
+                Ok(Err(error)) => {
+                    tracing::warn!(task = %envelope.task, task.id = %envelope.id, error = %Report(&error), "cannot check whether this tick's run succeeded already; running it again");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!(task = %envelope.task, task.id = %envelope.id, "checking whether this tick's run succeeded already timed out; running it again");
+                    false
+                }
+            }
+        }
         Ok(Err(error)) => {
             tracing::warn!(task = %envelope.task, task.id = %envelope.id, error = %Report(&error), "cannot check whether this tick ran already; running it");
             false
@@ -95,4 +116,33 @@ pub(crate) async fn is_second_copy(app: &App, envelope: &Envelope) -> bool {
             false
         }
     }
+}
+
+/// Writes down, before its ack, that the tick `envelope` was sent for ran to success, so that a
+/// copy of the same send delivered again (its ack lost to a broker restart) is dropped by
+/// [`is_second_copy`]. Does nothing for a message no beat sent, or without a store; a store that
+/// cannot be reached leaves the tick to run again if it is delivered again (at least once).
+pub(crate) async fn ran(app: &App, envelope: &Envelope) {
+    let (Some(send), Some(store)) = (envelope.headers.get(SEND_HEADER), app.coordination()) else {
+        return;
+    };
+    let written = tokio::time::timeout(
+        app.enqueue_timeout(),
+        store.remember(&succeeded_key(envelope), send, REMEMBERED_FOR),
+    )
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(task = %envelope.task, task.id = %envelope.id, error = %Report(&error), "cannot write down that this tick ran; a copy delivered again would run again");
+        }
+        Err(_) => {
+            tracing::warn!(task = %envelope.task, task.id = %envelope.id, "writing down that this tick ran timed out; a copy delivered again would run again");
+        }
+    }
+}
+
+/// The set of the sends of tick `envelope` that ran to success (one, but for a resend racing it).
+fn succeeded_key(envelope: &Envelope) -> String {
+    format!("beat-succeeded:{}", envelope.id)
 }

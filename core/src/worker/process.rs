@@ -320,15 +320,20 @@ pub(super) async fn process(
             // The result is stored before the ack (a worker that dies in between runs the task
             // again, and the backend keeps the first success); neither holds the lane.
             // What follows in its workflow is sent before the ack too.
-            // A unique key held until the task has run is released before the ack too.
+            // A unique key held until the task has run is released before the ack too, and a
+            // beat's tick is written down as run (a copy delivered again is dropped).
             let envelope = context.envelope();
             let holds_key = envelope.headers.contains_key(crate::app::UNIQUE_HEADER);
-            if store::wanted(app, envelope) || envelope.workflow.is_some() || holds_key {
+            let is_tick = envelope.headers.contains_key(crate::beat::SEND_HEADER);
+            if store::wanted(app, envelope) || envelope.workflow.is_some() || holds_key || is_tick {
                 let (app, envelope) = (app.clone(), context.shared_envelope().clone());
                 let output = output.into_bytes();
                 let stored = async move {
                     if holds_key {
                         crate::app::release_after_run(&app, &envelope).await;
+                    }
+                    if is_tick {
+                        crate::beat::ran(&app, &envelope).await;
                     }
                     if envelope.workflow.is_none() {
                         store::success(&app, &envelope, output).await;
