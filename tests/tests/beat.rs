@@ -7,8 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, UNIX_EPOCH};
 
 use celeriac::beat::{BeatReport, CatchUp, Entry};
-use celeriac::broker::BrokerError;
-use celeriac::broker::Outgoing;
+use celeriac::broker::{BrokerError, Outgoing};
 use celeriac::election::{Election, Term};
 use celeriac::{App, BuildError, Envelope, MemoryBroker, TaskContext};
 use celeriac_tests::beat::{BeatProcess, beat_tick, leader, now_millis, recorded_ticks};
