@@ -45,6 +45,8 @@ pub(crate) struct FeatureReport {
     cost_micros_per_task: f64,
     /// Messages (batches of events) the subscriber received over the rounds with events.
     batches_received: u64,
+    /// Events the workers dropped (their buffer full), of the three a task makes.
+    events_dropped: u64,
     /// CPU time per task without and with the feature.
     cpu_micros_per_task: measure::CpuPerTask,
     /// The sends before each drain (`delay_batch`, batches of 10 000), tasks a second, medians.
@@ -133,6 +135,7 @@ pub(crate) async fn run(
     let (mut published_without, mut published_with) = (Vec::new(), Vec::new());
     let on_redis = matches!(broker_choice, Broker::Redis(_));
     let mut cpu = measure::CpuRounds::new(on_redis.then_some(broker_url));
+    let dropped_before = measure::EVENTS_DROPPED.load(std::sync::atomic::Ordering::Relaxed);
     for _ in 0..rounds {
         for on in [false, true] {
             shape.events = on && matches!(feature, Feature::Events);
@@ -178,6 +181,8 @@ pub(crate) async fn run(
         ratio: with / without,
         cost_micros_per_task: (1.0 / with - 1.0 / without) * 1e6,
         batches_received: received.load(std::sync::atomic::Ordering::Relaxed),
+        events_dropped: measure::EVENTS_DROPPED.load(std::sync::atomic::Ordering::Relaxed)
+            - dropped_before,
         cpu_micros_per_task: cpu.medians(),
         publish_without_per_sec: median(published_without),
         publish_with_per_sec: median(published_with),
@@ -232,6 +237,11 @@ pub(crate) fn print(report: &FeatureReport) {
         println!(
             "{:<34}{:>12}",
             "event batches received", report.batches_received
+        );
+        let made = 3 * report.tasks * report.rounds as u64;
+        println!(
+            "{:<34}{:>12} of {made}",
+            "events dropped by the worker", report.events_dropped
         );
     }
 }

@@ -237,6 +237,9 @@ pub(crate) struct DrainShape {
     pub(crate) events: bool,
 }
 
+/// Events the workers of [`drain_counted`] dropped, all told.
+pub(crate) static EVENTS_DROPPED: AtomicU64 = AtomicU64::new(0);
+
 /// Runs a worker in this process until `shape.tasks` no-op runs completed.
 pub(crate) async fn drain(app: &App, shape: DrainShape) -> Result<f64, celeriac::Error> {
     drain_counted(app, shape, &DONE).await
@@ -266,6 +269,7 @@ pub(crate) async fn drain_counted(
         })
         .await?;
     let seconds = started.elapsed().as_secs_f64();
+    EVENTS_DROPPED.fetch_add(report.events_dropped, Ordering::Relaxed);
     if report.succeeded < tasks {
         eprintln!(
             "warning: only {} of {tasks} tasks succeeded",

@@ -48,6 +48,7 @@ async fn story(app: AppBuilder, queue: &str) {
         (report.succeeded, report.retried, report.dead_lettered),
         (1, 1, 1)
     );
+    assert_eq!(report.events_dropped, 0, "{report:?}");
 
     let mut seen: Vec<Event> = Vec::new();
     let collected = tokio::time::timeout(Duration::from_secs(10), async {

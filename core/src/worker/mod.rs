@@ -385,6 +385,7 @@ impl Counters {
             expired: self.expired.load(Ordering::Relaxed),
             requeued: self.requeued.load(Ordering::Relaxed),
             revoked: self.revoked.load(Ordering::Relaxed),
+            events_dropped: 0,
         }
     }
 }
@@ -405,6 +406,9 @@ pub struct WorkerReport {
     pub requeued: u64,
     /// Revoked tasks: dropped when they arrived, or stopped while they ran.
     pub revoked: u64,
+    /// Events the worker did not send (see [`WorkerBuilder::events`]): its event buffer was full,
+    /// or the broker refused them. Always 0 for a worker that sends no events.
+    pub events_dropped: u64,
 }
 
 /// A running worker; see the [module documentation](self).

@@ -292,10 +292,13 @@ impl Worker {
         if let Some(listener) = listener {
             listener.abort();
         }
+        let mut report = self.shared.report.snapshot();
         if let Some((emitter, tasks)) = events {
-            tasks.stop(emitter, self.shared.report.processed()).await;
+            tasks
+                .stop(emitter.clone(), self.shared.report.processed())
+                .await;
+            report.events_dropped = emitter.dropped();
         }
-        let report = self.shared.report.snapshot();
         tracing::info!(?report, "worker stopped");
         match failure {
             Some(error) => Err(error),
