@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use super::schedule::Millis;
 use crate::coordination::Claim;
 use crate::error::Report;
-use crate::{App, Envelope, TaskId};
+use crate::{App, BrokerError, Envelope, TaskId};
 
 /// The header naming a tick: `<entry>@<tick in ms since the Unix epoch>`.
 pub(crate) const TICK_HEADER: &str = "x-celeriac-beat-tick";
@@ -79,41 +79,20 @@ pub(crate) async fn is_second_copy(app: &App, envelope: &Envelope) -> bool {
         return false;
     };
     let key = format!("beat-ran:{}", envelope.id);
-    let claimed = tokio::time::timeout(
-        app.enqueue_timeout(),
-        store.claim(&key, send, REMEMBERED_FOR),
-    )
-    .await;
-    match claimed {
-        Ok(Ok(Claim::Claimed)) => false,
-        Ok(Ok(Claim::Held { holder, .. })) if holder != *send => true,
+    let claim = store.claim(&key, send, REMEMBERED_FOR);
+    let checking = "checking whether this tick ran already";
+    match ask(app, envelope, checking, "running it", claim).await {
+        Some(Claim::Claimed) | None => false,
+        Some(Claim::Held { holder, .. }) if holder != *send => true,
         // This very send ran before, or runs: a copy redelivered or retried. Dropped only if the
         // earlier run succeeded.
-        Ok(Ok(Claim::Held { .. })) => {
-            let succeeded = tokio::time::timeout(
-                app.enqueue_timeout(),
-                store.members(&succeeded_key(envelope)),
-            )
-            .await;
-            match succeeded {
-                Ok(Ok(members)) => members.iter().any(|(member, _)| member == send),
-                Ok(Err(error)) => {
-                    tracing::warn!(task = %envelope.task, task.id = %envelope.id, error = %Report(&error), "cannot check whether this tick's run succeeded already; running it again");
-                    false
-                }
-                Err(_) => {
-                    tracing::warn!(task = %envelope.task, task.id = %envelope.id, "checking whether this tick's run succeeded already timed out; running it again");
-                    false
-                }
-            }
-        }
-        Ok(Err(error)) => {
-            tracing::warn!(task = %envelope.task, task.id = %envelope.id, error = %Report(&error), "cannot check whether this tick ran already; running it");
-            false
-        }
-        Err(_) => {
-            tracing::warn!(task = %envelope.task, task.id = %envelope.id, "checking whether this tick ran already timed out; running it");
-            false
+        Some(Claim::Held { .. }) => {
+            let succeeded = succeeded_key(envelope);
+            let members = store.members(&succeeded);
+            let checking = "checking whether this tick's run succeeded already";
+            ask(app, envelope, checking, "running it again", members)
+                .await
+                .is_some_and(|members| members.iter().any(|(member, _)| member == send))
         }
     }
 }
@@ -126,18 +105,32 @@ pub(crate) async fn ran(app: &App, envelope: &Envelope) {
     let (Some(send), Some(store)) = (envelope.headers.get(SEND_HEADER), app.coordination()) else {
         return;
     };
-    let written = tokio::time::timeout(
-        app.enqueue_timeout(),
-        store.remember(&succeeded_key(envelope), send, REMEMBERED_FOR),
-    )
-    .await;
-    match written {
-        Ok(Ok(())) => {}
+    let succeeded = succeeded_key(envelope);
+    let remember = store.remember(&succeeded, send, REMEMBERED_FOR);
+    let writing = "writing down that this tick ran";
+    let otherwise = "a copy delivered again would run again";
+    ask(app, envelope, writing, otherwise, remember).await;
+}
+
+/// The store's answer to `request`, made for the tick `envelope` within the app's enqueue
+/// timeout; `None`, logged as `doing` what failed and what happens `otherwise`, if the store
+/// fails or does not answer in time.
+async fn ask<T>(
+    app: &App,
+    envelope: &Envelope,
+    doing: &str,
+    otherwise: &str,
+    request: impl Future<Output = Result<T, BrokerError>>,
+) -> Option<T> {
+    match tokio::time::timeout(app.enqueue_timeout(), request).await {
+        Ok(Ok(answer)) => Some(answer),
         Ok(Err(error)) => {
-            tracing::warn!(task = %envelope.task, task.id = %envelope.id, error = %Report(&error), "cannot write down that this tick ran; a copy delivered again would run again");
+            tracing::warn!(task = %envelope.task, task.id = %envelope.id, error = %Report(&error), "{doing} failed; {otherwise}");
+            None
         }
         Err(_) => {
-            tracing::warn!(task = %envelope.task, task.id = %envelope.id, "writing down that this tick ran timed out; a copy delivered again would run again");
+            tracing::warn!(task = %envelope.task, task.id = %envelope.id, "{doing} timed out; {otherwise}");
+            None
         }
     }
 }

@@ -467,12 +467,12 @@ mod tests {
         for _ in 0..emitter.shard_capacity + 10 {
             started(&emitter);
         }
-        assert_eq!(emitter.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(emitter.dropped(), 0);
         let room = emitter.shard_capacity * emitter.shards.len();
         for _ in emitter.shard_capacity + 10..room + 3 {
             started(&emitter);
         }
-        assert_eq!(emitter.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(emitter.dropped(), 3);
         let waiting: usize = emitter
             .shards
             .iter()
@@ -576,6 +576,6 @@ mod tests {
                 "{uuid}"
             );
         }
-        assert_eq!(emitter.dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(emitter.dropped(), 0);
     }
 }
